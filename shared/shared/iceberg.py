@@ -1,0 +1,297 @@
+"""Reading and writing Iceberg tables: the one write path every location uses.
+
+Why one path: both modes (SQLite catalog locally, REST catalog in prod) and all three locations
+must write tables the same way, so that the same guarantees hold everywhere:
+
+* a write is one Iceberg commit: a reader sees the old snapshot or the new one, never part of a
+  write (a process killed mid-write leaves the table at its previous snapshot);
+* commit conflicts with a concurrent writer are retried with backoff, a bounded number of times;
+* new source columns are added to the table (schema evolution), never dropped on the floor;
+* nanosecond timestamps are cast to microseconds, which is all Iceberg v2 stores.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.table import Table
+from pyiceberg.transforms import DayTransform
+
+from shared.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+WriteMode = Literal["overwrite", "append"]
+
+
+class IcebergError(RuntimeError):
+    """A table could not be read or written; the message names the table and the catalog."""
+
+
+def open_catalog(settings: Settings | None = None) -> Catalog:
+    """Open the platform's Iceberg catalog (no network call in local mode)."""
+    settings = settings or load_settings()
+    if settings.is_local:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        settings.warehouse_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        catalog = load_catalog(settings.catalog.name, **settings.catalog_properties())
+    except Exception as exc:  # pyiceberg raises many types; name the endpoint, not the secret
+        raise IcebergError(
+            f"cannot open the Iceberg catalog at {settings.catalog.uri}: {exc}"
+        ) from exc
+    if settings.is_local:
+        _enable_sqlite_wal(catalog)
+    return catalog
+
+
+def _enable_sqlite_wal(catalog: Catalog) -> None:
+    """WAL lets readers proceed while one writer commits; it is a property of the file."""
+    engine = getattr(catalog, "engine", None)
+    if engine is None:
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
+@dataclass(frozen=True)
+class TableWriteResult:
+    """What a write produced, for logs and Dagster metadata."""
+
+    identifier: str
+    snapshot_id: int | None
+    row_count: int
+    rows_written: int
+    metadata_location: str
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "iceberg_table": self.identifier,
+            "snapshot_id": str(self.snapshot_id),
+            "row_count": self.row_count,
+            "rows_written": self.rows_written,
+            "metadata_location": self.metadata_location,
+        }
+
+
+def to_iceberg_compatible(data: pa.Table) -> pa.Table:
+    """Cast what Iceberg cannot store to what it can (ns timestamps to us, large types kept)."""
+    fields = []
+    changed = False
+    for f in data.schema:
+        t = f.type
+        if pa.types.is_timestamp(t) and t.unit == "ns":
+            t = pa.timestamp("us", tz=t.tz)
+            changed = True
+        elif pa.types.is_dictionary(t):
+            t = t.value_type
+            changed = True
+        fields.append(pa.field(f.name, t, nullable=f.nullable, metadata=f.metadata))
+    if not changed:
+        return data
+    return data.cast(pa.schema(fields, metadata=data.schema.metadata))
+
+
+def ensure_namespace(catalog: Catalog, namespace: str) -> None:
+    catalog.create_namespace_if_not_exists(namespace)
+
+
+def ensure_table(
+    catalog: Catalog,
+    identifier: str,
+    schema: pa.Schema,
+    *,
+    partition_by_day: str | None = None,
+) -> Table:
+    """Load ``identifier``, creating it (and its namespace) from ``schema`` if missing.
+
+    An existing table gains any column of ``schema`` that it lacks (schema evolution by name),
+    so a source that adds a column never loses that column's data.
+    """
+    namespace = identifier.split(".", 1)[0]
+    try:
+        table = catalog.load_table(identifier)
+    except NoSuchTableError:
+        ensure_namespace(catalog, namespace)
+        table = catalog.create_table_if_not_exists(identifier, schema=schema)
+        if partition_by_day and len(table.spec().fields) == 0:
+            with table.update_spec() as spec:
+                spec.add_field(partition_by_day, DayTransform(), f"{partition_by_day}_day")
+            table = catalog.load_table(identifier)
+        return table
+    existing = {f.name for f in table.schema().fields}
+    if any(name not in existing for name in schema.names):
+        with table.update_schema() as update:
+            update.union_by_name(schema)
+        table = catalog.load_table(identifier)
+    return table
+
+
+def _retry_commit(what: str, attempt_fn: Callable[[], Table], attempts: int) -> Table:
+    """Run ``attempt_fn`` and retry it on Iceberg commit conflicts and SQLite lock errors."""
+    delay = 0.05
+    for attempt in range(1, attempts + 1):
+        try:
+            return attempt_fn()
+        except CommitFailedException as exc:
+            err: Exception = exc
+        except Exception as exc:  # SQLAlchemy OperationalError: "database is locked"
+            if "database is locked" not in str(exc):
+                raise
+            err = exc
+        if attempt == attempts:
+            raise IcebergError(f"{what}: gave up after {attempts} conflicting commits: {err}")
+        log.warning("%s: commit conflict (attempt %d/%d), retrying: %s", what, attempt, attempts, err)
+        time.sleep(delay + random.uniform(0, delay))
+        delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+def write_table(
+    catalog: Catalog,
+    identifier: str,
+    data: pa.Table | Callable[[], Iterable[pa.RecordBatch | pa.Table]],
+    *,
+    mode: WriteMode = "overwrite",
+    overwrite_filter: BooleanExpression | str | None = None,
+    schema: pa.Schema | None = None,
+    partition_by_day: str | None = None,
+    attempts: int = 8,
+) -> TableWriteResult:
+    """Write ``data`` to ``identifier`` in one atomic Iceberg commit.
+
+    * ``mode="overwrite"`` without a filter replaces the table's contents.
+    * ``mode="overwrite"`` with ``overwrite_filter`` replaces only the rows matching it (for
+      example one day), so re-running a partition replaces it and never duplicates it.
+    * ``mode="append"`` adds rows.
+
+    ``data`` is one Arrow table, or a function returning an iterable of batches (``schema``
+    required then). Batches are written one data file at a time inside a single transaction, so
+    memory stays bounded by a batch while the commit stays atomic; on a commit conflict the
+    function is called again to replay the write.
+    """
+    if isinstance(data, pa.Table):
+        table_data = to_iceberg_compatible(data)
+        arrow_schema = table_data.schema
+
+        def chunks() -> Iterable[pa.Table]:
+            return [table_data]
+
+    else:
+        if schema is None:
+            raise ValueError("write_table: pass schema= when writing batches")
+        arrow_schema = to_iceberg_compatible(schema.empty_table()).schema
+
+        def chunks() -> Iterable[pa.Table]:
+            for b in data():
+                t = b if isinstance(b, pa.Table) else pa.Table.from_batches([b])
+                yield to_iceberg_compatible(t)
+
+    if mode not in ("overwrite", "append"):
+        raise ValueError(f"write_table: unknown mode {mode!r}")
+    rows_written = 0
+
+    def attempt() -> Table:
+        nonlocal rows_written
+        rows_written = 0
+        table = ensure_table(catalog, identifier, arrow_schema, partition_by_day=partition_by_day)
+        with table.transaction() as tx:
+            if mode == "overwrite":
+                with warnings.catch_warnings():
+                    # "Delete operation did not match any records" is expected on a first write.
+                    warnings.simplefilter("ignore", UserWarning)
+                    tx.delete(overwrite_filter if overwrite_filter is not None else AlwaysTrue())
+            for chunk in chunks():
+                if chunk.num_rows:
+                    tx.append(_align(chunk, table))
+                    rows_written += chunk.num_rows
+        return catalog.load_table(identifier)
+
+    table = _retry_commit(f"write {identifier}", attempt, attempts)
+    return describe_write(table, identifier, rows_written)
+
+
+def _align(chunk: pa.Table, table: Table) -> pa.Table:
+    """Order columns as the table does; columns the batch lacks are written as nulls.
+
+    A source that drops a column keeps the column in the table (with nulls from then on) rather
+    than failing the sync or rewriting history.
+    """
+    names = [f.name for f in table.schema().fields]
+    arrow_schema = table.schema().as_arrow()
+    cols = []
+    for name in names:
+        if name in chunk.column_names:
+            cols.append(chunk.column(name).cast(arrow_schema.field(name).type))
+        else:
+            cols.append(pa.nulls(chunk.num_rows, arrow_schema.field(name).type))
+    return pa.Table.from_arrays(cols, schema=arrow_schema)
+
+
+def describe_write(table: Table, identifier: str, rows_written: int) -> TableWriteResult:
+    snapshot = table.current_snapshot()
+    return TableWriteResult(
+        identifier=identifier,
+        snapshot_id=snapshot.snapshot_id if snapshot else None,
+        row_count=row_count(table),
+        rows_written=rows_written,
+        metadata_location=table.metadata_location,
+    )
+
+
+def row_count(table: Table) -> int:
+    """Rows in the current snapshot, from its summary (no data files read)."""
+    snapshot = table.current_snapshot()
+    if snapshot is None or snapshot.summary is None:
+        return 0
+    return int(snapshot.summary.additional_properties.get("total-records", 0))
+
+
+def read_table(
+    catalog: Catalog,
+    identifier: str,
+    *,
+    columns: Sequence[str] | None = None,
+    row_filter: BooleanExpression | str | None = None,
+) -> pa.Table:
+    """Read ``identifier`` as Arrow, projecting ``columns`` and pushing ``row_filter`` down."""
+    try:
+        table = catalog.load_table(identifier)
+    except NoSuchTableError as exc:
+        raise IcebergError(
+            f"Iceberg table {identifier} does not exist yet: materialize its asset first"
+        ) from exc
+    scan = table.scan(
+        row_filter=row_filter if row_filter is not None else AlwaysTrue(),
+        selected_fields=tuple(columns) if columns else ("*",),
+    )
+    return scan.to_arrow()
+
+
+def list_tables(catalog: Catalog) -> list[dict[str, Any]]:
+    """Every table of the catalog: identifier, metadata location, snapshot id, row count."""
+    out = []
+    for ns in sorted(catalog.list_namespaces()):
+        for ident in sorted(catalog.list_tables(ns)):
+            name = ".".join(ident)
+            table = catalog.load_table(name)
+            snap = table.current_snapshot()
+            out.append(
+                {
+                    "identifier": name,
+                    "metadata_location": table.metadata_location,
+                    "snapshot_id": snap.snapshot_id if snap else None,
+                    "row_count": row_count(table),
+                }
+            )
+    return out
