@@ -1,0 +1,125 @@
+"""ML features per user (``ml.user_features``): pure functions on polars LazyFrames.
+
+Definitions (the asset docstring and the README repeat them so another engine can recompute
+them). ``D`` is the as-of date; events are the distinct event_ids of ``staging.stg_events`` with
+``event_date <= D`` and a non-null user_id; "7d" means ``event_date`` in ``[D-6, D]`` and "30d"
+means ``event_date`` in ``[D-29, D]`` (both ends included, so the windows hold 7 and 30 days).
+Revenue is the sum of ``amount`` over ``purchase`` events (null amounts ignored, 0.0 if none).
+
+Population: every user of ``marts.dim_users`` whose ``signup_at`` is null or falls on or before
+``D`` (UTC date). A user without events gets 0 counts, 0.0 revenue and null event dates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from analytics.frames import count_if, dedupe_events, safe_ratio, utc_date
+
+#: Output columns, in order, with their types: the table schema of ml.user_features.
+FEATURE_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.Int64(),
+    "as_of_date": pl.Date(),
+    "country": pl.String(),
+    "plan": pl.String(),
+    "signup_date": pl.Date(),
+    "tenure_days": pl.Int64(),
+    "first_event_date": pl.Date(),
+    "last_event_date": pl.Date(),
+    "days_since_first_event": pl.Int64(),
+    "days_since_last_event": pl.Int64(),
+    "events_total": pl.Int64(),
+    "events_7d": pl.Int64(),
+    "events_30d": pl.Int64(),
+    "active_days_7d": pl.Int64(),
+    "active_days_30d": pl.Int64(),
+    "page_views_30d": pl.Int64(),
+    "clicks_30d": pl.Int64(),
+    "add_to_carts_30d": pl.Int64(),
+    "purchases_30d": pl.Int64(),
+    "purchases_total": pl.Int64(),
+    "revenue_30d": pl.Float64(),
+    "revenue_total": pl.Float64(),
+    "avg_order_value": pl.Float64(),
+    "is_active_7d": pl.Boolean(),
+    "is_active_30d": pl.Boolean(),
+    "has_purchased": pl.Boolean(),
+    "purchased_30d": pl.Boolean(),
+}
+
+_COUNT_COLUMNS = [
+    "events_total",
+    "events_7d",
+    "events_30d",
+    "active_days_7d",
+    "active_days_30d",
+    "page_views_30d",
+    "clicks_30d",
+    "add_to_carts_30d",
+    "purchases_30d",
+    "purchases_total",
+]
+
+
+def latest_event_date(events: pl.LazyFrame) -> dt.date | None:
+    """The default as-of date: the latest ``event_date`` in the events (None if no events)."""
+    return events.select(pl.col("event_date").max()).collect().item()
+
+
+def user_features(users: pl.LazyFrame, events: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
+    """Features of every user as of the end of day ``as_of`` (UTC). See the module docstring.
+
+    ``users`` needs ``user_id, country, plan, signup_at``; ``events`` needs
+    ``event_id, user_id, event_type, event_date, amount``.
+    """
+    d7 = as_of - dt.timedelta(days=6)
+    d30 = as_of - dt.timedelta(days=29)
+    ev = dedupe_events(events).filter(
+        pl.col("user_id").is_not_null() & (pl.col("event_date") <= as_of)
+    )
+    date = pl.col("event_date")
+    etype = pl.col("event_type")
+    in7 = date >= d7
+    in30 = date >= d30
+    is_purchase = etype == "purchase"
+    per_user = ev.group_by(pl.col("user_id").cast(pl.Int64)).agg(
+        first_event_date=date.min(),
+        last_event_date=date.max(),
+        events_total=pl.len().cast(pl.Int64),
+        events_7d=count_if(in7),
+        events_30d=count_if(in30),
+        active_days_7d=date.filter(in7).n_unique().cast(pl.Int64),
+        active_days_30d=date.filter(in30).n_unique().cast(pl.Int64),
+        page_views_30d=count_if(in30 & (etype == "page_view")),
+        clicks_30d=count_if(in30 & (etype == "click")),
+        add_to_carts_30d=count_if(in30 & (etype == "add_to_cart")),
+        purchases_30d=count_if(in30 & is_purchase),
+        purchases_total=count_if(is_purchase),
+        revenue_30d=pl.col("amount").filter(in30 & is_purchase).sum().cast(pl.Float64),
+        revenue_total=pl.col("amount").filter(is_purchase).sum().cast(pl.Float64),
+    )
+    people = users.with_columns(
+        user_id=pl.col("user_id").cast(pl.Int64), signup_date=utc_date(users, "signup_at")
+    ).filter(pl.col("signup_date").is_null() | (pl.col("signup_date") <= as_of))
+    as_of_lit = pl.lit(as_of, dtype=pl.Date)
+    joined = people.join(per_user, on="user_id", how="left").with_columns(
+        [pl.col(c).fill_null(0) for c in _COUNT_COLUMNS]
+        + [pl.col(c).fill_null(0.0) for c in ("revenue_30d", "revenue_total")]
+    )
+    return (
+        joined.with_columns(
+            as_of_date=as_of_lit,
+            tenure_days=(as_of_lit - pl.col("signup_date")).dt.total_days(),
+            days_since_first_event=(as_of_lit - pl.col("first_event_date")).dt.total_days(),
+            days_since_last_event=(as_of_lit - pl.col("last_event_date")).dt.total_days(),
+            avg_order_value=safe_ratio(pl.col("revenue_total"), pl.col("purchases_total")),
+            is_active_7d=pl.col("events_7d") > 0,
+            is_active_30d=pl.col("events_30d") > 0,
+            has_purchased=pl.col("purchases_total") > 0,
+            purchased_30d=pl.col("purchases_30d") > 0,
+        )
+        .select([pl.col(name).cast(dtype) for name, dtype in FEATURE_SCHEMA.items()])
+        .sort("user_id")
+    )

@@ -1,0 +1,49 @@
+"""Small polars helpers shared by features and metrics (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+def dedupe_events(events: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per ``event_id``; rows without an event_id are dropped.
+
+    ``staging.stg_events`` is already deduplicated; this guard makes every figure of analytics
+    defined on distinct event_ids even if an upstream ever delivers a duplicate (at-least-once
+    sync). The kept row is the first by ``(event_id, event_date, user_id, event_type)`` so the
+    choice does not depend on file order.
+    """
+    return (
+        events.filter(pl.col("event_id").is_not_null())
+        .sort(["event_id", "event_date", "user_id", "event_type"], nulls_last=True)
+        .unique(subset=["event_id"], keep="first", maintain_order=True)
+    )
+
+
+def utc_date(frame: pl.LazyFrame, column: str) -> pl.Expr:
+    """The UTC calendar date of timestamp ``column`` (a naive timestamp is taken as UTC)."""
+    dtype = frame.collect_schema()[column]
+    expr = pl.col(column)
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is None:
+            expr = expr.dt.replace_time_zone("UTC")
+        else:
+            expr = expr.dt.convert_time_zone("UTC")
+        return expr.dt.date()
+    if isinstance(dtype, pl.Date):
+        return expr
+    raise TypeError(f"column {column!r} must be a timestamp or a date, got {dtype}")
+
+
+def count_if(condition: pl.Expr) -> pl.Expr:
+    """Number of rows of the group where ``condition`` is true, as Int64."""
+    return condition.fill_null(False).sum().cast(pl.Int64)
+
+
+def safe_ratio(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
+    """``numerator / denominator`` as Float64, null when the denominator is 0 or null."""
+    return (
+        pl.when(denominator > 0)
+        .then(numerator.cast(pl.Float64) / denominator.cast(pl.Float64))
+        .otherwise(None)
+    )
