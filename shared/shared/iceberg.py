@@ -211,10 +211,24 @@ def write_table(
                     # "Delete operation did not match any records" is expected on a first write.
                     warnings.simplefilter("ignore", UserWarning)
                     tx.delete(overwrite_filter if overwrite_filter is not None else AlwaysTrue())
-            for chunk in chunks():
-                if chunk.num_rows:
-                    tx.append(_align(chunk, table))
-                    rows_written += chunk.num_rows
+            if table.spec().fields:
+                # Partitioned tables take whole Arrow tables (pyiceberg streams only unpartitioned
+                # ones): one snapshot per chunk, all in the same atomic metadata commit.
+                for chunk in chunks():
+                    if chunk.num_rows:
+                        tx.append(_align(chunk, table))
+                        rows_written += chunk.num_rows
+            else:
+                # One streaming append: one snapshot, memory bounded by a batch.
+                target = table.schema().as_arrow()
+
+                def aligned() -> Iterable[pa.RecordBatch]:
+                    nonlocal rows_written
+                    for chunk in chunks():
+                        rows_written += chunk.num_rows
+                        yield from _align(chunk, table).to_batches()
+
+                tx.append(pa.RecordBatchReader.from_batches(target, aligned()))
         return catalog.load_table(identifier)
 
     table = _retry_commit(f"write {identifier}", attempt, attempts)

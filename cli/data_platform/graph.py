@@ -1,0 +1,146 @@
+"""The cross-location asset graph, seen from outside the locations.
+
+Loads each location's ``defs`` (the modules named in ``workspace.yaml``), and answers two
+questions: which location owns which asset key (the contract between teams), and in which order
+runs must go to materialize the whole graph locally (one run per location and partitioning, as
+the production deployment would launch them).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from dagster import AssetKey, Definitions
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKSPACE_FILE = REPO_ROOT / "workspace.yaml"
+
+
+def workspace_locations(workspace_file: Path = WORKSPACE_FILE) -> dict[str, str]:
+    """``{location name: module}`` from ``workspace.yaml``, in file order."""
+    doc = yaml.safe_load(workspace_file.read_text())
+    out: dict[str, str] = {}
+    for entry in doc["load_from"]:
+        spec = entry["python_module"]
+        out[spec["location_name"]] = spec["module_name"]
+    return out
+
+
+def load_location_defs(workspace_file: Path = WORKSPACE_FILE) -> dict[str, Definitions]:
+    """Import every location's ``defs``."""
+    return {
+        name: importlib.import_module(module).defs
+        for name, module in workspace_locations(workspace_file).items()
+    }
+
+
+@dataclass
+class LocationGraph:
+    """What each location produces and what it reads from outside itself."""
+
+    produces: dict[str, set[AssetKey]] = field(default_factory=dict)
+    reads: dict[str, set[AssetKey]] = field(default_factory=dict)
+    parents: dict[AssetKey, set[AssetKey]] = field(default_factory=dict)
+    partitioned: dict[AssetKey, bool] = field(default_factory=dict)
+
+    @property
+    def owner(self) -> dict[AssetKey, str]:
+        return {key: loc for loc, keys in self.produces.items() for key in keys}
+
+
+def build_location_graph(location_defs: dict[str, Definitions]) -> LocationGraph:
+    graph = LocationGraph()
+    for name, defs in location_defs.items():
+        asset_graph = defs.resolve_asset_graph()
+        produced = set(asset_graph.materializable_asset_keys)
+        graph.produces[name] = produced
+        external: set[AssetKey] = set()
+        for key in produced:
+            node = asset_graph.get(key)
+            graph.parents[key] = set(node.parent_keys)
+            graph.partitioned[key] = node.partitions_def is not None
+            external |= {p for p in node.parent_keys if p not in produced}
+        graph.reads[name] = external
+    return graph
+
+
+def contract_violations(graph: LocationGraph) -> list[str]:
+    """Every way the locations disagree about who produces what; empty when the contract holds.
+
+    * a key produced by two locations;
+    * a key a location reads that no other location produces (a team renamed or dropped it);
+    * a key that does not name an Iceberg table (``[namespace, table]``).
+    """
+    problems: list[str] = []
+    producers: dict[AssetKey, list[str]] = {}
+    for loc, keys in graph.produces.items():
+        for key in keys:
+            producers.setdefault(key, []).append(loc)
+            if len(key.path) != 2:
+                problems.append(
+                    f"{loc} produces {key.to_user_string()}, which does not name an Iceberg "
+                    "table (expected namespace/table)"
+                )
+    for key, locs in sorted(producers.items()):
+        if len(locs) > 1:
+            problems.append(f"{key.to_user_string()} is produced by {len(locs)} locations: {locs}")
+    for loc, keys in graph.reads.items():
+        for key in sorted(keys):
+            others = [p for p in producers.get(key, []) if p != loc]
+            if len(others) != 1:
+                problems.append(
+                    f"{loc} reads {key.to_user_string()}, produced by "
+                    f"{others or 'no other location'} (expected exactly one)"
+                )
+    return problems
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run: a set of assets of one location, all partitioned or all not."""
+
+    location: str
+    asset_keys: tuple[AssetKey, ...]
+    partitioned: bool
+
+
+def plan_runs(graph: LocationGraph) -> list[PlannedRun]:
+    """Order runs so each starts after everything it reads, fewest runs first.
+
+    Greedy: take the ready keys of one (location, partitioned) group, then keep adding keys of
+    the same group whose parents are done or in the batch, so a location's chain runs together.
+    """
+    owner = graph.owner
+    remaining = set(owner)
+    done: set[AssetKey] = set()
+    runs: list[PlannedRun] = []
+
+    def ready(key: AssetKey, batch: set[AssetKey]) -> bool:
+        return all(p in done or p in batch or p not in owner for p in graph.parents[key])
+
+    while remaining:
+        candidates = sorted(
+            (k for k in remaining if ready(k, set())),
+            key=lambda k: (owner[k], graph.partitioned[k], k.to_user_string()),
+        )
+        if not candidates:
+            raise RuntimeError(f"cycle in the asset graph among {sorted(remaining)}")
+        first = candidates[0]
+        group = (owner[first], graph.partitioned[first])
+        batch = {first}
+        grew = True
+        while grew:
+            grew = False
+            for key in sorted(remaining - batch, key=AssetKey.to_user_string):
+                if (owner[key], graph.partitioned[key]) == group and ready(key, batch):
+                    batch.add(key)
+                    grew = True
+        runs.append(
+            PlannedRun(group[0], tuple(sorted(batch, key=AssetKey.to_user_string)), group[1])
+        )
+        done |= batch
+        remaining -= batch
+    return runs

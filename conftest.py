@@ -1,0 +1,9 @@
+"""Repository-wide pytest setup.
+
+Tests run with ``--import-mode=importlib`` so that every location can have a ``tests/`` folder with
+files of the same names. That mode names ``shared/tests/test_x.py`` ``shared.tests.test_x`` and
+would register an empty placeholder module ``shared`` for it; importing the real package first
+keeps ``shared`` the library.
+"""
+
+import shared  # noqa: F401

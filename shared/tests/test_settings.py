@@ -1,0 +1,76 @@
+from pathlib import Path
+
+import pytest
+
+from shared.settings import Secret, SettingsError, load_settings
+
+
+def test_local_is_the_default_and_lives_under_home(tmp_path):
+    s = load_settings({"DATA_PLATFORM_HOME": str(tmp_path)})
+    assert s.env == "local"
+    assert s.home == tmp_path.resolve()
+    assert s.catalog_properties()["type"] == "sql"
+    assert s.catalog.uri.startswith(f"sqlite:///{tmp_path.resolve()}/catalog.db")
+    assert s.catalog.warehouse == (tmp_path.resolve() / "warehouse").as_uri()
+    assert s.airbyte is None
+
+
+def test_unknown_mode_names_the_allowed_values():
+    with pytest.raises(SettingsError) as err:
+        load_settings({"DATA_PLATFORM_ENV": "staging"})
+    assert "'staging'" in str(err.value)
+    assert "local, prod" in str(err.value)
+
+
+def test_prod_requires_the_catalog_and_object_store():
+    with pytest.raises(SettingsError, match="ICEBERG_REST_URI"):
+        load_settings({"DATA_PLATFORM_ENV": "prod"})
+    with pytest.raises(SettingsError, match="GARAGE_S3_ENDPOINT"):
+        load_settings({"DATA_PLATFORM_ENV": "prod", "ICEBERG_REST_URI": "http://cat:8181"})
+
+
+PROD = {
+    "DATA_PLATFORM_ENV": "prod",
+    "ICEBERG_REST_URI": "http://cat:8181",
+    "GARAGE_S3_ENDPOINT": "http://garage:3900",
+    "GARAGE_ACCESS_KEY_ID": "GKplantedaccesskey",
+    "GARAGE_SECRET_ACCESS_KEY": "planted-secret-value-123",
+}
+
+
+def test_prod_catalog_properties_configure_garage():
+    props = load_settings(PROD).catalog_properties()
+    assert props["type"] == "rest"
+    assert props["s3.region"] == "garage"  # without it pyarrow asks AWS and stalls
+    assert props["s3.endpoint"] == "http://garage:3900"
+    assert props["s3.secret-access-key"] == "planted-secret-value-123"
+
+
+def test_secrets_never_show_in_repr():
+    s = load_settings(PROD)
+    text = repr(s) + str(s.object_store.secret_access_key)
+    assert "planted-secret-value-123" not in text
+    assert "GKplantedaccesskey" not in text
+    assert Secret("x").reveal() == "x"
+
+
+def test_airbyte_needs_one_pair_of_credentials():
+    env = {**PROD, "AIRBYTE_URL": "http://airbyte:8001", "AIRBYTE_WORKSPACE_ID": "w"}
+    with pytest.raises(SettingsError, match="AIRBYTE_CLIENT_ID"):
+        load_settings(env)
+    ok = load_settings({**env, "AIRBYTE_USERNAME": "u", "AIRBYTE_PASSWORD": "p"})
+    assert ok.airbyte.rest_api_base_url == "http://airbyte:8001/api/public/v1"
+    assert ok.airbyte.configuration_api_base_url == "http://airbyte:8001/api/v1"
+
+
+def test_standin_sizes_are_validated():
+    s = load_settings({"DATA_PLATFORM_STANDIN_DAYS": "3", "DATA_PLATFORM_STANDIN_USERS": "10"})
+    assert (s.standin.days, s.standin.users) == (3, 10)
+    with pytest.raises(SettingsError, match="DATA_PLATFORM_STANDIN_DAYS='-1'"):
+        load_settings({"DATA_PLATFORM_STANDIN_DAYS": "-1"})
+
+
+def test_default_home_is_repo_root(monkeypatch):
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo / "shared")
+    assert load_settings({}).home == repo / ".data-platform"
