@@ -34,7 +34,7 @@ PROD = {
     "ICEBERG_REST_URI": "http://cat:8181",
     "GARAGE_S3_ENDPOINT": "http://garage:3900",
     "GARAGE_ACCESS_KEY_ID": "GKplantedaccesskey",
-    "GARAGE_SECRET_ACCESS_KEY": "planted-secret-value-123",
+    "GARAGE_SECRET_ACCESS_KEY": "planted-secret-value-123",  # pragma: allowlist secret
 }
 
 

@@ -1,0 +1,89 @@
+"""The workspace as a user sees it: the real webserver, three locations, edges across them."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from data_platform.graph import workspace_locations
+from tests.webserver import ASSET_NODES_QUERY, REPO, running_webserver
+
+pytestmark = pytest.mark.slow
+
+LOCATIONS = {"ingestion", "transformation", "analytics"}
+
+
+@pytest.fixture(scope="module")
+def webserver(tmp_path_factory):
+    home = tmp_path_factory.mktemp("webserver")
+    with running_webserver(
+        REPO / "workspace.yaml", home / "dagster", env={"DATA_PLATFORM_HOME": str(home / "lake")}
+    ) as server:
+        server.wait_loaded(LOCATIONS)
+        yield server
+
+
+def test_workspace_file_lists_the_three_locations():
+    assert set(workspace_locations()) == LOCATIONS
+
+
+def test_all_three_locations_load_without_errors(webserver):
+    entries = webserver.locations()
+    for name in LOCATIONS:
+        assert entries[name]["loadStatus"] == "LOADED"
+        assert entries[name]["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+
+
+def _edges(webserver):
+    nodes = webserver.graphql(ASSET_NODES_QUERY)["assetNodes"]
+    owner = {
+        "/".join(n["assetKey"]["path"]): n["repository"]["location"]["name"]
+        for n in nodes
+        if n["isMaterializable"]
+    }
+    edges = set()
+    for n in nodes:
+        child = "/".join(n["assetKey"]["path"])
+        for dep in n["dependencyKeys"]:
+            edges.add(("/".join(dep["path"]), child))
+    return owner, edges
+
+
+def test_lineage_crosses_locations(webserver):
+    owner, edges = _edges(webserver)
+    assert owner["raw/users"] == "ingestion" and owner["raw/events"] == "ingestion"
+    assert owner["staging/stg_users"] == "transformation"
+    assert owner["ml/user_features"] == "analytics"
+    cross = {(a, b) for a, b in edges if a in owner and b in owner and owner[a] != owner[b]}
+    assert ("raw/users", "staging/stg_users") in cross
+    assert ("raw/events", "staging/stg_events") in cross
+    assert any(owner[a] == "transformation" and owner[b] == "analytics" for a, b in cross)
+
+
+def test_a_broken_location_does_not_take_down_the_others(tmp_path):
+    """Location isolation: one location fails to import; the other two load and stay usable."""
+    broken = tmp_path / "broken_analytics.py"
+    broken.write_text("import analytics.definitions\nraise RuntimeError('deliberately broken')\n")
+    doc = yaml.safe_load((REPO / "workspace.yaml").read_text())
+    for entry in doc["load_from"]:
+        if entry["python_module"]["location_name"] == "analytics":
+            entry.clear()
+            entry["python_file"] = {"relative_path": str(broken), "location_name": "analytics"}
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(yaml.safe_dump(doc))
+    with running_webserver(
+        workspace, tmp_path / "dagster", env={"DATA_PLATFORM_HOME": str(tmp_path / "lake")}
+    ) as server:
+        entries = server.wait_loaded({"ingestion", "transformation"})
+        import time
+
+        deadline = time.monotonic() + 120
+        while entries["analytics"]["loadStatus"] != "LOADED" and time.monotonic() < deadline:
+            time.sleep(1)
+            entries = server.locations()
+        error = entries["analytics"]["locationOrLoadError"]
+        assert error["__typename"] == "PythonError"
+        assert "deliberately broken" in error["message"]
+        owner, _ = _edges(server)
+        assert owner["raw/users"] == "ingestion"
+        assert owner["staging/stg_users"] == "transformation"

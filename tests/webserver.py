@@ -1,0 +1,110 @@
+"""Start the real Dagster webserver on a workspace file, for tests, and talk GraphQL to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A background process started by a non-interactive shell inherits an ignored SIGINT; restore the
+# default so the webserver (and the code servers it spawns) stop when signalled.
+_LAUNCHER = (
+    "import signal, sys, os; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+WORKSPACE_QUERY = """
+{ workspaceOrError { __typename ... on Workspace { locationEntries {
+    name loadStatus
+    locationOrLoadError { __typename ... on PythonError { message } }
+} } } }
+"""
+
+ASSET_NODES_QUERY = """
+{ assetNodes { assetKey { path } dependencyKeys { path } isMaterializable
+    repository { location { name } } } }
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Webserver:
+    def __init__(self, url: str, proc: subprocess.Popen, log: Path):
+        self.url, self.proc, self.log = url, proc, log
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        req = urllib.request.Request(
+            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            payload = json.loads(resp.read())
+        if payload.get("errors"):
+            raise AssertionError(f"GraphQL errors: {payload['errors']}")
+        return payload["data"]
+
+    def locations(self) -> dict[str, dict]:
+        data = self.graphql(WORKSPACE_QUERY)["workspaceOrError"]
+        return {e["name"]: e for e in data["locationEntries"]}
+
+    def wait_loaded(self, names: set[str], timeout: float = 240) -> dict[str, dict]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, dict] = {}
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"webserver exited: {self.log.read_text()[-3000:]}")
+            try:
+                last = self.locations()
+            except OSError:
+                time.sleep(1)
+                continue
+            if set(last) >= names and all(last[n]["loadStatus"] == "LOADED" for n in names):
+                return last
+            time.sleep(1)
+        raise AssertionError(f"locations not loaded in {timeout}s: {last}")
+
+
+@contextmanager
+def running_webserver(workspace: Path, dagster_home: Path, env: dict[str, str] | None = None):
+    """Run ``dagster-webserver -w workspace`` on a free port; stop it by PID at the end."""
+    port = free_port()
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").touch()
+    log = dagster_home / "webserver.log"
+    full_env = {**os.environ, "DAGSTER_HOME": str(dagster_home), **(env or {})}
+    exe = str(Path(sys.executable).parent / "dagster-webserver")
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER, exe, "-w", str(workspace), "-h", "127.0.0.1",
+             "-p", str(port)],
+            cwd=REPO,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield Webserver(f"http://127.0.0.1:{port}", proc, log)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
