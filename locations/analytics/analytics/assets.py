@@ -1,0 +1,233 @@
+"""Analytics assets: thin shells that read upstream tables, call pure functions, check, write.
+
+Each asset follows write-audit-publish: the output frame is checked in memory (analytics.checks)
+and written to Iceberg in one atomic commit only if every blocking check passed, so consumers
+never read a snapshot that failed a blocking check.
+"""
+
+
+import datetime as dt
+from collections.abc import Iterator
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetDep,
+    AssetExecutionContext,
+    BackfillPolicy,
+    Config,
+    Failure,
+    MaterializeResult,
+    TimeWindowPartitionMapping,
+    asset,
+)
+from pydantic import Field
+
+from analytics import features as feature_defs
+from analytics import metrics as metric_defs
+from analytics.automation import daily_metrics_condition, user_features_condition
+from analytics.checks import (
+    DAILY_METRICS_CHECKS,
+    USER_FEATURES_CHECKS,
+    check_daily_metrics,
+    check_user_features,
+)
+from analytics.frames import utc_date
+from analytics.io import ReadResult, day_range_filter, output_metadata, read_upstream, to_arrow
+from analytics.sources import (
+    DAILY_METRICS_KEY,
+    DIM_USERS,
+    FCT_DAILY_EVENTS,
+    STG_EVENTS,
+    USER_FEATURES_KEY,
+)
+from shared.keys import table_identifier
+from shared.partitions import daily_partitions
+from shared.resources import IcebergCatalogResource
+
+_SAME_DAY = TimeWindowPartitionMapping()
+
+
+def _publish_or_fail(
+    context: AssetExecutionContext, results: list[AssetCheckResult], specs: list
+) -> None:
+    """Raise (writing nothing) when a blocking check failed; log every failed check."""
+    blocking = {s.name for s in specs if s.blocking}
+    failed = [r for r in results if not r.passed]
+    for r in failed:
+        context.log.warning(f"check {r.check_name} failed: {r.description}")
+    fatal = [r for r in failed if r.check_name in blocking]
+    if fatal:
+        raise Failure(
+            description="blocking check(s) failed, nothing was written: "
+            + "; ".join(f"{r.check_name}: {r.description}" for r in fatal),
+            metadata={r.check_name: r.description or "" for r in fatal},
+        )
+
+
+class UserFeaturesConfig(Config):
+    """Run configuration of ``ml/user_features``."""
+
+    as_of_date: str | None = Field(
+        default=None,
+        description="Compute features as of the end of this UTC day (YYYY-MM-DD). Default: the "
+        "latest event_date in staging.stg_events.",
+    )
+
+
+@asset(
+    key=USER_FEATURES_KEY,
+    deps=[STG_EVENTS.key, DIM_USERS.key],
+    group_name="ml",
+    kinds={"polars", "iceberg"},
+    check_specs=USER_FEATURES_CHECKS,
+    automation_condition=user_features_condition(),
+    tags={"layer": "ml"},
+)
+def user_features(
+    context: AssetExecutionContext, config: UserFeaturesConfig, iceberg: IcebergCatalogResource
+) -> Iterator[MaterializeResult | AssetCheckResult]:
+    """ML features per user as of the end of day D (table ``ml.user_features``, full overwrite).
+
+    D = run config ``as_of_date``, else the latest ``event_date`` of ``staging.stg_events``.
+    Events E = distinct ``event_id`` of stg_events with ``event_date <= D`` and user_id not null.
+    7d = ``event_date`` in [D-6, D]; 30d = ``event_date`` in [D-29, D]. One row per user of
+    ``marts.dim_users`` whose ``signup_at`` is null or has UTC date <= D:
+
+    - ``country``, ``plan`` (dim_users); ``signup_date`` = UTC date of signup_at;
+      ``tenure_days`` = D - signup_date; ``as_of_date`` = D
+    - ``first_event_date`` / ``last_event_date`` = min / max event_date of the user's E;
+      ``days_since_first_event`` / ``days_since_last_event`` = D - those (null without events)
+    - ``events_total`` / ``events_7d`` / ``events_30d`` = count of the user's E (in the window)
+    - ``active_days_7d`` / ``active_days_30d`` = distinct event_date in the window
+    - ``page_views_30d``, ``clicks_30d``, ``add_to_carts_30d``, ``purchases_30d`` = count by
+      event_type (page_view, click, add_to_cart, purchase) in 30d; ``purchases_total`` all time
+    - ``revenue_30d`` / ``revenue_total`` = sum(amount) of purchase events (0.0 if none)
+    - ``avg_order_value`` = revenue_total / purchases_total (null if no purchase)
+    - ``is_active_7d`` = events_7d > 0, ``is_active_30d`` = events_30d > 0,
+      ``has_purchased`` = purchases_total > 0, ``purchased_30d`` = purchases_30d > 0
+
+    Counts are 0 (not null) for users without events. Sorted by user_id.
+    """
+    as_of = dt.date.fromisoformat(config.as_of_date) if config.as_of_date else None
+    # With an explicit as-of date, events after it are never read (pushed down to the scan).
+    events = read_upstream(
+        iceberg,
+        STG_EVENTS,
+        window_column="event_date" if as_of else None,
+        end=as_of + dt.timedelta(days=1) if as_of else None,
+    )
+    users = read_upstream(iceberg, DIM_USERS)
+    if as_of is None:
+        as_of = feature_defs.latest_event_date(events.frame)
+        if as_of is None:
+            raise Failure(
+                f"{STG_EVENTS.identifier} has no events: there is no day to compute features "
+                "as of. Materialize the upstream, or set as_of_date in the run config."
+            )
+    frame = feature_defs.user_features(users.frame, events.frame, as_of).collect()
+    eligible = (
+        users.frame.with_columns(d=utc_date(users.frame, "signup_at"))
+        .filter(pl.col("d").is_null() | (pl.col("d") <= as_of))
+        .select(pl.len())
+        .collect()
+        .item()
+    )
+    results = check_user_features(frame, eligible)
+    _publish_or_fail(context, results, USER_FEATURES_CHECKS)
+    written = iceberg.write(table_identifier(USER_FEATURES_KEY), to_arrow(frame), mode="overwrite")
+    context.log.info(f"wrote {written.rows_written} rows to {written.identifier} as of {as_of}")
+    yield MaterializeResult(
+        metadata=output_metadata(
+            written,
+            frame,
+            [events, users],
+            as_of_date=as_of.isoformat(),
+            write_mode="overwrite (whole table)",
+        ),
+        check_results=results,
+    )
+
+
+@asset(
+    key=DAILY_METRICS_KEY,
+    deps=[
+        AssetDep(STG_EVENTS.key, partition_mapping=_SAME_DAY),
+        AssetDep(FCT_DAILY_EVENTS.key, partition_mapping=_SAME_DAY),
+        DIM_USERS.key,
+    ],
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    group_name="analytics",
+    kinds={"polars", "iceberg"},
+    check_specs=DAILY_METRICS_CHECKS,
+    automation_condition=daily_metrics_condition(),
+    tags={"layer": "analytics"},
+)
+def daily_metrics(
+    context: AssetExecutionContext, iceberg: IcebergCatalogResource
+) -> Iterator[MaterializeResult | AssetCheckResult]:
+    """Business metrics per UTC day (table ``analytics.daily_metrics``, partitioned by day).
+
+    A run covers the partition window [start, end) (one day, or a range in one run) and
+    overwrites exactly those days of the table; other days are untouched. For each day d, with
+    E_d = distinct ``event_id`` of ``staging.stg_events`` with ``event_date = d``:
+
+    - ``metric_date`` = d
+    - ``active_users`` = count distinct non-null user_id in E_d
+    - ``events_total`` = count of E_d (events with a null user_id included)
+    - ``page_views``, ``clicks``, ``add_to_carts``, ``purchases`` = count of E_d by event_type
+    - ``purchasers`` = count distinct non-null user_id of purchase events in E_d
+    - ``revenue`` = sum(amount) of purchase events in E_d (0.0 if none)
+    - ``signups`` = count distinct user_id of ``marts.dim_users`` with UTC date(signup_at) = d
+    - ``conversion_rate`` = purchasers / active_users (null if 0 active users)
+    - ``avg_order_value`` = revenue / purchases (null if no purchase)
+
+    A day has a row iff it has at least one event or one signup. Sorted by metric_date.
+    """
+    window = context.partition_time_window
+    start, end = window.start.date(), window.end.date()
+    events = read_upstream(iceberg, STG_EVENTS, window_column="event_date", start=start, end=end)
+    users = read_upstream(iceberg, DIM_USERS, window_column="signup_at", start=start, end=end)
+    frame = metric_defs.daily_metrics(events.frame, users.frame, start, end).collect()
+
+    event_days = set(
+        events.frame.select(pl.col("event_date").unique()).collect().to_series().to_list()
+    )
+    mart, mart_problem, reads = None, None, [events, users]
+    try:
+        mart_read = read_upstream(
+            iceberg, FCT_DAILY_EVENTS, window_column="event_date", start=start, end=end
+        )
+        mart = mart_read.frame.collect()
+        reads.append(mart_read)
+    except Exception as exc:  # the mart is another team's table: report, never crash
+        mart_problem = str(exc)
+    results = check_daily_metrics(frame, start, end, event_days, mart, mart_problem)
+    _publish_or_fail(context, results, DAILY_METRICS_CHECKS)
+
+    identifier = table_identifier(DAILY_METRICS_KEY)
+    overwrite = day_range_filter("metric_date", start, end)
+    written = iceberg.write(
+        identifier,
+        to_arrow(frame),
+        mode="overwrite",
+        overwrite_filter=overwrite,
+        partition_by_day="metric_date",
+    )
+    context.log.info(
+        f"wrote {written.rows_written} rows to {identifier} for [{start}, {end}) "
+        f"(replaced exactly those days)"
+    )
+    yield MaterializeResult(
+        metadata=output_metadata(
+            written,
+            frame,
+            reads,
+            partition_window=f"{start.isoformat()}..{(end - dt.timedelta(days=1)).isoformat()}",
+            partitions_in_run=len(context.partition_keys),
+            days_written=[d.isoformat() for d in frame.get_column("metric_date").to_list()],
+            write_mode=f"overwrite where {overwrite}",
+        ),
+        check_results=results,
+    )

@@ -1,0 +1,22 @@
+"""The analytics code location: ML features and daily metrics over the dbt marts.
+
+Cheap to import: no catalog is opened and no settings are read until a run uses the ``iceberg``
+resource.
+"""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from analytics.assets import daily_metrics, user_features
+from analytics.automation import analytics_automation_sensor
+from analytics.schedules import daily_metrics_job, daily_metrics_schedule
+from shared.resources import IcebergCatalogResource
+
+defs = Definitions(
+    assets=[user_features, daily_metrics],
+    jobs=[daily_metrics_job],
+    schedules=[daily_metrics_schedule],
+    sensors=[analytics_automation_sensor],
+    resources={"iceberg": IcebergCatalogResource()},
+)

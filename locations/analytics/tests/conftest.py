@@ -1,0 +1,148 @@
+"""Fixtures: a throwaway local lakehouse (SQLite catalog + warehouse in tmp_path) with hand-made
+upstream tables shaped like the dbt models (no dbt needed)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pytest
+
+from shared.iceberg import open_catalog, write_table
+from shared.settings import load_settings
+
+UTC = dt.UTC
+
+STG_EVENTS_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("user_id", pa.int64()),
+        ("event_type", pa.string()),
+        ("event_ts", pa.timestamp("us", tz="UTC")),
+        ("event_date", pa.date32()),
+        ("amount", pa.float64()),
+    ]
+)
+DIM_USERS_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("email", pa.string()),
+        ("country", pa.string()),
+        ("plan", pa.string()),
+        ("signup_at", pa.timestamp("us", tz="UTC")),
+        ("updated_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+FCT_SCHEMA = pa.schema(
+    [
+        ("event_date", pa.date32()),
+        ("event_type", pa.string()),
+        ("events", pa.int64()),
+        ("active_users", pa.int64()),
+        ("revenue", pa.float64()),
+    ]
+)
+
+
+def event(event_id, user_id, event_type, ts: dt.datetime, amount=None) -> dict:
+    return {
+        "event_id": event_id,
+        "user_id": user_id,
+        "event_type": event_type,
+        "event_ts": ts,
+        "event_date": ts.astimezone(UTC).date(),
+        "amount": amount,
+    }
+
+
+def user(user_id, signup_at: dt.datetime, country="FR", plan="free") -> dict:
+    return {
+        "user_id": user_id,
+        "email": f"user{user_id}@example.com",
+        "country": country,
+        "plan": plan,
+        "signup_at": signup_at,
+        "updated_at": signup_at,
+    }
+
+
+def fct_rows(events: list[dict]) -> list[dict]:
+    """What the dbt mart holds for these events: per (day, type), distinct events and revenue."""
+    seen, groups = set(), defaultdict(lambda: [0, set(), 0.0])
+    for e in events:
+        if e["event_id"] in seen:
+            continue
+        seen.add(e["event_id"])
+        g = groups[(e["event_date"], e["event_type"])]
+        g[0] += 1
+        g[1].add(e["user_id"])
+        g[2] += e["amount"] or 0.0
+    return [
+        {"event_date": d, "event_type": t, "events": n, "active_users": len(u), "revenue": r}
+        for (d, t), (n, u, r) in sorted(groups.items())
+    ]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh DATA_PLATFORM_HOME in local mode."""
+    monkeypatch.setenv("DATA_PLATFORM_ENV", "local")
+    monkeypatch.setenv("DATA_PLATFORM_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def catalog(home):
+    return open_catalog(load_settings())
+
+
+@pytest.fixture
+def write_upstream(catalog):
+    """Write hand-made stg_events / dim_users / fct_daily_events tables (fct derived from events
+    unless given)."""
+
+    def _write(events: list[dict], users: list[dict], fct: list[dict] | None = None) -> None:
+        write_table(
+            catalog,
+            "staging.stg_events",
+            pa.Table.from_pylist(events, schema=STG_EVENTS_SCHEMA),
+            partition_by_day="event_date",
+        )
+        write_table(catalog, "marts.dim_users", pa.Table.from_pylist(users, schema=DIM_USERS_SCHEMA))
+        write_table(
+            catalog,
+            "marts.fct_daily_events",
+            pa.Table.from_pylist(fct_rows(events) if fct is None else fct, schema=FCT_SCHEMA),
+            partition_by_day="event_date",
+        )
+
+    return _write
+
+
+def ts(day: int, hour: int = 12, month: int = 1) -> dt.datetime:
+    return dt.datetime(2026, month, day, hour, tzinfo=UTC)
+
+
+@pytest.fixture
+def make():
+    """Row builders for tests (conftest is not importable under --import-mode=importlib)."""
+    return SimpleNamespace(event=event, user=user, ts=ts, fct_rows=fct_rows)
+
+
+@pytest.fixture
+def sample():
+    """A small, hand-checkable dataset over 2026-01-01..2026-01-04 (see test_assets)."""
+    users = [user(1, ts(1, 8)), user(2, ts(2, 9), "DE", "pro"), user(3, ts(4, 23), "US")]
+    events = [
+        event("e1", 1, "page_view", ts(1, 10)),
+        event("e1", 1, "page_view", ts(1, 10)),  # at-least-once duplicate (deduplicated)
+        event("e2", 1, "purchase", ts(1, 11), 20.0),
+        event("e3", 2, "click", ts(2, 0)),
+        event("e4", 2, "add_to_cart", ts(2, 23)),
+        event("e5", 2, "purchase", ts(2, 23), 12.5),
+        event("e6", 1, "click", ts(3, 5)),
+        event("e7", 2, "purchase", ts(3, 6), 7.5),
+    ]
+    return events, users
