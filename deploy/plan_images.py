@@ -152,8 +152,10 @@ def changed_files(base: str | None, head: str, root: Path = REPO_ROOT) -> list[s
         text=True,
     )
     if result.returncode != 0:
-        print(f"git diff {base}...{head} failed, planning every location: {result.stderr.strip()}",
-              file=sys.stderr)
+        print(
+            f"git diff {base}...{head} failed, planning every location: {result.stderr.strip()}",
+            file=sys.stderr,
+        )
         return None
     return [line for line in result.stdout.splitlines() if line.strip()]
 
