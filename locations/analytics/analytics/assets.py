@@ -48,21 +48,22 @@ from shared.resources import IcebergCatalogResource
 _SAME_DAY = TimeWindowPartitionMapping()
 
 
-def _publish_or_fail(
+def _blocking_failure(
     context: AssetExecutionContext, results: list[AssetCheckResult], specs: list
-) -> None:
-    """Raise (writing nothing) when a blocking check failed; log every failed check."""
+) -> Failure | None:
+    """The failure to raise (writing nothing) when a blocking check failed; logs failed checks."""
     blocking = {s.name for s in specs if s.blocking}
     failed = [r for r in results if not r.passed]
     for r in failed:
         context.log.warning(f"check {r.check_name} failed: {r.description}")
     fatal = [r for r in failed if r.check_name in blocking]
-    if fatal:
-        raise Failure(
-            description="blocking check(s) failed, nothing was written: "
-            + "; ".join(f"{r.check_name}: {r.description}" for r in fatal),
-            metadata={r.check_name: r.description or "" for r in fatal},
-        )
+    if not fatal:
+        return None
+    return Failure(
+        description="blocking check(s) failed, nothing was written (consumers keep the previous "
+        "snapshot): " + "; ".join(f"{r.check_name}: {r.description}" for r in fatal),
+        metadata={r.check_name: r.description or "" for r in fatal},
+    )
 
 
 class UserFeaturesConfig(Config):
@@ -134,7 +135,10 @@ def user_features(
         .item()
     )
     results = check_user_features(frame, eligible)
-    _publish_or_fail(context, results, USER_FEATURES_CHECKS)
+    failure = _blocking_failure(context, results, USER_FEATURES_CHECKS)
+    if failure:
+        yield from results  # recorded as failed evaluations in the UI
+        raise failure
     written = iceberg.write(table_identifier(USER_FEATURES_KEY), to_arrow(frame), mode="overwrite")
     context.log.info(f"wrote {written.rows_written} rows to {written.identifier} as of {as_of}")
     yield MaterializeResult(
@@ -204,7 +208,10 @@ def daily_metrics(
     except Exception as exc:  # the mart is another team's table: report, never crash
         mart_problem = str(exc)
     results = check_daily_metrics(frame, start, end, event_days, mart, mart_problem)
-    _publish_or_fail(context, results, DAILY_METRICS_CHECKS)
+    failure = _blocking_failure(context, results, DAILY_METRICS_CHECKS)
+    if failure:
+        yield from results  # recorded as failed evaluations in the UI
+        raise failure
 
     identifier = table_identifier(DAILY_METRICS_KEY)
     overwrite = day_range_filter("metric_date", start, end)

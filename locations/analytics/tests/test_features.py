@@ -1,0 +1,156 @@
+"""Unit tests of the feature definitions on tiny hand-made frames, with exact expected values."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from analytics.features import FEATURE_SCHEMA, latest_event_date, user_features
+
+D = dt.date
+UTC = dt.UTC
+AS_OF = D(2026, 1, 31)
+
+
+def _events(rows):
+    return pl.LazyFrame(
+        rows,
+        schema={
+            "event_id": pl.String,
+            "user_id": pl.Int64,
+            "event_type": pl.String,
+            "event_date": pl.Date,
+            "amount": pl.Float64,
+        },
+        orient="row",
+    )
+
+
+def _users(rows):
+    return pl.LazyFrame(
+        rows,
+        schema={
+            "user_id": pl.Int64,
+            "country": pl.String,
+            "plan": pl.String,
+            "signup_at": pl.Datetime("us", "UTC"),
+        },
+        orient="row",
+    )
+
+
+USERS = _users(
+    [
+        (1, "FR", "free", dt.datetime(2025, 12, 31, 23, 30, tzinfo=UTC)),  # tenure 31
+        (2, "DE", "pro", dt.datetime(2026, 1, 31, 0, 0, tzinfo=UTC)),  # signed up on D
+        (3, "US", "free", dt.datetime(2026, 1, 10, tzinfo=UTC)),  # no events
+        (4, "US", "free", dt.datetime(2026, 2, 1, 0, 0, tzinfo=UTC)),  # after D: excluded
+    ]
+)
+EVENTS = _events(
+    [
+        ("a", 1, "page_view", D(2025, 12, 31), None),  # outside 30d (D-31)
+        ("b", 1, "page_view", D(2026, 1, 2), None),  # D-29: first day of 30d
+        ("b", 1, "page_view", D(2026, 1, 2), None),  # duplicate event_id: counted once
+        ("c", 1, "click", D(2026, 1, 24), None),  # D-7: outside 7d
+        ("d", 1, "add_to_cart", D(2026, 1, 25), None),  # D-6: first day of 7d
+        ("e", 1, "purchase", D(2026, 1, 25), 30.0),
+        ("f", 1, "purchase", D(2025, 12, 31), 10.0),  # purchase outside 30d
+        ("g", 1, "click", D(2026, 2, 1), None),  # after D: ignored
+        ("h", 2, "click", D(2026, 1, 31), None),
+        ("i", None, "click", D(2026, 1, 31), None),  # no user: ignored
+        ("j", 99, "purchase", D(2026, 1, 31), 5.0),  # unknown user: ignored
+    ]
+)
+
+
+def _features(as_of=AS_OF):
+    return {r["user_id"]: r for r in user_features(USERS, EVENTS, as_of).collect().to_dicts()}
+
+
+def test_population_and_schema():
+    out = user_features(USERS, EVENTS, AS_OF).collect()
+    assert out.columns == list(FEATURE_SCHEMA)
+    assert out.get_column("user_id").to_list() == [1, 2, 3]  # sorted; user 4 after D
+
+
+def test_user_with_history_exact_values():
+    u = _features()[1]
+    assert u == {
+        "user_id": 1,
+        "as_of_date": AS_OF,
+        "country": "FR",
+        "plan": "free",
+        "signup_date": D(2025, 12, 31),
+        "tenure_days": 31,
+        "first_event_date": D(2025, 12, 31),
+        "last_event_date": D(2026, 1, 25),
+        "days_since_first_event": 31,
+        "days_since_last_event": 6,
+        "events_total": 6,  # a b c d e f (b deduplicated, g after D)
+        "events_7d": 2,  # d e
+        "events_30d": 4,  # b c d e
+        "active_days_7d": 1,
+        "active_days_30d": 3,
+        "page_views_30d": 1,
+        "clicks_30d": 1,
+        "add_to_carts_30d": 1,
+        "purchases_30d": 1,
+        "purchases_total": 2,
+        "revenue_30d": 30.0,
+        "revenue_total": 40.0,
+        "avg_order_value": 20.0,
+        "is_active_7d": True,
+        "is_active_30d": True,
+        "has_purchased": True,
+        "purchased_30d": True,
+    }
+
+
+def test_user_signed_up_on_as_of_day():
+    u = _features()[2]
+    assert (u["tenure_days"], u["events_total"], u["events_7d"], u["days_since_last_event"]) == (
+        0,
+        1,
+        1,
+        0,
+    )
+    assert (u["has_purchased"], u["avg_order_value"], u["revenue_total"]) == (False, None, 0.0)
+
+
+def test_user_without_events_gets_zeros_and_null_dates():
+    u = _features()[3]
+    assert u["tenure_days"] == 21
+    assert all(u[c] == 0 for c in ("events_total", "events_7d", "events_30d", "purchases_total"))
+    assert (u["revenue_total"], u["revenue_30d"]) == (0.0, 0.0)
+    assert (u["first_event_date"], u["last_event_date"], u["days_since_last_event"]) == (
+        None,
+        None,
+        None,
+    )
+    assert (u["is_active_30d"], u["has_purchased"], u["avg_order_value"]) == (False, False, None)
+
+
+def test_earlier_as_of_date_moves_windows():
+    u = _features(D(2026, 1, 2))[1]
+    assert (u["events_total"], u["events_7d"], u["events_30d"], u["active_days_7d"]) == (3, 3, 3, 2)
+    assert (u["tenure_days"], u["revenue_total"], u["revenue_30d"]) == (2, 10.0, 10.0)
+    assert 2 not in _features(D(2026, 1, 2))  # signed up later
+
+
+def test_naive_signup_timestamp_is_taken_as_utc():
+    users = USERS.with_columns(pl.col("signup_at").dt.replace_time_zone(None))
+    out = user_features(users, EVENTS, AS_OF).collect()
+    assert out.get_column("tenure_days").to_list() == [31, 0, 21]
+
+
+def test_latest_event_date():
+    assert latest_event_date(EVENTS) == D(2026, 2, 1)
+    assert latest_event_date(EVENTS.head(0)) is None
+
+
+def test_rejects_non_temporal_signup():
+    with pytest.raises(TypeError, match="signup_at"):
+        user_features(USERS.with_columns(signup_at=pl.lit("x")), EVENTS, AS_OF)
