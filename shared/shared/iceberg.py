@@ -38,21 +38,58 @@ class IcebergError(RuntimeError):
     """A table could not be read or written; the message names the table and the catalog."""
 
 
-def open_catalog(settings: Settings | None = None) -> Catalog:
-    """Open the platform's Iceberg catalog (no network call in local mode)."""
+def open_catalog(settings: Settings | None = None, *, attempts: int = 4) -> Catalog:
+    """Open the platform's Iceberg catalog (no network call in local mode).
+
+    A REST catalog that is unreachable or answers 5xx is retried ``attempts`` times with
+    backoff, then fails with an :class:`IcebergError` naming the endpoint.
+    """
     settings = settings or load_settings()
     if settings.is_local:
         settings.home.mkdir(parents=True, exist_ok=True)
         settings.warehouse_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        catalog = load_catalog(settings.catalog.name, **settings.catalog_properties())
-    except Exception as exc:  # pyiceberg raises many types; name the endpoint, not the secret
-        raise IcebergError(
-            f"cannot open the Iceberg catalog at {settings.catalog.uri}: {exc}"
-        ) from exc
+    catalog = _with_retries(
+        f"open the Iceberg catalog at {_redact(settings.catalog.uri)}",
+        lambda: load_catalog(settings.catalog.name, **settings.catalog_properties()),
+        attempts=attempts,
+    )
     if settings.is_local:
         _enable_sqlite_wal(catalog)
     return catalog
+
+
+def _redact(uri: str) -> str:
+    """A URI without any ``user:password@`` part, for messages."""
+    scheme, sep, rest = uri.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        rest = rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
+
+
+def _with_retries(what: str, fn: Callable[[], Any], *, attempts: int, base_delay: float = 0.5):
+    """Call ``fn``; retry transient failures with exponential backoff, then fail clearly."""
+    delay = base_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt == attempts or not _is_transient(exc):
+                raise IcebergError(f"cannot {what} (attempt {attempt}/{attempts}): {exc}") from exc
+            log.warning("cannot %s (attempt %d/%d), retrying: %s", what, attempt, attempts, exc)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def _is_transient(exc: Exception) -> bool:
+    """Connection failures, timeouts and 5xx answers are worth retrying; the rest is not."""
+    import requests
+
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        return True
+    from pyiceberg.exceptions import ServerError, ServiceUnavailableError
+
+    return isinstance(exc, (ServerError, ServiceUnavailableError))
 
 
 def _enable_sqlite_wal(catalog: Catalog) -> None:
@@ -151,7 +188,9 @@ def _retry_commit(what: str, attempt_fn: Callable[[], Table], attempts: int) -> 
             err = exc
         if attempt == attempts:
             raise IcebergError(f"{what}: gave up after {attempts} conflicting commits: {err}")
-        log.warning("%s: commit conflict (attempt %d/%d), retrying: %s", what, attempt, attempts, err)
+        log.warning(
+            "%s: commit conflict (attempt %d/%d), retrying: %s", what, attempt, attempts, err
+        )
         time.sleep(delay + random.uniform(0, delay))
         delay = min(delay * 2, 2.0)
     raise AssertionError("unreachable")

@@ -8,7 +8,8 @@ than patching a module.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import fsspec
@@ -93,6 +94,25 @@ class ObjectStoreResource(ConfigurableResource):
         return store_path(self.settings(), relative)
 
 
+class ObjectStoreError(RuntimeError):
+    """Object storage could not be reached or answered an error; names the endpoint."""
+
+
+@contextmanager
+def object_store_errors(settings: Settings, what: str) -> Iterator[None]:
+    """Turn any failure of ``what`` into one :class:`ObjectStoreError` naming the endpoint.
+
+    The S3 client has already retried (bounded, with backoff) by the time an error reaches here.
+    """
+    try:
+        yield
+    except ObjectStoreError:
+        raise
+    except Exception as exc:
+        where = settings.object_store.endpoint or str(settings.object_store.local_root)
+        raise ObjectStoreError(f"object store at {where}: {what} failed: {exc}") from exc
+
+
 def filesystem_for(settings: Settings) -> fsspec.AbstractFileSystem:
     """The fsspec filesystem of the object store (s3fs configured for Garage in prod)."""
     if settings.is_local:
@@ -106,9 +126,14 @@ def filesystem_for(settings: Settings) -> fsspec.AbstractFileSystem:
         secret=store.secret_access_key.reveal() if store.secret_access_key else None,
         client_kwargs={"endpoint_url": store.endpoint, "region_name": store.region},
         # Garage serves path-style URLs only (no per-bucket DNS names).
-        config_kwargs={"s3": {"addressing_style": "path"}, "retries": {"max_attempts": 5}},
-        # Bounded retries on 5xx and connection errors, then a clear failure.
-        retries=3,
+        # Bounded retries with backoff on 5xx, throttling and connection errors, then a failure
+        # that object_store_errors() turns into a message naming the endpoint.
+        config_kwargs={
+            "s3": {"addressing_style": "path"},
+            "retries": {"max_attempts": 4, "mode": "standard"},
+            "connect_timeout": 5,
+            "read_timeout": 30,
+        },
     )
 
 

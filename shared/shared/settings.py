@@ -136,7 +136,16 @@ class Settings:
         """Properties for ``pyiceberg.catalog.load_catalog`` (credentials included: do not log)."""
         if self.is_local:
             return {"type": "sql", "uri": self.catalog.uri, "warehouse": self.catalog.warehouse}
-        props = {"type": "rest", "uri": self.catalog.uri, "warehouse": self.catalog.warehouse}
+        props = {
+            "type": "rest",
+            "uri": self.catalog.uri,
+            "warehouse": self.catalog.warehouse,
+            # s3fs rather than pyarrow's S3 client: the AWS C++ SDK in pyarrow sends streaming
+            # checksummed uploads (aws-chunked) that S3-compatible servers such as Garage and
+            # rclone reject with MissingContentLength unless AWS_REQUEST_CHECKSUM_CALCULATION
+            # is set process-wide; s3fs works with them as configured.
+            "py-io-impl": "pyiceberg.io.fsspec.FsspecFileIO",
+        }
         if self.catalog.token:
             props["token"] = self.catalog.token.reveal()
         store = self.object_store
@@ -227,12 +236,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     catalog = CatalogSettings(
         name=env_vars.get("ICEBERG_CATALOG_NAME", "lakehouse"),
-        uri=_require(env_vars, "ICEBERG_REST_URI", "the Iceberg REST catalog, e.g. http://iceberg-rest:8181"),
+        uri=_require(
+            env_vars, "ICEBERG_REST_URI", "the Iceberg REST catalog, e.g. http://iceberg-rest:8181"
+        ),
         warehouse=env_vars.get("ICEBERG_WAREHOUSE", "s3://lakehouse/warehouse"),
         token=_secret(env_vars, "ICEBERG_REST_TOKEN"),
     )
     store = ObjectStoreSettings(
-        endpoint=_require(env_vars, "GARAGE_S3_ENDPOINT", "Garage's S3 API, e.g. http://garage:3900"),
+        endpoint=_require(
+            env_vars, "GARAGE_S3_ENDPOINT", "Garage's S3 API, e.g. http://garage:3900"
+        ),
         region=env_vars.get("GARAGE_REGION", GARAGE_REGION),
         access_key_id=_secret(env_vars, "GARAGE_ACCESS_KEY_ID"),
         secret_access_key=_secret(env_vars, "GARAGE_SECRET_ACCESS_KEY"),
@@ -243,7 +256,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if env_vars.get("AIRBYTE_URL"):
         airbyte = AirbyteSettings(
             url=env_vars["AIRBYTE_URL"].strip(),
-            workspace_id=_require(env_vars, "AIRBYTE_WORKSPACE_ID", "the Airbyte workspace to sync"),
+            workspace_id=_require(
+                env_vars, "AIRBYTE_WORKSPACE_ID", "the Airbyte workspace to sync"
+            ),
             client_id=_secret(env_vars, "AIRBYTE_CLIENT_ID"),
             client_secret=_secret(env_vars, "AIRBYTE_CLIENT_SECRET"),
             username=_secret(env_vars, "AIRBYTE_USERNAME"),

@@ -11,7 +11,6 @@ import time
 import pyarrow as pa
 import pytest
 from pyiceberg.table import StaticTable
-
 from shared.iceberg import list_tables, open_catalog, read_table, write_table
 from shared.settings import load_settings
 
@@ -44,8 +43,8 @@ def test_overwrite_twice_is_idempotent(catalog):
     second = write_table(catalog, "raw.t", data)
     assert first.row_count == second.row_count == 6
     assert second.snapshot_id != first.snapshot_id
-    assert read_table(catalog, "raw.t").sort_by("n").equals(
-        read_table(catalog, "raw.t").sort_by("n")
+    assert (
+        read_table(catalog, "raw.t").sort_by("n").equals(read_table(catalog, "raw.t").sort_by("n"))
     )
 
 
@@ -56,7 +55,13 @@ def test_overwrite_filter_replaces_only_that_day(catalog):
     write_table(catalog, "analytics.p", rerun, overwrite_filter=f"day = '{D2}'")
     got = read_table(catalog, "analytics.p").to_pydict()
     assert sorted(zip(got["day"], got["n"], strict=True)) == [
-        (D1, 0), (D1, 1), (D1, 2), (D2, 0), (D3, 0), (D3, 1), (D3, 2)
+        (D1, 0),
+        (D1, 1),
+        (D1, 2),
+        (D2, 0),
+        (D3, 0),
+        (D3, 1),
+        (D3, 2),
     ]
     table = catalog.load_table("analytics.p")
     assert [f.name for f in table.spec().fields] == ["day_day"]

@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-
 from shared.settings import Secret, SettingsError, load_settings
 
 
