@@ -158,7 +158,7 @@ def test_concurrent_writers_lose_no_commit(tmp_path, monkeypatch, mode):
         for w in range(workers)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
+    for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-2000:]
         assert "database is locked" not in err
     if mode == "append":
