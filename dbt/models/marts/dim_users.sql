@@ -1,0 +1,57 @@
+{#
+  One row per user (from stg_users) with activity attributes over all of the user's events.
+  Rebuilt in full on every run: activity spans every day, so a day's re-run changes it.
+#}
+with users as (
+
+    select * from {{ ref('stg_users') }}
+
+),
+
+events as (
+
+    select * from {{ ref('stg_events') }}
+
+),
+
+activity as (
+
+    select
+        user_id,
+        cast(count(*) as bigint) as event_count,
+        cast(count(distinct event_date) as bigint) as active_days,
+        cast(sum(case when event_type = 'purchase' then 1 else 0 end) as bigint) as purchase_count,
+        cast(coalesce(sum(amount), 0) as double) as total_revenue,
+        min(event_ts) as first_event_at,
+        max(event_ts) as last_event_at,
+        min(event_date) as first_active_date,
+        max(event_date) as last_active_date
+    from events
+    group by user_id
+
+)
+
+select
+    users.user_id,
+    users.email,
+    users.full_name,
+    users.country,
+    users.plan,
+    users.signed_up_at,
+    users.updated_at,
+    coalesce(activity.event_count, 0) as event_count,
+    coalesce(activity.active_days, 0) as active_days,
+    coalesce(activity.purchase_count, 0) as purchase_count,
+    coalesce(activity.total_revenue, 0) as total_revenue,
+    activity.first_event_at,
+    activity.last_event_at,
+    activity.first_active_date,
+    activity.last_active_date,
+    cast(
+        {{ dbt.datediff('cast(users.signed_up_at as date)', 'activity.last_active_date', 'day') }}
+        as bigint
+    ) as days_from_signup_to_last_activity,
+    activity.user_id is not null as is_active
+from users
+left join activity
+    on users.user_id = activity.user_id

@@ -1,0 +1,42 @@
+{{
+    config(
+        materialized=daily_materialization(),
+        tags=['daily'],
+        day_partition_column='event_date',
+        incremental_strategy='delete+insert',
+        unique_key='event_date',
+        incremental_predicates=day_window_predicates('event_date'),
+        on_schema_change='append_new_columns',
+        properties={
+            'format': "'PARQUET'",
+            'partitioning': "ARRAY['event_date']",
+        },
+    )
+}}
+{#
+  Daily events fact, grain (event_date, user_id, event_type): how many events of each type each
+  user produced each UTC day, and the purchase revenue. Sums over it give per-day, per-type and
+  per-user figures; count(distinct user_id) per day gives daily active users.
+#}
+with events as (
+
+    select * from {{ ref('stg_events') }}
+    where {{ in_day_window('event_date') }}
+
+)
+
+select
+    {{ dbt.hash(dbt.concat([
+        dbt.safe_cast('event_date', dbt.type_string()), "'|'",
+        dbt.safe_cast('user_id', dbt.type_string()), "'|'",
+        'event_type'
+    ])) }} as daily_event_key,
+    event_date,
+    user_id,
+    event_type,
+    cast(count(*) as bigint) as event_count,
+    cast(coalesce(sum(amount), 0) as double) as revenue,
+    min(event_ts) as first_event_at,
+    max(event_ts) as last_event_at
+from events
+group by event_date, user_id, event_type

@@ -1,0 +1,71 @@
+{{
+    config(
+        materialized=daily_materialization(),
+        tags=['daily'],
+        day_partition_column='event_date',
+        incremental_strategy='delete+insert',
+        unique_key='event_date',
+        incremental_predicates=day_window_predicates('event_date'),
+        on_schema_change='append_new_columns',
+        properties={
+            'format': "'PARQUET'",
+            'partitioning': "ARRAY['event_date']",
+        },
+    )
+}}
+{#
+  One row per event_id: the latest delivered version (latest extraction, then Airbyte's record id),
+  for the events of the day window (every day without a window).
+
+  Deduplication looks at every version of the window's event ids, not only the versions inside
+  the window, so an event whose later version moved to another day is not kept twice.
+#}
+with source as (
+
+    select * from {{ source('raw', 'events') }}
+
+),
+
+window_event_ids as (
+
+    select distinct event_id
+    from source
+    where {{ in_day_window('cast(event_ts as date)') }}
+
+),
+
+versions as (
+
+    select
+        cast(source.event_id as {{ dbt.type_string() }}) as event_id,
+        cast(source.user_id as bigint) as user_id,
+        cast(source.event_type as {{ dbt.type_string() }}) as event_type,
+        source.event_ts,
+        cast(source.event_ts as date) as event_date,
+        cast(source.amount as double) as amount,
+        source._airbyte_raw_id as airbyte_raw_id,
+        source._airbyte_extracted_at as extracted_at,
+        row_number() over (
+            partition by source.event_id
+            order by
+                source._airbyte_extracted_at desc nulls last,
+                source._airbyte_raw_id desc
+        ) as version_rank
+    from source
+    inner join window_event_ids
+        on source.event_id = window_event_ids.event_id
+
+)
+
+select
+    event_id,
+    user_id,
+    event_type,
+    event_ts,
+    event_date,
+    amount,
+    airbyte_raw_id,
+    extracted_at
+from versions
+where version_rank = 1
+    and {{ in_day_window('event_date') }}

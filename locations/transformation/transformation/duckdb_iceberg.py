@@ -1,0 +1,234 @@
+"""dbt-duckdb plugin: the local dbt target reads and writes the platform's Iceberg tables.
+
+DuckDB is only the engine here; the Iceberg catalog (the same one every location uses, from
+:func:`shared.settings.load_settings`) holds all the state, and the DuckDB database is in memory.
+
+* When dbt opens its DuckDB connection, every Iceberg table of the catalog (``raw.*``,
+  ``staging.*``, ``marts.*``, ...) becomes a DuckDB view ``<namespace>.<table>`` over the table's
+  current snapshot. dbt sources (``raw``) and refs to models built by an earlier run resolve to
+  those views, so a run that builds only ``fct_daily_events`` reads the full ``stg_events``.
+* The ``iceberg`` materialization (``dbt/macros/materializations/iceberg_duckdb.sql``) hands each
+  model's rows to :meth:`Plugin.store`, which writes them with :func:`shared.iceberg.write_table`
+  (one atomic commit, retried on conflicts): the whole table, or for a daily model exactly the rows
+  of the day window, then points the model's view at the new snapshot.
+
+Wired in ``dbt/profiles.yml``::
+
+    plugins:
+      - module: transformation.duckdb_iceberg
+        alias: iceberg
+        config: {home: ...}
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pyarrow.parquet as pq
+from dbt.adapters.duckdb.plugins import BasePlugin
+from dbt.adapters.duckdb.utils import TargetConfig
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
+
+from shared import iceberg
+from shared.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+#: The Iceberg namespaces the dbt models write (their dbt schemas; see shared.keys.NAMESPACES).
+MODEL_NAMESPACES = ("staging", "marts")
+
+
+class IcebergStoreError(RuntimeError):
+    """A model could not be stored as its Iceberg table; the message names the table."""
+
+
+def settings_for(home: str | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """The platform settings, with ``home`` (if given) overriding ``DATA_PLATFORM_HOME``."""
+    env = dict(os.environ if environ is None else environ)
+    if home:
+        env["DATA_PLATFORM_HOME"] = home
+    return load_settings(env)
+
+
+def window_filter(column: str, start: str, end: str) -> str:
+    """The Iceberg row filter of the day window ``[start, end)`` on date column ``column``."""
+    return f"{column} >= '{start}' and {column} < '{end}'"
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def local_path(uri: str) -> str | None:
+    """The local filesystem path of a data file URI, or None if it is not on the local disk."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return unquote(parsed.path)
+    if parsed.scheme == "" and uri.startswith("/"):
+        return uri
+    return None
+
+
+def scan_sql(table: Table, scratch_dir: Path) -> str:
+    """A DuckDB table expression reading ``table``'s current snapshot.
+
+    The fast path reads the snapshot's parquet data files in place: our writer
+    (pyiceberg, copy-on-write) never writes delete files, and ``union_by_name`` fills columns
+    added by schema evolution with nulls in older files. Anything else (delete files written by
+    another engine, remote files, an empty table) is read through pyiceberg and copied to a
+    scratch parquet file, which is always correct, just slower.
+    """
+    tasks = list(table.scan().plan_files())
+    paths = [local_path(task.file.file_path) for task in tasks]
+    simple = tasks and all(paths) and not any(task.delete_files for task in tasks)
+    if simple:
+        files = ", ".join(sql_string(p) for p in paths)  # type: ignore[arg-type]
+        return f"read_parquet([{files}], union_by_name = true)"
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    copy = scratch_dir / f"{'.'.join(table.name())}-{uuid.uuid4().hex}.parquet"
+    pq.write_table(table.scan().to_arrow(), copy)
+    return f"read_parquet({sql_string(str(copy))})"
+
+
+class Plugin(BasePlugin):
+    """Expose Iceberg tables to DuckDB as views, and store models as Iceberg tables."""
+
+    def initialize(self, plugin_config: dict[str, Any]) -> None:
+        self._settings = settings_for(plugin_config.get("home") or None)
+        self._catalog: Catalog | None = None
+        self._scratch = Path(tempfile.mkdtemp(prefix="dbt-duckdb-iceberg-"))
+        # The scratch folder holds batch files and snapshot copies for this dbt process only.
+        atexit.register(shutil.rmtree, self._scratch, True)
+
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = iceberg.open_catalog(self._settings)
+        return self._catalog
+
+    def configure_connection(self, conn: Any) -> None:
+        """Create a view ``<ns>.<table>`` for every Iceberg table, over its current snapshot."""
+        catalog = self.catalog()
+        # Create our namespaces up front, from this one thread: two models of a new namespace
+        # committing in parallel would otherwise race to create it (SQLite UNIQUE violation).
+        for ns in MODEL_NAMESPACES:
+            iceberg.ensure_namespace(catalog, ns)
+        for namespace in sorted(catalog.list_namespaces()):
+            ns = ".".join(namespace)
+            conn.execute(f"create schema if not exists {quote_identifier(ns)}")
+            for ident in sorted(catalog.list_tables(namespace)):
+                name = ".".join(ident)
+                table = catalog.load_table(name)
+                relation = f"{quote_identifier(ns)}.{quote_identifier(ident[-1])}"
+                conn.execute(
+                    f"create or replace view {relation} as select * from "
+                    f"{scan_sql(table, self._scratch)}"
+                )
+
+    def store(self, target_config: TargetConfig) -> None:
+        """Two steps of the ``iceberg`` materialization, told apart by ``request['action']``.
+
+        ``prepare``: choose the parquet file the model's rows are copied to (``request['path']``).
+        ``store``: write that file to the Iceberg table and set ``request['scan_sql']`` (how
+        DuckDB reads the new snapshot) and ``request['result']`` (a summary for the log).
+        """
+        request = target_config.config
+        if not isinstance(request, dict) or "identifier" not in request:
+            raise IcebergStoreError(
+                "the iceberg plugin stores models built by the `iceberg` materialization only "
+                f"(got config {type(request).__name__} for {target_config.relation})"
+            )
+        identifier = request["identifier"]
+        if request.get("action") == "prepare":
+            request["path"] = str(self._scratch / f"{identifier}-{uuid.uuid4().hex}.parquet")
+            return
+        path = Path(request["path"])
+        try:
+            result = store_batch(
+                self.catalog(),
+                identifier,
+                path,
+                day_partition_column=request.get("day_partition_column"),
+                window_start=request.get("window_start"),
+                window_end=request.get("window_end"),
+            )
+        finally:
+            path.unlink(missing_ok=True)
+        table = self.catalog().load_table(identifier)
+        request["scan_sql"] = scan_sql(table, self._scratch)
+        request["result"] = (
+            f"snapshot {result.snapshot_id}, {result.rows_written} rows written, "
+            f"{result.row_count} rows in table"
+        )
+
+
+def store_batch(
+    catalog: Catalog,
+    identifier: str,
+    path: Path,
+    *,
+    day_partition_column: str | None = None,
+    window_start: str | None = None,
+    window_end: str | None = None,
+) -> iceberg.TableWriteResult:
+    """Write the parquet batch at ``path`` to Iceberg table ``identifier`` in one commit.
+
+    Without a window the batch replaces the whole table. With a window (daily models) it replaces
+    exactly the rows whose ``day_partition_column`` lies in ``[window_start, window_end)``: a
+    re-run of a day replaces that day and never duplicates it, other days are untouched.
+    """
+    data = pq.read_table(path)
+    overwrite_filter = None
+    if window_start or window_end:
+        if not (day_partition_column and window_start and window_end):
+            raise IcebergStoreError(
+                f"{identifier}: a day window needs day_partition_column, window_start and "
+                f"window_end (got {day_partition_column!r}, {window_start!r}, {window_end!r})"
+            )
+        if day_partition_column not in data.column_names:
+            raise IcebergStoreError(
+                f"{identifier}: day_partition_column {day_partition_column!r} is not a column "
+                f"of the model (columns: {', '.join(data.column_names)})"
+            )
+        overwrite_filter = window_filter(day_partition_column, window_start, window_end)
+        outside = _rows_outside_window(data, day_partition_column, window_start, window_end)
+        if outside:
+            # Writing them would put rows in days this run does not own (and a re-run of those
+            # days would not replace them): a bug in the model's window filter.
+            raise IcebergStoreError(
+                f"{identifier}: {outside} rows have {day_partition_column} outside the window "
+                f"[{window_start}, {window_end}); the model must filter on the window"
+            )
+    return iceberg.write_table(
+        catalog,
+        identifier,
+        data,
+        mode="overwrite",
+        overwrite_filter=overwrite_filter,
+        partition_by_day=day_partition_column,
+    )
+
+
+def _rows_outside_window(data: Any, column: str, start: str, end: str) -> int:
+    import datetime as dt
+
+    import pyarrow.compute as pc
+
+    values = data.column(column)
+    lo = dt.date.fromisoformat(start)
+    hi = dt.date.fromisoformat(end)
+    inside = pc.and_(pc.greater_equal(values, lo), pc.less(values, hi))
+    return int(pc.sum(pc.invert(pc.fill_null(inside, False))).as_py() or 0)

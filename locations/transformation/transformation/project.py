@@ -1,0 +1,96 @@
+"""The dbt project of the platform (``dbt/`` at the repository root) as a dagster-dbt DbtProject.
+
+Kept in its own module so that preparing the manifest needs nothing else:
+
+* at image build time and in CI: ``python -m transformation.project prepare`` (runs ``dbt parse``
+  and writes ``dbt/target/manifest.json``; equivalent to ``dagster-dbt project
+  prepare-and-package --file locations/transformation/transformation/project.py``);
+* under ``dagster dev``: :meth:`DbtProject.prepare_if_dev` re-parses on load.
+
+In production the manifest is never parsed on import: a missing manifest is an error at load.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster_dbt import DbtProject
+
+
+def _find_dbt_dir() -> Path:
+    """``dbt/`` of the checkout (or of the image): DBT_PROJECT_DIR, else next to this package."""
+    override = os.environ.get("DBT_PROJECT_DIR")
+    if override:
+        return Path(override).resolve()
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "dbt" / "dbt_project.yml").exists():
+            return parent / "dbt"
+    raise FileNotFoundError(
+        f"cannot find the dbt project (dbt/dbt_project.yml) above {here}; set DBT_PROJECT_DIR"
+    )
+
+
+DBT_PROJECT_DIR = _find_dbt_dir()
+
+#: The dbt CLI of THIS Python environment (any venv; dbt need not be on PATH).
+DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
+
+dbt_project = DbtProject(
+    project_dir=DBT_PROJECT_DIR,
+    profiles_dir=DBT_PROJECT_DIR,
+    # The manifest is parsed with the local target: parsing needs no server for either target,
+    # and the asset graph does not depend on the target.
+    target="duckdb",
+)
+# `dagster dev` sets DAGSTER_IS_DEV_CLI: re-parse on load so edits to models show up.
+dbt_project.prepare_if_dev()
+
+
+def manifest_path() -> Path:
+    return dbt_project.manifest_path
+
+
+def prepare(target: str = "duckdb") -> Path:
+    """Run ``dbt parse`` for ``target`` and return the manifest's path (no database needed)."""
+    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    cmd = [
+        DBT_EXECUTABLE,
+        "parse",
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target",
+        target,
+        "--quiet",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"dbt parse (target {target}) failed in {DBT_PROJECT_DIR}:\n{proc.stdout}\n{proc.stderr}"
+        )
+    return dbt_project.manifest_path
+
+
+def ensure_manifest() -> Path:
+    """Prepare the manifest if it is missing (tests and fresh clones)."""
+    if not dbt_project.manifest_path.exists():
+        prepare()
+    return dbt_project.manifest_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] != "prepare":
+        print("usage: python -m transformation.project prepare", file=sys.stderr)
+        return 2
+    print(prepare())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
