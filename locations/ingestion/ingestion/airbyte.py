@@ -1,0 +1,465 @@
+"""Production syncs through dagster-airbyte, plus the few things it lacks.
+
+We use dagster-airbyte's own classes: ``AirbyteWorkspace`` (config, workspace data fetch with
+paging), ``AirbyteClient`` (the API calls), ``AirbyteJob`` / ``AirbyteOutput`` /
+``AirbyteConnection`` (parsed payloads) and ``DagsterAirbyteTranslator`` (stream -> asset spec).
+What we write by hand, and why (dagster-airbyte 0.29.27):
+
+* ``_single_request``: theirs retries every error, 4xx included, at a fixed delay, and ends with
+  "Max retries exceeded". Ours retries only what can heal (5xx, 429, timeouts, refused
+  connections) with exponential backoff, a bounded number of times, fails at once on 4xx with
+  Airbyte's answer, and always names the URL.
+* ``_refresh_access_token``: theirs omits ``grant_type``, which the public API's
+  ``ApplicationTokenRequestWithGrant`` requires.
+* ``start_sync_job``: a 5xx after Airbyte created the job must not start a second sync, so a
+  failed start is retried only after checking that no job appeared for the connection.
+* ``sync_and_poll``: theirs does not know the ``queued`` status of the public API (it would fail
+  the step and cancel a healthy queued job, and would start a second sync next to a queued one),
+  and its failure message is only "Job failed: <id>"; ours waits on queued jobs, reports
+  Airbyte's own failure message (configuration API ``jobs/get``, best effort) and cancels only
+  jobs that this run started when the run is terminated.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+from dagster import AssetSpec, Failure, MetadataValue
+from dagster_airbyte import (
+    AirbyteConnectionTableProps,
+    AirbyteWorkspace,
+    DagsterAirbyteTranslator,
+)
+from dagster_airbyte.resources import AirbyteClient
+from dagster_airbyte.translator import AirbyteJob, AirbyteWorkspaceData
+from dagster_airbyte.types import AirbyteOutput
+from dagster_shared.utils.cached_method import cached_method
+from shared.keys import table_key
+
+from ingestion.streams import RAW_NAMESPACE, STREAMS_BY_NAME
+
+#: Statuses of a job that is still going (public API ``JobStatusEnum``).
+IN_PROGRESS = ("pending", "queued", "running", "incomplete")
+SUCCEEDED = "succeeded"
+#: dagster-airbyte's ``AirbyteJobStatusType`` has ``error``; the public API says ``failed``.
+FAILED = ("failed", "error")
+CANCELLED = "cancelled"
+
+#: HTTP statuses worth retrying: the server or a proxy in front of it is overloaded or restarting.
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+#: Longest wait between two retries.
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class AirbyteRequestError(Failure):
+    """An Airbyte API call failed for good; the message names the method and URL."""
+
+
+class RobustAirbyteClient(AirbyteClient):
+    """dagster-airbyte's client with bounded backoff retries, clear errors, ``queued`` jobs and
+    Airbyte's failure messages (see the module docstring for why each override exists)."""
+
+    # ---- HTTP ---------------------------------------------------------------------------------
+
+    def _request_once(
+        self,
+        method: str,
+        url: str,
+        data: Mapping[str, Any] | None,
+        params: Mapping[str, Any] | None,
+        include_additional_request_headers: bool,
+    ) -> tuple[Mapping[str, Any] | None, str | None]:
+        """One HTTP call: (body, None) on success, (None, reason) when worth retrying; raises
+        :class:`AirbyteRequestError` when retrying cannot help (4xx, not JSON)."""
+        try:
+            session = self._get_session(include_additional_request_headers)
+            response = session.request(
+                method=method, url=url, json=data, params=params, timeout=self.request_timeout
+            )
+        except requests.Timeout:
+            return None, f"no answer within {self.request_timeout}s"
+        except requests.ConnectionError as exc:
+            return None, f"connection failed ({type(exc).__name__}: {_root_cause(exc)})"
+        if response.status_code in RETRYABLE_STATUS:
+            return None, f"HTTP {response.status_code} {_snippet(response)}"
+        if response.status_code >= 400:
+            hint = ""
+            if response.status_code in (401, 403):
+                hint = (
+                    " Check AIRBYTE_CLIENT_ID/AIRBYTE_CLIENT_SECRET or "
+                    "AIRBYTE_USERNAME/AIRBYTE_PASSWORD."
+                )
+            elif response.status_code == 404 and "/workspaces/" in url:
+                hint = " Check AIRBYTE_WORKSPACE_ID."
+            raise AirbyteRequestError(
+                f"Airbyte API {method} {url} answered HTTP {response.status_code}: "
+                f"{_snippet(response)}.{hint}"
+            )
+        if not response.content:
+            return {}, None
+        try:
+            return response.json(), None
+        except ValueError as exc:
+            raise AirbyteRequestError(
+                f"Airbyte API {method} {url} answered HTTP {response.status_code} with a body "
+                f"that is not JSON: {_snippet(response)}"
+            ) from exc
+
+    def _single_request(
+        self,
+        method: str,
+        url: str,
+        data: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        include_additional_request_headers: bool = True,
+    ) -> Mapping[str, Any]:
+        attempts = self.request_max_retries + 1
+        reason = "no attempt made"
+        for attempt in range(1, attempts + 1):
+            body, reason = self._request_once(
+                method, url, data, params, include_additional_request_headers
+            )
+            if body is not None:
+                return body
+            if attempt < attempts:
+                delay = self.backoff(attempt)
+                self._log.warning(
+                    f"Airbyte API {method} {url}: {reason}; retry {attempt}/{attempts - 1} "
+                    f"in {delay:.1f}s"
+                )
+                time.sleep(delay)
+        raise AirbyteRequestError(
+            f"Airbyte API {method} {url} failed after {attempts} attempts: {reason}. "
+            f"Is Airbyte reachable at {_server_root(url)}?"
+        )
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before retry ``attempt`` (1-based): exponential, capped, jittered."""
+        base = self.request_retry_delay * (2 ** (attempt - 1))
+        return min(base, MAX_BACKOFF_SECONDS) * random.uniform(0.8, 1.2)
+
+    def _refresh_access_token(self) -> None:
+        response = self._single_request(
+            method="POST",
+            url=f"{self.rest_api_base_url}/applications/token",
+            data={
+                "client_id": self.client_id,
+                "client_secret": self.client_secret,
+                "grant_type": "client_credentials",
+            },
+            include_additional_request_headers=False,
+        )
+        if "access_token" not in response:
+            raise AirbyteRequestError(
+                f"Airbyte API POST {self.rest_api_base_url}/applications/token answered "
+                "without an access_token."
+            )
+        self._access_token_value = str(response["access_token"])
+        self._access_token_timestamp = datetime.now().timestamp()
+
+    # ---- jobs ---------------------------------------------------------------------------------
+
+    def running_jobs(self, connection_id: str) -> list[AirbyteJob]:
+        """Jobs of the connection created in the last two days that are still in progress."""
+        return [
+            job
+            for job in self.get_jobs_for_connection(
+                connection_id=connection_id, created_after=datetime.now() - timedelta(days=2)
+            )
+            if job.status in IN_PROGRESS
+        ]
+
+    def start_sync_job(self, connection_id: str) -> Mapping[str, Any]:
+        attempts = self.request_max_retries + 1
+        url = f"{self.rest_api_base_url}/jobs"
+        reason = "no attempt made"
+        for attempt in range(1, attempts + 1):
+            body, reason = self._request_once(
+                "POST", url, {"connectionId": connection_id, "jobType": "sync"}, None, True
+            )
+            if body is not None:
+                return body
+            # The job may have been created although the answer was lost: adopt it rather
+            # than start the connection's sync twice.
+            try:
+                running = self.running_jobs(connection_id)
+            except AirbyteRequestError:
+                running = []
+            if running:
+                self._log.warning(
+                    f"Starting a sync of connection {connection_id} failed ({reason}), but job "
+                    f"{running[0].id} is now running for it: following that job."
+                )
+                return {"jobId": running[0].id, "status": running[0].status, "jobType": "sync"}
+            if attempt < attempts:
+                time.sleep(self.backoff(attempt))
+        raise AirbyteRequestError(
+            f"Airbyte API POST {url} (start a sync of connection {connection_id}) failed after "
+            f"{attempts} attempts: {reason}. Is Airbyte reachable at {_server_root(url)}?"
+        )
+
+    def get_job_failure_message(self, job_id: int) -> str | None:
+        """Airbyte's own explanation of a failed job, from the configuration API ``jobs/get``
+        (the public API's ``JobResponse`` has none). ``None`` when it cannot be read."""
+        try:
+            body = self._single_request(
+                method="POST",
+                url=f"{self.configuration_api_base_url}/jobs/get",
+                data={"id": job_id},
+            )
+        except Failure:
+            return None
+        messages = []
+        for attempt in body.get("attempts") or []:
+            attempt = attempt.get("attempt") or attempt
+            summary = attempt.get("failureSummary") or {}
+            for failure in summary.get("failures") or []:
+                text = failure.get("externalMessage") or failure.get("internalMessage")
+                if text:
+                    origin = failure.get("failureOrigin")
+                    messages.append(f"{origin}: {text}" if origin else str(text))
+        # Airbyte retries attempts; the last distinct messages matter most.
+        unique = list(dict.fromkeys(messages))
+        return "; ".join(unique[-3:]) if unique else None
+
+    def get_stream_stats(self, job_id: int) -> dict[str, dict[str, Any]]:
+        """Per-stream record counts of a job's last attempt (configuration API, best effort)."""
+        try:
+            body = self._single_request(
+                method="POST",
+                url=f"{self.configuration_api_base_url}/jobs/get",
+                data={"id": job_id},
+            )
+        except Failure:
+            return {}
+        attempts = body.get("attempts") or []
+        if not attempts:
+            return {}
+        last = attempts[-1].get("attempt") or attempts[-1]
+        return {
+            s["streamName"]: s.get("stats") or {}
+            for s in last.get("streamStats") or []
+            if "streamName" in s
+        }
+
+    def sync_and_poll(self, connection_id: str) -> AirbyteOutput:
+        """Start (or follow the already running) sync of a connection and wait for its end.
+
+        Raises :class:`dagster.Failure` with Airbyte's message when the job fails or is
+        cancelled. If the Dagster run is terminated while waiting, the job that this call
+        started is cancelled in Airbyte (``cancel_on_termination``).
+        """
+        connection_details = self.get_connection_details(connection_id)
+        name = connection_details.get("name", connection_id)
+        running = self.running_jobs(connection_id)
+        started_here = False
+        if len(running) > 1:
+            raise Failure(
+                f"Airbyte connection {name} ({connection_id}) has {len(running)} jobs in "
+                f"progress ({', '.join(str(j.id) for j in running)}); refusing to guess which "
+                "one to follow."
+            )
+        if running:
+            job = running[0]
+            self._log.info(
+                f"Airbyte job {job.id} is already {job.status} for connection {name}: waiting "
+                "for it instead of starting a second sync."
+            )
+        else:
+            job = AirbyteJob.from_job_details(job_details=self.start_sync_job(connection_id))
+            started_here = True
+            self._log.info(f"Started Airbyte job {job.id} for connection {name} ({connection_id}).")
+
+        details: Mapping[str, Any] = {}
+        poll_start = time.monotonic()
+        try:
+            while True:
+                details = self.get_job_details(job.id)
+                job = AirbyteJob.from_job_details(job_details=details)
+                if job.status == SUCCEEDED:
+                    break
+                if job.status in FAILED or job.status == CANCELLED:
+                    message = self.get_job_failure_message(job.id)
+                    verb = "was cancelled" if job.status == CANCELLED else "failed"
+                    raise Failure(
+                        f"Airbyte job {job.id} of connection {name} ({connection_id}) {verb}: "
+                        f"{message or 'Airbyte gave no failure message'}",
+                        metadata={
+                            "airbyte_job_id": MetadataValue.int(int(job.id)),
+                            "airbyte_connection_id": connection_id,
+                            "airbyte_job_status": job.status,
+                        },
+                    )
+                if job.status not in IN_PROGRESS:
+                    raise Failure(
+                        f"Airbyte job {job.id} of connection {name} is in unexpected state "
+                        f"{job.status!r}"
+                    )
+                if self.poll_timeout and time.monotonic() - poll_start > self.poll_timeout:
+                    raise Failure(
+                        f"Airbyte job {job.id} of connection {name} did not finish within "
+                        f"{self.poll_timeout}s (still {job.status})."
+                    )
+                time.sleep(self.poll_interval)
+        finally:
+            if self.cancel_on_termination and started_here and job.status in IN_PROGRESS:
+                # Reached on a run termination (DagsterExecutionInterruptedError) or a poll
+                # timeout: do not leave a sync behind that nobody waits for.
+                self._log.warning(f"Cancelling Airbyte job {job.id} of connection {name}.")
+                try:
+                    self.cancel_job(job.id)
+                except Failure as exc:
+                    self._log.error(f"Could not cancel Airbyte job {job.id}: {exc}")
+        return AirbyteOutput(job_details=details, connection_details=connection_details)
+
+
+class PlatformAirbyteWorkspace(AirbyteWorkspace):
+    """dagster-airbyte's ``AirbyteWorkspace`` whose client is :class:`RobustAirbyteClient`."""
+
+    @cached_method
+    def get_client(self) -> RobustAirbyteClient:
+        return RobustAirbyteClient(
+            rest_api_base_url=self.rest_api_base_url,
+            configuration_api_base_url=self.configuration_api_base_url,
+            workspace_id=self.workspace_id,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            username=self.username,
+            password=self.password,
+            request_max_retries=self.request_max_retries,
+            request_retry_delay=self.request_retry_delay,
+            request_timeout=self.request_timeout,
+            max_items_per_page=self.max_items_per_page,
+            poll_interval=self.poll_interval,
+            poll_timeout=self.poll_timeout,
+            cancel_on_termination=self.cancel_on_termination,
+            poll_previous_running_sync=True,
+        )
+
+
+class RawTranslator(DagsterAirbyteTranslator):
+    """Airbyte stream ``<stream>`` -> asset ``raw/<stream>`` in group ``raw`` (dagster-airbyte's
+    default key is the one-part ``<prefix><stream>``)."""
+
+    def get_asset_spec(self, props: AirbyteConnectionTableProps) -> AssetSpec:
+        spec = super().get_asset_spec(props)
+        return spec.replace_attributes(
+            key=table_key(RAW_NAMESPACE, props.stream_name), group_name=RAW_NAMESPACE
+        )
+
+
+# ---- mapping streams to connections (at run time) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectionSync:
+    """One connection to sync, and the declared streams it lands."""
+
+    connection_id: str
+    connection_name: str
+    streams: tuple[str, ...]
+    #: Selected streams of the connection that this location does not declare.
+    undeclared_streams: tuple[str, ...] = ()
+
+
+def plan_connection_syncs(
+    data: AirbyteWorkspaceData, streams: Sequence[str]
+) -> list[ConnectionSync]:
+    """Which connections to sync so that ``streams`` land: one entry per connection, so a
+    connection holding several requested streams is synced once.
+
+    Raises :class:`dagster.Failure` naming the stream when a requested stream is in no
+    connection (a wrong workspace id or a renamed stream must not pass silently), is not
+    selected for syncing, or is in several connections.
+    """
+    by_stream: dict[str, list[tuple[str, bool]]] = {}
+    for connection in data.connections_by_id.values():
+        for stream in connection.streams.values():
+            by_stream.setdefault(stream.name, []).append((connection.id, stream.selected))
+    chosen: dict[str, list[str]] = {}
+    for name in streams:
+        found = by_stream.get(name, [])
+        selected = [cid for cid, is_selected in found if is_selected]
+        if not found:
+            known = sorted(by_stream) or ["none"]
+            raise Failure(
+                f"No Airbyte connection of the workspace syncs stream {name!r} (asset "
+                f"raw/{name}); streams found: {', '.join(known)}. Check AIRBYTE_WORKSPACE_ID "
+                "and the connection's stream names."
+            )
+        if not selected:
+            raise Failure(
+                f"Stream {name!r} exists in Airbyte connection(s) {', '.join(c for c, _ in found)}"
+                " but is not selected for syncing: enable it in the connection."
+            )
+        if len(selected) > 1:
+            raise Failure(
+                f"Stream {name!r} is synced by several Airbyte connections "
+                f"({', '.join(selected)}); keep one so raw.{name} has one writer."
+            )
+        chosen.setdefault(selected[0], []).append(name)
+    plan = []
+    for connection_id, names in chosen.items():
+        connection = data.connections_by_id[connection_id]
+        others = tuple(
+            sorted(
+                s.name
+                for s in connection.streams.values()
+                if s.selected and s.name not in STREAMS_BY_NAME
+            )
+        )
+        plan.append(ConnectionSync(connection_id, connection.name, tuple(names), others))
+    return plan
+
+
+def sync_metadata(
+    output: AirbyteOutput, stream: str, stream_stats: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Materialization metadata of one stream after a successful job (no secret in it)."""
+    job = output.job_details
+    stats = stream_stats.get(stream) or {}
+    metadata: dict[str, Any] = {
+        "source": "airbyte",
+        "airbyte_job_id": MetadataValue.int(int(job.get("jobId", -1))),
+        "airbyte_job_status": str(job.get("status")),
+        "airbyte_connection_id": str(output.connection_details.get("connectionId")),
+        "airbyte_connection_name": str(output.connection_details.get("name")),
+    }
+    if job.get("rowsSynced") is not None:
+        # The job's total over all streams of the connection (the public API has no split).
+        metadata["airbyte_job_rows_synced"] = MetadataValue.int(int(job["rowsSynced"]))
+    if job.get("bytesSynced") is not None:
+        metadata["airbyte_job_bytes_synced"] = MetadataValue.int(int(job["bytesSynced"]))
+    for field, label in (
+        ("recordsCommitted", "rows_committed"),
+        ("recordsEmitted", "rows_emitted"),
+    ):
+        if stats.get(field) is not None:
+            metadata[label] = MetadataValue.int(int(stats[field]))
+    if job.get("duration"):
+        metadata["airbyte_job_duration"] = str(job["duration"])
+    return metadata
+
+
+def _snippet(response: requests.Response, limit: int = 300) -> str:
+    text = (response.text or "").strip().replace("\n", " ")
+    return (text[:limit] + "...") if len(text) > limit else (text or response.reason or "")
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return str(exc)[:200]
+
+
+def _server_root(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

@@ -1,0 +1,65 @@
+"""The ``raw/*`` assets: Airbyte streams landed as Iceberg tables.
+
+Declared statically from :data:`ingestion.streams.STREAMS`, not from Airbyte's API: importing
+the definitions makes no network call, and the assets exist whether or not Airbyte answers
+(dagster-airbyte's ``load_airbyte_asset_specs`` would call Airbyte at load and, when it is down,
+fail the location or leave it without assets). Which Airbyte connection lands which stream is
+resolved when a run starts (:func:`ingestion.airbyte.plan_connection_syncs`).
+
+One multi-asset holds all streams so that a run selecting several streams of the same Airbyte
+connection starts that connection's sync exactly once.
+"""
+
+from collections.abc import Iterator
+
+from dagster import (
+    AssetExecutionContext,
+    AssetMaterialization,
+    AssetSpec,
+    MaterializeResult,
+    TableColumn,
+    TableSchema,
+    multi_asset,
+)
+from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
+from shared.resources import IcebergCatalogResource
+
+from ingestion.resources import AirbyteSyncResource
+from ingestion.streams import RAW_NAMESPACE, STREAMS, RawStream, stream_for_key
+
+
+def column_schema(stream: RawStream) -> TableSchema:
+    """The raw table's columns as Dagster table-schema metadata."""
+    return TableSchema(columns=[TableColumn(name=f.name, type=str(f.type)) for f in stream.schema])
+
+
+def raw_spec(stream: RawStream) -> AssetSpec:
+    """The asset spec of one raw stream."""
+    return AssetSpec(
+        key=stream.key,
+        description=stream.description,
+        group_name=RAW_NAMESPACE,
+        kinds={"airbyte", "iceberg"},
+        metadata={
+            **TableMetadataSet(column_schema=column_schema(stream), table_name=stream.identifier),
+            "primary_key": ", ".join(stream.primary_key),
+            "cursor_field": stream.cursor_field,
+        },
+    )
+
+
+@multi_asset(
+    name="airbyte_raw_sync",
+    specs=[raw_spec(stream) for stream in STREAMS],
+    can_subset=True,
+)
+def airbyte_raw_sync(
+    context: AssetExecutionContext,
+    airbyte: AirbyteSyncResource,
+    iceberg: IcebergCatalogResource,
+) -> Iterator[MaterializeResult | AssetMaterialization]:
+    """Sync the selected raw streams: one Airbyte sync per connection in prod (waited for, with
+    job id and row counts as metadata), the local Airbyte stand-in in local mode."""
+    streams = [stream_for_key(key) for key in context.selected_asset_keys]
+    streams.sort(key=lambda s: [x.name for x in STREAMS].index(s.name))
+    yield from airbyte.sync(context, streams, iceberg)

@@ -1,0 +1,291 @@
+"""Data-quality checks on the raw tables, as Dagster asset checks.
+
+The logic is in pure functions over Arrow data (unit-tested directly); the asset checks only
+read the table and call them. Four checks per raw stream, named ``raw_<stream>_<check>``:
+
+* ``primary_key_not_null``: no row lacks its primary key.
+* ``primary_key_unique``: what "unique" means on RAW data. Raw tables legitimately repeat a
+  primary key: users have one row per version (updates), events may be delivered twice
+  (at-least-once), and staging deduplicates both. What must never repeat is one raw record:
+  ``_airbyte_raw_id`` (Airbyte gives every delivered record its own id) and the stream's
+  version key (users: ``(id, updated_at)``: two rows of one user with the same ``updated_at``
+  are the same version twice, which staging could not order). Repeated event_ids are reported
+  as metadata, not failed.
+* ``freshness``: the table's last Iceberg commit is recent enough (``RawStream.freshness``).
+* ``schema_drift``: columns added by the source (kept: ``shared.iceberg`` evolves the table),
+  expected columns missing from the table, columns the source stopped sending (entirely null in
+  the latest batch; ``shared.iceberg`` keeps the column and writes nulls), and type changes. The
+  check only reads: no data is lost whatever it finds.
+
+A check that cannot read its table (catalog down, table not landed yet) fails with a warning
+that says why, rather than erroring the run: the sync itself may have succeeded.
+"""
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from dagster import (
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    MetadataValue,
+    asset_check,
+)
+from pyiceberg.expressions import EqualTo
+from shared.resources import IcebergCatalogResource
+
+from ingestion.streams import STREAMS, RawStream
+
+# ---- pure checks -----------------------------------------------------------------------------
+
+
+def null_counts(table: pa.Table, columns: Sequence[str]) -> dict[str, int]:
+    """Nulls per column (a missing column counts as all null)."""
+    return {
+        c: (table[c].null_count if c in table.column_names else table.num_rows) for c in columns
+    }
+
+
+def duplicate_groups(
+    table: pa.Table, columns: Sequence[str], examples: int = 5
+) -> tuple[int, list]:
+    """(number of key values held by more than one row, a few of those values)."""
+    if table.num_rows == 0:
+        return 0, []
+    counts = table.select(list(columns)).group_by(list(columns)).aggregate([([], "count_all")])
+    dupes = counts.filter(pc.greater(counts["count_all"], 1))
+    sample = dupes.slice(0, examples).select(list(columns)).to_pylist()
+    return dupes.num_rows, [tuple(str(v) for v in row.values()) for row in sample]
+
+
+@dataclass(frozen=True)
+class Freshness:
+    passed: bool
+    last_commit: dt.datetime | None
+    age: dt.timedelta | None
+
+
+def freshness(
+    last_commit: dt.datetime | None, now: dt.datetime, max_age: dt.timedelta
+) -> Freshness:
+    """Fresh when the last commit is at most ``max_age`` old (never committed: stale)."""
+    if last_commit is None:
+        return Freshness(False, None, None)
+    age = now - last_commit
+    return Freshness(age <= max_age, last_commit, age)
+
+
+@dataclass(frozen=True)
+class SchemaDrift:
+    """How a raw table differs from the schema declared in ``ingestion.streams``."""
+
+    added: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    type_changes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dropped(self) -> list[str]:
+        """Columns the source no longer sends: absent from the table, or null in its latest
+        batch although required."""
+        return sorted({*self.missing, *self.stopped})
+
+    @property
+    def has_drift(self) -> bool:
+        return bool(self.added or self.dropped or self.type_changes)
+
+
+def _normalise_type(t: pa.DataType) -> str:
+    if pa.types.is_large_string(t):
+        t = pa.string()
+    if pa.types.is_large_binary(t):
+        t = pa.binary()
+    if pa.types.is_timestamp(t):
+        tz = "UTC" if t.tz in ("UTC", "+00:00", "Etc/UTC") else t.tz
+        return f"timestamp[{t.unit}, tz={tz}]"
+    return str(t)
+
+
+def schema_drift(
+    actual: pa.Schema,
+    expected: pa.Schema,
+    latest_batch: pa.Table | None = None,
+    required: Sequence[str] = (),
+) -> SchemaDrift:
+    """Compare a table's schema (and its latest batch) with the expected schema."""
+    expected_names = set(expected.names)
+    actual_names = set(actual.names)
+    added = sorted(actual_names - expected_names)
+    missing = sorted(expected_names - actual_names)
+    type_changes = {
+        f.name: f"{_normalise_type(expected.field(f.name).type)} -> {_normalise_type(f.type)}"
+        for f in actual
+        if f.name in expected_names
+        and _normalise_type(f.type) != _normalise_type(expected.field(f.name).type)
+    }
+    stopped: list[str] = []
+    if latest_batch is not None and latest_batch.num_rows:
+        stopped = sorted(
+            c
+            for c in required
+            if c in latest_batch.column_names
+            and latest_batch[c].null_count == latest_batch.num_rows
+        )
+    return SchemaDrift(added, missing, stopped, type_changes)
+
+
+# ---- asset checks ----------------------------------------------------------------------------
+
+
+def _unreadable(stream: RawStream, exc: Exception) -> AssetCheckResult:
+    return AssetCheckResult(
+        passed=False,
+        severity=AssetCheckSeverity.WARN,
+        description=f"Could not read Iceberg table {stream.identifier}: {exc}",
+        metadata={"error": str(exc)[:1000]},
+    )
+
+
+def _guarded(stream: RawStream, body: Callable[[], AssetCheckResult]) -> AssetCheckResult:
+    try:
+        return body()
+    except Exception as exc:  # catalog down, table missing, settings incomplete
+        return _unreadable(stream, exc)
+
+
+def build_checks(stream: RawStream) -> list[AssetChecksDefinition]:
+    """The four raw-table checks of ``stream``."""
+    prefix = f"raw_{stream.name}"
+
+    @asset_check(
+        asset=stream.key,
+        name=f"{prefix}_primary_key_not_null",
+        description=f"Every row of {stream.identifier} has its primary key "
+        f"({', '.join(stream.primary_key)}).",
+    )
+    def primary_key_not_null(iceberg: IcebergCatalogResource) -> AssetCheckResult:
+        def body() -> AssetCheckResult:
+            table = iceberg.read(stream.identifier, columns=stream.primary_key)
+            nulls = null_counts(table, stream.primary_key)
+            return AssetCheckResult(
+                passed=not any(nulls.values()),
+                severity=AssetCheckSeverity.ERROR,
+                metadata={
+                    "rows": MetadataValue.int(table.num_rows),
+                    **{f"null_{c}": MetadataValue.int(n) for c, n in nulls.items()},
+                },
+            )
+
+        return _guarded(stream, body)
+
+    unique_keys: list[tuple[str, ...]] = [("_airbyte_raw_id",)]
+    if stream.unique_version_key != ("_airbyte_raw_id",):
+        unique_keys.append(stream.unique_version_key)
+
+    @asset_check(
+        asset=stream.key,
+        name=f"{prefix}_primary_key_unique",
+        description=(
+            f"No raw record of {stream.identifier} is stored twice: unique "
+            + " and unique ".join(f"({', '.join(k)})" for k in unique_keys)
+            + f". A repeated {', '.join(stream.primary_key)} alone is legitimate on raw data "
+            "(versions, at-least-once delivery) and only reported."
+        ),
+    )
+    def primary_key_unique(iceberg: IcebergCatalogResource) -> AssetCheckResult:
+        def body() -> AssetCheckResult:
+            columns = sorted({c for k in (*unique_keys, stream.primary_key) for c in k})
+            table = iceberg.read(stream.identifier, columns=columns)
+            metadata: dict[str, Any] = {"rows": MetadataValue.int(table.num_rows)}
+            passed = True
+            for key in unique_keys:
+                n, sample = duplicate_groups(table, key)
+                name = "_".join(k.lstrip("_") for k in key)
+                metadata[f"duplicate_{name}"] = MetadataValue.int(n)
+                if n:
+                    passed = False
+                    metadata[f"duplicate_{name}_examples"] = MetadataValue.json(sample)
+            n_pk, _ = duplicate_groups(table, stream.primary_key)
+            metadata["repeated_primary_keys_info"] = MetadataValue.int(n_pk)
+            return AssetCheckResult(
+                passed=passed, severity=AssetCheckSeverity.ERROR, metadata=metadata
+            )
+
+        return _guarded(stream, body)
+
+    @asset_check(
+        asset=stream.key,
+        name=f"{prefix}_freshness",
+        description=f"{stream.identifier} was committed to within the last "
+        f"{stream.freshness.total_seconds() / 3600:g} hours.",
+    )
+    def fresh(iceberg: IcebergCatalogResource) -> AssetCheckResult:
+        def body() -> AssetCheckResult:
+            snapshot = iceberg.load_table(stream.identifier).current_snapshot()
+            last = (
+                dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=dt.UTC)
+                if snapshot
+                else None
+            )
+            result = freshness(last, dt.datetime.now(dt.UTC), stream.freshness)
+            metadata: dict[str, Any] = {
+                "max_age_hours": stream.freshness.total_seconds() / 3600,
+            }
+            if result.last_commit is not None and result.age is not None:
+                metadata["last_commit"] = result.last_commit.isoformat()
+                metadata["age_hours"] = round(result.age.total_seconds() / 3600, 3)
+            return AssetCheckResult(
+                passed=result.passed, severity=AssetCheckSeverity.WARN, metadata=metadata
+            )
+
+        return _guarded(stream, body)
+
+    @asset_check(
+        asset=stream.key,
+        name=f"{prefix}_schema_drift",
+        description=(
+            f"{stream.identifier} has exactly the columns declared in ingestion.streams; "
+            "reports columns the source added or dropped (all data is kept)."
+        ),
+    )
+    def drift(iceberg: IcebergCatalogResource) -> AssetCheckResult:
+        def body() -> AssetCheckResult:
+            table = iceberg.load_table(stream.identifier)
+            actual = table.schema().as_arrow()
+            latest = None
+            if "_airbyte_extracted_at" in actual.names and table.current_snapshot():
+                extracted = iceberg.read(stream.identifier, columns=["_airbyte_extracted_at"])
+                newest = pc.max(extracted["_airbyte_extracted_at"]).as_py()
+                if newest is not None:
+                    present = [c for c in stream.required_fields if c in actual.names]
+                    latest = iceberg.read(
+                        stream.identifier,
+                        columns=present,
+                        row_filter=EqualTo("_airbyte_extracted_at", newest.isoformat()),
+                    )
+            result = schema_drift(actual, stream.schema, latest, stream.required_fields)
+            return AssetCheckResult(
+                passed=not result.has_drift,
+                severity=AssetCheckSeverity.WARN,
+                description=(
+                    f"added: {result.added or 'none'}; dropped: {result.dropped or 'none'}; "
+                    f"type changes: {result.type_changes or 'none'}"
+                ),
+                metadata={
+                    "added_columns": MetadataValue.json(result.added),
+                    "dropped_columns": MetadataValue.json(result.dropped),
+                    "type_changes": MetadataValue.json(result.type_changes),
+                    "columns": MetadataValue.json(actual.names),
+                },
+            )
+
+        return _guarded(stream, body)
+
+    return [primary_key_not_null, primary_key_unique, fresh, drift]
+
+
+RAW_CHECKS: list[AssetChecksDefinition] = [c for s in STREAMS for c in build_checks(s)]

@@ -1,0 +1,28 @@
+"""The ingestion code location: ``raw/*`` assets, their checks, job, sensor and schedule.
+
+Importing this module makes no network call and reads no setting: the assets are declared from
+``ingestion.streams`` and the mode (local stand-in or Airbyte) is chosen when a run starts.
+"""
+
+from __future__ import annotations
+
+from dagster import Definitions
+from shared.resources import IcebergCatalogResource, ObjectStoreResource
+
+from ingestion.assets import airbyte_raw_sync
+from ingestion.checks import RAW_CHECKS
+from ingestion.jobs import ingestion_job, landing_sensor, raw_sync_schedule
+from ingestion.resources import AirbyteSyncResource
+
+defs = Definitions(
+    assets=[airbyte_raw_sync],
+    asset_checks=RAW_CHECKS,
+    jobs=[ingestion_job],
+    schedules=[raw_sync_schedule],
+    sensors=[landing_sensor],
+    resources={
+        "airbyte": AirbyteSyncResource(),
+        "iceberg": IcebergCatalogResource(),
+        "object_store": ObjectStoreResource(),
+    },
+)

@@ -1,0 +1,201 @@
+"""The ingestion resource: one sync entry point, the mode chosen when a run uses it.
+
+Mode is read at run time from :func:`shared.settings.load_settings` (never at import), so both
+modes have the same assets and the location loads without touching Airbyte:
+
+* ``local`` (default): the local Airbyte stand-in (:mod:`ingestion.standin`) writes the raw
+  tables through :func:`shared.iceberg.write_table`;
+* ``prod``: dagster-airbyte (:mod:`ingestion.airbyte`) starts one sync per Airbyte connection
+  that holds a requested stream, waits for it and reports Airbyte's numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetMaterialization,
+    ConfigurableResource,
+    Failure,
+    MaterializeResult,
+)
+from pydantic import Field
+from shared.keys import table_key
+from shared.resources import IcebergCatalogResource
+from shared.settings import Settings
+
+from ingestion import standin
+from ingestion.airbyte import PlatformAirbyteWorkspace, plan_connection_syncs, sync_metadata
+from ingestion.streams import RawStream, stream_for_key
+from shared import airbyte as shared_airbyte
+from shared import iceberg
+
+
+class AirbyteSyncResource(ConfigurableResource):
+    """Syncs raw streams: through Airbyte's API in prod, with the local stand-in in local mode.
+
+    The fields tune the prod client (dagster-airbyte's ``AirbyteWorkspace``); the endpoint and
+    credentials come only from the environment (``AIRBYTE_URL``, ``AIRBYTE_WORKSPACE_ID``,
+    ``AIRBYTE_CLIENT_ID``/``AIRBYTE_CLIENT_SECRET`` or ``AIRBYTE_USERNAME``/``AIRBYTE_PASSWORD``)
+    so a secret is never part of run config or logs.
+    """
+
+    home: str | None = Field(
+        default=None, description="Overrides DATA_PLATFORM_HOME (tests, the CLI)."
+    )
+    poll_interval: float = Field(default=10.0, description="Seconds between job status polls.")
+    poll_timeout: float | None = Field(
+        default=6 * 3600.0, description="Fail (and cancel the job) after this many seconds."
+    )
+    request_max_retries: int = Field(
+        default=5, description="Retries of one API call on 5xx, 429, timeouts, refused connections."
+    )
+    request_retry_delay: float = Field(
+        default=1.0, description="First backoff delay in seconds; doubles per retry (max 30 s)."
+    )
+    request_timeout: int = Field(default=30, description="Seconds before one API call times out.")
+    max_items_per_page: int = Field(default=100, description="Page size of list calls (<=100).")
+
+    def settings(self) -> tuple[Settings, list[str]]:
+        """Run-time settings, and the prod settings missing that a sync can do without."""
+        environ: dict[str, str] | None = None
+        if self.home:
+            environ = {**os.environ, "DATA_PLATFORM_HOME": self.home}
+        return shared_airbyte.settings_for_sync(environ)
+
+    def workspace(self, settings: Settings) -> PlatformAirbyteWorkspace:
+        """dagster-airbyte's workspace for the configured Airbyte (prod)."""
+        if settings.airbyte is None:
+            raise Failure(
+                "DATA_PLATFORM_ENV=prod but AIRBYTE_URL is not set: set AIRBYTE_URL, "
+                "AIRBYTE_WORKSPACE_ID and the Airbyte credentials (see locations/ingestion/README.md)."
+            )
+        return shared_airbyte.airbyte_workspace(
+            settings.airbyte,
+            PlatformAirbyteWorkspace,
+            poll_interval=self.poll_interval,
+            poll_timeout=self.poll_timeout,
+            request_max_retries=self.request_max_retries,
+            request_retry_delay=self.request_retry_delay,
+            request_timeout=self.request_timeout,
+            max_items_per_page=self.max_items_per_page,
+            cancel_on_termination=True,
+            poll_previous_running_sync=True,
+        )
+
+    def sync(
+        self,
+        context: AssetExecutionContext,
+        streams: Sequence[RawStream],
+        iceberg_resource: IcebergCatalogResource,
+    ) -> Iterator[MaterializeResult | AssetMaterialization]:
+        """Sync ``streams`` and yield one materialization per landed table."""
+        settings, missing = self.settings()
+        if settings.is_local:
+            yield from self._sync_standin(context, settings, streams, iceberg_resource)
+        else:
+            yield from self._sync_airbyte(context, settings, missing, streams, iceberg_resource)
+
+    # ---- local ---------------------------------------------------------------------------------
+
+    def _sync_standin(
+        self,
+        context: AssetExecutionContext,
+        settings: Settings,
+        streams: Sequence[RawStream],
+        iceberg_resource: IcebergCatalogResource,
+    ) -> Iterator[MaterializeResult]:
+        catalog = iceberg_resource.catalog()
+        context.log.info(
+            f"Local mode: the local Airbyte stand-in syncs {', '.join(s.name for s in streams)} "
+            f"into {settings.catalog.uri.split('?')[0]}"
+        )
+        for stream in streams:
+            result = standin.sync_stream(catalog, stream, settings.standin)
+            context.log.info(
+                f"stand-in {stream.identifier}: {result.write.rows_written} new rows, "
+                f"{result.write.row_count} in total"
+            )
+            yield MaterializeResult(
+                asset_key=stream.key, metadata=result.as_metadata(settings.standin)
+            )
+
+    # ---- prod ----------------------------------------------------------------------------------
+
+    def _sync_airbyte(
+        self,
+        context: AssetExecutionContext,
+        settings: Settings,
+        missing: list[str],
+        streams: Sequence[RawStream],
+        iceberg_resource: IcebergCatalogResource,
+    ) -> Iterator[MaterializeResult | AssetMaterialization]:
+        workspace = self.workspace(settings)
+        assert settings.airbyte is not None
+        context.log.info(f"Syncing through {shared_airbyte.describe(settings.airbyte)}")
+        # dagster-airbyte's own fetch: workspace, connections (paged), connection details and
+        # destinations. Done here, at run time, so an unreachable Airbyte fails this step
+        # (naming the URL) instead of making the location's assets vanish at load.
+        data = workspace.fetch_airbyte_workspace_data()
+        plan = plan_connection_syncs(data, [s.name for s in streams])
+        client = workspace.get_client()
+        selected = set(context.selected_asset_keys)
+        for sync in plan:
+            if sync.undeclared_streams:
+                context.log.warning(
+                    f"Airbyte connection {sync.connection_name} also syncs "
+                    f"{', '.join(sync.undeclared_streams)}, which ingestion.streams does not "
+                    "declare: add them to STREAMS to get assets and checks for them."
+                )
+            output = client.sync_and_poll(sync.connection_id)
+            stats = client.get_stream_stats(int(output.job_details["jobId"]))
+            connection = data.connections_by_id[sync.connection_id]
+            # A sync lands every selected stream of the connection, requested or not: record
+            # each declared one, so the asset's state tells the truth.
+            landed = [s.name for s in connection.streams.values() if s.selected]
+            for name in landed:
+                key = table_key("raw", name)
+                try:
+                    declared = stream_for_key(key)
+                except KeyError:
+                    continue
+                metadata = {
+                    **sync_metadata(output, name, stats),
+                    **_table_metadata(iceberg_resource, declared, missing, context),
+                }
+                if key in selected:
+                    yield MaterializeResult(asset_key=key, metadata=metadata)
+                else:
+                    yield AssetMaterialization(
+                        asset_key=key,
+                        description=f"Landed by Airbyte connection {sync.connection_name} "
+                        "while syncing another stream.",
+                        metadata=metadata,
+                    )
+
+
+def _table_metadata(
+    iceberg_resource: IcebergCatalogResource,
+    stream: RawStream,
+    missing: list[str],
+    context: AssetExecutionContext,
+) -> dict[str, Any]:
+    """Row count, snapshot id and metadata location of the table Airbyte wrote (best effort:
+    the sync succeeded whatever the catalog says; a failure here is logged, not raised)."""
+    if missing:
+        context.log.warning(
+            f"Not reading {stream.identifier} from the Iceberg catalog: {', '.join(missing)} "
+            "not set."
+        )
+        return {}
+    try:
+        table = iceberg_resource.load_table(stream.identifier)
+        described = iceberg.describe_write(table, stream.identifier, 0).as_metadata()
+        described.pop("rows_written")  # Airbyte wrote the rows; its counts are above
+        return described
+    except Exception as exc:  # the catalog is another system: any failure is only a warning
+        context.log.warning(f"Could not describe Iceberg table {stream.identifier}: {exc}")
+        return {}
