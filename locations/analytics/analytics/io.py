@@ -83,6 +83,7 @@ def read_upstream(
 ) -> ReadResult:
     """Read ``upstream``'s columns; with ``window_column``, only rows in ``[start, end)``.
 
+    Columns come back under their analytics names (see :class:`analytics.sources.Column`).
     Raises :class:`shared.iceberg.IcebergError` naming the table and the column when the table
     lacks a column analytics needs.
     """
@@ -91,28 +92,28 @@ def read_upstream(
         table = iceberg.load_table(identifier)
     except Exception as exc:
         raise IcebergError(
-            f"cannot load upstream table {identifier}: {exc}. Materialize {upstream.key.to_user_string()} first."
+            f"cannot load upstream table {identifier}: {exc}. "
+            f"Materialize {upstream.key.to_user_string()} first."
         ) from exc
     schema = table.schema()
-    present = {f.name for f in schema.fields}
-    missing = [c for c in upstream.columns if c not in present]
-    if missing:
-        raise IcebergError(
-            f"upstream table {identifier} lacks column(s) {missing} needed by analytics "
-            f"(it has {sorted(present)}); update analytics/sources.py or the dbt model"
-        )
+    try:
+        physical = upstream.resolve([f.name for f in schema.fields])
+    except KeyError as exc:
+        raise IcebergError(exc.args[0]) from None
     row_filter: BooleanExpression | None = None
     if window_column is not None:
-        row_filter = day_range_filter(
-            window_column, start, end, schema.find_field(window_column).field_type
-        )
+        column = physical[window_column]
+        row_filter = day_range_filter(column, start, end, schema.find_field(column).field_type)
     snapshot = table.current_snapshot()
-    arrow = iceberg.read(identifier, columns=list(upstream.columns), row_filter=row_filter)
+    arrow = iceberg.read(identifier, columns=list(physical.values()), row_filter=row_filter)
+    frame = pl.from_arrow(arrow).lazy().select(
+        [pl.col(p).alias(name) for name, p in physical.items()]
+    )
     return ReadResult(
-        frame=pl.from_arrow(arrow).lazy(),
+        frame=frame,
         identifier=identifier,
-        columns=upstream.columns,
-        row_filter=str(row_filter) if row_filter is not None else "none (full projection)",
+        columns=tuple(physical.values()),
+        row_filter=str(row_filter) if row_filter is not None else "none (column projection only)",
         snapshot_id=snapshot.snapshot_id if snapshot else None,
         rows=arrow.num_rows,
     )

@@ -15,35 +15,87 @@ from shared.keys import table_identifier, table_key
 
 
 @dataclass(frozen=True)
+class Column:
+    """A column analytics needs, under its analytics name, and the upstream names accepted for it
+    (first found wins), so a rename in a dbt model is absorbed here and nowhere else."""
+
+    name: str
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True)
 class Upstream:
     """An upstream table: its asset key, and the columns analytics reads from it."""
 
     key: AssetKey
-    columns: tuple[str, ...]
+    columns: tuple[Column, ...]
 
     @property
     def identifier(self) -> str:
         return table_identifier(self.key)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def resolve(self, present: set[str] | list[str]) -> dict[str, str]:
+        """Map each analytics column name to the upstream column that holds it.
+
+        Raises ``KeyError`` naming the table and every column it lacks.
+        """
+        present = set(present)
+        found, missing = {}, []
+        for col in self.columns:
+            physical = next((c for c in col.candidates if c in present), None)
+            if physical is None:
+                missing.append(" or ".join(col.candidates))
+            else:
+                found[col.name] = physical
+        if missing:
+            raise KeyError(
+                f"upstream table {self.identifier} lacks column(s) {missing} needed by analytics "
+                f"(it has {sorted(present)}); update analytics/sources.py or the upstream model"
+            )
+        return found
 
 
 #: dbt ``staging/stg_events``: one row per event_id (deduplicated), daily partitioned on
 #: ``event_date`` (the UTC date of ``event_ts``). ``amount`` is set on purchases only.
 STG_EVENTS = Upstream(
     key=table_key("staging", "stg_events"),
-    columns=("event_id", "user_id", "event_type", "event_date", "amount"),
+    columns=(
+        Column("event_id"),
+        Column("user_id"),
+        Column("event_type"),
+        Column("event_date"),
+        Column("amount"),
+    ),
 )
 
-#: dbt ``marts/dim_users``: one row per user (latest version), unpartitioned.
+#: dbt ``marts/dim_users``: one row per user (latest version of raw.users), unpartitioned.
 DIM_USERS = Upstream(
     key=table_key("marts", "dim_users"),
-    columns=("user_id", "country", "plan", "signup_at"),
+    columns=(
+        Column("user_id"),
+        Column("country"),
+        Column("plan"),
+        Column("signup_at", ("signed_up_at",)),
+    ),
 )
 
-#: dbt ``marts/fct_daily_events``: one row per (event_date, event_type); read only to reconcile
-#: ``analytics.daily_metrics`` with the mart.
+#: dbt ``marts/fct_daily_events``: grain (event_date, user_id, event_type) or
+#: (event_date, event_type); read only to reconcile ``analytics.daily_metrics`` with the mart.
 FCT_DAILY_EVENTS = Upstream(
     key=table_key("marts", "fct_daily_events"),
-    columns=("event_date", "event_type", "events", "revenue"),
+    columns=(
+        Column("event_date"),
+        Column("events", ("event_count",)),
+        Column("revenue", ("total_revenue",)),
+    ),
 )
 
 #: Outputs of this location.

@@ -25,22 +25,25 @@ STG_EVENTS_SCHEMA = pa.schema(
         ("amount", pa.float64()),
     ]
 )
+# Column names as the dbt models in dbt/models write them (marts.dim_users: signed_up_at;
+# marts.fct_daily_events: grain (event_date, user_id, event_type) with event_count).
 DIM_USERS_SCHEMA = pa.schema(
     [
         ("user_id", pa.int64()),
         ("email", pa.string()),
+        ("full_name", pa.string()),
         ("country", pa.string()),
         ("plan", pa.string()),
-        ("signup_at", pa.timestamp("us", tz="UTC")),
+        ("signed_up_at", pa.timestamp("us", tz="UTC")),
         ("updated_at", pa.timestamp("us", tz="UTC")),
     ]
 )
 FCT_SCHEMA = pa.schema(
     [
         ("event_date", pa.date32()),
+        ("user_id", pa.int64()),
         ("event_type", pa.string()),
-        ("events", pa.int64()),
-        ("active_users", pa.int64()),
+        ("event_count", pa.int64()),
         ("revenue", pa.float64()),
     ]
 )
@@ -63,25 +66,26 @@ def user(user_id, signup_at: dt.datetime, country="FR", plan="free") -> dict:
         "email": f"user{user_id}@example.com",
         "country": country,
         "plan": plan,
-        "signup_at": signup_at,
+        "full_name": f"User {user_id}",
+        "signed_up_at": signup_at,
         "updated_at": signup_at,
     }
 
 
 def fct_rows(events: list[dict]) -> list[dict]:
-    """What the dbt mart holds for these events: per (day, type), distinct events and revenue."""
-    seen, groups = set(), defaultdict(lambda: [0, set(), 0.0])
+    """What the dbt mart holds for these events: per (day, user, type), distinct events and
+    revenue."""
+    seen, groups = set(), defaultdict(lambda: [0, 0.0])
     for e in events:
         if e["event_id"] in seen:
             continue
         seen.add(e["event_id"])
-        g = groups[(e["event_date"], e["event_type"])]
+        g = groups[(e["event_date"], e["user_id"], e["event_type"])]
         g[0] += 1
-        g[1].add(e["user_id"])
-        g[2] += e["amount"] or 0.0
+        g[1] += e["amount"] or 0.0
     return [
-        {"event_date": d, "event_type": t, "events": n, "active_users": len(u), "revenue": r}
-        for (d, t), (n, u, r) in sorted(groups.items())
+        {"event_date": d, "user_id": u, "event_type": t, "event_count": n, "revenue": r}
+        for (d, u, t), (n, r) in sorted(groups.items(), key=lambda kv: str(kv[0]))
     ]
 
 
