@@ -7,3 +7,11 @@ keeps ``shared`` the library.
 """
 
 import shared  # noqa: F401
+
+
+def pytest_configure(config):
+    # dagster-dbt needs dbt's manifest to load the transformation location; a fresh clone has
+    # none (dbt/target is git-ignored), so parse the project once before any test imports it.
+    from transformation.project import ensure_manifest
+
+    ensure_manifest()

@@ -13,11 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    DagsterInstance,
-)
+from dagster import DagsterInstance
 
 from data_platform.graph import (
     PlannedRun,
@@ -25,6 +21,12 @@ from data_platform.graph import (
     load_location_defs,
     plan_runs,
 )
+
+
+# Dagster's run tags for a partition range (what a single-run backfill sets); public tag names,
+# though dagster exports the constants only from a private module.
+ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 class DemoFailed(RuntimeError):
@@ -89,7 +91,9 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     with DagsterInstance.local_temp(tempdir=str(instance_dir)) as instance:
         for number, planned in enumerate(plan, start=1):
             log(_describe(number, len(plan), planned, first_day, last_day))
-            result = _execute(location_defs[planned.location], planned, instance, first_day, last_day)
+            result = _execute(
+                location_defs[planned.location], planned, instance, first_day, last_day
+            )
             report.runs.append(
                 {
                     "location": planned.location,

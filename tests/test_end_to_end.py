@@ -1,0 +1,146 @@
+"""The end-to-end run: all three locations into a fresh DATA_PLATFORM_HOME, read back independently.
+
+The demo runs as a user runs it (the `data-platform demo` command, in a subprocess). Every table
+it reports is then re-read from its ``metadata_location`` alone (pyiceberg's StaticTable, no
+catalog) and its figures are recomputed with DuckDB straight from the raw tables' data files.
+Running the demo a second time must leave every table with identical contents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import duckdb
+import pyarrow as pa
+import pytest
+from pyiceberg.table import StaticTable
+
+from ingestion.standin import SyncPlan, plan_batches
+from shared.settings import StandInSettings
+
+pytestmark = pytest.mark.slow
+
+STANDIN = StandInSettings(users=60, events_per_day=80, days=4, seed=7)
+
+EXPECTED_TABLES = {
+    "raw.users", "raw.events",
+    "staging.stg_users", "staging.stg_events",
+    "marts.dim_users", "marts.fct_daily_events",
+    "ml.user_features", "analytics.daily_metrics",
+}
+
+
+def run_demo(home) -> dict:
+    cmd = [
+        sys.executable, "-m", "data_platform.cli", "demo", "--json", "--home", str(home),
+        "--users", str(STANDIN.users), "--events-per-day", str(STANDIN.events_per_day),
+        "--days", str(STANDIN.days), "--seed", str(STANDIN.seed),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATA_PLATFORM_")}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, f"demo failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def read(entry: dict) -> pa.Table:
+    table = StaticTable.from_metadata(entry["metadata_location"])
+    assert table.current_snapshot().snapshot_id == entry["snapshot_id"]
+    return table.scan().to_arrow()
+
+
+def data_files(entry: dict) -> list[str]:
+    table = StaticTable.from_metadata(entry["metadata_location"])
+    return [task.file.file_path.removeprefix("file://") for task in table.scan().plan_files()]
+
+
+def generated_rows(stream: str) -> int:
+    plan = SyncPlan(stream, initial_load=(stream == "users"), days=tuple(range(STANDIN.days)))
+    return sum(t.num_rows for t in plan_batches(plan, STANDIN))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    home = tmp_path_factory.mktemp("lake")
+    first = run_demo(home)
+    second = run_demo(home)
+    return home, first, second
+
+
+def tables_of(report):
+    return {t["identifier"]: t for t in report["tables"]}
+
+
+def test_every_table_is_written_and_every_check_passes(demo):
+    _, report, _ = demo
+    assert set(tables_of(report)) == EXPECTED_TABLES
+    failed = [c for c in report["checks"] if not c["passed"]]
+    assert report["checks"] and not failed, failed
+    locations = {r["location"] for r in report["runs"]}
+    assert locations == {"ingestion", "transformation", "analytics"}
+
+
+def test_raw_tables_hold_what_the_standin_generated(demo):
+    _, report, _ = demo
+    tables = tables_of(report)
+    assert read(tables["raw.events"]).num_rows == generated_rows("events")
+    assert read(tables["raw.users"]).num_rows == generated_rows("users")
+    assert tables["raw.events"]["row_count"] == generated_rows("events")
+
+
+def test_downstream_figures_agree_with_raw_recomputed_by_duckdb(demo):
+    _, report, _ = demo
+    tables = tables_of(report)
+    con = duckdb.connect()
+    raw_events = data_files(tables["raw.events"])
+    raw_users = data_files(tables["raw.users"])
+    distinct_events, active_users, revenue = con.execute(
+        "select count(distinct event_id), count(distinct user_id), "
+        "coalesce(sum(amount) filter (where event_type = 'purchase'), 0) from "
+        "(select distinct on (event_id) * from read_parquet(?))",
+        [raw_events],
+    ).fetchone()
+    distinct_users = con.execute(
+        "select count(distinct id) from read_parquet(?)", [raw_users]
+    ).fetchone()[0]
+
+    assert read(tables["staging.stg_events"]).num_rows == distinct_events
+    assert read(tables["staging.stg_users"]).num_rows == distinct_users
+    assert read(tables["marts.dim_users"]).num_rows == distinct_users
+    fct = read(tables["marts.fct_daily_events"])
+    assert sum(fct["events"].to_pylist()) == distinct_events
+    assert sum(v or 0 for v in fct["revenue"].to_pylist()) == pytest.approx(revenue)
+    assert read(tables["ml.user_features"]).num_rows == distinct_users
+    metrics = read(tables["analytics.daily_metrics"])
+    assert metrics.num_rows == STANDIN.days
+    assert active_users <= distinct_users
+
+
+def test_a_second_demo_leaves_every_table_identical(demo):
+    _, first, second = demo
+    a, b = tables_of(first), tables_of(second)
+    assert set(a) == set(b) == EXPECTED_TABLES
+    for name in EXPECTED_TABLES:
+        before, after = read(a[name]), read(b[name])
+        assert before.num_rows == after.num_rows, name
+        key = [(c, "ascending") for c in before.column_names if not pa.types.is_nested(
+            before.schema.field(c).type)]
+        assert before.sort_by(key).equals(after.sort_by(key)), f"{name} changed on re-run"
+
+
+def test_tables_command_lists_the_same_tables(demo):
+    home, _, second = demo
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATA_PLATFORM_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "data_platform.cli", "tables", "--json", "--home", str(home)],
+        capture_output=True, text=True, env=env, check=True,
+    )
+    listed = [json.loads(line) for line in out.stdout.splitlines()]
+    assert {t["identifier"] for t in listed} == EXPECTED_TABLES
+    for t in listed:
+        assert set(t) == {"identifier", "metadata_location", "snapshot_id", "row_count"}
+    assert {t["identifier"]: t["snapshot_id"] for t in listed} == {
+        t["identifier"]: t["snapshot_id"] for t in second["tables"]
+    }
