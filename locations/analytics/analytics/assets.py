@@ -5,7 +5,6 @@ and written to Iceberg in one atomic commit only if every blocking check passed,
 never read a snapshot that failed a blocking check.
 """
 
-
 import datetime as dt
 from collections.abc import Iterator
 
@@ -22,6 +21,9 @@ from dagster import (
     asset,
 )
 from pydantic import Field
+from shared.keys import table_identifier
+from shared.partitions import daily_partitions
+from shared.resources import IcebergCatalogResource
 
 from analytics import features as feature_defs
 from analytics import metrics as metric_defs
@@ -33,7 +35,7 @@ from analytics.checks import (
     check_user_features,
 )
 from analytics.frames import utc_date
-from analytics.io import ReadResult, day_range_filter, output_metadata, read_upstream, to_arrow
+from analytics.io import day_range_filter, output_metadata, read_upstream, to_arrow
 from analytics.sources import (
     DAILY_METRICS_KEY,
     DIM_USERS,
@@ -41,9 +43,6 @@ from analytics.sources import (
     STG_EVENTS,
     USER_FEATURES_KEY,
 )
-from shared.keys import table_identifier
-from shared.partitions import daily_partitions
-from shared.resources import IcebergCatalogResource
 
 _SAME_DAY = TimeWindowPartitionMapping()
 

@@ -231,9 +231,7 @@ def check_daily_metrics(
         _result(_spec(specs, "row_count_in_bounds"), bounds, rows=rows, window_days=len(window)),
         _result(_spec(specs, "keys_not_null_unique"), keys),
         _result(_spec(specs, "metrics_in_valid_ranges"), ranges),
-        _result(
-            _spec(specs, "reconciles_with_fct_daily_events"), recon, severity=recon_severity
-        ),
+        _result(_spec(specs, "reconciles_with_fct_daily_events"), recon, severity=recon_severity),
     ]
 
 

@@ -16,10 +16,10 @@ import pyarrow as pa
 from dagster import MetadataValue, TableColumn, TableSchema
 from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
 from pyiceberg.types import IcebergType, TimestampType, TimestamptzType
-
-from analytics.sources import Upstream
 from shared.iceberg import IcebergError, TableWriteResult
 from shared.resources import IcebergCatalogResource
+
+from analytics.sources import Upstream
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,8 @@ def read_upstream(
         row_filter = day_range_filter(column, start, end, schema.find_field(column).field_type)
     snapshot = table.current_snapshot()
     arrow = iceberg.read(identifier, columns=list(physical.values()), row_filter=row_filter)
-    frame = pl.from_arrow(arrow).lazy().select(
-        [pl.col(p).alias(name) for name, p in physical.items()]
+    frame = (
+        pl.from_arrow(arrow).lazy().select([pl.col(p).alias(name) for name, p in physical.items()])
     )
     return ReadResult(
         frame=frame,

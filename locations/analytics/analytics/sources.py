@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dagster import AssetKey
-
 from shared.keys import table_identifier, table_key
 
 

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
-
 from shared.iceberg import open_catalog, write_table
 from shared.settings import load_settings
 
@@ -114,7 +113,9 @@ def write_upstream(catalog):
             pa.Table.from_pylist(events, schema=STG_EVENTS_SCHEMA),
             partition_by_day="event_date",
         )
-        write_table(catalog, "marts.dim_users", pa.Table.from_pylist(users, schema=DIM_USERS_SCHEMA))
+        write_table(
+            catalog, "marts.dim_users", pa.Table.from_pylist(users, schema=DIM_USERS_SCHEMA)
+        )
         write_table(
             catalog,
             "marts.fct_daily_events",

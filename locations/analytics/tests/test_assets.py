@@ -6,9 +6,8 @@ import datetime as dt
 
 import polars as pl
 import pytest
-from dagster import DagsterInstance, materialize
-
 from analytics.assets import daily_metrics, user_features
+from dagster import DagsterInstance, materialize
 from shared.iceberg import read_table
 from shared.resources import IcebergCatalogResource
 
@@ -48,7 +47,9 @@ def test_daily_metrics_range_in_one_run(write_upstream, sample, catalog):
     assert result.success
     table = metrics_table(catalog)
     assert table.columns[0] == "metric_date"
-    assert table.select("metric_date", "events_total", "active_users", "revenue", "signups").rows() == [
+    assert table.select(
+        "metric_date", "events_total", "active_users", "revenue", "signups"
+    ).rows() == [
         (dt.date(2026, 1, 1), 2, 1, 20.0, 1),
         (dt.date(2026, 1, 2), 3, 1, 12.5, 1),
         (dt.date(2026, 1, 3), 2, 2, 7.5, 0),
@@ -65,9 +66,10 @@ def test_daily_metrics_range_in_one_run(write_upstream, sample, catalog):
     assert len(mats) == 4  # one materialization per partition of the range
     md = mats[0].materialization.metadata
     assert md["partition_window"].value == "2026-01-01..2026-01-04"
-    assert int(md["snapshot_id"].value) == catalog.load_table(
-        "analytics.daily_metrics"
-    ).current_snapshot().snapshot_id
+    assert (
+        int(md["snapshot_id"].value)
+        == catalog.load_table("analytics.daily_metrics").current_snapshot().snapshot_id
+    )
     assert md["dagster/row_count"].value == 4
     assert [c.name for c in md["dagster/column_schema"].value.columns][0] == "metric_date"
     inputs = md["inputs"].value

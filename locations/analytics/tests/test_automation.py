@@ -7,6 +7,14 @@ provides), and their materializations are reported to an instance as they would 
 from __future__ import annotations
 
 import pytest
+from analytics.definitions import defs as analytics_defs
+from analytics.sources import (
+    DAILY_METRICS_KEY,
+    DIM_USERS,
+    FCT_DAILY_EVENTS,
+    STG_EVENTS,
+    USER_FEATURES_KEY,
+)
 from dagster import (
     AssetMaterialization,
     AssetSpec,
@@ -14,9 +22,6 @@ from dagster import (
     Definitions,
     evaluate_automation_conditions,
 )
-
-from analytics.definitions import defs as analytics_defs
-from analytics.sources import DAILY_METRICS_KEY, DIM_USERS, FCT_DAILY_EVENTS, STG_EVENTS, USER_FEATURES_KEY
 from shared.partitions import daily_partitions
 
 pytestmark = pytest.mark.filterwarnings("ignore")

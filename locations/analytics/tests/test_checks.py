@@ -6,12 +6,11 @@ import datetime as dt
 
 import polars as pl
 import pytest
-from dagster import AssetCheckSeverity, DagsterInstance, materialize
-
 from analytics.assets import daily_metrics, user_features
 from analytics.checks import check_daily_metrics, check_user_features
 from analytics.features import user_features as compute_features
 from analytics.metrics import daily_metrics as compute_metrics
+from dagster import AssetCheckSeverity, DagsterInstance, materialize
 from shared.resources import IcebergCatalogResource
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -73,8 +72,16 @@ def test_user_feature_checks_pass_on_good_output():
         (lambda f: f.head(0), 0, "row_count_in_bounds"),
         (lambda f: f.with_columns(user_id=pl.lit(None, pl.Int64)), 2, "keys_not_null_unique"),
         (lambda f: pl.concat([f, f.head(1)]), 3, "keys_not_null_unique"),
-        (lambda f: f.with_columns(events_7d=pl.col("events_30d") + 1), 2, "features_in_valid_ranges"),
-        (lambda f: f.with_columns(active_days_7d=pl.lit(8, pl.Int64)), 2, "features_in_valid_ranges"),
+        (
+            lambda f: f.with_columns(events_7d=pl.col("events_30d") + 1),
+            2,
+            "features_in_valid_ranges",
+        ),
+        (
+            lambda f: f.with_columns(active_days_7d=pl.lit(8, pl.Int64)),
+            2,
+            "features_in_valid_ranges",
+        ),
         (lambda f: f.with_columns(revenue_total=pl.lit(-1.0)), 2, "features_in_valid_ranges"),
         (lambda f: f.with_columns(tenure_days=pl.lit(-3, pl.Int64)), 2, "features_in_valid_ranges"),
         (lambda f: f.with_columns(has_purchased=pl.lit(False)), 2, "features_in_valid_ranges"),
@@ -97,10 +104,19 @@ def test_daily_metric_checks_pass_and_reconcile():
         (lambda m: m.head(1), "row_count_in_bounds"),  # a day with events has no row
         (lambda m: pl.concat([m, m.head(1)]), "keys_not_null_unique"),
         (lambda m: m.with_columns(metric_date=pl.lit(D(2026, 2, 1))), "keys_not_null_unique"),
-        (lambda m: m.with_columns(active_users=pl.col("events_total") + 1), "metrics_in_valid_ranges"),
+        (
+            lambda m: m.with_columns(active_users=pl.col("events_total") + 1),
+            "metrics_in_valid_ranges",
+        ),
         (lambda m: m.with_columns(conversion_rate=pl.lit(1.5)), "metrics_in_valid_ranges"),
-        (lambda m: m.with_columns(revenue=pl.col("revenue") + 1.0), "reconciles_with_fct_daily_events"),
-        (lambda m: m.with_columns(events_total=pl.col("events_total") * 2), "reconciles_with_fct_daily_events"),
+        (
+            lambda m: m.with_columns(revenue=pl.col("revenue") + 1.0),
+            "reconciles_with_fct_daily_events",
+        ),
+        (
+            lambda m: m.with_columns(events_total=pl.col("events_total") * 2),
+            "reconciles_with_fct_daily_events",
+        ),
     ],
 )
 def test_daily_metric_checks_fail_on_bad_output(mutate, failing):

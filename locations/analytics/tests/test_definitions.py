@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from dagster import BackfillPolicy, DefaultSensorStatus, Definitions
-
 from analytics.definitions import defs
-from analytics.sources import DAILY_METRICS_KEY, DIM_USERS, FCT_DAILY_EVENTS, STG_EVENTS, USER_FEATURES_KEY
+from analytics.sources import (
+    DAILY_METRICS_KEY,
+    DIM_USERS,
+    FCT_DAILY_EVENTS,
+    STG_EVENTS,
+    USER_FEATURES_KEY,
+)
+from dagster import BackfillPolicy, DefaultSensorStatus, Definitions
 from shared.partitions import daily_partitions
 
 pytestmark = pytest.mark.filterwarnings("ignore")

@@ -12,9 +12,8 @@ import random
 
 import polars as pl
 import pytest
-from dagster import DagsterInstance, materialize
-
 from analytics.assets import daily_metrics, user_features
+from dagster import DagsterInstance, materialize
 from shared.iceberg import read_table
 from shared.resources import IcebergCatalogResource
 
@@ -104,7 +103,9 @@ def random_upstream(write_upstream, make):
     for i in range(1500):
         ts = dt.datetime(2026, 1, 1, tzinfo=UTC) + dt.timedelta(minutes=rng.randrange(25 * 1440))
         etype = rng.choice(TYPES)
-        amount = round(rng.uniform(1, 200), 2) if etype == "purchase" and rng.random() > 0.05 else None
+        amount = (
+            round(rng.uniform(1, 200), 2) if etype == "purchase" and rng.random() > 0.05 else None
+        )
         uid = rng.choice([*range(1, 61), None, 999])
         events.append(make.event(f"e{i}", uid, etype, ts, amount))
     events += rng.sample(events, 100)  # duplicates

@@ -6,10 +6,9 @@ import datetime as dt
 
 import pyarrow as pa
 import pytest
-from pyiceberg.types import DateType, TimestampType, TimestamptzType
-
 from analytics.io import day_range_filter, read_upstream
 from analytics.sources import DIM_USERS, FCT_DAILY_EVENTS, STG_EVENTS
+from pyiceberg.types import DateType, TimestampType, TimestamptzType
 from shared.iceberg import IcebergError, write_table
 from shared.resources import IcebergCatalogResource
 
@@ -45,8 +44,13 @@ def test_window_read_returns_only_the_window(write_upstream, sample):
 def test_aliases_map_dbt_names_to_analytics_names(write_upstream, sample):
     events, users = sample
     write_upstream(events, users)
-    read = read_upstream(IcebergCatalogResource(), DIM_USERS, window_column="signup_at",
-                         start=D(2026, 1, 2), end=D(2026, 1, 5))
+    read = read_upstream(
+        IcebergCatalogResource(),
+        DIM_USERS,
+        window_column="signup_at",
+        start=D(2026, 1, 2),
+        end=D(2026, 1, 5),
+    )
     assert read.columns == ("user_id", "country", "plan", "signed_up_at")
     assert read.frame.collect().columns == ["user_id", "country", "plan", "signup_at"]
     assert sorted(read.frame.collect().get_column("user_id").to_list()) == [2, 3]
@@ -56,8 +60,14 @@ def test_the_lead_contract_names_are_accepted_too(catalog):
     write_table(
         catalog,
         "marts.fct_daily_events",
-        pa.table({"event_date": [D(2026, 1, 1)], "event_type": ["click"], "events": [3],
-                  "revenue": [0.0]}),
+        pa.table(
+            {
+                "event_date": [D(2026, 1, 1)],
+                "event_type": ["click"],
+                "events": [3],
+                "revenue": [0.0],
+            }
+        ),
     )
     frame = read_upstream(IcebergCatalogResource(), FCT_DAILY_EVENTS).frame.collect()
     assert frame.rows() == [(D(2026, 1, 1), 3, 0.0)]
@@ -65,7 +75,9 @@ def test_the_lead_contract_names_are_accepted_too(catalog):
 
 def test_missing_column_and_missing_table_are_named(catalog):
     write_table(catalog, "marts.dim_users", pa.table({"user_id": [1], "country": ["FR"]}))
-    with pytest.raises(IcebergError, match=r"marts.dim_users lacks column.*plan.*signup_at or signed_up_at"):
+    with pytest.raises(
+        IcebergError, match=r"marts.dim_users lacks column.*plan.*signup_at or signed_up_at"
+    ):
         read_upstream(IcebergCatalogResource(), DIM_USERS)
     with pytest.raises(IcebergError, match="staging.stg_events"):
         read_upstream(IcebergCatalogResource(), STG_EVENTS)

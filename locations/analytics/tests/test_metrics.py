@@ -6,7 +6,6 @@ import datetime as dt
 
 import polars as pl
 import pytest
-
 from analytics.metrics import METRIC_SCHEMA, daily_metrics, days_in
 
 D = dt.date

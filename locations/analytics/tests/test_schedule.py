@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from dagster import DefaultScheduleStatus, RunRequest, SkipReason, build_schedule_context
-
 from analytics.schedules import daily_metrics_schedule, partition_for_tick
+from dagster import DefaultScheduleStatus, RunRequest, SkipReason, build_schedule_context
 
 
 def test_tick_requests_yesterdays_partition():
