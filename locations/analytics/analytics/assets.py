@@ -34,7 +34,7 @@ from analytics.checks import (
     check_daily_metrics,
     check_user_features,
 )
-from analytics.frames import utc_date
+from analytics.frames import utc_date, with_utc_event_date
 from analytics.io import day_range_filter, output_metadata, read_upstream, to_arrow
 from analytics.sources import (
     DAILY_METRICS_KEY,
@@ -89,8 +89,9 @@ def user_features(
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     """ML features per user as of the end of day D (table ``ml.user_features``, full overwrite).
 
-    D = run config ``as_of_date``, else the latest ``event_date`` of ``staging.stg_events``.
-    Events E = distinct ``event_id`` of stg_events with ``event_date <= D`` and user_id not null.
+    An event's day ``event_date`` is the UTC date of its ``event_ts``. D = run config
+    ``as_of_date``, else the latest event day in ``staging.stg_events``. Events E = distinct
+    ``event_id`` of stg_events with ``event_date <= D`` and user_id not null.
     7d = ``event_date`` in [D-6, D]; 30d = ``event_date`` in [D-29, D]. One row per user of
     ``marts.dim_users`` whose ``signup_at`` is null or has UTC date <= D:
 
@@ -114,8 +115,9 @@ def user_features(
     events = read_upstream(
         iceberg,
         STG_EVENTS,
-        window_column="event_date" if as_of else None,
+        window_column="event_ts" if as_of else None,
         end=as_of + dt.timedelta(days=1) if as_of else None,
+        pruning_column="event_date",
     )
     users = read_upstream(iceberg, DIM_USERS)
     if as_of is None:
@@ -174,7 +176,7 @@ def daily_metrics(
 
     A run covers the partition window [start, end) (one day, or a range in one run) and
     overwrites exactly those days of the table; other days are untouched. For each day d, with
-    E_d = distinct ``event_id`` of ``staging.stg_events`` with ``event_date = d``:
+    E_d = distinct ``event_id`` of ``staging.stg_events`` whose ``event_ts`` falls on d (UTC):
 
     - ``metric_date`` = d
     - ``active_users`` = count distinct non-null user_id in E_d
@@ -190,12 +192,25 @@ def daily_metrics(
     """
     window = context.partition_time_window
     start, end = window.start.date(), window.end.date()
-    events = read_upstream(iceberg, STG_EVENTS, window_column="event_date", start=start, end=end)
+    # The exact window is on event_ts (UTC); event_date prunes partitions in the manifests.
+    events = read_upstream(
+        iceberg,
+        STG_EVENTS,
+        window_column="event_ts",
+        start=start,
+        end=end,
+        pruning_column="event_date",
+    )
     users = read_upstream(iceberg, DIM_USERS, window_column="signup_at", start=start, end=end)
     frame = metric_defs.daily_metrics(events.frame, users.frame, start, end).collect()
 
     event_days = set(
-        events.frame.select(pl.col("event_date").unique()).collect().to_series().to_list()
+        with_utc_event_date(events.frame)
+        .filter(pl.col("event_id").is_not_null())
+        .select(pl.col("event_date").unique())
+        .collect()
+        .to_series()
+        .to_list()
     )
     mart, mart_problem, reads = None, None, [events, users]
     try:

@@ -1,8 +1,9 @@
 """ML features per user (``ml.user_features``): pure functions on polars LazyFrames.
 
 Definitions (the asset docstring and the README repeat them so another engine can recompute
-them). ``D`` is the as-of date; events are the distinct event_ids of ``staging.stg_events`` with
-``event_date <= D`` and a non-null user_id; "7d" means ``event_date`` in ``[D-6, D]`` and "30d"
+them). An event's day ``event_date`` is the UTC date of its ``event_ts``. ``D`` is the as-of date;
+events are the distinct event_ids of ``staging.stg_events`` with ``event_date <= D`` and a
+non-null user_id; "7d" means ``event_date`` in ``[D-6, D]`` and "30d"
 means ``event_date`` in ``[D-29, D]`` (both ends included, so the windows hold 7 and 30 days).
 Revenue is the sum of ``amount`` over ``purchase`` events (null amounts ignored, 0.0 if none).
 
@@ -16,7 +17,13 @@ import datetime as dt
 
 import polars as pl
 
-from analytics.frames import count_if, dedupe_events, safe_ratio, utc_date
+from analytics.frames import (
+    count_if,
+    dedupe_events,
+    safe_ratio,
+    utc_date,
+    with_utc_event_date,
+)
 
 #: Output columns, in order, with their types: the table schema of ml.user_features.
 FEATURE_SCHEMA: dict[str, pl.DataType] = {
@@ -64,8 +71,15 @@ _COUNT_COLUMNS = [
 
 
 def latest_event_date(events: pl.LazyFrame) -> dt.date | None:
-    """The default as-of date: the latest ``event_date`` in the events (None if no events)."""
-    return events.select(pl.col("event_date").max()).collect().item()
+    """The default as-of date: the latest event day (UTC date of ``event_ts`` when present) of
+    the events with an event_id (None if there are none)."""
+    return (
+        with_utc_event_date(events)
+        .filter(pl.col("event_id").is_not_null())
+        .select(pl.col("event_date").max())
+        .collect()
+        .item()
+    )
 
 
 def user_features(users: pl.LazyFrame, events: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:

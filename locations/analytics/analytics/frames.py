@@ -11,13 +11,26 @@ def dedupe_events(events: pl.LazyFrame) -> pl.LazyFrame:
     ``staging.stg_events`` is already deduplicated; this guard makes every figure of analytics
     defined on distinct event_ids even if an upstream ever delivers a duplicate (at-least-once
     sync). The kept row is the first by ``(event_id, event_date, user_id, event_type)`` so the
-    choice does not depend on file order.
+    choice does not depend on file order. ``event_date`` is first set from ``event_ts`` (UTC)
+    when the frame has it (:func:`with_utc_event_date`).
     """
     return (
-        events.filter(pl.col("event_id").is_not_null())
+        with_utc_event_date(events)
+        .filter(pl.col("event_id").is_not_null())
         .sort(["event_id", "event_date", "user_id", "event_type"], nulls_last=True)
         .unique(subset=["event_id"], keep="first", maintain_order=True)
     )
+
+
+def with_utc_event_date(events: pl.LazyFrame) -> pl.LazyFrame:
+    """Set ``event_date`` to the UTC date of ``event_ts`` when the frame has ``event_ts``.
+
+    The day of an event is defined on its timestamp in UTC; an upstream ``event_date`` computed
+    in another time zone would otherwise move events across days.
+    """
+    if "event_ts" not in events.collect_schema().names():
+        return events
+    return events.with_columns(event_date=utc_date(events, "event_ts"))
 
 
 def utc_date(frame: pl.LazyFrame, column: str) -> pl.Expr:

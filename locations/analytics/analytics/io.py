@@ -80,8 +80,13 @@ def read_upstream(
     window_column: str | None = None,
     start: dt.date | None = None,
     end: dt.date | None = None,
+    pruning_column: str | None = None,
 ) -> ReadResult:
     """Read ``upstream``'s columns; with ``window_column``, only rows in ``[start, end)``.
+
+    ``pruning_column`` (e.g. the partition column ``event_date`` when the window is on
+    ``event_ts``) adds the same window widened by one day on each side: it lets the scan skip
+    whole partitions in the manifests while the exact window decides which rows are returned.
 
     Columns come back under their analytics names (see :class:`analytics.sources.Column`).
     Raises :class:`shared.iceberg.IcebergError` naming the table and the column when the table
@@ -104,6 +109,18 @@ def read_upstream(
     if window_column is not None:
         column = physical[window_column]
         row_filter = day_range_filter(column, start, end, schema.find_field(column).field_type)
+    if pruning_column is not None and row_filter is not None:
+        column = physical[pruning_column]
+        one_day = dt.timedelta(days=1)
+        row_filter = And(
+            row_filter,
+            day_range_filter(
+                column,
+                start - one_day if start else None,
+                end + one_day if end else None,
+                schema.find_field(column).field_type,
+            ),
+        )
     snapshot = table.current_snapshot()
     arrow = iceberg.read(identifier, columns=list(physical.values()), row_filter=row_filter)
     frame = (

@@ -1,7 +1,7 @@
 """Daily business metrics (``analytics.daily_metrics``): pure functions on polars LazyFrames.
 
 For each UTC day ``d`` of the window ``[start, end)`` (events: the distinct event_ids of
-``staging.stg_events`` with ``event_date = d``):
+``staging.stg_events`` whose ``event_ts`` falls on ``d`` in UTC):
 
 * ``active_users``: distinct non-null user_id with at least one event on ``d``;
 * ``events_total``: events on ``d``; ``page_views``, ``clicks``, ``add_to_carts``, ``purchases``:

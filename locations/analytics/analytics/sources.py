@@ -63,13 +63,16 @@ class Upstream:
 
 
 #: dbt ``staging/stg_events``: one row per event_id (deduplicated), daily partitioned on
-#: ``event_date`` (the UTC date of ``event_ts``). ``amount`` is set on purchases only.
+#: ``event_date``. ``amount`` is set on purchases only. Analytics takes an event's day as the UTC
+#: date of ``event_ts`` (``event_date`` only prunes partitions), so its figures do not depend on
+#: the time zone of the engine that computed ``event_date``.
 STG_EVENTS = Upstream(
     key=table_key("staging", "stg_events"),
     columns=(
         Column("event_id"),
         Column("user_id"),
         Column("event_type"),
+        Column("event_ts"),
         Column("event_date"),
         Column("amount"),
     ),

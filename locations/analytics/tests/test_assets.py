@@ -7,6 +7,7 @@ import datetime as dt
 import polars as pl
 import pytest
 from analytics.assets import daily_metrics, user_features
+from analytics.sources import STG_EVENTS
 from dagster import DagsterInstance, materialize
 from shared.iceberg import read_table
 from shared.resources import IcebergCatalogResource
@@ -74,13 +75,8 @@ def test_daily_metrics_range_in_one_run(write_upstream, sample, catalog):
     assert [c.name for c in md["dagster/column_schema"].value.columns][0] == "metric_date"
     inputs = md["inputs"].value
     stg = next(i for i in inputs if i["table"] == "staging.stg_events")
-    assert "event_date" in stg["row_filter"] and stg["columns"] == [
-        "event_id",
-        "user_id",
-        "event_type",
-        "event_date",
-        "amount",
-    ]
+    assert "event_ts" in stg["row_filter"] and "event_date" in stg["row_filter"]
+    assert stg["columns"] == list(STG_EVENTS.names)
 
 
 def test_rerun_of_a_day_replaces_only_that_day(write_upstream, sample, catalog, make):
@@ -155,4 +151,4 @@ def test_user_features_as_of_config_pushes_the_filter_down(write_upstream, sampl
     md = result.get_asset_materialization_events()[0].materialization.metadata
     stg = next(i for i in md["inputs"].value if i["table"] == "staging.stg_events")
     assert stg["rows_read"] == 3  # e1 twice + e2: later days were never read
-    assert "event_date" in stg["row_filter"]
+    assert "event_ts" in stg["row_filter"]

@@ -24,7 +24,9 @@ UTC = dt.UTC
 TYPES = ["page_view", "click", "add_to_cart", "purchase"]
 
 FEATURES_SQL = """
-with e as (select distinct on (event_id) * from stg_events
+with utc as (select * replace (cast(timezone('UTC', event_ts) as date) as event_date)
+             from stg_events),
+e as (select distinct on (event_id) * from utc
            where event_id is not null and user_id is not null and event_date <= $d
            order by event_id),
 agg as (
@@ -60,7 +62,9 @@ order by u.user_id
 """
 
 METRICS_SQL = """
-with e as (select distinct on (event_id) * from stg_events
+with utc as (select * replace (cast(timezone('UTC', event_ts) as date) as event_date)
+             from stg_events),
+e as (select distinct on (event_id) * from utc
            where event_id is not null and event_date >= $s and event_date < $t
            order by event_id),
 ev as (

@@ -115,3 +115,27 @@ def test_empty_window_rejected_and_empty_input_gives_no_rows():
 
 def test_days_in():
     assert days_in(D(2026, 1, 30), D(2026, 2, 2)) == [D(2026, 1, 30), D(2026, 1, 31), D(2026, 2, 1)]
+
+
+def test_event_day_is_the_utc_date_of_event_ts():
+    """An upstream event_date computed in another time zone does not move events across days."""
+    events = pl.LazyFrame(
+        {
+            "event_id": ["late", "early"],
+            "user_id": [1, 2],
+            "event_type": ["click", "click"],
+            # 23:30 UTC on Jan 1 and 00:30 UTC on Jan 2, with event_date as UTC-5 / UTC+1 see them
+            "event_ts": [
+                dt.datetime(2026, 1, 1, 23, 30, tzinfo=UTC),
+                dt.datetime(2026, 1, 2, 0, 30, tzinfo=UTC),
+            ],
+            "event_date": [D(2026, 1, 1), D(2026, 1, 1)],
+            "amount": [None, None],
+        },
+        schema_overrides={"amount": pl.Float64},
+    )
+    out = daily_metrics(events, USERS.head(0), START, END).collect()
+    assert out.select("metric_date", "events_total").rows() == [
+        (D(2026, 1, 1), 1),
+        (D(2026, 1, 2), 1),
+    ]
