@@ -13,6 +13,9 @@ What we write by hand, and why (dagster-airbyte 0.29.27):
   ``ApplicationTokenRequestWithGrant`` requires.
 * ``start_sync_job``: a 5xx after Airbyte created the job must not start a second sync, so a
   failed start is retried only after checking that no job appeared for the connection.
+* ``get_connection_details`` / ``get_destination_details``: fall back to the public API when
+  the internal configuration API is not served, and tolerate a destination we cannot read
+  (only used for metadata), instead of failing the sync.
 * ``sync_and_poll``: theirs does not know the ``queued`` status of the public API (it would fail
   the step and cancel a healthy queued job, and would start a second sync next to a queued one),
   and its failure message is only "Job failed: <id>"; ours waits on queued jobs, reports
@@ -162,6 +165,42 @@ class RobustAirbyteClient(AirbyteClient):
             )
         self._access_token_value = str(response["access_token"])
         self._access_token_timestamp = datetime.now().timestamp()
+
+    # ---- connections and destinations ------------------------------------------------------
+
+    def get_connection_details(self, connection_id: str) -> Mapping[str, Any]:
+        """The connection with its stream catalog, from the configuration API (as
+        dagster-airbyte does); if that internal API is not served (HTTP 4xx, e.g. behind a
+        gateway exposing only the public API), from the public ``GET /connections/{id}``,
+        whose ``configurations.streams`` are the selected streams."""
+        try:
+            return super().get_connection_details(connection_id)
+        except AirbyteRequestError as exc:
+            if "answered HTTP 4" not in str(exc):
+                raise
+            self._log.warning(
+                f"Configuration API connections/get unavailable ({exc}); using the public API."
+            )
+        public = self._single_request(
+            method="GET", url=f"{self.rest_api_base_url}/connections/{connection_id}"
+        )
+        return connection_details_from_public(public)
+
+    def get_destination_details(self, destination_id: str) -> Mapping[str, Any]:
+        """The destination (dagster-airbyte reads only its type and database/schema, for
+        metadata): a 4xx, or fields missing, must not stop a sync."""
+        try:
+            details = dict(super().get_destination_details(destination_id))
+        except AirbyteRequestError as exc:
+            if "answered HTTP 4" not in str(exc):
+                raise
+            self._log.warning(f"Destination {destination_id} not readable: {exc}")
+            details = {}
+        details.setdefault("destinationId", destination_id)
+        details.setdefault("destinationType", "unknown")
+        if not isinstance(details.get("configuration"), Mapping):
+            details["configuration"] = {}
+        return details
 
     # ---- jobs ---------------------------------------------------------------------------------
 
@@ -445,6 +484,25 @@ def sync_metadata(
     if job.get("duration"):
         metadata["airbyte_job_duration"] = str(job["duration"])
     return metadata
+
+
+def connection_details_from_public(public: Mapping[str, Any]) -> dict[str, Any]:
+    """A public-API ``ConnectionResponse`` in the configuration-API shape dagster-airbyte
+    parses (``AirbyteConnection.from_connection_details``)."""
+    streams = (public.get("configurations") or {}).get("streams") or []
+    return {
+        "connectionId": public["connectionId"],
+        "name": public.get("name", public["connectionId"]),
+        "prefix": public.get("prefix") or "",
+        "destinationId": public.get("destinationId", ""),
+        "syncCatalog": {
+            "streams": [
+                {"stream": {"name": s["name"], "jsonSchema": {}}, "config": {"selected": True}}
+                for s in streams
+                if s.get("name")
+            ]
+        },
+    }
 
 
 def _snippet(response: requests.Response, limit: int = 300) -> str:

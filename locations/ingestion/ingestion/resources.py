@@ -46,7 +46,7 @@ class AirbyteSyncResource(ConfigurableResource):
     home: str | None = Field(
         default=None, description="Overrides DATA_PLATFORM_HOME (tests, the CLI)."
     )
-    poll_interval: float = Field(default=10.0, description="Seconds between job status polls.")
+    poll_interval: float = Field(default=5.0, description="Seconds between job status polls.")
     poll_timeout: float | None = Field(
         default=6 * 3600.0, description="Fail (and cancel the job) after this many seconds."
     )

@@ -134,6 +134,9 @@ class FakeAirbyte(ThreadingHTTPServer):
         self.next_polls = 2
         self.next_failure_message: str | None = None
         self.rows_per_stream = 100
+        #: Serve the configuration API (/api/v1); False answers it 404, like a gateway that
+        #: exposes only the public API.
+        self.config_api = True
         #: Create the next job but answer its POST /jobs with 502 (a lost answer).
         self.lose_next_job_answer = False
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -370,7 +373,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str, path: str, query: dict, body: Any) -> None:
         srv = self.server
-        if method == "GET" and path.startswith(f"{PUBLIC}/workspaces/"):
+        if path.startswith(CONFIG) and not srv.config_api:
+            self._send(404, {"message": "Not Found"})
+        elif method == "GET" and path.startswith(f"{PUBLIC}/workspaces/"):
             if path.rsplit("/", 1)[-1] != srv.workspace_id:
                 self._send(404, {"message": "Workspace not found"})
                 return
@@ -388,6 +393,12 @@ class _Handler(BaseHTTPRequestHandler):
             items = [c for c in srv.connections if not wanted or srv.workspace_id in wanted]
             self._reply("ConnectionsResponse", self._page(items, query, "connections",
                                                          srv.connection_public))  # fmt: skip
+        elif method == "GET" and path.startswith(f"{PUBLIC}/connections/"):
+            found = [c for c in srv.connections if c.connection_id == path.rsplit("/", 1)[-1]]
+            if not found:
+                self._send(404, {"message": "Connection not found"})
+                return
+            self._reply("ConnectionResponse", srv.connection_public(found[0]))
         elif method == "GET" and path.startswith(f"{PUBLIC}/destinations/"):
             self._reply(
                 "DestinationResponse",

@@ -294,6 +294,25 @@ def test_terminated_run_cancels_the_airbyte_job(prod_env):
     assert job.status == "cancelled"
 
 
+def test_sync_works_with_the_public_api_only(prod_env):
+    """No configuration API (/api/v1): connections come from the public API, a failed job
+    still fails clearly (without Airbyte's detailed message), counts come from the job."""
+    airbyte = prod_env
+    airbyte.config_api = False
+    connection = airbyte.add_connection("app-db", ["users", "events"])
+    result = run_sync()
+    assert result.success, failure_message(result)
+    assert airbyte.sync_starts() == [connection.connection_id]
+    meta = materializations(result)[USERS.key]
+    assert meta["airbyte_job_rows_synced"].value == 200
+    assert airbyte.calls("GET", f"/api/public/v1/connections/{connection.connection_id}")
+
+    airbyte.next_final_status = "failed"
+    result = run_sync()
+    assert not result.success
+    assert "failed: Airbyte gave no failure message" in failure_message(result)
+
+
 def test_basic_auth(prod_env, monkeypatch):
     airbyte = prod_env
     airbyte.basic_auth = ("airbyte", "pa55word")
