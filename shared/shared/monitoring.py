@@ -1,0 +1,416 @@
+"""Monitoring and alerting for a code location: Prometheus metrics and run-failure alerts.
+
+Every location merges :func:`monitoring_definitions` into its ``defs``. Both parts are OFF unless
+configured by environment (Helm values ``env`` / the location's Secret), so local work and tests
+get no sensor at all:
+
+``DATA_PLATFORM_PUSHGATEWAY_URL``
+    e.g. ``http://prometheus-pushgateway.monitoring:9091``. Adds the sensor
+    ``<location>_prometheus_metrics``: on each tick it reads the runs of this location that
+    finished since its cursor and their asset materializations, and pushes (Pushgateway, grouping
+    ``job="dagster", location=<location>``) ``dagster_runs_total{job,status}``,
+    ``dagster_run_duration_seconds{job,status}`` and
+    ``dagster_run_last_finished_timestamp_seconds{job,status}`` (last finished run),
+    ``dagster_asset_materializations_total{asset_key}`` and
+    ``dagster_asset_last_materialization_timestamp_seconds{asset_key}``. Totals live in the
+    sensor's cursor, so they only grow across restarts; the cursor moves only after a push
+    succeeded, so a Pushgateway outage loses nothing.
+``DATA_PLATFORM_ALERT_WEBHOOK_URL`` (a credential: Secret)
+    Adds the run-failure sensor ``<location>_run_failure_alert``, which POSTs
+    ``{"text": "..."}`` (Slack incoming-webhook format, accepted by most chat tools) to the URL.
+``DATA_PLATFORM_SLACK_TOKEN`` (Secret) and ``DATA_PLATFORM_SLACK_CHANNEL``
+    The same sensor also posts to the Slack channel through ``dagster-slack``.
+``DATA_PLATFORM_WEBSERVER_URL`` (optional)
+    Base URL of the Dagster UI, for a link to the failed run in the alert.
+
+The environment is read when the definitions are built only to decide whether a sensor exists
+(no network, nothing stored); values, including the credentials, are read again at each tick and
+never logged. ``prometheus-client`` and ``dagster-slack`` come with the ``shared[k8s]`` extra
+that the location images install; they are imported only when a sensor runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import dagster as dg
+from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
+
+from shared.settings import Secret
+
+PUSHGATEWAY_ENV = "DATA_PLATFORM_PUSHGATEWAY_URL"
+WEBHOOK_ENV = "DATA_PLATFORM_ALERT_WEBHOOK_URL"
+SLACK_TOKEN_ENV = "DATA_PLATFORM_SLACK_TOKEN"
+SLACK_CHANNEL_ENV = "DATA_PLATFORM_SLACK_CHANNEL"
+WEBSERVER_URL_ENV = "DATA_PLATFORM_WEBSERVER_URL"
+
+FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+#: Runs read per tick; the rest are read on the next ticks (the cursor only moves forward).
+RUNS_PER_TICK = 200
+#: Run ids remembered to never count a run twice (a run's update time can move after it ended).
+REMEMBERED_RUNS = 500
+HTTP_TIMEOUT_SECONDS = 10
+
+
+class MonitoringError(RuntimeError):
+    """Monitoring is misconfigured or its target (Pushgateway, webhook, Slack) failed."""
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    """What the environment enables. Credentials are :class:`~shared.settings.Secret`."""
+
+    pushgateway_url: str | None = None
+    webhook_url: Secret | None = None
+    slack_token: Secret | None = None
+    slack_channel: str | None = None
+    webserver_url: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> MonitoringConfig:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        webhook, token = get(WEBHOOK_ENV), get(SLACK_TOKEN_ENV)
+        return cls(
+            pushgateway_url=get(PUSHGATEWAY_ENV),
+            webhook_url=Secret(webhook) if webhook else None,
+            slack_token=Secret(token) if token else None,
+            slack_channel=get(SLACK_CHANNEL_ENV),
+            webserver_url=get(WEBSERVER_URL_ENV),
+        )
+
+    @property
+    def metrics_enabled(self) -> bool:
+        return self.pushgateway_url is not None
+
+    @property
+    def alerts_enabled(self) -> bool:
+        return self.webhook_url is not None or self.slack_token is not None
+
+
+# ------------------------------------------------------------------------- metrics (pure)
+
+
+@dataclass
+class MetricsState:
+    """Cumulative metrics of one location, kept in the metrics sensor's cursor (JSON)."""
+
+    updated_after: float = 0.0
+    recent_runs: list[str] = field(default_factory=list)
+    runs: dict[str, int] = field(default_factory=dict)  # "job\tstatus" -> count
+    last_duration: dict[str, float] = field(default_factory=dict)  # "job\tstatus" -> seconds
+    last_finished: dict[str, float] = field(default_factory=dict)  # "job\tstatus" -> epoch s
+    materializations: dict[str, int] = field(default_factory=dict)  # asset key -> count
+    last_materialization: dict[str, float] = field(default_factory=dict)  # asset key -> epoch s
+
+    @classmethod
+    def from_cursor(cls, cursor: str | None) -> MetricsState:
+        if not cursor:
+            return cls()
+        try:
+            return cls(**json.loads(cursor))
+        except (ValueError, TypeError) as exc:
+            raise MonitoringError(f"unreadable metrics sensor cursor: {exc}") from exc
+
+    def to_cursor(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """What the metrics need of a finished run (plain data: easy to test)."""
+
+    run_id: str
+    job_name: str
+    status: str
+    start_time: float | None
+    end_time: float | None
+    updated_at: float
+    materializations: tuple[tuple[str, float], ...] = ()  # (asset key, timestamp)
+
+
+def record_runs(state: MetricsState, runs: Iterable[FinishedRun]) -> MetricsState:
+    """Add finished runs (in update order) to the cumulative state; a run already counted is
+    skipped. Returns a new state."""
+    new = MetricsState.from_cursor(state.to_cursor())
+    recent = list(new.recent_runs)
+    for run in runs:
+        new.updated_after = max(new.updated_after, run.updated_at)
+        if run.run_id in recent:
+            continue
+        recent.append(run.run_id)
+        key = f"{run.job_name}\t{run.status}"
+        new.runs[key] = new.runs.get(key, 0) + 1
+        if run.end_time is not None:
+            new.last_finished[key] = run.end_time
+            if run.start_time is not None:
+                new.last_duration[key] = max(0.0, run.end_time - run.start_time)
+        for asset_key, timestamp in run.materializations:
+            new.materializations[asset_key] = new.materializations.get(asset_key, 0) + 1
+            previous = new.last_materialization.get(asset_key, 0.0)
+            new.last_materialization[asset_key] = max(previous, timestamp)
+    new.recent_runs = recent[-REMEMBERED_RUNS:]
+    return new
+
+
+def build_registry(state: MetricsState):
+    """A prometheus_client registry holding the state's metrics."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge
+
+    registry = CollectorRegistry()
+    runs = Counter(
+        "dagster_runs", "Finished runs of this location", ["job", "status"], registry=registry
+    )
+    duration = Gauge(
+        "dagster_run_duration_seconds",
+        "Duration of the last finished run",
+        ["job", "status"],
+        registry=registry,
+    )
+    finished = Gauge(
+        "dagster_run_last_finished_timestamp_seconds",
+        "End time of the last finished run",
+        ["job", "status"],
+        registry=registry,
+    )
+    for key, count in state.runs.items():
+        job, status = key.split("\t")
+        runs.labels(job=job, status=status).inc(count)
+    for key, seconds in state.last_duration.items():
+        job, status = key.split("\t")
+        duration.labels(job=job, status=status).set(seconds)
+    for key, timestamp in state.last_finished.items():
+        job, status = key.split("\t")
+        finished.labels(job=job, status=status).set(timestamp)
+    materializations = Counter(
+        "dagster_asset_materializations",
+        "Asset materializations by runs of this location",
+        ["asset_key"],
+        registry=registry,
+    )
+    last = Gauge(
+        "dagster_asset_last_materialization_timestamp_seconds",
+        "Time of the last materialization of the asset",
+        ["asset_key"],
+        registry=registry,
+    )
+    for asset_key, count in state.materializations.items():
+        materializations.labels(asset_key=asset_key).inc(count)
+    for asset_key, timestamp in state.last_materialization.items():
+        last.labels(asset_key=asset_key).set(timestamp)
+    return registry
+
+
+def push_metrics(gateway_url: str, location: str, state: MetricsState) -> None:
+    """Replace this location's group on the Pushgateway with the state's metrics."""
+    from prometheus_client import push_to_gateway
+
+    try:
+        push_to_gateway(
+            gateway_url,
+            job="dagster",
+            grouping_key={"location": location},
+            registry=build_registry(state),
+            timeout=HTTP_TIMEOUT_SECONDS,
+        )
+    except (OSError, urllib.error.URLError) as exc:
+        raise MonitoringError(f"push to the Pushgateway at {gateway_url} failed: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- alerts (pure)
+
+
+def failure_message(
+    location: str, job_name: str, run_id: str, error: str | None, webserver_url: str | None
+) -> str:
+    """The alert text of a failed run."""
+    text = (
+        f":red_circle: Dagster run failed: job `{job_name}` of location `{location}` (run {run_id})"
+    )
+    if error:
+        text += f"\n{error.strip()[:1500]}"
+    if webserver_url:
+        text += f"\n{webserver_url.rstrip('/')}/runs/{run_id}"
+    return text
+
+
+def post_webhook(url: Secret, payload: Mapping[str, object]) -> None:
+    """POST JSON to the alert webhook. Errors never include the URL (it is a credential)."""
+    request = urllib.request.Request(
+        url.reveal(),
+        data=json.dumps(payload).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        raise MonitoringError(f"alert webhook answered HTTP {exc.code}") from None
+    except (OSError, urllib.error.URLError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise MonitoringError(f"alert webhook unreachable: {type(reason).__name__}") from None
+
+
+def post_slack(token: Secret, channel: str | None, text: str) -> None:
+    """Post to Slack through dagster-slack's resource."""
+    if not channel:
+        raise MonitoringError(f"{SLACK_TOKEN_ENV} is set but {SLACK_CHANNEL_ENV} is not")
+    from dagster_slack import SlackResource
+
+    try:
+        SlackResource(token=token.reveal()).get_client().chat_postMessage(
+            channel=channel, text=text
+        )
+    except Exception as exc:  # slack_sdk raises its own errors; report without the token
+        raise MonitoringError(f"Slack post to {channel} failed: {type(exc).__name__}") from None
+
+
+# ------------------------------------------------------------------------------- sensors
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def _location_name(context, default: str) -> str:
+    origin = getattr(context, "code_location_origin", None)
+    return origin.location_name if origin is not None else default
+
+
+def _belongs(run: dg.DagsterRun, location: str, job_names: set[str] | None) -> bool:
+    """Whether a run was launched from this location (every location has an `__ASSET_JOB`, so
+    the job name alone is not enough when the origin is known)."""
+    origin = run.remote_job_origin
+    if origin is not None:
+        return origin.location_name == location
+    return job_names is None or run.job_name in job_names
+
+
+def _finished_runs(context, location: str, after: float) -> list[FinishedRun]:
+    instance = context.instance
+    repository = getattr(context, "repository_def", None)
+    job_names = set(repository.job_names) if repository is not None else None
+    records = instance.get_run_records(
+        filters=RunsFilter(
+            statuses=list(FINISHED),
+            updated_after=datetime.fromtimestamp(after, tz=UTC) if after else None,
+        ),
+        limit=RUNS_PER_TICK,
+        order_by="update_timestamp",
+        ascending=True,
+    )
+    runs = []
+    for record in records:
+        run = record.dagster_run
+        if not _belongs(run, location, job_names):
+            continue
+        events = instance.get_records_for_run(
+            run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+        ).records
+        materializations = tuple(
+            (e.asset_key.to_user_string(), e.timestamp) for e in events if e.asset_key is not None
+        )
+        runs.append(
+            FinishedRun(
+                run_id=run.run_id,
+                job_name=run.job_name,
+                status=run.status.value,
+                start_time=record.start_time,
+                end_time=record.end_time,
+                updated_at=record.update_timestamp.timestamp(),
+                materializations=materializations,
+            )
+        )
+    return runs
+
+
+def _metrics_sensor(prefix: str, location: str, load: Callable[[], MonitoringConfig]):
+    @dg.sensor(
+        name=f"{prefix}_prometheus_metrics",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Pushes run and asset-materialization metrics of this location to the Prometheus "
+            f"Pushgateway in {PUSHGATEWAY_ENV}."
+        ),
+    )
+    def prometheus_metrics(context: dg.SensorEvaluationContext):
+        """Count newly finished runs and their materializations; push; then move the cursor."""
+        config = load()
+        if not config.metrics_enabled:
+            return dg.SkipReason(f"{PUSHGATEWAY_ENV} is not set")
+        name = _location_name(context, location)
+        state = MetricsState.from_cursor(context.cursor)
+        runs = _finished_runs(context, name, state.updated_after)
+        new_state = record_runs(state, runs)
+        push_metrics(config.pushgateway_url, name, new_state)
+        context.update_cursor(new_state.to_cursor())
+        return dg.SkipReason(f"pushed metrics ({len(runs)} newly finished runs)")
+
+    return prometheus_metrics
+
+
+def _failure_alert_sensor(prefix: str, location: str, load: Callable[[], MonitoringConfig]):
+    @dg.run_failure_sensor(
+        name=f"{prefix}_run_failure_alert",
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Alerts the configured webhook / Slack channel when a run of this location fails.",
+    )
+    def run_failure_alert(context: dg.RunFailureSensorContext):
+        """Send one alert per failed run of this location."""
+        config = load()
+        run = context.dagster_run
+        text = failure_message(
+            location=_location_name(context, location),
+            job_name=run.job_name,
+            run_id=run.run_id,
+            error=context.failure_event.message if context.failure_event else None,
+            webserver_url=config.webserver_url,
+        )
+        if config.webhook_url:
+            post_webhook(config.webhook_url, {"text": text})
+        if config.slack_token:
+            post_slack(config.slack_token, config.slack_channel, text)
+
+    return run_failure_alert
+
+
+def monitoring_definitions(
+    location: str | None = None, environ: Mapping[str, str] | None = None
+) -> dg.Definitions:
+    """Sensors for metrics and failure alerts of `location`, only those the environment enables.
+
+    Merge into a location's definitions::
+
+        defs = dg.Definitions.merge(defs, monitoring_definitions("ingestion"))
+
+    `location` names the sensors (unique when several locations are merged in one process) and
+    is the fallback location name when the sensor context has no code location origin.
+    `environ` (default ``os.environ``) is for tests.
+    """
+    location = location or "data_platform"
+    config = MonitoringConfig.from_env(environ)
+
+    def load() -> MonitoringConfig:
+        return MonitoringConfig.from_env(environ)
+
+    prefix = _slug(location)
+    sensors = []
+    if config.metrics_enabled:
+        sensors.append(_metrics_sensor(prefix, location, load))
+    if config.alerts_enabled:
+        sensors.append(_failure_alert_sensor(prefix, location, load))
+    return dg.Definitions(sensors=sensors)

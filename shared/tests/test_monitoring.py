@@ -1,0 +1,291 @@
+"""shared.monitoring: off unless configured; metrics and failure alerts against real HTTP
+endpoints (a local stand-in for the Pushgateway and for a chat webhook) and a real Dagster
+instance with real runs."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import dagster as dg
+import pytest
+from shared.settings import Secret
+
+from shared import monitoring as mon
+
+
+class _StandInHTTP:
+    """Local stand-in for the Pushgateway / a webhook: records requests, answers `status`."""
+
+    def __init__(self, status: int = 200):
+        self.status = status
+        self.requests: list[tuple[str, str, bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                outer.requests.append((self.command, self.path, self.rfile.read(length)))
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_PUT = do_POST = _handle
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def http():
+    servers = []
+
+    def make(status: int = 200) -> _StandInHTTP:
+        server = _StandInHTTP(status)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@dg.asset(key=["raw", "users"])
+def users():
+    """Test asset."""
+    return 1
+
+
+@dg.asset(key=["raw", "events"], deps=[users])
+def events():
+    """Test asset."""
+    return 2
+
+
+@dg.asset(key=["raw", "broken"])
+def broken():
+    """Test asset that fails."""
+    raise ValueError("source table raw.broken is missing column id")
+
+
+good_job = dg.define_asset_job("good_job", selection=[users, events])
+bad_job = dg.define_asset_job("bad_job", selection=[broken])
+
+
+def _defs(environ: dict[str, str]) -> dg.Definitions:
+    return dg.Definitions.merge(
+        dg.Definitions(assets=[users, events, broken], jobs=[good_job, bad_job]),
+        mon.monitoring_definitions("ingestion", environ),
+    )
+
+
+# ------------------------------------------------------------------------------- switches
+
+
+def test_no_sensor_unless_configured():
+    assert list(mon.monitoring_definitions("ingestion", {}).sensors) == []
+    blank = {mon.PUSHGATEWAY_ENV: " ", mon.WEBHOOK_ENV: ""}
+    assert list(mon.monitoring_definitions("ingestion", blank).sensors) == []
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({mon.PUSHGATEWAY_ENV: "http://pg:9091"}, ["ingestion_prometheus_metrics"]),
+        ({mon.WEBHOOK_ENV: "https://hooks.example/x"}, ["ingestion_run_failure_alert"]),
+        (
+            {mon.SLACK_TOKEN_ENV: "xoxb-1", mon.SLACK_CHANNEL_ENV: "#d"},
+            ["ingestion_run_failure_alert"],
+        ),
+    ],
+)
+def test_each_setting_enables_its_sensor(environ, expected):
+    names = sorted(s.name for s in mon.monitoring_definitions("ingestion", environ).sensors)
+    assert names == expected
+
+
+def test_sensor_names_differ_per_location_so_locations_merge_in_one_process():
+    env = {mon.PUSHGATEWAY_ENV: "http://pg:9091", mon.WEBHOOK_ENV: "https://hooks.example/x"}
+    merged = dg.Definitions.merge(
+        mon.monitoring_definitions("ingestion", env), mon.monitoring_definitions("analytics", env)
+    )
+    assert len({s.name for s in merged.sensors}) == 4
+
+
+def test_credentials_are_secrets():
+    config = mon.MonitoringConfig.from_env(
+        {mon.WEBHOOK_ENV: "https://hooks.example/T0/B0/xyz", mon.SLACK_TOKEN_ENV: "xoxb-secret"}
+    )
+    assert "xyz" not in repr(config) and "xoxb" not in repr(config)
+    assert config.webhook_url.reveal().endswith("/xyz")
+
+
+# ---------------------------------------------------------------------------- pure metrics
+
+
+def _run(run_id, job="good_job", status="SUCCESS", start=100.0, end=130.0, mats=()):
+    return mon.FinishedRun(run_id, job, status, start, end, end + 1, tuple(mats))
+
+
+def test_record_runs_counts_each_run_once_and_keeps_the_latest_values():
+    state = mon.record_runs(
+        mon.MetricsState(),
+        [
+            _run("a", mats=[("raw/users", 120.0)]),
+            _run("b", status="FAILURE", start=200.0, end=260.0),
+            _run("c", start=300.0, end=310.0, mats=[("raw/users", 305.0), ("raw/events", 306.0)]),
+        ],
+    )
+    again = mon.record_runs(mon.MetricsState.from_cursor(state.to_cursor()), [_run("c")])
+    assert again.runs == {"good_job\tSUCCESS": 2, "good_job\tFAILURE": 1}
+    assert again.last_duration == {"good_job\tSUCCESS": 10.0, "good_job\tFAILURE": 60.0}
+    assert again.last_finished["good_job\tSUCCESS"] == 310.0
+    assert again.materializations == {"raw/users": 2, "raw/events": 1}
+    assert again.last_materialization == {"raw/users": 305.0, "raw/events": 306.0}
+    assert again.updated_after == 311.0
+
+
+def test_unreadable_cursor_is_a_clear_error():
+    with pytest.raises(mon.MonitoringError, match="cursor"):
+        mon.MetricsState.from_cursor("{not json")
+
+
+def test_registry_exposes_the_metrics():
+    from prometheus_client import generate_latest
+
+    state = mon.record_runs(mon.MetricsState(), [_run("a", mats=[("raw/users", 120.0)])])
+    text = generate_latest(mon.build_registry(state)).decode()
+    assert 'dagster_runs_total{job="good_job",status="SUCCESS"} 1.0' in text
+    assert 'dagster_run_duration_seconds{job="good_job",status="SUCCESS"} 30.0' in text
+    assert 'dagster_asset_materializations_total{asset_key="raw/users"} 1.0' in text
+    assert (
+        'dagster_asset_last_materialization_timestamp_seconds{asset_key="raw/users"} 120.0' in text
+    )
+
+
+# ----------------------------------------------------------------- sensors on real runs
+
+
+def _tick(defs: dg.Definitions, instance, cursor=None):
+    sensor = defs.resolve_sensor_def("ingestion_prometheus_metrics")
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, repository_def=defs.get_repository_def()
+    )
+    result = sensor(context)
+    return context.cursor, result
+
+
+def test_metrics_sensor_pushes_runs_and_materializations(http, tmp_path):
+    gateway = http()
+    defs = _defs({mon.PUSHGATEWAY_ENV: gateway.url})
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        defs.resolve_job_def("good_job").execute_in_process(instance=instance)
+        defs.resolve_job_def("bad_job").execute_in_process(instance=instance, raise_on_error=False)
+        cursor, _ = _tick(defs, instance)
+        assert len(gateway.requests) == 1
+        method, path, body = gateway.requests[-1]
+        assert (method, path) == ("PUT", "/metrics/job/dagster/location/ingestion")
+        text = body.decode()
+        assert 'dagster_runs_total{job="good_job",status="SUCCESS"} 1.0' in text
+        assert 'dagster_runs_total{job="bad_job",status="FAILURE"} 1.0' in text
+        assert 'dagster_asset_materializations_total{asset_key="raw/users"} 1.0' in text
+        assert 'dagster_asset_materializations_total{asset_key="raw/events"} 1.0' in text
+
+        # Nothing new: the same totals again (a run is never counted twice).
+        cursor, _ = _tick(defs, instance, cursor)
+        assert (
+            'dagster_runs_total{job="good_job",status="SUCCESS"} 1.0'
+            in gateway.requests[-1][2].decode()
+        )
+
+        defs.resolve_job_def("good_job").execute_in_process(instance=instance)
+        _tick(defs, instance, cursor)
+        text = gateway.requests[-1][2].decode()
+        assert 'dagster_runs_total{job="good_job",status="SUCCESS"} 2.0' in text
+        assert 'dagster_asset_materializations_total{asset_key="raw/users"} 2.0' in text
+
+
+def test_metrics_cursor_stays_when_the_pushgateway_fails(http, tmp_path):
+    gateway = http(status=500)
+    defs = _defs({mon.PUSHGATEWAY_ENV: gateway.url})
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        defs.resolve_job_def("good_job").execute_in_process(instance=instance)
+        with pytest.raises(mon.MonitoringError, match="Pushgateway"):
+            _tick(defs, instance, cursor=None)
+        assert gateway.requests, "the push was attempted"
+        # Recovery: the next successful tick still counts the run.
+        gateway.status = 200
+        cursor, _ = _tick(defs, instance, cursor=None)
+        assert mon.MetricsState.from_cursor(cursor).runs == {"good_job\tSUCCESS": 1}
+
+
+def _failure_context(defs, instance, sensor_name):
+    result = defs.resolve_job_def("bad_job").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    assert not result.success
+    run = instance.get_run_by_id(result.run_id)
+    (record,) = instance.get_records_for_run(
+        result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
+    ).records
+    event = record.event_log_entry.dagster_event
+    return run, dg.build_run_status_sensor_context(
+        sensor_name=sensor_name, dagster_event=event, dagster_instance=instance, dagster_run=run
+    ).for_run_failure()
+
+
+def test_failure_alert_posts_to_the_webhook(http, tmp_path):
+    hook = http()
+    env = {mon.WEBHOOK_ENV: hook.url + "/hooks/T0/B0/secret", mon.WEBSERVER_URL_ENV: "https://ui/"}
+    defs = _defs(env)
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        run, context = _failure_context(defs, instance, "ingestion_run_failure_alert")
+        defs.resolve_sensor_def("ingestion_run_failure_alert")(context)
+    ((method, path, body),) = hook.requests
+    assert (method, path) == ("POST", "/hooks/T0/B0/secret")
+    text = json.loads(body)["text"]
+    assert "`bad_job`" in text and "`ingestion`" in text and run.run_id in text
+    assert f"https://ui/runs/{run.run_id}" in text
+
+
+def test_failure_alert_posts_to_slack_through_dagster_slack(monkeypatch, tmp_path):
+    from dagster_slack import SlackResource
+
+    posted = []
+
+    class FakeClient:
+        def chat_postMessage(self, channel, text):  # noqa: N802 (slack_sdk's name)
+            posted.append((channel, text))
+
+    monkeypatch.setattr(SlackResource, "get_client", lambda self: FakeClient())
+    defs = _defs({mon.SLACK_TOKEN_ENV: "xoxb-test", mon.SLACK_CHANNEL_ENV: "#data-alerts"})
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        _, context = _failure_context(defs, instance, "ingestion_run_failure_alert")
+        defs.resolve_sensor_def("ingestion_run_failure_alert")(context)
+    ((channel, text),) = posted
+    assert channel == "#data-alerts" and "`bad_job`" in text
+
+
+def test_webhook_errors_never_reveal_the_url(http):
+    hook = http(status=403)
+    secret_url = hook.url + "/hooks/T0/B0/very-secret"
+    with pytest.raises(mon.MonitoringError) as excinfo:
+        mon.post_webhook(Secret(secret_url), {"text": "x"})
+    assert "403" in str(excinfo.value) and "very-secret" not in str(excinfo.value)
+    with pytest.raises(mon.MonitoringError) as excinfo:
+        mon.post_webhook(Secret("http://127.0.0.1:9/hooks/very-secret"), {"text": "x"})
+    assert "very-secret" not in str(excinfo.value)
+
+
+def test_slack_without_channel_is_a_clear_error():
+    with pytest.raises(mon.MonitoringError, match=mon.SLACK_CHANNEL_ENV):
+        mon.post_slack(Secret("xoxb-1"), None, "text")
