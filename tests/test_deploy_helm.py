@@ -129,6 +129,10 @@ def test_webserver_has_a_readiness_probe():
     merged = _validate("dagster", _platform_values())
     probe = merged["dagsterWebserver"]["readinessProbe"]
     assert probe.get("httpGet", {}).get("path") == "/server_info"
+    # The chart uses the Service port as the container port; non-root cannot bind below 1024.
+    port = merged["dagsterWebserver"]["service"]["port"]
+    assert port >= 1024, "a non-root webserver without capabilities cannot bind port < 1024"
+    assert probe["httpGet"]["port"] == port
 
 
 @pytest.mark.parametrize("name", LOCATION_NAMES)
