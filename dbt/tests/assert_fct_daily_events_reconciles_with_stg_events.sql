@@ -1,4 +1,4 @@
-{{ config(meta={'dagster': {'ref': {'name': 'fct_daily_events'}}}) }}
+{{ config(tags=['daily'], meta={'dagster': {'ref': {'name': 'fct_daily_events'}}}) }}
 -- Every deduplicated event is counted exactly once in the fact, per day (and amounts match).
 -- Returns the days where they disagree.
 with staged as (

@@ -1,3 +1,4 @@
+{{ config(tags=['full']) }}
 {#
   One row per user (from stg_users) with activity attributes over all of the user's events.
   Rebuilt in full on every run: activity spans every day, so a day's re-run changes it.

@@ -1,3 +1,4 @@
+{{ config(tags=['full']) }}
 {#
   One row per user: the latest version of each user in raw.users (latest updated_at, then latest
   extraction, then Airbyte's record id as a deterministic tie-break).

@@ -1,0 +1,36 @@
+"""Fixtures: a fresh platform home per test, and the dbt manifest prepared once."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# The hand-made raw dataset lives beside the tests (import mode is importlib: no rootdir magic).
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dbt_manifest() -> Path:
+    """``dbt parse`` if the manifest is missing (fresh clone), as CI and images do."""
+    from transformation.project import ensure_manifest
+
+    return ensure_manifest()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh DATA_PLATFORM_HOME in local mode (the dbt subprocess inherits it)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("DATA_PLATFORM_HOME", str(home))
+    monkeypatch.setenv("DATA_PLATFORM_ENV", "local")
+    monkeypatch.delenv("DBT_TARGET", raising=False)
+    return home
+
+
+@pytest.fixture
+def catalog(home):
+    from shared.iceberg import open_catalog
+
+    return open_catalog()

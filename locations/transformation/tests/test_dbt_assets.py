@@ -1,0 +1,161 @@
+"""A local dbt build through Dagster over hand-made raw tables, with exact expected outputs."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+from dagster import AssetKey, DagsterInstance, materialize
+
+import raw_fixture
+from shared.iceberg import read_table, write_table
+from transformation.definitions import defs
+from transformation.assets import dbt_daily_models, dbt_models
+
+RESOURCES = defs.resources
+
+
+def run_daily(instance, start: str, end: str):
+    """Materialize the daily models for the partition range [start, end] (one run)."""
+    return materialize(
+        [dbt_daily_models],
+        instance=instance,
+        resources=RESOURCES,
+        tags={
+            "dagster/asset_partition_range_start": start,
+            "dagster/asset_partition_range_end": end,
+        },
+        raise_on_error=False,
+    )
+
+
+def run_full(instance):
+    return materialize([dbt_models], instance=instance, resources=RESOURCES, raise_on_error=False)
+
+
+def table(catalog, identifier: str) -> pl.DataFrame:
+    return pl.from_arrow(read_table(catalog, identifier))
+
+
+def stg_events(catalog) -> dict[str, tuple]:
+    df = table(catalog, "staging.stg_events")
+    assert df["event_id"].n_unique() == df.height, "stg_events has duplicated event_ids"
+    return {
+        r["event_id"]: (r["user_id"], r["event_type"], r["event_date"].isoformat(), r["amount"], r["airbyte_raw_id"])
+        for r in df.iter_rows(named=True)
+    }
+
+
+def fct(catalog) -> dict[tuple, tuple]:
+    df = table(catalog, "marts.fct_daily_events")
+    assert df["daily_event_key"].n_unique() == df.height
+    return {
+        (r["event_date"].isoformat(), r["user_id"], r["event_type"]): (r["event_count"], r["revenue"])
+        for r in df.iter_rows(named=True)
+    }
+
+
+def dim(catalog) -> dict[int, tuple]:
+    df = table(catalog, "marts.dim_users")
+    return {
+        r["user_id"]: (
+            r["plan"], r["email"], r["event_count"], r["active_days"], r["purchase_count"],
+            r["total_revenue"], r["is_active"],
+        )
+        for r in df.iter_rows(named=True)
+    }
+
+
+def check_results(result) -> dict[tuple[str, str], bool]:
+    out = {}
+    for event in result.get_asset_check_evaluations():
+        out[(event.asset_key.to_user_string(), event.check_name)] = event.passed
+    return out
+
+
+def test_build_incremental_days_late_rows_and_rerun(catalog, home):
+    raw_fixture.write_raw(catalog)
+    instance = DagsterInstance.ephemeral()
+
+    # Two days in ONE run (a partition range = one dbt invocation), then the unpartitioned models.
+    result = run_daily(instance, "2026-01-01", "2026-01-02")
+    assert result.success
+    assert run_full(instance).success
+
+    # Day 3 (e6) is outside the window: not processed yet. e2's duplicate delivery is collapsed to
+    # its latest version (r2b). e4 at 23:30 UTC belongs to Jan 2.
+    assert stg_events(catalog) == {
+        "e1": (1, "page_view", "2026-01-01", None, "r1"),
+        "e2": (1, "purchase", "2026-01-01", 20.0, "r2b"),
+        "e3": (2, "click", "2026-01-01", None, "r3"),
+        "e4": (2, "purchase", "2026-01-02", 5.5, "r4"),
+    }
+    assert fct(catalog) == {
+        ("2026-01-01", 1, "page_view"): (1, 0.0),
+        ("2026-01-01", 1, "purchase"): (1, 20.0),
+        ("2026-01-01", 2, "click"): (1, 0.0),
+        ("2026-01-02", 2, "purchase"): (1, 5.5),
+    }
+    # User 1's latest version is 'pro' (updated later); user 2's two versions share updated_at and
+    # the later extraction wins; user 3 has no events.
+    assert dim(catalog) == {
+        1: ("pro", "ann@example.com", 2, 1, 1, 20.0, True),
+        2: ("enterprise", "bob@example.com", 2, 2, 1, 5.5, True),
+        3: ("free", "cy@example.com", 0, 0, 0, 0.0, False),
+    }
+    checks = check_results(result)
+    assert checks[("staging/stg_events", "unique_stg_events_event_id")] is True
+    assert checks[("marts/fct_daily_events", "assert_fct_daily_events_reconciles_with_stg_events")]
+
+    # A later sync: e5 (Jan 2) arrives late and e2 is delivered again. Process day 3, then re-run
+    # day 2: it picks up e5, replaces Jan 2 and leaves Jan 1 alone.
+    raw_fixture.write_raw(catalog, events=raw_fixture.EVENTS_SYNC_2, users=False)
+    assert run_daily(instance, "2026-01-03", "2026-01-03").success
+    for _ in range(2):  # re-running the same day twice changes nothing the second time
+        assert run_daily(instance, "2026-01-02", "2026-01-02").success
+        full = run_full(instance)
+        assert full.success
+        assert stg_events(catalog) == {
+            "e1": (1, "page_view", "2026-01-01", None, "r1"),
+            "e2": (1, "purchase", "2026-01-01", 20.0, "r2b"),  # Jan 1 not re-run
+            "e3": (2, "click", "2026-01-01", None, "r3"),
+            "e4": (2, "purchase", "2026-01-02", 5.5, "r4"),
+            "e5": (1, "purchase", "2026-01-02", 7.25, "r5"),
+            "e6": (4, "add_to_cart", "2026-01-03", None, "r6"),
+        }
+        assert fct(catalog) == {
+            ("2026-01-01", 1, "page_view"): (1, 0.0),
+            ("2026-01-01", 1, "purchase"): (1, 20.0),
+            ("2026-01-01", 2, "click"): (1, 0.0),
+            ("2026-01-02", 1, "purchase"): (1, 7.25),
+            ("2026-01-02", 2, "purchase"): (1, 5.5),
+            ("2026-01-03", 4, "add_to_cart"): (1, 0.0),
+        }
+        assert dim(catalog) == {
+            1: ("pro", "ann@example.com", 3, 2, 2, 27.25, True),
+            2: ("enterprise", "bob@example.com", 2, 2, 1, 5.5, True),
+            3: ("free", "cy@example.com", 0, 0, 0, 0.0, False),
+        }
+        # User 4 has events but no user row yet (late-arriving dimension): a warning check.
+        assert check_results(full)[("marts/dim_users", "assert_event_users_exist_in_dim_users")] is False
+
+    # The materializations name their Iceberg tables and snapshots.
+    mat = instance.get_latest_materialization_event(AssetKey(["marts", "fct_daily_events"]))
+    meta = mat.asset_materialization.metadata
+    assert meta["iceberg_table"].value == "marts.fct_daily_events"
+    assert meta["row_count"].value == 6
+
+
+def test_failing_dbt_test_is_a_failed_asset_check(catalog, home):
+    raw_fixture.write_raw(catalog)
+    bad = raw_fixture.users_table().to_pylist()
+    bad[-1]["plan"] = "platinum"  # not an accepted plan
+    write_table(catalog, "raw.users", raw_fixture.pa.Table.from_pylist(bad, schema=raw_fixture.USERS_SCHEMA))
+
+    result = run_full(DagsterInstance.ephemeral())
+    checks = check_results(result)
+    assert checks[("staging/stg_users", "accepted_values_stg_users_plan__free__pro__enterprise")] is False
+    assert checks[("staging/stg_users", "unique_stg_users_user_id")] is True
+    # An error-severity test fails the step (dbt build exits non-zero) and blocks dim_users.
+    assert not result.success

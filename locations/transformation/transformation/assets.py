@@ -1,0 +1,170 @@
+"""The dbt models as Dagster assets, the dbt tests as asset checks.
+
+Two ``@dbt_assets`` over the one dbt project:
+
+* :func:`dbt_daily_models`: the models tagged ``daily`` (``staging/stg_events``,
+  ``marts/fct_daily_events``), daily-partitioned with a single-run backfill policy. A run of a
+  partition range is ONE dbt invocation over the whole window ``[start, end)``, passed as the dbt
+  vars ``window_start``/``window_end``; each model replaces exactly those days.
+* :func:`dbt_models`: every other model (``staging/stg_users``, ``marts/dim_users``), rebuilt in
+  full.
+
+Keys name the Iceberg tables (``[schema, model]``, shared.keys); dbt sources map to the ingestion
+location's ``raw/*`` keys through their ``meta.dagster.asset_key``.
+"""
+
+
+import datetime as dt
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    BackfillPolicy,
+    Output,
+)
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+
+from shared.keys import table_identifier, table_key
+from shared.partitions import daily_partitions
+from shared.resources import IcebergCatalogResource
+from shared.settings import Settings
+from transformation.project import dbt_project
+
+#: dbt selection of the daily-partitioned models (tag set in their config).
+DAILY_SELECT = "tag:daily"
+#: dbt selection of the unpartitioned models (tag set in their config). Every model carries
+#: exactly one of the two tags (tests/test_definitions.py checks it). Not "everything but daily":
+#: dbt's eager exclusion would also drop the tests that read a daily model.
+FULL_SELECT = "tag:full"
+#: Tests that read a daily model and an unpartitioned one run with the unpartitioned models, after
+#: the daily ones; the daily step must not pick them up through indirect selection.
+CROSS_PARTITIONING_TAG = "tag:cross_partitioning"
+
+
+class PlatformDbtTranslator(DagsterDbtTranslator):
+    """Keys are ``[schema, model]`` (the Iceberg table); groups are the layers."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
+        if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot"):
+            table = dbt_resource_props.get("alias") or dbt_resource_props["name"]
+            return table_key(dbt_resource_props["schema"], table)
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        group = super().get_group_name(dbt_resource_props)
+        if group or dbt_resource_props["resource_type"] != "model":
+            return group
+        return dbt_resource_props["schema"]
+
+
+TRANSLATOR = PlatformDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+
+def dbt_target(settings: Settings) -> str:
+    """The dbt target of a mode: DuckDB over the local catalog, or Trino in production."""
+    return "duckdb" if settings.is_local else "trino"
+
+
+def window_vars(start: dt.datetime, end: dt.datetime) -> dict[str, str]:
+    """dbt vars of a partition time window (UTC days, end exclusive).
+
+    >>> window_vars(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 15, tzinfo=dt.UTC))
+    {'window_start': '2026-01-01', 'window_end': '2026-01-15'}
+    """
+    start_day, end_day = start.date(), end.date()
+    if start != dt.datetime.combine(start_day, dt.time(), start.tzinfo) or end != dt.datetime.combine(
+        end_day, dt.time(), end.tzinfo
+    ):
+        raise ValueError(f"partition window {start}..{end} is not whole UTC days")
+    if start_day >= end_day:
+        raise ValueError(f"empty partition window {start}..{end}")
+    return {"window_start": start_day.isoformat(), "window_end": end_day.isoformat()}
+
+
+def build_args(settings: Settings, dbt_vars: Mapping[str, str]) -> list[str]:
+    """``dbt build`` arguments for a run (selection is added by dagster-dbt)."""
+    args = ["build", "--target", dbt_target(settings)]
+    if dbt_vars:
+        args += ["--vars", json.dumps(dict(dbt_vars), sort_keys=True)]
+    return args
+
+
+def run_dbt(
+    context: AssetExecutionContext,
+    dbt: DbtCliResource,
+    iceberg: IcebergCatalogResource,
+    dbt_vars: Mapping[str, str],
+) -> Iterator[Any]:
+    """Run ``dbt build`` for the selected models and tests; stream materializations and checks.
+
+    Each model's materialization carries its Iceberg table's snapshot and row count.
+    """
+    settings = iceberg.settings()
+    all_vars = dict(dbt_vars)
+    if iceberg.home:
+        # The dbt process reads the catalog itself (its DuckDB plugin): tell it the same home.
+        all_vars["data_platform_home"] = str(settings.home)
+    args = build_args(settings, all_vars)
+    context.log.info(f"dbt {' '.join(args)}")
+    invocation = dbt.cli(args, context=context)
+    for event in invocation.stream():
+        if isinstance(event, Output):
+            event = event.with_metadata({**event.metadata, **_iceberg_metadata(context, iceberg, event)})
+        yield event
+
+
+def _iceberg_metadata(
+    context: AssetExecutionContext, iceberg: IcebergCatalogResource, output: Output
+) -> dict[str, Any]:
+    key = context.asset_key_for_output(output.output_name)
+    identifier = table_identifier(key)
+    try:
+        table = iceberg.load_table(identifier)
+    except Exception as exc:  # metadata only: never fail a built model over it
+        context.log.warning(f"cannot read Iceberg metadata of {identifier}: {exc}")
+        return {"iceberg_table": identifier}
+    from shared.iceberg import row_count
+
+    snapshot = table.current_snapshot()
+    return {
+        "iceberg_table": identifier,
+        "snapshot_id": str(snapshot.snapshot_id) if snapshot else "none",
+        "row_count": row_count(table),
+    }
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    select=DAILY_SELECT,
+    exclude=CROSS_PARTITIONING_TAG,
+    name="dbt_daily_models",
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    dagster_dbt_translator=TRANSLATOR,
+)
+def dbt_daily_models(
+    context: AssetExecutionContext, dbt: DbtCliResource, iceberg: IcebergCatalogResource
+):
+    """Daily dbt models (stg_events, fct_daily_events): one dbt build over the partition window.
+
+    A range of partitions (a backfill) is one run and one dbt invocation; each model replaces
+    exactly the days of the window in its Iceberg table, so re-running a day never duplicates it.
+    """
+    start, end = context.partition_time_window
+    yield from run_dbt(context, dbt, iceberg, window_vars(start, end))
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    select=f"{FULL_SELECT} {CROSS_PARTITIONING_TAG}",
+    name="dbt_models",
+    dagster_dbt_translator=TRANSLATOR,
+)
+def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, iceberg: IcebergCatalogResource):
+    """Unpartitioned dbt models (stg_users, dim_users), rebuilt in full from the Iceberg tables."""
+    yield from run_dbt(context, dbt, iceberg, {})

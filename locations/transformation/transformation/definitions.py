@@ -1,0 +1,23 @@
+"""The transformation code location: the dbt project as assets and asset checks.
+
+Cheap to import: the dbt manifest is read from ``dbt/target/manifest.json`` (prepared at image
+build time with ``python -m transformation.project prepare``), nothing connects anywhere, and
+settings are read when a run uses the resources.
+"""
+
+from __future__ import annotations
+
+from dagster import Definitions
+from dagster_dbt import DbtCliResource
+
+from shared.resources import IcebergCatalogResource
+from transformation.assets import dbt_daily_models, dbt_models
+from transformation.project import DBT_EXECUTABLE, dbt_project
+
+defs = Definitions(
+    assets=[dbt_daily_models, dbt_models],
+    resources={
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
+        "iceberg": IcebergCatalogResource(),
+    },
+)
