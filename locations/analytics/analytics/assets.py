@@ -33,12 +33,14 @@ from analytics.checks import (
     USER_FEATURES_CHECKS,
     check_daily_metrics,
     check_user_features,
+    reconcile_features_with_dim_users,
 )
 from analytics.frames import utc_date, with_utc_event_date
 from analytics.io import day_range_filter, output_metadata, read_upstream, to_arrow
 from analytics.sources import (
     DAILY_METRICS_KEY,
     DIM_USERS,
+    DIM_USERS_ACTIVITY,
     FCT_DAILY_EVENTS,
     STG_EVENTS,
     USER_FEATURES_KEY,
@@ -135,7 +137,18 @@ def user_features(
         .collect()
         .item()
     )
-    results = check_user_features(frame, eligible)
+    activity, problem = None, None
+    try:
+        activity_read = read_upstream(iceberg, DIM_USERS_ACTIVITY)
+        activity = activity_read.frame.collect()
+    except Exception as exc:  # the mart's activity columns are another team's: report only
+        problem = str(exc)
+    results = [
+        *check_user_features(frame, eligible),
+        reconcile_features_with_dim_users(
+            frame, activity, as_of_is_latest=config.as_of_date is None, problem=problem
+        ),
+    ]
     failure = _blocking_failure(context, results, USER_FEATURES_CHECKS)
     if failure:
         yield from results  # recorded as failed evaluations in the UI

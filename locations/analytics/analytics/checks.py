@@ -40,6 +40,14 @@ USER_FEATURES_CHECKS = [
         description="Counts >= 0, 7d <= 30d <= total, active days within the window, revenue >= 0, "
         "recency and tenure >= 0, flags consistent with counts.",
     ),
+    AssetCheckSpec(
+        "reconciles_with_dim_users",
+        asset=USER_FEATURES_KEY,
+        blocking=False,
+        description="When features are as of the latest event day, each user's events_total, "
+        "purchases_total and revenue_total equal marts.dim_users' event_count, purchase_count and "
+        "total revenue (revenue within a relative 1e-6).",
+    ),
 ]
 
 DAILY_METRICS_CHECKS = [
@@ -165,6 +173,55 @@ def check_user_features(features: pl.DataFrame, eligible_users: int) -> list[Ass
         _result(_spec(specs, "keys_not_null_unique"), keys),
         _result(_spec(specs, "features_in_valid_ranges"), ranges),
     ]
+
+
+def reconcile_features_with_dim_users(
+    features: pl.DataFrame,
+    activity: pl.DataFrame | None,
+    *,
+    as_of_is_latest: bool,
+    problem: str | None = None,
+) -> AssetCheckResult:
+    """Per user, lifetime totals must equal the mart's (only meaningful as of the latest day).
+
+    ``activity``: ``user_id, event_count, purchase_count, revenue`` from ``marts.dim_users``, or
+    None with ``problem`` saying why it could not be read.
+    """
+    spec = _spec(USER_FEATURES_CHECKS, "reconciles_with_dim_users")
+    if not as_of_is_latest:
+        return _result(spec, [], skipped="as_of_date is before the latest event day")
+    if activity is None:
+        return _result(
+            spec,
+            [f"marts.dim_users activity not readable: {problem}"],
+            severity=AssetCheckSeverity.WARN,
+        )
+    joined = features.select("user_id", "events_total", "purchases_total", "revenue_total").join(
+        activity.with_columns(
+            pl.col("event_count", "purchase_count").fill_null(0).cast(pl.Int64),
+            pl.col("revenue").fill_null(0.0).cast(pl.Float64),
+        ),
+        on="user_id",
+        how="left",
+    )
+    bad = joined.filter(
+        (pl.col("events_total") != pl.col("event_count"))
+        | (pl.col("purchases_total") != pl.col("purchase_count"))
+        | (
+            (pl.col("revenue_total") - pl.col("revenue")).abs()
+            > REVENUE_REL_TOL * pl.max_horizontal(pl.col("revenue").abs(), pl.lit(1.0))
+        )
+        | pl.col("event_count").is_null()
+    ).sort("user_id")
+    failures = [
+        f"user {r['user_id']}: events {r['events_total']} vs {r['event_count']}, purchases "
+        f"{r['purchases_total']} vs {r['purchase_count']}, revenue {r['revenue_total']} vs "
+        f"{r['revenue']}"
+        for r in bad.head(10).iter_rows(named=True)
+    ]
+    if bad.height > 10:
+        failures.append(f"... {bad.height - 10} more user(s)")
+    return _result(spec, failures, mismatched_users=bad.height)
 
 
 # --- analytics.daily_metrics ------------------------------------------------------------------

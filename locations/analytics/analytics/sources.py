@@ -89,6 +89,17 @@ DIM_USERS = Upstream(
     ),
 )
 
+#: The activity totals of ``marts/dim_users``, read only to reconcile ``ml.user_features``.
+DIM_USERS_ACTIVITY = Upstream(
+    key=table_key("marts", "dim_users"),
+    columns=(
+        Column("user_id"),
+        Column("event_count"),
+        Column("purchase_count"),
+        Column("revenue", ("total_revenue",)),
+    ),
+)
+
 #: dbt ``marts/fct_daily_events``: grain (event_date, user_id, event_type) or
 #: (event_date, event_type); read only to reconcile ``analytics.daily_metrics`` with the mart.
 FCT_DAILY_EVENTS = Upstream(

@@ -35,6 +35,9 @@ DIM_USERS_SCHEMA = pa.schema(
         ("plan", pa.string()),
         ("signed_up_at", pa.timestamp("us", tz="UTC")),
         ("updated_at", pa.timestamp("us", tz="UTC")),
+        ("event_count", pa.int64()),
+        ("purchase_count", pa.int64()),
+        ("total_revenue", pa.float64()),
     ]
 )
 FCT_SCHEMA = pa.schema(
@@ -88,6 +91,24 @@ def fct_rows(events: list[dict]) -> list[dict]:
     ]
 
 
+def with_activity(users: list[dict], events: list[dict]) -> list[dict]:
+    """dim_users rows with the mart's activity totals over the (deduplicated) events."""
+    seen, totals = set(), defaultdict(lambda: [0, 0, 0.0])
+    for e in events:
+        if e["event_id"] in seen:
+            continue
+        seen.add(e["event_id"])
+        t = totals[e["user_id"]]
+        t[0] += 1
+        t[1] += e["event_type"] == "purchase"
+        t[2] += e["amount"] or 0.0
+    out = []
+    for u in users:
+        n, p, r = totals.get(u["user_id"], (0, 0, 0.0))
+        out.append({**u, "event_count": n, "purchase_count": p, "total_revenue": r})
+    return out
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """A fresh DATA_PLATFORM_HOME in local mode."""
@@ -113,9 +134,8 @@ def write_upstream(catalog):
             pa.Table.from_pylist(events, schema=STG_EVENTS_SCHEMA),
             partition_by_day="event_date",
         )
-        write_table(
-            catalog, "marts.dim_users", pa.Table.from_pylist(users, schema=DIM_USERS_SCHEMA)
-        )
+        dim = with_activity(users, events) if "event_count" not in users[0] else users
+        write_table(catalog, "marts.dim_users", pa.Table.from_pylist(dim, schema=DIM_USERS_SCHEMA))
         write_table(
             catalog,
             "marts.fct_daily_events",

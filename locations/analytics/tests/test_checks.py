@@ -7,7 +7,11 @@ import datetime as dt
 import polars as pl
 import pytest
 from analytics.assets import daily_metrics, user_features
-from analytics.checks import check_daily_metrics, check_user_features
+from analytics.checks import (
+    check_daily_metrics,
+    check_user_features,
+    reconcile_features_with_dim_users,
+)
 from analytics.features import user_features as compute_features
 from analytics.metrics import daily_metrics as compute_metrics
 from dagster import AssetCheckSeverity, DagsterInstance, materialize
@@ -171,3 +175,21 @@ def test_mart_mismatch_is_recorded_but_does_not_block(write_upstream, sample, ca
     assert evaluations["reconciles_with_fct_daily_events"].passed is False
     assert evaluations["row_count_in_bounds"].passed is True
     assert catalog.load_table("analytics.daily_metrics").current_snapshot() is not None
+
+
+def test_features_reconcile_with_dim_users_activity():
+    features = _features()
+    activity = pl.DataFrame(
+        {"user_id": [1, 2], "event_count": [2, 1], "purchase_count": [1, 0], "revenue": [9.0, 0.0]}
+    )
+    ok = reconcile_features_with_dim_users(features, activity, as_of_is_latest=True)
+    assert ok.passed
+    off = activity.with_columns(event_count=pl.Series([3, 1]))
+    bad = reconcile_features_with_dim_users(features, off, as_of_is_latest=True)
+    assert not bad.passed and "user 1" in bad.description
+    skipped = reconcile_features_with_dim_users(features, off, as_of_is_latest=False)
+    assert skipped.passed
+    unreadable = reconcile_features_with_dim_users(
+        features, None, as_of_is_latest=True, problem="x"
+    )
+    assert not unreadable.passed and unreadable.severity == AssetCheckSeverity.WARN
