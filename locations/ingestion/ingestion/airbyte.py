@@ -176,7 +176,7 @@ class RobustAirbyteClient(AirbyteClient):
         try:
             return super().get_connection_details(connection_id)
         except AirbyteRequestError as exc:
-            if "answered HTTP 4" not in str(exc):
+            if not _is_client_error(exc):
                 raise
             self._log.warning(
                 f"Configuration API connections/get unavailable ({exc}); using the public API."
@@ -192,7 +192,7 @@ class RobustAirbyteClient(AirbyteClient):
         try:
             details = dict(super().get_destination_details(destination_id))
         except AirbyteRequestError as exc:
-            if "answered HTTP 4" not in str(exc):
+            if not _is_client_error(exc):
                 raise
             self._log.warning(f"Destination {destination_id} not readable: {exc}")
             details = {}
@@ -205,23 +205,33 @@ class RobustAirbyteClient(AirbyteClient):
     # ---- jobs ---------------------------------------------------------------------------------
 
     def running_jobs(self, connection_id: str) -> list[AirbyteJob]:
-        """Jobs of the connection created in the last two days that are still in progress."""
-        return [
-            job
-            for job in self.get_jobs_for_connection(
+        """Jobs of the connection created in the last two days that are still in progress
+        (none known when the server cannot list jobs: HTTP 4xx on ``GET /jobs``)."""
+        try:
+            jobs = self.get_jobs_for_connection(
                 connection_id=connection_id, created_after=datetime.now() - timedelta(days=2)
             )
-            if job.status in IN_PROGRESS
-        ]
+        except AirbyteRequestError as exc:
+            if not _is_client_error(exc):
+                raise
+            self._log.warning(f"Cannot list jobs of connection {connection_id}: {exc}")
+            return []
+        return [job for job in jobs if job.status in IN_PROGRESS]
 
     def start_sync_job(self, connection_id: str) -> Mapping[str, Any]:
         attempts = self.request_max_retries + 1
         url = f"{self.rest_api_base_url}/jobs"
         reason = "no attempt made"
         for attempt in range(1, attempts + 1):
-            body, reason = self._request_once(
-                "POST", url, {"connectionId": connection_id, "jobType": "sync"}, None, True
-            )
+            try:
+                body, reason = self._request_once(
+                    "POST", url, {"connectionId": connection_id, "jobType": "sync"}, None, True
+                )
+            except AirbyteRequestError as exc:
+                # HTTP 409: Airbyte refuses a second sync of a connection that is syncing.
+                if "answered HTTP 409" not in str(exc):
+                    raise
+                body, reason = None, str(exc)
             if body is not None:
                 return body
             # The job may have been created although the answer was lost: adopt it rather
@@ -503,6 +513,11 @@ def connection_details_from_public(public: Mapping[str, Any]) -> dict[str, Any]:
             ]
         },
     }
+
+
+def _is_client_error(exc: AirbyteRequestError) -> bool:
+    """Whether Airbyte answered with a 4xx (as opposed to being unreachable or failing)."""
+    return " answered HTTP 4" in str(exc)
 
 
 def _snippet(response: requests.Response, limit: int = 300) -> str:

@@ -137,6 +137,10 @@ class FakeAirbyte(ThreadingHTTPServer):
         #: Serve the configuration API (/api/v1); False answers it 404, like a gateway that
         #: exposes only the public API.
         self.config_api = True
+        #: Answer POST /jobs with 409 when the connection already has a job in progress.
+        self.conflict_when_running = False
+        #: Answer GET /jobs (the list) with 404, like a server that cannot list jobs.
+        self.list_jobs = True
         #: Create the next job but answer its POST /jobs with 502 (a lost answer).
         self.lose_next_job_answer = False
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -426,6 +430,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(400, {"message": "Invalid data"})
                 return
             conn = next(c for c in srv.connections if c.connection_id == body["connectionId"])
+            busy = [
+                j
+                for j in srv.jobs.values()
+                if j.connection_id == conn.connection_id
+                and j.status in ("pending", "queued", "running", "incomplete")
+            ]
+            if srv.conflict_when_running and busy:
+                self._send(409, {"message": "A sync is already running for this connection"})
+                return
             job = srv.add_job(
                 conn,
                 "pending",
@@ -439,6 +452,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(502, {"message": "Bad gateway (job created, answer lost)"})
                 return
             self._reply("JobResponse", job.public())
+        elif method == "GET" and path == f"{PUBLIC}/jobs" and not srv.list_jobs:
+            self._send(404, {"message": "Not Found"})
         elif method == "GET" and path == f"{PUBLIC}/jobs":
             jobs = [
                 j

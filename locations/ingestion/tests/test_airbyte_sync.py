@@ -216,6 +216,32 @@ def test_a_5xx_on_job_creation_does_not_start_a_second_sync(prod_env):
     assert len(airbyte.jobs) == 1
 
 
+def test_a_409_on_job_creation_follows_the_running_job(prod_env):
+    """The job list did not show it yet, but Airbyte refuses a second sync (409): follow the
+    job in progress."""
+    airbyte = prod_env
+    connection = airbyte.add_connection("app-db", ["users", "events"])
+    airbyte.conflict_when_running = True
+    original = airbyte.fail
+    # First GET /jobs (list) fails with 404 -> none known; then the 409 makes us look again.
+    job = airbyte.add_job(connection, "running", polls_left=2)
+    original("GET /jobs", [404])
+    result = run_sync()
+    assert result.success, failure_message(result)
+    assert len(airbyte.sync_starts()) == 1  # the refused one
+    assert len(airbyte.jobs) == 1
+    assert materializations(result)[EVENTS.key]["airbyte_job_id"].value == job.job_id
+
+
+def test_a_server_that_cannot_list_jobs_still_syncs(prod_env):
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"])
+    airbyte.list_jobs = False
+    result = run_sync()
+    assert result.success, failure_message(result)
+    assert len(airbyte.sync_starts()) == 1
+
+
 def test_wrong_workspace_fails_at_once_with_a_hint(prod_env, monkeypatch):
     airbyte = prod_env
     airbyte.add_connection("app-db", ["users", "events"])
