@@ -18,7 +18,10 @@ EXCLUDE = r"(^|/)uv\.lock$"
 def main() -> int:
     out = subprocess.run(
         [sys.executable, "-m", "detect_secrets", "scan", "--exclude-files", EXCLUDE],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     results = json.loads(out.stdout)["results"]
     if not results:
@@ -27,8 +30,11 @@ def main() -> int:
     for path, findings in sorted(results.items()):
         for f in findings:
             print(f"scan_secrets: {path}:{f['line_number']}: {f['type']}", file=sys.stderr)
-    print("scan_secrets: remove the credential, or mark a deliberate test value with "
-          "'# pragma: allowlist secret'", file=sys.stderr)
+    print(
+        "scan_secrets: remove the credential, or mark a deliberate test value with "
+        "'# pragma: allowlist secret'",
+        file=sys.stderr,
+    )
     return 1
 
 

@@ -26,18 +26,34 @@ pytestmark = pytest.mark.slow
 STANDIN = StandInSettings(users=60, events_per_day=80, days=4, seed=7)
 
 EXPECTED_TABLES = {
-    "raw.users", "raw.events",
-    "staging.stg_users", "staging.stg_events",
-    "marts.dim_users", "marts.fct_daily_events",
-    "ml.user_features", "analytics.daily_metrics",
+    "raw.users",
+    "raw.events",
+    "staging.stg_users",
+    "staging.stg_events",
+    "marts.dim_users",
+    "marts.fct_daily_events",
+    "ml.user_features",
+    "analytics.daily_metrics",
 }
 
 
 def run_demo(home) -> dict:
     cmd = [
-        sys.executable, "-m", "data_platform.cli", "demo", "--json", "--home", str(home),
-        "--users", str(STANDIN.users), "--events-per-day", str(STANDIN.events_per_day),
-        "--days", str(STANDIN.days), "--seed", str(STANDIN.seed),
+        sys.executable,
+        "-m",
+        "data_platform.cli",
+        "demo",
+        "--json",
+        "--home",
+        str(home),
+        "--users",
+        str(STANDIN.users),
+        "--events-per-day",
+        str(STANDIN.events_per_day),
+        "--days",
+        str(STANDIN.days),
+        "--seed",
+        str(STANDIN.seed),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATA_PLATFORM_")}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -125,8 +141,11 @@ def test_a_second_demo_leaves_every_table_identical(demo):
     for name in EXPECTED_TABLES:
         before, after = read(a[name]), read(b[name])
         assert before.num_rows == after.num_rows, name
-        key = [(c, "ascending") for c in before.column_names if not pa.types.is_nested(
-            before.schema.field(c).type)]
+        key = [
+            (c, "ascending")
+            for c in before.column_names
+            if not pa.types.is_nested(before.schema.field(c).type)
+        ]
         assert before.sort_by(key).equals(after.sort_by(key)), f"{name} changed on re-run"
 
 
@@ -135,7 +154,10 @@ def test_tables_command_lists_the_same_tables(demo):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATA_PLATFORM_")}
     out = subprocess.run(
         [sys.executable, "-m", "data_platform.cli", "tables", "--json", "--home", str(home)],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     listed = [json.loads(line) for line in out.stdout.splitlines()]
     assert {t["identifier"] for t in listed} == EXPECTED_TABLES

@@ -28,7 +28,10 @@ def test_location_imports_in_its_own_environment(location, tmp_path):
     env.pop("VIRTUAL_ENV", None)
     subprocess.run(
         [_uv(), "sync", "--package", location, "--no-dev", "--frozen", "--quiet"],
-        cwd=REPO, env=env, check=True, timeout=600,
+        cwd=REPO,
+        env=env,
+        check=True,
+        timeout=600,
     )
     module = workspace_locations()[location]
     code = (
@@ -41,7 +44,10 @@ def test_location_imports_in_its_own_environment(location, tmp_path):
     )
     out = subprocess.run(
         [str(env_dir / "bin" / "python"), "-c", code],
-        cwd=tmp_path, env={**env, "DATA_PLATFORM_HOME": str(tmp_path / "lake")},
-        capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env={**env, "DATA_PLATFORM_HOME": str(tmp_path / "lake")},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]

@@ -88,8 +88,18 @@ def running_webserver(workspace: Path, dagster_home: Path, env: dict[str, str] |
     exe = str(Path(sys.executable).parent / "dagster-webserver")
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCHER, exe, "-w", str(workspace), "-h", "127.0.0.1",
-             "-p", str(port)],
+            [
+                sys.executable,
+                "-c",
+                _LAUNCHER,
+                exe,
+                "-w",
+                str(workspace),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
             cwd=REPO,
             env=full_env,
             stdout=out,

@@ -22,7 +22,6 @@ from data_platform.graph import (
     plan_runs,
 )
 
-
 # Dagster's run tags for a partition range (what a single-run backfill sets); public tag names,
 # though dagster exports the constants only from a private module.
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"

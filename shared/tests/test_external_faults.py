@@ -13,6 +13,7 @@ import time
 import pyarrow as pa
 import pytest
 from pyiceberg.catalog import load_catalog
+
 from shared.iceberg import IcebergError, open_catalog, read_table, write_table
 from shared.resources import ObjectStoreError, filesystem_for, object_store_errors
 from shared.settings import load_settings

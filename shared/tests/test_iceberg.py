@@ -11,6 +11,7 @@ import time
 import pyarrow as pa
 import pytest
 from pyiceberg.table import StaticTable
+
 from shared.iceberg import list_tables, open_catalog, read_table, write_table
 from shared.settings import load_settings
 

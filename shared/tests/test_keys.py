@@ -1,5 +1,6 @@
 import pytest
 from dagster import AssetKey
+
 from shared.keys import key_for_identifier, table_identifier, table_key
 
 

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from shared.settings import Secret, SettingsError, load_settings
 
 
