@@ -1,0 +1,727 @@
+"""``data-platform bench``: how fast the platform moves data, how its cost grows, how close it is
+to the machine's limit.
+
+Every measurement is compared with a baseline measured in the same run, on the same data and the
+same disk, and printed as one JSON line (also written to the ``--output`` JSONL file)::
+
+    {"name", "inputs": {...}, "figures": {...}, "baseline": {...}, "ratio", "ratio_of",
+     "target": {"op", "value", "of"?, "and"?}, "met"}
+
+``ratio`` is ``figures[ratio_of.figure] / baseline[ratio_of.baseline]``. ``target`` applies to
+the ratio unless it names another value with ``of`` (e.g. ``"figures.added_seconds"``); ``and``
+lists further conditions that must hold too. ``met`` is null when the issue sets no target.
+
+Measurements (``--only`` takes these names):
+
+* ``ingestion``: raw events written to Iceberg through ``shared.iceberg.write_table`` (batches,
+  bounded memory) against the same batches written straight to one Parquet file by pyarrow with
+  pyiceberg's Parquet options; rows/s and peak RSS, each writer in a fresh process.
+* ``analytics``: ``user_features`` and one day of ``daily_metrics`` through pyiceberg and the
+  analytics helpers, against the same polars query on the table's Parquet files.
+* ``incremental``: one new day through the whole graph (ingestion, dbt, analytics) after 1, 30
+  and 180 days of history (quick: 1, 3, 7), against the run after 1 day.
+* ``load_time``: each location's ``definitions`` import time against ``import dagster`` (fresh
+  processes, network denied); in full mode also ``dagster dev`` until all locations are loaded,
+  against the same for three empty locations.
+* ``install``: each location's own environment (``uv sync --package <x> --no-dev``) against the
+  transformation location's, and which other locations' dependencies it contains.
+
+Timed work runs in fresh subprocesses (``data_platform.bench_worker``) with their own
+``DATA_PLATFORM_HOME`` in a work folder next to the results file, so the Iceberg tables and the
+Parquet baselines share one disk. The work folder is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+import traceback
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOCATIONS = ("ingestion", "transformation", "analytics")
+MEASUREMENTS = ("ingestion", "analytics", "incremental", "load_time", "install")
+MIB = 1024 * 1024
+
+
+class BenchError(RuntimeError):
+    """A measurement could not be taken; the message says which step failed and why."""
+
+
+@dataclass
+class Bench:
+    """One benchmark run: mode, work folder, and where records go."""
+
+    quick: bool
+    work: Path
+    log: Callable[[str], None]
+
+    def worker(self, task: str, args: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
+        """Run ``bench_worker`` task in a fresh process; its JSON result (with peak RSS)."""
+        out = self.work / f"result-{task}-{uuid.uuid4().hex[:8]}.json"
+        cmd = [sys.executable, "-m", "data_platform.bench_worker", task, json.dumps(args), str(out)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DATA_PLATFORM_")}
+        started = time.perf_counter()
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT
+        )
+        if proc.returncode != 0 or not out.exists():
+            tail = (proc.stderr or proc.stdout)[-3000:]
+            raise BenchError(f"worker task {task} failed (exit {proc.returncode}):\n{tail}")
+        result = json.loads(out.read_text())
+        result["process_seconds"] = time.perf_counter() - started
+        out.unlink()
+        return result
+
+
+def record(
+    name: str,
+    inputs: dict[str, Any],
+    figures: dict[str, Any],
+    baseline: dict[str, Any],
+    ratio_of: tuple[str, str],
+    target: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """One result line: ratio = figures[ratio_of[0]] / baseline[ratio_of[1]], and whether the
+    target (on the ratio, or on the value named by ``target["of"]``) is met."""
+    numerator, denominator = figures[ratio_of[0]], baseline[ratio_of[1]]
+    ratio = numerator / denominator if denominator else None
+    rec = {
+        "name": name,
+        "inputs": inputs,
+        "figures": figures,
+        "baseline": baseline,
+        "ratio": ratio,
+        "ratio_of": {"figure": ratio_of[0], "baseline": ratio_of[1]},
+        "target": target,
+        "met": None,
+    }
+    if target is not None:
+        rec["met"] = all(_holds(rec, cond) for cond in [target, *target.get("and", [])])
+    return rec
+
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    "==": lambda a, b: a == b,
+}
+
+
+def _holds(rec: dict[str, Any], cond: dict[str, Any]) -> bool:
+    value: Any = rec
+    path = cond.get("of", "ratio")
+    for part in path.split("."):
+        value = value[part]
+    if cond["value"] is None or value is None:
+        return cond["op"] == "==" and value is cond["value"]
+    return _OPS[cond["op"]](value, cond["value"])
+
+
+def _median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Ingestion throughput and memory
+# --------------------------------------------------------------------------------------------
+
+
+def bench_ingestion(b: Bench) -> Iterable[dict[str, Any]]:
+    sizes = [1_000_000] if b.quick else [1_000_000, 10_000_000]
+    repeats = 2 if b.quick else 3
+    from data_platform.bench_worker import pyiceberg_parquet_options
+
+    options = pyiceberg_parquet_options()
+    for rows in sizes:
+        per_day = 100_000
+        users = max(1_000, rows // 100)
+        source = b.work / f"events-{rows}.arrow"
+        b.log(
+            f"ingestion: generating {rows:,} raw events ({rows // per_day} days) with the stand-in"
+        )
+        gen = b.worker(
+            "generate_events",
+            {"rows": rows, "events_per_day": per_day, "users": users, "seed": 42,
+             "path": str(source)},
+        )  # fmt: skip
+        read = b.worker("read_source", {"source": str(source)})
+        runs: dict[str, list[dict[str, Any]]] = {"iceberg": [], "parquet": []}
+        for rep in range(repeats):
+            # Alternate so that drift in the machine's load hits both sides alike.
+            home = b.work / f"ingest-home-{rows}-{rep}"
+            b.log(f"ingestion: {rows:,} rows, repeat {rep + 1}/{repeats}")
+            runs["parquet"].append(
+                b.worker(
+                    "write_parquet",
+                    {
+                        "source": str(source),
+                        "path": str(b.work / f"baseline-{rows}-{rep}.parquet"),
+                        "parquet_options": options,
+                    },
+                )  # fmt: skip
+            )
+            runs["iceberg"].append(
+                b.worker(
+                    "write_iceberg",
+                    {"source": str(source), "home": str(home), "identifier": "raw.events"},
+                )
+            )
+            shutil.rmtree(home, ignore_errors=True)
+            (b.work / f"baseline-{rows}-{rep}.parquet").unlink(missing_ok=True)
+
+        def summary(side: list[dict[str, Any]], rows: int = rows) -> dict[str, Any]:
+            seconds = _median(r["seconds"] for r in side)
+            return {
+                "rows_per_s": rows / seconds,
+                "seconds": seconds,
+                "seconds_all": [round(r["seconds"], 3) for r in side],
+                "files": side[0]["files"],
+                "parquet_mib": round(side[0]["parquet_bytes"] / MIB, 1),
+                "peak_rss_mib": max(r["peak_rss_mib"] for r in side),
+            }
+
+        figures, baseline = summary(runs["iceberg"]), summary(runs["parquet"])
+        figures["snapshots_committed"] = runs["iceberg"][0]["snapshots"]
+        inputs = {
+            "rows": rows,
+            "days": gen["days"],
+            "events_per_day": per_day,
+            "users": users,
+            "batches": gen["days"],
+            "source_arrow_mib": round(gen["arrow_bytes"] / MIB, 1),
+            "source_read_seconds": round(read["seconds"], 3),
+            "parquet_options": options,
+            "repeats": repeats,
+            "statistic": "median seconds; peak RSS is the max over repeats",
+        }
+        yield record(
+            "ingestion_throughput",
+            inputs,
+            figures,
+            baseline,
+            ("rows_per_s", "rows_per_s"),
+            {"op": ">=", "value": 0.7},
+        )
+        yield record(
+            "ingestion_peak_memory",
+            inputs,
+            {"peak_rss_mib": figures["peak_rss_mib"]},
+            {"peak_rss_mib": baseline["peak_rss_mib"]},
+            ("peak_rss_mib", "peak_rss_mib"),
+            {"op": "<=", "value": 2048, "of": "figures.peak_rss_mib"},
+        )
+        source.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Analytics against bare polars
+# --------------------------------------------------------------------------------------------
+
+
+def bench_analytics(b: Bench) -> Iterable[dict[str, Any]]:
+    from shared.partitions import day_of
+
+    days = 30
+    per_day = 10_000 if b.quick else 100_000
+    users = 2_000 if b.quick else 20_000
+    repeats = 2 if b.quick else 3
+    home = b.work / "analytics-home"
+    b.log(f"analytics: materializing stg_events ({days} days x {per_day:,}) and dim_users")
+    setup = b.worker(
+        "analytics_setup",
+        {"home": str(home), "users": users, "events_per_day": per_day, "days": days, "seed": 42},
+    )
+    as_of, day = day_of(days - 1), day_of(days // 2)
+    b.log("analytics: timing user_features and daily_metrics (platform vs polars)")
+    timed = b.worker(
+        "analytics_time",
+        {"home": str(home), "as_of": as_of.isoformat(), "day": day.isoformat(),
+         "repeats": repeats},
+    )  # fmt: skip
+    inputs = {
+        "stg_events_rows": setup["stg_events_rows"],
+        "stg_events_files": timed["stg_events_files"],
+        "dim_users_rows": setup["dim_users_rows"],
+        "days": days,
+        "repeats": repeats,
+        "statistic": "median seconds after one untimed warm-up of each side",
+    }
+    for name, extra in (
+        ("user_features", {"as_of": as_of.isoformat(), "profile": timed["profile"]}),
+        ("daily_metrics", {"day": day.isoformat()}),
+    ):
+        t = timed[name]
+        yield record(
+            f"analytics_{name}",
+            {**inputs, **{k: v for k, v in extra.items() if k != "profile"}},
+            {
+                "seconds": t["platform_seconds"],
+                "seconds_all": t["platform_all"],
+                "cold_seconds": round(t["platform_cold_seconds"], 4),
+                "rows_out": t["rows_out"],
+                "results_equal_to_baseline": t["results_equal"],
+                **({"profile": extra["profile"]} if "profile" in extra else {}),
+            },
+            {
+                "seconds": t["polars_seconds"],
+                "seconds_all": t["polars_all"],
+                "cold_seconds": round(t["polars_cold_seconds"], 4),
+                "query": "pl.scan_parquet(table's current data files) + the same polars functions",
+            },
+            ("seconds", "seconds"),
+            {"op": "<=", "value": 1.3},
+        )
+    shutil.rmtree(home, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Incremental cost
+# --------------------------------------------------------------------------------------------
+
+
+def bench_incremental(b: Bench) -> Iterable[dict[str, Any]]:
+    histories = [1, 3, 7] if b.quick else [1, 30, 180]
+    per_day = 2_000 if b.quick else 20_000
+    users = 500 if b.quick else 5_000
+    home = b.work / "incremental-home"
+    b.log(f"incremental: one new day after {histories} days of history ({per_day:,} events/day)")
+    result = b.worker(
+        "incremental",
+        {"home": str(home), "histories": histories, "users": users, "events_per_day": per_day,
+         "seed": 42},
+    )  # fmt: skip
+    by_history = {r["history_days"]: r for r in result["runs"]}
+    base = by_history[histories[0]]
+    for h in histories[1:]:
+        r = by_history[h]
+        yield record(
+            "incremental_cost",
+            {
+                "history_days": h,
+                "baseline_history_days": histories[0],
+                "events_per_day": per_day,
+                "users": users,
+                "new_days": 1,
+                "history_build_seconds": r["history_build_seconds"],
+            },
+            {"seconds": r["seconds"], "by_location": r["by_location"], "steps": r["steps"]},
+            {"seconds": base["seconds"], "by_location": base["by_location"],
+             "steps": base["steps"]},
+            ("seconds", "seconds"),
+            {"op": "<=", "value": 1.3},
+        )  # fmt: skip
+    shutil.rmtree(home, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Load time
+# --------------------------------------------------------------------------------------------
+
+#: Imports one module in a process where every socket connect / name lookup raises, and prints
+#: how long the import took and which network calls it attempted.
+IMPORT_PROBE = r"""
+import importlib, json, socket, sys, time
+attempts = []
+def _deny(what):
+    def deny(*args, **kwargs):
+        attempts.append(f"{what}{args[1:] if what.startswith('socket.') else args}"[:200])
+        raise OSError("network access denied by the benchmark's import probe")
+    return deny
+socket.socket.connect = _deny("socket.connect")
+socket.socket.connect_ex = _deny("socket.connect_ex")
+socket.create_connection = _deny("create_connection")
+socket.getaddrinfo = _deny("getaddrinfo")
+error = None
+t0 = time.perf_counter()
+try:
+    importlib.import_module(sys.argv[1])
+except Exception as exc:
+    error = repr(exc)[:500]
+seconds = time.perf_counter() - t0
+print("BENCH-PROBE " + json.dumps({"seconds": seconds, "network_attempts": attempts,
+                                   "error": error}))
+"""
+
+
+def _probe_import(module: str, env: dict[str, str]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE, module],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=600,
+    )  # fmt: skip
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH-PROBE "):
+            return json.loads(line.removeprefix("BENCH-PROBE "))
+    raise BenchError(f"import probe of {module} failed: {proc.stderr[-2000:]}")
+
+
+def import_profile(module: str, env: dict[str, str], already: set[str]) -> dict[str, Any]:
+    """``python -X importtime``: self time per top-level package of the modules ``module``
+    imports that ``import dagster`` does not (what the location adds), top 8."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=600,
+    )  # fmt: skip
+    modules = _parse_importtime(proc.stderr)
+    extra = {m: us for m, us in modules.items() if m not in already}
+    per_package: dict[str, int] = {}
+    for name, us in extra.items():
+        top = name.strip().split(".")[0]
+        per_package[top] = per_package.get(top, 0) + us
+    top = sorted(per_package.items(), key=lambda kv: -kv[1])[:8]
+    return {
+        "added_modules": len(extra),
+        "added_self_seconds": round(sum(extra.values()) / 1e6, 3),
+        "top_packages_self_seconds": {k: round(v / 1e6, 3) for k, v in top},
+    }
+
+
+def _parse_importtime(stderr: str) -> dict[str, int]:
+    """``{module: self microseconds}`` from ``-X importtime`` output."""
+    out: dict[str, int] = {}
+    for line in stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|\s+(.*)$", line)
+        if m:
+            out[m.group(3).strip()] = int(m.group(1))
+    return out
+
+
+def bench_load_time(b: Bench) -> Iterable[dict[str, Any]]:
+    repeats = 1 if b.quick else 3
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATA_PLATFORM_")}
+    env["DATA_PLATFORM_HOME"] = str(b.work / "load-home")
+    targets = {"dagster": "dagster", **{loc: f"{loc}.definitions" for loc in LOCATIONS}}
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    for rep in range(repeats):
+        for name, module in targets.items():  # interleaved: drift hits every module alike
+            b.log(f"load_time: import {module} ({rep + 1}/{repeats})")
+            samples[name].append(_probe_import(module, env))
+    bare = _median(s["seconds"] for s in samples["dagster"])
+    dagster_modules: set[str] | None = None
+    for loc in LOCATIONS:
+        runs = samples[loc]
+        seconds = _median(r["seconds"] for r in runs)
+        attempts = sorted({a for r in runs for a in r["network_attempts"]})
+        figures: dict[str, Any] = {
+            "import_seconds": seconds,
+            "import_seconds_all": [round(r["seconds"], 3) for r in runs],
+            "added_seconds": seconds - bare,
+            "network_attempts": len(attempts),
+            "network_calls": attempts,
+            "import_error": next((r["error"] for r in runs if r["error"]), None),
+        }
+        if seconds - bare > 1.5 or not b.quick:
+            if dagster_modules is None:
+                proc = subprocess.run(
+                    [sys.executable, "-X", "importtime", "-c", "import dagster"],
+                    capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=600,
+                )  # fmt: skip
+                dagster_modules = set(_parse_importtime(proc.stderr))
+            b.log(f"load_time: profiling import {loc}.definitions (-X importtime)")
+            figures["profile"] = import_profile(f"{loc}.definitions", env, dagster_modules)
+        yield record(
+            "load_time_import",
+            {"location": loc, "module": f"{loc}.definitions", "repeats": repeats,
+             "statistic": "median seconds, fresh process each, network denied"},
+            figures,
+            {"import_seconds": bare, "module": "dagster",
+             "import_seconds_all": [round(r["seconds"], 3) for r in samples["dagster"]]},
+            ("import_seconds", "import_seconds"),
+            {"op": "<=", "value": 1.5, "of": "figures.added_seconds",
+             "and": [{"op": "==", "value": 0, "of": "figures.network_attempts"},
+                     {"op": "==", "value": None, "of": "figures.import_error"}]},
+        )  # fmt: skip
+    if not b.quick:
+        yield from bench_dagster_dev(b)
+
+
+_LAUNCHER = (
+    "import signal, sys, os; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+_WORKSPACE_QUERY = (
+    "{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus "
+    "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def time_dagster_dev(workspace: Path, home: Path, names: set[str], timeout: float = 600) -> dict:
+    """Start ``dagster dev -w workspace`` and time it until every location is LOADED in GraphQL;
+    peak RSS of its process tree (sampled every 0.5 s). Stops it by process group."""
+    import psutil
+
+    port = _free_port()
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATA_PLATFORM_")}
+    env.update(DAGSTER_HOME=str(home), DATA_PLATFORM_HOME=str(home / "lake"))
+    exe = str(Path(sys.executable).parent / "dagster")
+    log = home / "dagster-dev.log"
+    started = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER, exe, "dev", "-w", str(workspace),
+             "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    peak = 0
+    status: dict[str, str] = {}
+    try:
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if proc.poll() is not None:
+                raise BenchError(f"dagster dev exited: {log.read_text()[-2000:]}")
+            try:
+                tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(True)]
+                peak = max(peak, sum(_rss(p) for p in tree))
+            except psutil.Error:
+                pass
+            try:
+                body = json.dumps({"query": _WORKSPACE_QUERY}).encode()
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/graphql", data=body,
+                    headers={"Content-Type": "application/json"},
+                )  # fmt: skip
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    data = json.loads(resp.read())["data"]["workspaceOrError"]
+                status = {e["name"]: e["loadStatus"] for e in data.get("locationEntries", [])}
+                if set(status) >= names and all(status[n] == "LOADED" for n in names):
+                    errors = [
+                        e["name"] for e in data["locationEntries"]
+                        if (e.get("locationOrLoadError") or {}).get("__typename") == "PythonError"
+                    ]  # fmt: skip
+                    return {
+                        "seconds_to_loaded": time.perf_counter() - started,
+                        "peak_rss_mib": round(peak / MIB, 1),
+                        "locations_with_errors": errors,
+                    }
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise BenchError(f"dagster dev: locations not loaded after {timeout}s: {status}")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+
+
+def _rss(p) -> int:
+    try:
+        return p.memory_info().rss
+    except Exception:
+        return 0
+
+
+def bench_dagster_dev(b: Bench) -> Iterable[dict[str, Any]]:
+    """``dagster dev`` on workspace.yaml against the same server on three empty locations."""
+    empty = b.work / "empty-workspace"
+    empty.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for loc in LOCATIONS:
+        (empty / f"empty_{loc}.py").write_text(
+            "from dagster import Definitions\n\ndefs = Definitions()\n"
+        )
+        entries.append(
+            f"  - python_file:\n      relative_path: empty_{loc}.py\n      location_name: {loc}\n"
+        )
+    (empty / "workspace.yaml").write_text("load_from:\n" + "".join(entries))
+    b.log("load_time: dagster dev on three empty locations (baseline)")
+    base = time_dagster_dev(empty / "workspace.yaml", b.work / "dev-home-empty", set(LOCATIONS))
+    b.log("load_time: dagster dev -w workspace.yaml")
+    ours = time_dagster_dev(REPO_ROOT / "workspace.yaml", b.work / "dev-home", set(LOCATIONS))
+    yield record(
+        "load_time_dagster_dev",
+        {"workspace": "workspace.yaml", "locations": list(LOCATIONS)},
+        ours,
+        {**base, "workspace": "three locations with an empty Definitions()"},
+        ("seconds_to_loaded", "seconds_to_loaded"),
+        None,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Install closure
+# --------------------------------------------------------------------------------------------
+
+
+def _uv() -> str:
+    found = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    if not Path(found).exists():
+        raise BenchError("uv not found on PATH nor next to the Python interpreter")
+    return found
+
+
+def disk_usage(path: Path) -> tuple[int, int]:
+    """(bytes on disk, files) under ``path`` like ``du``: hard links counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = files = 0
+    for root, dirs, names in os.walk(path):
+        for name in [*names, *dirs]:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+            files += name in names
+    return total, files
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def direct_dependencies(location: str) -> set[str]:
+    """The location's declared dependency names (normalized), without ``shared``."""
+    doc = tomllib.loads((REPO_ROOT / "locations" / location / "pyproject.toml").read_text())
+    names = {
+        _norm(re.match(r"[A-Za-z0-9_.\-]+", d).group(0)) for d in doc["project"]["dependencies"]
+    }
+    return names - {"shared"}
+
+
+def installed_distributions(env: Path) -> set[str]:
+    out = set()
+    for meta in env.glob("lib/python*/site-packages/*.dist-info/METADATA"):
+        for line in meta.read_text(errors="replace").splitlines():
+            if line.startswith("Name:"):
+                out.add(_norm(line.split(":", 1)[1].strip()))
+                break
+    return out
+
+
+def bench_install(b: Bench) -> Iterable[dict[str, Any]]:
+    uv = _uv()
+    envs: dict[str, dict[str, Any]] = {}
+    declared = {loc: direct_dependencies(loc) for loc in LOCATIONS}
+    for loc in LOCATIONS:
+        target = b.work / f"env-{loc}"
+        env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(target)}
+        env.pop("VIRTUAL_ENV", None)
+        b.log(f"install: uv sync --package {loc} --no-dev --frozen")
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [uv, "sync", "--package", loc, "--no-dev", "--frozen", "--quiet"],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise BenchError(f"uv sync --package {loc} failed: {proc.stderr[-2000:]}")
+        seconds = time.perf_counter() - t0
+        size, files = disk_usage(target)
+        dists = installed_distributions(target)
+        foreign = sorted(
+            f"{dep} ({other})"
+            for other in LOCATIONS
+            if other != loc
+            for dep in (declared[other] | {other}) - declared[loc]
+            if dep in dists
+        )
+        envs[loc] = {
+            "env_mib": round(size / MIB, 1),
+            "files": files,
+            "distributions": len(dists),
+            "sync_seconds": round(seconds, 2),
+            "foreign_dependencies": foreign,
+            "foreign_dependency_count": len(foreign),
+        }
+        shutil.rmtree(target, ignore_errors=True)
+    base = envs["transformation"]
+    for loc in LOCATIONS:
+        target: dict[str, Any] = {"op": "==", "value": 0, "of": "figures.foreign_dependency_count"}
+        if loc != "transformation":
+            target = {"op": "<=", "value": 0.75, "and": [target]}
+        yield record(
+            "install_closure",
+            {"location": loc, "command": f"uv sync --package {loc} --no-dev --frozen",
+             "declared_dependencies": sorted(declared[loc])},
+            envs[loc],
+            {"location": "transformation", **{k: base[k] for k in ("env_mib", "files",
+                                                                   "distributions")}},
+            ("env_mib", "env_mib"),
+            target,
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+
+RUNNERS: dict[str, Callable[[Bench], Iterable[dict[str, Any]]]] = {
+    "ingestion": bench_ingestion,
+    "analytics": bench_analytics,
+    "incremental": bench_incremental,
+    "load_time": bench_load_time,
+    "install": bench_install,
+}
+
+
+def run_bench(quick: bool, output: str, only: list[str] | None = None) -> int:
+    """Run the measurements (all, or those named in ``only``); print and write one JSON line per
+    result. Returns 0 when every measurement ran (targets missed included), 1 on errors."""
+    names = list(only) if only else list(MEASUREMENTS)
+    unknown = [n for n in names if n not in RUNNERS]
+    if unknown:
+        print(f"bench: unknown measurement(s) {unknown}; choose from {list(MEASUREMENTS)}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    out_path = Path(output).resolve()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    work = out_path.parent / f".bench-work-{os.getpid()}"
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[bench {time.perf_counter() - started:6.1f}s] {message}", file=sys.stderr,
+              flush=True)  # fmt: skip
+
+    bench = Bench(quick=quick, work=work, log=log)
+    errors = 0
+    try:
+        with out_path.open("w") as out:
+            for name in names:
+                try:
+                    for rec in RUNNERS[name](bench):
+                        rec = {**rec, "mode": "quick" if quick else "full"}
+                        line = json.dumps(rec, default=str)
+                        print(line, flush=True)
+                        out.write(line + "\n")
+                        out.flush()
+                except Exception as exc:  # report and go on with the other measurements
+                    errors += 1
+                    log(f"{name} failed: {exc}\n{traceback.format_exc()}")
+                    line = json.dumps({"name": name, "error": str(exc)[-2000:], "met": False})
+                    print(line, flush=True)
+                    out.write(line + "\n")
+    finally:
+        if not os.environ.get("DATA_PLATFORM_BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+    log(f"done: results in {out_path}")
+    return 1 if errors else 0

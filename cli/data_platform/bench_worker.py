@@ -1,0 +1,418 @@
+"""What one benchmark subprocess does: ``python -m data_platform.bench_worker TASK ARGS OUT``.
+
+Each timed piece of work runs in a fresh process so that its peak memory (``ru_maxrss``) and its
+imports are its own, and so that the platform path and its baseline start from the same state.
+``ARGS`` is a JSON object; the task's result (a JSON object) is written to the file ``OUT``, with
+``peak_rss_mib`` of the process (and of its children, e.g. dbt) added. Timings exclude the
+process start and imports: they cover the work only, measured with ``time.perf_counter``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def task(fn: Callable[[dict[str, Any]], dict[str, Any]]):
+    TASKS[fn.__name__] = fn
+    return fn
+
+
+def peak_rss_mib() -> dict[str, float]:
+    """Peak resident memory of this process and of its largest waited-for child, in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"peak_rss_mib": round(own, 1), "peak_rss_children_mib": round(children, 1)}
+
+
+def dir_bytes(path: Path, suffix: str = "") -> tuple[int, int]:
+    """(files, bytes) under ``path`` whose name ends with ``suffix``."""
+    files = size = 0
+    for p in Path(path).rglob(f"*{suffix}"):
+        if p.is_file():
+            files += 1
+            size += p.stat().st_size
+    return files, size
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Ingestion throughput
+# --------------------------------------------------------------------------------------------
+
+
+@task
+def generate_events(args: dict[str, Any]) -> dict[str, Any]:
+    """Generate ``rows`` raw events with the ingestion stand-in, one batch per day, into an
+    uncompressed Arrow IPC file: the one source both writers read, batch by batch."""
+    import pyarrow as pa
+
+    from ingestion.standin import generate_events as gen
+    from ingestion.streams import EVENTS
+    from shared.settings import StandInSettings
+
+    per_day = int(args["events_per_day"])
+    days = int(args["rows"]) // per_day
+    standin = StandInSettings(
+        users=int(args["users"]), events_per_day=per_day, days=days, seed=int(args["seed"])
+    )
+    t0 = time.perf_counter()
+    nbytes = 0
+    with pa.OSFile(args["path"], "wb") as sink:
+        with pa.ipc.new_file(sink, EVENTS.schema) as writer:
+            for day in range(days):
+                table = gen(standin, day).combine_chunks()
+                nbytes += table.nbytes
+                writer.write_table(table)
+    return {
+        "rows": days * per_day,
+        "days": days,
+        "arrow_bytes": nbytes,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def ipc_batches(path: str) -> Iterator[Any]:
+    """The source's batches, read one at a time into memory (not memory-mapped: a mapped file's
+    pages would count in RSS and hide what the writer itself holds)."""
+    import pyarrow as pa
+
+    with pa.OSFile(path, "rb") as source:
+        reader = pa.ipc.open_file(source)
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
+
+
+def ipc_schema(path: str):
+    import pyarrow as pa
+
+    with pa.OSFile(path, "rb") as source:
+        return pa.ipc.open_file(source).schema
+
+
+@task
+def read_source(args: dict[str, Any]) -> dict[str, Any]:
+    """Only read the source: the part of both writers' time that is not writing."""
+    t0 = time.perf_counter()
+    rows = sum(b.num_rows for b in ipc_batches(args["source"]))
+    return {"rows": rows, "seconds": time.perf_counter() - t0}
+
+
+@task
+def write_iceberg(args: dict[str, Any]) -> dict[str, Any]:
+    """The platform's write path: ``shared.iceberg.write_table`` with a batches callable."""
+    os.environ["DATA_PLATFORM_HOME"] = args["home"]
+    from shared.iceberg import open_catalog, write_table
+    from shared.settings import load_settings
+
+    settings = load_settings()
+    catalog = open_catalog(settings)
+    schema = ipc_schema(args["source"])
+    t0 = time.perf_counter()
+    result = write_table(
+        catalog,
+        args["identifier"],
+        lambda: ipc_batches(args["source"]),
+        mode="append",
+        schema=schema,
+    )
+    seconds = time.perf_counter() - t0
+    table = catalog.load_table(args["identifier"])
+    files = [t.file for t in table.scan().plan_files()]
+    return {
+        "rows": result.rows_written,
+        "seconds": seconds,
+        "files": len(files),
+        "parquet_bytes": sum(f.file_size_in_bytes for f in files),
+        "snapshots": len(table.snapshots()),
+    }
+
+
+def pyiceberg_parquet_options() -> dict[str, Any]:
+    """The Parquet writer options pyiceberg uses for a table with default properties, so the
+    baseline writes the same format (zstd, same page, dictionary and row-group sizes)."""
+    from pyiceberg.io.pyarrow import _get_parquet_writer_kwargs
+    from pyiceberg.table import TableProperties
+
+    options = dict(_get_parquet_writer_kwargs({}))
+    options["row_group_size"] = TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT
+    return options
+
+
+@task
+def write_parquet(args: dict[str, Any]) -> dict[str, Any]:
+    """The bound: the same batches straight into one Parquet file with pyarrow."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    options = dict(args["parquet_options"])
+    row_group_size = options.pop("row_group_size")
+    schema = ipc_schema(args["source"])
+    t0 = time.perf_counter()
+    rows = 0
+    with pq.ParquetWriter(args["path"], schema, store_decimal_as_integer=True, **options) as w:
+        for batch in ipc_batches(args["source"]):
+            w.write_table(pa.Table.from_batches([batch]), row_group_size=row_group_size)
+            rows += batch.num_rows
+    seconds = time.perf_counter() - t0
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "files": 1,
+        "parquet_bytes": Path(args["path"]).stat().st_size,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Analytics against bare polars
+# --------------------------------------------------------------------------------------------
+
+
+@task
+def analytics_setup(args: dict[str, Any]) -> dict[str, Any]:
+    """Materialize analytics' inputs directly with ``shared.iceberg`` from stand-in data:
+    ``staging.stg_events`` (deduplicated events, partitioned by day on ``event_date``) and
+    ``marts.dim_users`` (latest version per user). No dbt: only the inputs' shape matters."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ingestion.standin import generate_events as gen
+    from ingestion.standin import generate_users_base
+    from shared.iceberg import open_catalog, write_table
+    from shared.settings import StandInSettings, load_settings
+
+    os.environ["DATA_PLATFORM_HOME"] = args["home"]
+    standin = StandInSettings(
+        users=int(args["users"]),
+        events_per_day=int(args["events_per_day"]),
+        days=int(args["days"]),
+        seed=int(args["seed"]),
+    )
+    catalog = open_catalog(load_settings())
+    t0 = time.perf_counter()
+
+    def stg_events_days() -> Iterator[pa.Table]:
+        for day in range(standin.days):
+            raw = gen(standin, day)
+            # stg_events keeps one row per event_id (the stand-in re-delivers ~0.4%).
+            # Raw ids are unique, so the smallest per event_id picks exactly one version.
+            keep = raw.group_by("event_id").aggregate([("_airbyte_raw_id", "min")])
+            raw = raw.filter(pc.is_in(raw["_airbyte_raw_id"], keep["_airbyte_raw_id_min"]))
+            raw = raw.sort_by("event_ts")
+            yield pa.table(
+                {
+                    "event_id": raw["event_id"],
+                    "user_id": raw["user_id"],
+                    "event_type": raw["event_type"],
+                    "event_ts": raw["event_ts"],
+                    "event_date": pc.cast(raw["event_ts"], pa.date32()),
+                    "amount": raw["amount"],
+                    "airbyte_raw_id": raw["_airbyte_raw_id"],
+                    "extracted_at": raw["_airbyte_extracted_at"],
+                }
+            )
+
+    first_day = next(stg_events_days())
+    events = write_table(
+        catalog,
+        "staging.stg_events",
+        stg_events_days,
+        mode="overwrite",
+        schema=first_day.schema,
+        partition_by_day="event_date",
+    )
+    base = generate_users_base(standin)
+    users = pa.table(
+        {
+            "user_id": base["id"],
+            "email": base["email"],
+            "full_name": base["name"],
+            "country": base["country"],
+            "plan": base["plan"],
+            "signed_up_at": base["signup_at"],
+            "updated_at": base["updated_at"],
+        }
+    )
+    dim = write_table(catalog, "marts.dim_users", users, mode="overwrite")
+    return {
+        "stg_events_rows": events.row_count,
+        "dim_users_rows": dim.row_count,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+@task
+def analytics_time(args: dict[str, Any]) -> dict[str, Any]:
+    """Time ``user_features`` and one day of ``daily_metrics``: through pyiceberg and the
+    platform's helpers (as the assets read), and as the same polars query on the same Parquet
+    files scanned directly. Alternates the two, after one untimed warm-up of each."""
+    import polars as pl
+
+    from analytics import features as feature_defs
+    from analytics import metrics as metric_defs
+    from analytics.io import read_upstream
+    from analytics.sources import DIM_USERS, STG_EVENTS
+    from shared.resources import IcebergCatalogResource
+
+    iceberg = IcebergCatalogResource(home=args["home"])
+    as_of = dt.date.fromisoformat(args["as_of"])
+    day = dt.date.fromisoformat(args["day"])
+    one = dt.timedelta(days=1)
+
+    def files(identifier: str) -> list[str]:
+        table = iceberg.load_table(identifier)
+        return [t.file.file_path.removeprefix("file://") for t in table.scan().plan_files()]
+
+    events_files, users_files = files(STG_EVENTS.identifier), files(DIM_USERS.identifier)
+
+    def scan(paths: list[str], upstream) -> pl.LazyFrame:
+        present = pl.scan_parquet(paths).collect_schema().names()
+        physical = upstream.resolve(present)
+        return pl.scan_parquet(paths).select([pl.col(p).alias(n) for n, p in physical.items()])
+
+    def utc(d: dt.date) -> dt.datetime:
+        return dt.datetime.combine(d, dt.time(), tzinfo=dt.UTC)
+
+    def in_window(column: str, start: dt.date | None, end: dt.date) -> pl.Expr:
+        expr = pl.col(column) < utc(end)
+        return expr if start is None else (pl.col(column) >= utc(start)) & expr
+
+    # --- user_features as of the last day (the asset with an explicit as_of_date) ---
+    def features_platform() -> pl.DataFrame:
+        events = read_upstream(
+            iceberg, STG_EVENTS, window_column="event_ts", end=as_of + one,
+            pruning_column="event_date",
+        )  # fmt: skip
+        users = read_upstream(iceberg, DIM_USERS)
+        return feature_defs.user_features(users.frame, events.frame, as_of).collect()
+
+    def features_polars() -> pl.DataFrame:
+        events = scan(events_files, STG_EVENTS).filter(in_window("event_ts", None, as_of + one))
+        users = scan(users_files, DIM_USERS)
+        return feature_defs.user_features(users, events, as_of).collect()
+
+    # --- daily_metrics of one day (the asset's partition run for that day) ---
+    def metrics_platform() -> pl.DataFrame:
+        events = read_upstream(
+            iceberg, STG_EVENTS, window_column="event_ts", start=day, end=day + one,
+            pruning_column="event_date",
+        )  # fmt: skip
+        users = read_upstream(
+            iceberg, DIM_USERS, window_column="signup_at", start=day, end=day + one
+        )
+        return metric_defs.daily_metrics(events.frame, users.frame, day, day + one).collect()
+
+    def metrics_polars() -> pl.DataFrame:
+        events = scan(events_files, STG_EVENTS).filter(in_window("event_ts", day, day + one))
+        users = scan(users_files, DIM_USERS).filter(in_window("signup_at", day, day + one))
+        return metric_defs.daily_metrics(events, users, day, day + one).collect()
+
+    out: dict[str, Any] = {"stg_events_files": len(events_files)}
+    reps = int(args["repeats"])
+    for name, platform, polars in (
+        ("user_features", features_platform, features_polars),
+        ("daily_metrics", metrics_platform, metrics_polars),
+    ):
+        t0 = time.perf_counter()
+        a = platform()
+        cold_platform = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        b = polars()
+        cold_polars = time.perf_counter() - t0
+        times: dict[str, list[float]] = {"platform": [], "polars": []}
+        for _ in range(reps):
+            for side, fn in (("platform", platform), ("polars", polars)):
+                t0 = time.perf_counter()
+                fn()
+                times[side].append(time.perf_counter() - t0)
+        out[name] = {
+            "rows_out": a.height,
+            "results_equal": a.equals(b),
+            "platform_seconds": _median(times["platform"]),
+            "polars_seconds": _median(times["polars"]),
+            "platform_all": [round(t, 4) for t in times["platform"]],
+            "polars_all": [round(t, 4) for t in times["polars"]],
+            "platform_cold_seconds": cold_platform,
+            "polars_cold_seconds": cold_polars,
+        }
+    out["profile"] = _analytics_profile(iceberg, as_of, one)
+    return out
+
+
+def _analytics_profile(iceberg, as_of: dt.date, one: dt.timedelta) -> dict[str, float]:
+    """Where the platform's user_features time goes: scan planning, reading to Arrow, the polars
+    conversion, the computation (median of 3 each)."""
+    import polars as pl
+
+    from analytics import features as feature_defs
+    from analytics.sources import DIM_USERS, STG_EVENTS
+    from shared.iceberg import read_table
+
+    catalog = iceberg.catalog()
+    parts: dict[str, list[float]] = {"plan_files": [], "to_arrow": [], "from_arrow": [],
+                                     "compute": []}  # fmt: skip
+    for _ in range(3):
+        t0 = time.perf_counter()
+        table = catalog.load_table(STG_EVENTS.identifier)
+        list(table.scan(selected_fields=STG_EVENTS.names).plan_files())
+        parts["plan_files"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        events = read_table(catalog, STG_EVENTS.identifier, columns=list(STG_EVENTS.names))
+        users = read_table(catalog, DIM_USERS.identifier)
+        parts["to_arrow"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ev = pl.from_arrow(events).lazy()
+        us = pl.from_arrow(users).lazy().rename({"signed_up_at": "signup_at"})
+        parts["from_arrow"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        feature_defs.user_features(us, ev, as_of).collect()
+        parts["compute"].append(time.perf_counter() - t0)
+    return {f"user_features_{k}_seconds": round(_median(v), 4) for k, v in parts.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Incremental cost
+# --------------------------------------------------------------------------------------------
+
+
+@task
+def incremental(args: dict[str, Any]) -> dict[str, Any]:
+    """Build history and time one new day after each history length (see bench_incremental)."""
+    from data_platform.bench_incremental import measure_incremental
+
+    return measure_incremental(
+        home=args["home"],
+        histories=[int(h) for h in args["histories"]],
+        users=int(args["users"]),
+        events_per_day=int(args["events_per_day"]),
+        seed=int(args["seed"]),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    name, raw_args, out = argv
+    args = json.loads(raw_args)
+    result = TASKS[name](args)
+    result.update(peak_rss_mib())
+    Path(out).write_text(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
