@@ -21,9 +21,6 @@ from dagster import (
     asset,
 )
 from pydantic import Field
-from shared.keys import table_identifier
-from shared.partitions import daily_partitions
-from shared.resources import IcebergCatalogResource
 
 from analytics import features as feature_defs
 from analytics import metrics as metric_defs
@@ -45,6 +42,9 @@ from analytics.sources import (
     STG_EVENTS,
     USER_FEATURES_KEY,
 )
+from shared.keys import table_identifier
+from shared.partitions import daily_partitions
+from shared.resources import IcebergCatalogResource
 
 _SAME_DAY = TimeWindowPartitionMapping()
 
@@ -105,7 +105,8 @@ def user_features(
     - ``active_days_7d`` / ``active_days_30d`` = distinct event_date in the window
     - ``page_views_30d``, ``clicks_30d``, ``add_to_carts_30d``, ``purchases_30d`` = count by
       event_type (page_view, click, add_to_cart, purchase) in 30d; ``purchases_total`` all time
-    - ``revenue_30d`` / ``revenue_total`` = sum(amount) of purchase events (0.0 if none)
+    - ``revenue_30d`` / ``revenue_total`` = sum(amount) of purchase events (0.0 if none),
+      rounded to 6 decimals
     - ``avg_order_value`` = revenue_total / purchases_total (null if no purchase)
     - ``is_active_7d`` = events_7d > 0, ``is_active_30d`` = events_30d > 0,
       ``has_purchased`` = purchases_total > 0, ``purchased_30d`` = purchases_30d > 0
@@ -196,7 +197,7 @@ def daily_metrics(
     - ``events_total`` = count of E_d (events with a null user_id included)
     - ``page_views``, ``clicks``, ``add_to_carts``, ``purchases`` = count of E_d by event_type
     - ``purchasers`` = count distinct non-null user_id of purchase events in E_d
-    - ``revenue`` = sum(amount) of purchase events in E_d (0.0 if none)
+    - ``revenue`` = sum(amount) of purchase events in E_d (0.0 if none), rounded to 6 decimals
     - ``signups`` = count distinct user_id of ``marts.dim_users`` with UTC date(signup_at) = d
     - ``conversion_rate`` = purchasers / active_users (null if 0 active users)
     - ``avg_order_value`` = revenue / purchases (null if no purchase)

@@ -7,11 +7,11 @@ resource.
 from __future__ import annotations
 
 from dagster import Definitions
-from shared.resources import IcebergCatalogResource
 
 from analytics.assets import daily_metrics, user_features
 from analytics.automation import analytics_automation_sensor
 from analytics.schedules import daily_metrics_job, daily_metrics_schedule
+from shared.resources import IcebergCatalogResource
 
 defs = Definitions(
     assets=[user_features, daily_metrics],

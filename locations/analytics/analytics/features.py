@@ -5,7 +5,8 @@ them). An event's day ``event_date`` is the UTC date of its ``event_ts``. ``D`` 
 events are the distinct event_ids of ``staging.stg_events`` with ``event_date <= D`` and a
 non-null user_id; "7d" means ``event_date`` in ``[D-6, D]`` and "30d"
 means ``event_date`` in ``[D-29, D]`` (both ends included, so the windows hold 7 and 30 days).
-Revenue is the sum of ``amount`` over ``purchase`` events (null amounts ignored, 0.0 if none).
+Revenue is the sum of ``amount`` over ``purchase`` events (null amounts ignored, 0.0 if none),
+rounded to 6 decimal places.
 
 Population: every user of ``marts.dim_users`` whose ``signup_at`` is null or falls on or before
 ``D`` (UTC date). A user without events gets 0 counts, 0.0 revenue and null event dates.
@@ -20,6 +21,7 @@ import polars as pl
 from analytics.frames import (
     count_if,
     dedupe_events,
+    money_sum,
     safe_ratio,
     utc_date,
     with_utc_event_date,
@@ -111,8 +113,8 @@ def user_features(users: pl.LazyFrame, events: pl.LazyFrame, as_of: dt.date) -> 
         add_to_carts_30d=count_if(in30 & (etype == "add_to_cart")),
         purchases_30d=count_if(in30 & is_purchase),
         purchases_total=count_if(is_purchase),
-        revenue_30d=pl.col("amount").filter(in30 & is_purchase).sum().cast(pl.Float64),
-        revenue_total=pl.col("amount").filter(is_purchase).sum().cast(pl.Float64),
+        revenue_30d=money_sum(pl.col("amount").filter(in30 & is_purchase)),
+        revenue_total=money_sum(pl.col("amount").filter(is_purchase)),
     )
     people = users.with_columns(
         user_id=pl.col("user_id").cast(pl.Int64), signup_date=utc_date(users, "signup_at")

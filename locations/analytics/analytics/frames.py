@@ -60,3 +60,13 @@ def safe_ratio(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
         .then(numerator.cast(pl.Float64) / denominator.cast(pl.Float64))
         .otherwise(None)
     )
+
+
+#: Decimal places kept on sums of money. Amounts are in cents; a float sum depends on the order of
+#: its terms in the last bits, so rounding makes a re-run (or another engine) give the same value.
+MONEY_DECIMALS = 6
+
+
+def money_sum(values: pl.Expr) -> pl.Expr:
+    """Sum of ``values`` (nulls ignored, 0.0 when empty) rounded to :data:`MONEY_DECIMALS`."""
+    return values.sum().cast(pl.Float64).round(MONEY_DECIMALS)

@@ -16,10 +16,10 @@ import pyarrow as pa
 from dagster import MetadataValue, TableColumn, TableSchema
 from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
 from pyiceberg.types import IcebergType, TimestampType, TimestamptzType
-from shared.iceberg import IcebergError, TableWriteResult
-from shared.resources import IcebergCatalogResource
 
 from analytics.sources import Upstream
+from shared.iceberg import IcebergError, TableWriteResult
+from shared.resources import IcebergCatalogResource
 
 
 @dataclass(frozen=True)

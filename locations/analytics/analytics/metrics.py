@@ -7,7 +7,8 @@ For each UTC day ``d`` of the window ``[start, end)`` (events: the distinct even
 * ``events_total``: events on ``d``; ``page_views``, ``clicks``, ``add_to_carts``, ``purchases``:
   events of each type on ``d``;
 * ``purchasers``: distinct non-null user_id with a ``purchase`` on ``d``;
-* ``revenue``: sum of ``amount`` over purchases on ``d`` (null amounts ignored, 0.0 if none);
+* ``revenue``: sum of ``amount`` over purchases on ``d`` (null amounts ignored, 0.0 if none),
+  rounded to 6 decimal places;
 * ``signups``: distinct users of ``marts.dim_users`` whose ``signup_at`` falls on ``d`` (UTC);
 * ``conversion_rate`` = purchasers / active_users, ``avg_order_value`` = revenue / purchases
   (null when the denominator is 0).
@@ -21,7 +22,7 @@ import datetime as dt
 
 import polars as pl
 
-from analytics.frames import count_if, dedupe_events, safe_ratio, utc_date
+from analytics.frames import count_if, dedupe_events, money_sum, safe_ratio, utc_date
 
 #: Output columns, in order, with their types: the table schema of analytics.daily_metrics.
 METRIC_SCHEMA: dict[str, pl.DataType] = {
@@ -68,7 +69,7 @@ def daily_metrics(
         add_to_carts=count_if(etype == "add_to_cart"),
         purchases=count_if(is_purchase),
         purchasers=pl.col("user_id").filter(is_purchase).drop_nulls().n_unique().cast(pl.Int64),
-        revenue=pl.col("amount").filter(is_purchase).sum().cast(pl.Float64),
+        revenue=money_sum(pl.col("amount").filter(is_purchase)),
     )
     signups = (
         users.with_columns(metric_date=utc_date(users, "signup_at"))

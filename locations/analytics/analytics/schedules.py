@@ -13,9 +13,9 @@ from dagster import (
     define_asset_job,
     schedule,
 )
-from shared.partitions import FIRST_DAY, daily_partitions
 
 from analytics.sources import DAILY_METRICS_KEY
+from shared.partitions import FIRST_DAY, daily_partitions
 
 #: Cron of the schedule, in :data:`SCHEDULE_TIMEZONE`.
 DAILY_METRICS_CRON = "0 6 * * *"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dagster import AssetKey
+
 from shared.keys import table_identifier, table_key
 
 

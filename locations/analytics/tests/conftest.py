@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
+
 from shared.iceberg import open_catalog, write_table
 from shared.settings import load_settings
 

@@ -6,9 +6,10 @@ import datetime as dt
 
 import polars as pl
 import pytest
+from dagster import DagsterInstance, materialize
+
 from analytics.assets import daily_metrics, user_features
 from analytics.sources import STG_EVENTS
-from dagster import DagsterInstance, materialize
 from shared.iceberg import read_table
 from shared.resources import IcebergCatalogResource
 

@@ -7,6 +7,14 @@ provides), and their materializations are reported to an instance as they would 
 from __future__ import annotations
 
 import pytest
+from dagster import (
+    AssetMaterialization,
+    AssetSpec,
+    DagsterInstance,
+    Definitions,
+    evaluate_automation_conditions,
+)
+
 from analytics.definitions import defs as analytics_defs
 from analytics.sources import (
     DAILY_METRICS_KEY,
@@ -14,13 +22,6 @@ from analytics.sources import (
     FCT_DAILY_EVENTS,
     STG_EVENTS,
     USER_FEATURES_KEY,
-)
-from dagster import (
-    AssetMaterialization,
-    AssetSpec,
-    DagsterInstance,
-    Definitions,
-    evaluate_automation_conditions,
 )
 from shared.partitions import daily_partitions
 

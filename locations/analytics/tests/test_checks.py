@@ -6,6 +6,8 @@ import datetime as dt
 
 import polars as pl
 import pytest
+from dagster import AssetCheckSeverity, DagsterInstance, materialize
+
 from analytics.assets import daily_metrics, user_features
 from analytics.checks import (
     check_daily_metrics,
@@ -14,7 +16,6 @@ from analytics.checks import (
 )
 from analytics.features import user_features as compute_features
 from analytics.metrics import daily_metrics as compute_metrics
-from dagster import AssetCheckSeverity, DagsterInstance, materialize
 from shared.resources import IcebergCatalogResource
 
 pytestmark = pytest.mark.filterwarnings("ignore")

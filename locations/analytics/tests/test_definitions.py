@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from dagster import BackfillPolicy, DefaultSensorStatus, Definitions
+
 from analytics.definitions import defs
 from analytics.sources import (
     DAILY_METRICS_KEY,
@@ -11,7 +13,6 @@ from analytics.sources import (
     STG_EVENTS,
     USER_FEATURES_KEY,
 )
-from dagster import BackfillPolicy, DefaultSensorStatus, Definitions
 from shared.partitions import daily_partitions
 
 pytestmark = pytest.mark.filterwarnings("ignore")

@@ -6,6 +6,7 @@ import datetime as dt
 
 import polars as pl
 import pytest
+
 from analytics.features import FEATURE_SCHEMA, latest_event_date, user_features
 
 D = dt.date

@@ -6,9 +6,10 @@ import datetime as dt
 
 import pyarrow as pa
 import pytest
+from pyiceberg.types import DateType, TimestampType, TimestamptzType
+
 from analytics.io import day_range_filter, read_upstream
 from analytics.sources import DIM_USERS, FCT_DAILY_EVENTS, STG_EVENTS
-from pyiceberg.types import DateType, TimestampType, TimestamptzType
 from shared.iceberg import IcebergError, write_table
 from shared.resources import IcebergCatalogResource
 

@@ -6,6 +6,7 @@ import datetime as dt
 
 import polars as pl
 import pytest
+
 from analytics.metrics import METRIC_SCHEMA, daily_metrics, days_in
 
 D = dt.date

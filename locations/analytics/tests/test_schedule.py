@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from analytics.schedules import daily_metrics_schedule, partition_for_tick
 from dagster import DefaultScheduleStatus, RunRequest, SkipReason, build_schedule_context
+
+from analytics.schedules import daily_metrics_schedule, partition_for_tick
 
 
 def test_tick_requests_yesterdays_partition():
