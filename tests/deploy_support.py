@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import os
 import re
 import shlex
 import sys
@@ -124,14 +125,32 @@ class DockerIgnore:
         return excluded
 
     def context_files(self, root: Path) -> list[str]:
-        """Repo-relative files that reach the build context."""
+        """Repo-relative files that reach the build context.
+
+        Walks like the Docker client, but skips folders that are excluded and that no `!` rule
+        could re-include (.git, .venv, ...), which keeps this fast."""
+        negations = [regex.pattern for negate, regex in self.rules if negate]
+
+        def may_reinclude(folder: str) -> bool:
+            inside = "^" + re.escape(folder + "/")
+            wildcard = ("^[^/]*", "^.*", "^(?:.*/)?")
+            return any(p.startswith(inside) or p.startswith(wildcard) for p in negations)
+
         files = []
-        for path in root.rglob("*"):
-            rel = path.relative_to(root).as_posix()
-            if rel.startswith(".git/") or rel == ".git":
-                continue
-            if path.is_file() and not self.excluded(rel):
-                files.append(rel)
+        for dirpath, dirnames, filenames in os.walk(root):
+            rel_dir = Path(dirpath).relative_to(root).as_posix()
+            rel_dir = "" if rel_dir == "." else rel_dir
+            keep = []
+            for d in dirnames:
+                rel = f"{rel_dir}/{d}" if rel_dir else d
+                if d == ".git" or (self.excluded(rel) and not may_reinclude(rel)):
+                    continue
+                keep.append(d)
+            dirnames[:] = keep
+            for name in filenames:
+                rel = f"{rel_dir}/{name}" if rel_dir else name
+                if not self.excluded(rel):
+                    files.append(rel)
         return sorted(files)
 
 
