@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pytest
-from shared.settings import Secret
 
-from shared import monitoring as mon
+import shared.monitoring as mon
+from shared.settings import Secret
 
 
 class _StandInHTTP:
