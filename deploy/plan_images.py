@@ -161,8 +161,8 @@ def changed_files(base: str | None, head: str, root: Path = REPO_ROOT) -> list[s
 
 
 def _matrix_entry(location: dict) -> dict:
-    keys = ("name", "package", "module", "port", "image", "dockerfile")
-    return {k: location[k] for k in keys}
+    keys = ("name", "package", "module", "port", "image", "dockerfile", "prepare")
+    return {k: location.get(k, "") for k in keys}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ def _grpc_args(values_file: Path) -> tuple[dict, list[str]]:
 def test_registry_entries_are_complete_and_unique():
     registry = plan.load_registry(REPO)
     assert LOCATIONS, "deploy/locations.toml lists no location"
-    keys = ("name", "package", "module", "port", "image", "dockerfile", "extra_inputs")
+    keys = ("name", "package", "module", "port", "image", "dockerfile", "prepare", "extra_inputs")
     for loc in LOCATIONS:
         missing = [k for k in keys if k not in loc]
         assert not missing, f"{loc.get('name')}: missing {missing}"
@@ -112,6 +112,12 @@ def test_dockerfile_matches_the_registry(name):
     for sync in syncs:
         assert f"--package {loc['package']} --frozen --no-dev" in sync, sync
         assert "--package shared --extra k8s" in sync, "k8s packages (dagster-postgres/k8s)"
+    runs = [i.args for i in instructions if i.keyword == "RUN"]
+    if loc["prepare"]:
+        # CI's test job runs the same step (matrix.location.prepare) before the tests.
+        assert any(r.startswith(loc["prepare"]) for r in runs), (
+            f"{loc['dockerfile']} does not RUN the registry's prepare step {loc['prepare']!r}"
+        )
 
 
 @pytest.mark.parametrize("name", list(BY_NAME))
