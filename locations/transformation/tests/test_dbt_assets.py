@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import polars as pl
-import pytest
+import raw_fixture
 from dagster import AssetKey, DagsterInstance, materialize
 
-import raw_fixture
 from shared.iceberg import read_table, write_table
-from transformation.definitions import defs
 from transformation.assets import dbt_daily_models, dbt_models
+from transformation.definitions import defs
 
 RESOURCES = defs.resources
 
@@ -42,7 +39,13 @@ def stg_events(catalog) -> dict[str, tuple]:
     df = table(catalog, "staging.stg_events")
     assert df["event_id"].n_unique() == df.height, "stg_events has duplicated event_ids"
     return {
-        r["event_id"]: (r["user_id"], r["event_type"], r["event_date"].isoformat(), r["amount"], r["airbyte_raw_id"])
+        r["event_id"]: (
+            r["user_id"],
+            r["event_type"],
+            r["event_date"].isoformat(),
+            r["amount"],
+            r["airbyte_raw_id"],
+        )
         for r in df.iter_rows(named=True)
     }
 
@@ -51,7 +54,10 @@ def fct(catalog) -> dict[tuple, tuple]:
     df = table(catalog, "marts.fct_daily_events")
     assert df["daily_event_key"].n_unique() == df.height
     return {
-        (r["event_date"].isoformat(), r["user_id"], r["event_type"]): (r["event_count"], r["revenue"])
+        (r["event_date"].isoformat(), r["user_id"], r["event_type"]): (
+            r["event_count"],
+            r["revenue"],
+        )
         for r in df.iter_rows(named=True)
     }
 
@@ -60,8 +66,13 @@ def dim(catalog) -> dict[int, tuple]:
     df = table(catalog, "marts.dim_users")
     return {
         r["user_id"]: (
-            r["plan"], r["email"], r["event_count"], r["active_days"], r["purchase_count"],
-            r["total_revenue"], r["is_active"],
+            r["plan"],
+            r["email"],
+            r["event_count"],
+            r["active_days"],
+            r["purchase_count"],
+            r["total_revenue"],
+            r["is_active"],
         )
         for r in df.iter_rows(named=True)
     }
@@ -108,37 +119,38 @@ def test_build_incremental_days_late_rows_and_rerun(catalog, home):
     assert checks[("staging/stg_events", "unique_stg_events_event_id")] is True
     assert checks[("marts/fct_daily_events", "assert_fct_daily_events_reconciles_with_stg_events")]
 
-    # A later sync: e5 (Jan 2) arrives late and e2 is delivered again. Process day 3, then re-run
-    # day 2: it picks up e5, replaces Jan 2 and leaves Jan 1 alone.
+    # A later sync: e5 (Jan 2) arrives late and e2 is delivered a third time. One run of the range
+    # Jan 2..Jan 3 re-runs Jan 2 (picks up e5, replaces the day: e4 is not duplicated) and adds
+    # Jan 3; Jan 1 is not in the window, so its rows stay as they were.
     raw_fixture.write_raw(catalog, events=raw_fixture.EVENTS_SYNC_2, users=False)
-    assert run_daily(instance, "2026-01-03", "2026-01-03").success
-    for _ in range(2):  # re-running the same day twice changes nothing the second time
-        assert run_daily(instance, "2026-01-02", "2026-01-02").success
-        full = run_full(instance)
-        assert full.success
-        assert stg_events(catalog) == {
-            "e1": (1, "page_view", "2026-01-01", None, "r1"),
-            "e2": (1, "purchase", "2026-01-01", 20.0, "r2b"),  # Jan 1 not re-run
-            "e3": (2, "click", "2026-01-01", None, "r3"),
-            "e4": (2, "purchase", "2026-01-02", 5.5, "r4"),
-            "e5": (1, "purchase", "2026-01-02", 7.25, "r5"),
-            "e6": (4, "add_to_cart", "2026-01-03", None, "r6"),
-        }
-        assert fct(catalog) == {
-            ("2026-01-01", 1, "page_view"): (1, 0.0),
-            ("2026-01-01", 1, "purchase"): (1, 20.0),
-            ("2026-01-01", 2, "click"): (1, 0.0),
-            ("2026-01-02", 1, "purchase"): (1, 7.25),
-            ("2026-01-02", 2, "purchase"): (1, 5.5),
-            ("2026-01-03", 4, "add_to_cart"): (1, 0.0),
-        }
-        assert dim(catalog) == {
-            1: ("pro", "ann@example.com", 3, 2, 2, 27.25, True),
-            2: ("enterprise", "bob@example.com", 2, 2, 1, 5.5, True),
-            3: ("free", "cy@example.com", 0, 0, 0, 0.0, False),
-        }
-        # User 4 has events but no user row yet (late-arriving dimension): a warning check.
-        assert check_results(full)[("marts/dim_users", "assert_event_users_exist_in_dim_users")] is False
+    assert run_daily(instance, "2026-01-02", "2026-01-03").success
+    full = run_full(instance)
+    assert full.success
+    assert stg_events(catalog) == {
+        "e1": (1, "page_view", "2026-01-01", None, "r1"),
+        "e2": (1, "purchase", "2026-01-01", 20.0, "r2b"),  # Jan 1 not re-run
+        "e3": (2, "click", "2026-01-01", None, "r3"),
+        "e4": (2, "purchase", "2026-01-02", 5.5, "r4"),
+        "e5": (1, "purchase", "2026-01-02", 7.25, "r5"),
+        "e6": (4, "add_to_cart", "2026-01-03", None, "r6"),
+    }
+    assert fct(catalog) == {
+        ("2026-01-01", 1, "page_view"): (1, 0.0),
+        ("2026-01-01", 1, "purchase"): (1, 20.0),
+        ("2026-01-01", 2, "click"): (1, 0.0),
+        ("2026-01-02", 1, "purchase"): (1, 7.25),
+        ("2026-01-02", 2, "purchase"): (1, 5.5),
+        ("2026-01-03", 4, "add_to_cart"): (1, 0.0),
+    }
+    assert dim(catalog) == {
+        1: ("pro", "ann@example.com", 3, 2, 2, 27.25, True),
+        2: ("enterprise", "bob@example.com", 2, 2, 1, 5.5, True),
+        3: ("free", "cy@example.com", 0, 0, 0, 0.0, False),
+    }
+    # User 4 has events but no user row yet (late-arriving dimension): a warning check.
+    assert (
+        check_results(full)[("marts/dim_users", "assert_event_users_exist_in_dim_users")] is False
+    )
 
     # The materializations name their Iceberg tables and snapshots.
     mat = instance.get_latest_materialization_event(AssetKey(["marts", "fct_daily_events"]))
@@ -151,11 +163,16 @@ def test_failing_dbt_test_is_a_failed_asset_check(catalog, home):
     raw_fixture.write_raw(catalog)
     bad = raw_fixture.users_table().to_pylist()
     bad[-1]["plan"] = "platinum"  # not an accepted plan
-    write_table(catalog, "raw.users", raw_fixture.pa.Table.from_pylist(bad, schema=raw_fixture.USERS_SCHEMA))
+    write_table(
+        catalog, "raw.users", raw_fixture.pa.Table.from_pylist(bad, schema=raw_fixture.USERS_SCHEMA)
+    )
 
     result = run_full(DagsterInstance.ephemeral())
     checks = check_results(result)
-    assert checks[("staging/stg_users", "accepted_values_stg_users_plan__free__pro__enterprise")] is False
+    assert (
+        checks[("staging/stg_users", "accepted_values_stg_users_plan__free__pro__enterprise")]
+        is False
+    )
     assert checks[("staging/stg_users", "unique_stg_users_user_id")] is True
     # An error-severity test fails the step (dbt build exits non-zero) and blocks dim_users.
     assert not result.success

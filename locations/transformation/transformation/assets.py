@@ -13,7 +13,6 @@ Keys name the Iceberg tables (``[schema, model]``, shared.keys); dbt sources map
 location's ``raw/*`` keys through their ``meta.dagster.asset_key``.
 """
 
-
 import datetime as dt
 import json
 from collections.abc import Iterator, Mapping
@@ -25,7 +24,12 @@ from dagster import (
     BackfillPolicy,
     Output,
 )
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    dbt_assets,
+)
 
 from shared.keys import table_identifier, table_key
 from shared.partitions import daily_partitions
@@ -75,9 +79,9 @@ def window_vars(start: dt.datetime, end: dt.datetime) -> dict[str, str]:
     {'window_start': '2026-01-01', 'window_end': '2026-01-15'}
     """
     start_day, end_day = start.date(), end.date()
-    if start != dt.datetime.combine(start_day, dt.time(), start.tzinfo) or end != dt.datetime.combine(
-        end_day, dt.time(), end.tzinfo
-    ):
+    if start != dt.datetime.combine(
+        start_day, dt.time(), start.tzinfo
+    ) or end != dt.datetime.combine(end_day, dt.time(), end.tzinfo):
         raise ValueError(f"partition window {start}..{end} is not whole UTC days")
     if start_day >= end_day:
         raise ValueError(f"empty partition window {start}..{end}")
@@ -112,7 +116,9 @@ def run_dbt(
     invocation = dbt.cli(args, context=context)
     for event in invocation.stream():
         if isinstance(event, Output):
-            event = event.with_metadata({**event.metadata, **_iceberg_metadata(context, iceberg, event)})
+            event = event.with_metadata(
+                {**event.metadata, **_iceberg_metadata(context, iceberg, event)}
+            )
         yield event
 
 
@@ -165,6 +171,8 @@ def dbt_daily_models(
     name="dbt_models",
     dagster_dbt_translator=TRANSLATOR,
 )
-def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, iceberg: IcebergCatalogResource):
+def dbt_models(
+    context: AssetExecutionContext, dbt: DbtCliResource, iceberg: IcebergCatalogResource
+):
     """Unpartitioned dbt models (stg_users, dim_users), rebuilt in full from the Iceberg tables."""
     yield from run_dbt(context, dbt, iceberg, {})
