@@ -10,16 +10,25 @@ def dedupe_events(events: pl.LazyFrame) -> pl.LazyFrame:
 
     ``staging.stg_events`` is already deduplicated; this guard makes every figure of analytics
     defined on distinct event_ids even if an upstream ever delivers a duplicate (at-least-once
-    sync). The kept row is the first by ``(event_id, event_date, user_id, event_type)`` so the
-    choice does not depend on file order. ``event_date`` is first set from ``event_ts`` (UTC)
-    when the frame has it (:func:`with_utc_event_date`).
+    sync). Among the rows of a duplicated event_id, the kept one is the first by
+    ``(event_id, event_date, user_id, event_type)``, so the choice does not depend on file order.
+    Only duplicated ids are sorted (sorting every string id cost 3x the whole feature query).
+    ``event_date`` is first set from ``event_ts`` (UTC) when the frame has it
+    (:func:`with_utc_event_date`).
     """
-    return (
+    flag = "__analytics_duplicated"
+    flagged = (
         with_utc_event_date(events)
         .filter(pl.col("event_id").is_not_null())
+        .with_columns(pl.col("event_id").is_duplicated().alias(flag))
+        .cache()
+    )
+    duplicated = (
+        flagged.filter(pl.col(flag))
         .sort(["event_id", "event_date", "user_id", "event_type"], nulls_last=True)
         .unique(subset=["event_id"], keep="first", maintain_order=True)
     )
+    return pl.concat([flagged.filter(~pl.col(flag)), duplicated]).drop(flag)
 
 
 def with_utc_event_date(events: pl.LazyFrame) -> pl.LazyFrame:
