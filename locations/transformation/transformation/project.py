@@ -42,9 +42,8 @@ DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
 dbt_project = DbtProject(
     project_dir=DBT_PROJECT_DIR,
     profiles_dir=DBT_PROJECT_DIR,
-    # The manifest is parsed with the local target: parsing needs no server for either target,
-    # and the asset graph does not depend on the target.
-    target="duckdb",
+    # No target here: each run passes --target from shared.settings (transformation.assets), and
+    # the asset graph does not depend on the target.
 )
 # `dagster dev` sets DAGSTER_IS_DEV_CLI: re-parse on load so edits to models show up.
 dbt_project.prepare_if_dev()

@@ -1,0 +1,91 @@
+"""The dbt-duckdb Iceberg plugin's write path, without dbt."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shared.iceberg import read_table
+from transformation.duckdb_iceberg import (
+    IcebergStoreError,
+    local_path,
+    scan_sql,
+    settings_for,
+    store_batch,
+)
+
+
+def batch(tmp_path, days: list[int], value: int):
+    path = tmp_path / f"batch-{value}.parquet"
+    table = pa.table(
+        {
+            "event_date": pa.array([dt.date(2026, 1, d) for d in days], pa.date32()),
+            "n": pa.array([value] * len(days), pa.int64()),
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def rows(catalog):
+    t = read_table(catalog, "staging.t").sort_by("event_date")
+    return list(zip(t["event_date"].to_pylist(), t["n"].to_pylist(), strict=True))
+
+
+def test_window_overwrite_replaces_only_its_days(catalog, tmp_path):
+    store_batch(
+        catalog, "staging.t", batch(tmp_path, [1, 2, 3], 1), day_partition_column="event_date"
+    )
+    window = {"window_start": "2026-01-02", "window_end": "2026-01-03"}
+    for _ in range(2):  # a re-run replaces the day, never duplicates it
+        store_batch(
+            catalog,
+            "staging.t",
+            batch(tmp_path, [2, 2], 2),
+            day_partition_column="event_date",
+            **window,
+        )
+        d = dt.date
+        assert rows(catalog) == [
+            (d(2026, 1, 1), 1),
+            (d(2026, 1, 2), 2),
+            (d(2026, 1, 2), 2),
+            (d(2026, 1, 3), 1),
+        ]
+    # An empty batch empties its window.
+    store_batch(
+        catalog, "staging.t", batch(tmp_path, [], 3), day_partition_column="event_date", **window
+    )
+    assert [r[0].day for r in rows(catalog)] == [1, 3]
+    assert catalog.load_table("staging.t").spec().fields[0].name == "event_date_day"
+
+
+def test_rows_outside_the_window_are_refused(catalog, tmp_path):
+    with pytest.raises(IcebergStoreError, match="outside the window"):
+        store_batch(
+            catalog,
+            "staging.t",
+            batch(tmp_path, [1, 5], 1),
+            day_partition_column="event_date",
+            window_start="2026-01-01",
+            window_end="2026-01-02",
+        )
+
+
+def test_scan_sql_reads_data_files_in_place_or_copies(catalog, tmp_path):
+    store_batch(catalog, "staging.t", batch(tmp_path, [1], 1))
+    sql = scan_sql(catalog.load_table("staging.t"), tmp_path / "scratch")
+    assert sql.startswith("read_parquet([") and "union_by_name" in sql
+    store_batch(catalog, "staging.t", batch(tmp_path, [], 1))  # empty table: a scratch copy
+    assert str(tmp_path / "scratch") in scan_sql(
+        catalog.load_table("staging.t"), tmp_path / "scratch"
+    )
+
+
+def test_helpers(tmp_path):
+    assert local_path("file:///a/b%20c.parquet") == "/a/b c.parquet"
+    assert local_path("s3://bucket/key") is None
+    assert settings_for(str(tmp_path), {}).home == tmp_path.resolve()
