@@ -69,6 +69,17 @@ class Bench:
     quick: bool
     work: Path
     log: Callable[[str], None]
+    #: Multiplies every data size (tests run the real code on tiny data); 1.0 in the CLI.
+    scale: float = 1.0
+    #: Overrides the mode's number of repeats (tests); None keeps the mode's.
+    repeats: int | None = None
+
+    def n(self, size: int) -> int:
+        """``size`` scaled, at least 1."""
+        return max(1, int(size * self.scale))
+
+    def reps(self, quick: int, full: int) -> int:
+        return self.repeats or (quick if self.quick else full)
 
     def worker(self, task: str, args: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
         """Run ``bench_worker`` task in a fresh process; its JSON result (with peak RSS)."""
@@ -86,6 +97,15 @@ class Bench:
         result["process_seconds"] = time.perf_counter() - started
         out.unlink()
         return result
+
+    def cleanup(self, path: Path) -> None:
+        """Delete a measurement's files (kept when DATA_PLATFORM_BENCH_KEEP is set)."""
+        if os.environ.get("DATA_PLATFORM_BENCH_KEEP"):
+            return
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def record(
@@ -142,14 +162,14 @@ def _median(values: Iterable[float]) -> float:
 
 
 def bench_ingestion(b: Bench) -> Iterable[dict[str, Any]]:
-    sizes = [1_000_000] if b.quick else [1_000_000, 10_000_000]
-    repeats = 2 if b.quick else 3
+    sizes = [b.n(1_000_000)] if b.quick else [b.n(1_000_000), b.n(10_000_000)]
+    repeats = b.reps(2, 3)
     from data_platform.bench_worker import pyiceberg_parquet_options
 
     options = pyiceberg_parquet_options()
     for rows in sizes:
-        per_day = 100_000
-        users = max(1_000, rows // 100)
+        per_day = b.n(100_000)
+        users = max(b.n(1_000), rows // 100)
         source = b.work / f"events-{rows}.arrow"
         b.log(
             f"ingestion: generating {rows:,} raw events ({rows // per_day} days) with the stand-in"
@@ -181,8 +201,8 @@ def bench_ingestion(b: Bench) -> Iterable[dict[str, Any]]:
                     {"source": str(source), "home": str(home), "identifier": "raw.events"},
                 )
             )
-            shutil.rmtree(home, ignore_errors=True)
-            (b.work / f"baseline-{rows}-{rep}.parquet").unlink(missing_ok=True)
+            b.cleanup(home)
+            b.cleanup(b.work / f"baseline-{rows}-{rep}.parquet")
 
         def summary(side: list[dict[str, Any]], rows: int = rows) -> dict[str, Any]:
             seconds = _median(r["seconds"] for r in side)
@@ -225,7 +245,7 @@ def bench_ingestion(b: Bench) -> Iterable[dict[str, Any]]:
             ("peak_rss_mib", "peak_rss_mib"),
             {"op": "<=", "value": 2048, "of": "figures.peak_rss_mib"},
         )
-        source.unlink(missing_ok=True)
+        b.cleanup(source)
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,9 +257,9 @@ def bench_analytics(b: Bench) -> Iterable[dict[str, Any]]:
     from shared.partitions import day_of
 
     days = 30
-    per_day = 10_000 if b.quick else 100_000
-    users = 2_000 if b.quick else 20_000
-    repeats = 2 if b.quick else 3
+    per_day = b.n(10_000 if b.quick else 100_000)
+    users = b.n(2_000 if b.quick else 20_000)
+    repeats = b.reps(3, 3)
     home = b.work / "analytics-home"
     b.log(f"analytics: materializing stg_events ({days} days x {per_day:,}) and dim_users")
     setup = b.worker(
@@ -286,7 +306,7 @@ def bench_analytics(b: Bench) -> Iterable[dict[str, Any]]:
             ("seconds", "seconds"),
             {"op": "<=", "value": 1.3},
         )
-    shutil.rmtree(home, ignore_errors=True)
+    b.cleanup(home)
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,8 +316,8 @@ def bench_analytics(b: Bench) -> Iterable[dict[str, Any]]:
 
 def bench_incremental(b: Bench) -> Iterable[dict[str, Any]]:
     histories = [1, 3, 7] if b.quick else [1, 30, 180]
-    per_day = 2_000 if b.quick else 20_000
-    users = 500 if b.quick else 5_000
+    per_day = b.n(2_000 if b.quick else 20_000)
+    users = b.n(500 if b.quick else 5_000)
     home = b.work / "incremental-home"
     b.log(f"incremental: one new day after {histories} days of history ({per_day:,} events/day)")
     result = b.worker(
@@ -325,7 +345,7 @@ def bench_incremental(b: Bench) -> Iterable[dict[str, Any]]:
             ("seconds", "seconds"),
             {"op": "<=", "value": 1.3},
         )  # fmt: skip
-    shutil.rmtree(home, ignore_errors=True)
+    b.cleanup(home)
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,7 +421,7 @@ def _parse_importtime(stderr: str) -> dict[str, int]:
 
 
 def bench_load_time(b: Bench) -> Iterable[dict[str, Any]]:
-    repeats = 1 if b.quick else 3
+    repeats = b.reps(1, 3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATA_PLATFORM_")}
     env["DATA_PLATFORM_HOME"] = str(b.work / "load-home")
     targets = {"dagster": "dagster", **{loc: f"{loc}.definitions" for loc in LOCATIONS}}
@@ -424,7 +444,7 @@ def bench_load_time(b: Bench) -> Iterable[dict[str, Any]]:
             "network_calls": attempts,
             "import_error": next((r["error"] for r in runs if r["error"]), None),
         }
-        if seconds - bare > 1.5 or not b.quick:
+        if not b.quick:  # -X importtime: where the added time goes
             if dagster_modules is None:
                 proc = subprocess.run(
                     [sys.executable, "-X", "importtime", "-c", "import dagster"],
@@ -654,7 +674,7 @@ def bench_install(b: Bench) -> Iterable[dict[str, Any]]:
             "foreign_dependencies": foreign,
             "foreign_dependency_count": len(foreign),
         }
-        shutil.rmtree(target, ignore_errors=True)
+        b.cleanup(target)
     base = envs["transformation"]
     for loc in LOCATIONS:
         target: dict[str, Any] = {"op": "==", "value": 0, "of": "figures.foreign_dependency_count"}
@@ -689,8 +709,10 @@ def run_bench(quick: bool, output: str, only: list[str] | None = None) -> int:
     names = list(only) if only else list(MEASUREMENTS)
     unknown = [n for n in names if n not in RUNNERS]
     if unknown:
-        print(f"bench: unknown measurement(s) {unknown}; choose from {list(MEASUREMENTS)}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"bench: unknown measurement(s) {unknown}; choose from {list(MEASUREMENTS)}",
+            file=sys.stderr,
+        )
         return 2
     out_path = Path(output).resolve()
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -699,29 +721,34 @@ def run_bench(quick: bool, output: str, only: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     def log(message: str) -> None:
-        print(f"[bench {time.perf_counter() - started:6.1f}s] {message}", file=sys.stderr,
-              flush=True)  # fmt: skip
+        elapsed = time.perf_counter() - started
+        print(f"[bench {elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
 
-    bench = Bench(quick=quick, work=work, log=log)
-    errors = 0
     try:
-        with out_path.open("w") as out:
-            for name in names:
-                try:
-                    for rec in RUNNERS[name](bench):
-                        rec = {**rec, "mode": "quick" if quick else "full"}
-                        line = json.dumps(rec, default=str)
-                        print(line, flush=True)
-                        out.write(line + "\n")
-                        out.flush()
-                except Exception as exc:  # report and go on with the other measurements
-                    errors += 1
-                    log(f"{name} failed: {exc}\n{traceback.format_exc()}")
-                    line = json.dumps({"name": name, "error": str(exc)[-2000:], "met": False})
-                    print(line, flush=True)
-                    out.write(line + "\n")
+        errors = run_measurements(Bench(quick=quick, work=work, log=log), names, out_path)
     finally:
         if not os.environ.get("DATA_PLATFORM_BENCH_KEEP"):
             shutil.rmtree(work, ignore_errors=True)
     log(f"done: results in {out_path}")
     return 1 if errors else 0
+
+
+def run_measurements(bench: Bench, names: list[str], out_path: Path) -> int:
+    """Run ``names``, printing each record and writing it to ``out_path``; the error count."""
+    errors = 0
+    with out_path.open("w") as out:
+        for name in names:
+            try:
+                for rec in RUNNERS[name](bench):
+                    rec = {**rec, "mode": "quick" if bench.quick else "full"}
+                    line = json.dumps(rec, default=str)
+                    print(line, flush=True)
+                    out.write(line + "\n")
+                    out.flush()
+            except Exception as exc:  # report, and go on with the other measurements
+                errors += 1
+                bench.log(f"{name} failed: {exc}\n{traceback.format_exc()}")
+                line = json.dumps({"name": name, "error": str(exc)[-2000:], "met": False})
+                print(line, flush=True)
+                out.write(line + "\n")
+    return errors
