@@ -43,9 +43,9 @@ from dagster_airbyte.resources import AirbyteClient
 from dagster_airbyte.translator import AirbyteJob, AirbyteWorkspaceData
 from dagster_airbyte.types import AirbyteOutput
 from dagster_shared.utils.cached_method import cached_method
-from shared.keys import table_key
 
 from ingestion.streams import RAW_NAMESPACE, STREAMS_BY_NAME
+from shared.keys import table_key
 
 #: Statuses of a job that is still going (public API ``JobStatusEnum``).
 IN_PROGRESS = ("pending", "queued", "running", "incomplete")

@@ -22,10 +22,10 @@ from dagster import (
     multi_asset,
 )
 from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
-from shared.resources import IcebergCatalogResource
 
 from ingestion.resources import AirbyteSyncResource
 from ingestion.streams import RAW_NAMESPACE, STREAMS, RawStream, stream_for_key
+from shared.resources import IcebergCatalogResource
 
 
 def column_schema(stream: RawStream) -> TableSchema:

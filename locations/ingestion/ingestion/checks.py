@@ -29,16 +29,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import (
+    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
+    AssetCheckSpec,
     MetadataValue,
-    asset_check,
+    multi_asset_check,
 )
 from pyiceberg.expressions import EqualTo
-from shared.resources import IcebergCatalogResource
 
 from ingestion.streams import STREAMS, RawStream
+from shared.resources import IcebergCatalogResource
 
 # ---- pure checks -----------------------------------------------------------------------------
 
@@ -141,151 +143,167 @@ def schema_drift(
 # ---- asset checks ----------------------------------------------------------------------------
 
 
-def _unreadable(stream: RawStream, exc: Exception) -> AssetCheckResult:
+def _unreadable(exc: Exception, identifier: str) -> AssetCheckResult:
     return AssetCheckResult(
         passed=False,
         severity=AssetCheckSeverity.WARN,
-        description=f"Could not read Iceberg table {stream.identifier}: {exc}",
+        description=f"Could not read Iceberg table {identifier}: {exc}",
         metadata={"error": str(exc)[:1000]},
     )
 
 
-def _guarded(stream: RawStream, body: Callable[[], AssetCheckResult]) -> AssetCheckResult:
-    try:
-        return body()
-    except Exception as exc:  # catalog down, table missing, settings incomplete
-        return _unreadable(stream, exc)
-
-
-def build_checks(stream: RawStream) -> list[AssetChecksDefinition]:
-    """The four raw-table checks of ``stream``."""
-    prefix = f"raw_{stream.name}"
-
-    @asset_check(
-        asset=stream.key,
-        name=f"{prefix}_primary_key_not_null",
-        description=f"Every row of {stream.identifier} has its primary key "
-        f"({', '.join(stream.primary_key)}).",
-    )
-    def primary_key_not_null(iceberg: IcebergCatalogResource) -> AssetCheckResult:
-        def body() -> AssetCheckResult:
-            table = iceberg.read(stream.identifier, columns=stream.primary_key)
-            nulls = null_counts(table, stream.primary_key)
-            return AssetCheckResult(
-                passed=not any(nulls.values()),
-                severity=AssetCheckSeverity.ERROR,
-                metadata={
-                    "rows": MetadataValue.int(table.num_rows),
-                    **{f"null_{c}": MetadataValue.int(n) for c, n in nulls.items()},
-                },
-            )
-
-        return _guarded(stream, body)
-
-    unique_keys: list[tuple[str, ...]] = [("_airbyte_raw_id",)]
+def unique_keys(stream: RawStream) -> list[tuple[str, ...]]:
+    """The column sets that must be unique in the raw table (see the module docstring)."""
+    keys: list[tuple[str, ...]] = [("_airbyte_raw_id",)]
     if stream.unique_version_key != ("_airbyte_raw_id",):
-        unique_keys.append(stream.unique_version_key)
+        keys.append(stream.unique_version_key)
+    return keys
 
-    @asset_check(
-        asset=stream.key,
-        name=f"{prefix}_primary_key_unique",
+
+def check_primary_key_not_null(stream: RawStream, iceberg: IcebergCatalogResource):
+    table = iceberg.read(stream.identifier, columns=stream.primary_key)
+    nulls = null_counts(table, stream.primary_key)
+    return AssetCheckResult(
+        passed=not any(nulls.values()),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "rows": MetadataValue.int(table.num_rows),
+            **{f"null_{c}": MetadataValue.int(n) for c, n in nulls.items()},
+        },
+    )
+
+
+def check_primary_key_unique(stream: RawStream, iceberg: IcebergCatalogResource):
+    keys = unique_keys(stream)
+    columns = sorted({c for k in (*keys, stream.primary_key) for c in k})
+    table = iceberg.read(stream.identifier, columns=columns)
+    metadata: dict[str, Any] = {"rows": MetadataValue.int(table.num_rows)}
+    passed = True
+    for key in keys:
+        n, sample = duplicate_groups(table, key)
+        name = "_".join(k.lstrip("_") for k in key)
+        metadata[f"duplicate_{name}"] = MetadataValue.int(n)
+        if n:
+            passed = False
+            metadata[f"duplicate_{name}_examples"] = MetadataValue.json(sample)
+    n_pk, _ = duplicate_groups(table, stream.primary_key)
+    metadata["repeated_primary_keys_info"] = MetadataValue.int(n_pk)
+    return AssetCheckResult(passed=passed, severity=AssetCheckSeverity.ERROR, metadata=metadata)
+
+
+def check_freshness(stream: RawStream, iceberg: IcebergCatalogResource):
+    snapshot = iceberg.load_table(stream.identifier).current_snapshot()
+    last = dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=dt.UTC) if snapshot else None
+    result = freshness(last, dt.datetime.now(dt.UTC), stream.freshness)
+    metadata: dict[str, Any] = {"max_age_hours": stream.freshness.total_seconds() / 3600}
+    if result.last_commit is not None and result.age is not None:
+        metadata["last_commit"] = result.last_commit.isoformat()
+        metadata["age_hours"] = round(result.age.total_seconds() / 3600, 3)
+    return AssetCheckResult(
+        passed=result.passed, severity=AssetCheckSeverity.WARN, metadata=metadata
+    )
+
+
+def check_schema_drift(stream: RawStream, iceberg: IcebergCatalogResource):
+    table = iceberg.load_table(stream.identifier)
+    actual = table.schema().as_arrow()
+    latest = None
+    if "_airbyte_extracted_at" in actual.names and table.current_snapshot():
+        extracted = iceberg.read(stream.identifier, columns=["_airbyte_extracted_at"])
+        newest = pc.max(extracted["_airbyte_extracted_at"]).as_py()
+        if newest is not None:
+            present = [c for c in stream.required_fields if c in actual.names]
+            latest = iceberg.read(
+                stream.identifier,
+                columns=present,
+                row_filter=EqualTo("_airbyte_extracted_at", newest.isoformat()),
+            )
+    result = schema_drift(actual, stream.schema, latest, stream.required_fields)
+    return AssetCheckResult(
+        passed=not result.has_drift,
+        severity=AssetCheckSeverity.WARN,
         description=(
-            f"No raw record of {stream.identifier} is stored twice: unique "
-            + " and unique ".join(f"({', '.join(k)})" for k in unique_keys)
-            + f". A repeated {', '.join(stream.primary_key)} alone is legitimate on raw data "
-            "(versions, at-least-once delivery) and only reported."
+            f"added: {result.added or 'none'}; dropped: {result.dropped or 'none'}; "
+            f"type changes: {result.type_changes or 'none'}"
         ),
+        metadata={
+            "added_columns": MetadataValue.json(result.added),
+            "dropped_columns": MetadataValue.json(result.dropped),
+            "type_changes": MetadataValue.json(result.type_changes),
+            "columns": MetadataValue.json(actual.names),
+        },
     )
-    def primary_key_unique(iceberg: IcebergCatalogResource) -> AssetCheckResult:
-        def body() -> AssetCheckResult:
-            columns = sorted({c for k in (*unique_keys, stream.primary_key) for c in k})
-            table = iceberg.read(stream.identifier, columns=columns)
-            metadata: dict[str, Any] = {"rows": MetadataValue.int(table.num_rows)}
-            passed = True
-            for key in unique_keys:
-                n, sample = duplicate_groups(table, key)
-                name = "_".join(k.lstrip("_") for k in key)
-                metadata[f"duplicate_{name}"] = MetadataValue.int(n)
-                if n:
-                    passed = False
-                    metadata[f"duplicate_{name}_examples"] = MetadataValue.json(sample)
-            n_pk, _ = duplicate_groups(table, stream.primary_key)
-            metadata["repeated_primary_keys_info"] = MetadataValue.int(n_pk)
-            return AssetCheckResult(
-                passed=passed, severity=AssetCheckSeverity.ERROR, metadata=metadata
-            )
 
-        return _guarded(stream, body)
 
-    @asset_check(
-        asset=stream.key,
-        name=f"{prefix}_freshness",
-        description=f"{stream.identifier} was committed to within the last "
-        f"{stream.freshness.total_seconds() / 3600:g} hours.",
+#: Check name suffix -> (function, description template).
+CHECKS: dict[str, tuple[Callable[..., AssetCheckResult], str]] = {
+    "primary_key_not_null": (
+        check_primary_key_not_null,
+        "Every row of {table} has its primary key ({pk}).",
+    ),
+    "primary_key_unique": (
+        check_primary_key_unique,
+        "No raw record of {table} is stored twice: unique {unique}. A repeated {pk} alone is "
+        "legitimate on raw data (versions, at-least-once delivery) and only reported.",
+    ),
+    "freshness": (
+        check_freshness,
+        "{table} was committed to within the last {hours:g} hours.",
+    ),
+    "schema_drift": (
+        check_schema_drift,
+        "{table} has exactly the columns declared in ingestion.streams; reports columns the "
+        "source added or dropped (all data is kept).",
+    ),
+}
+
+
+def check_name(stream: RawStream, suffix: str) -> str:
+    return f"raw_{stream.name}_{suffix}"
+
+
+def run_check(stream: RawStream, suffix: str, iceberg: IcebergCatalogResource) -> AssetCheckResult:
+    """Evaluate one check; a table that cannot be read gives a WARN failure saying why."""
+    fn, _ = CHECKS[suffix]
+    try:
+        result = fn(stream, iceberg)
+    except Exception as exc:  # catalog down, table missing, settings incomplete
+        result = _unreadable(exc, stream.identifier)
+    return AssetCheckResult(
+        asset_key=stream.key,
+        check_name=check_name(stream, suffix),
+        passed=result.passed,
+        severity=result.severity,
+        description=result.description,
+        metadata=result.metadata,
     )
-    def fresh(iceberg: IcebergCatalogResource) -> AssetCheckResult:
-        def body() -> AssetCheckResult:
-            snapshot = iceberg.load_table(stream.identifier).current_snapshot()
-            last = (
-                dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=dt.UTC)
-                if snapshot
-                else None
-            )
-            result = freshness(last, dt.datetime.now(dt.UTC), stream.freshness)
-            metadata: dict[str, Any] = {
-                "max_age_hours": stream.freshness.total_seconds() / 3600,
-            }
-            if result.last_commit is not None and result.age is not None:
-                metadata["last_commit"] = result.last_commit.isoformat()
-                metadata["age_hours"] = round(result.age.total_seconds() / 3600, 3)
-            return AssetCheckResult(
-                passed=result.passed, severity=AssetCheckSeverity.WARN, metadata=metadata
-            )
-
-        return _guarded(stream, body)
-
-    @asset_check(
-        asset=stream.key,
-        name=f"{prefix}_schema_drift",
-        description=(
-            f"{stream.identifier} has exactly the columns declared in ingestion.streams; "
-            "reports columns the source added or dropped (all data is kept)."
-        ),
-    )
-    def drift(iceberg: IcebergCatalogResource) -> AssetCheckResult:
-        def body() -> AssetCheckResult:
-            table = iceberg.load_table(stream.identifier)
-            actual = table.schema().as_arrow()
-            latest = None
-            if "_airbyte_extracted_at" in actual.names and table.current_snapshot():
-                extracted = iceberg.read(stream.identifier, columns=["_airbyte_extracted_at"])
-                newest = pc.max(extracted["_airbyte_extracted_at"]).as_py()
-                if newest is not None:
-                    present = [c for c in stream.required_fields if c in actual.names]
-                    latest = iceberg.read(
-                        stream.identifier,
-                        columns=present,
-                        row_filter=EqualTo("_airbyte_extracted_at", newest.isoformat()),
-                    )
-            result = schema_drift(actual, stream.schema, latest, stream.required_fields)
-            return AssetCheckResult(
-                passed=not result.has_drift,
-                severity=AssetCheckSeverity.WARN,
-                description=(
-                    f"added: {result.added or 'none'}; dropped: {result.dropped or 'none'}; "
-                    f"type changes: {result.type_changes or 'none'}"
-                ),
-                metadata={
-                    "added_columns": MetadataValue.json(result.added),
-                    "dropped_columns": MetadataValue.json(result.dropped),
-                    "type_changes": MetadataValue.json(result.type_changes),
-                    "columns": MetadataValue.json(actual.names),
-                },
-            )
-
-        return _guarded(stream, body)
-
-    return [primary_key_not_null, primary_key_unique, fresh, drift]
 
 
-RAW_CHECKS: list[AssetChecksDefinition] = [c for s in STREAMS for c in build_checks(s)]
+def build_checks(stream: RawStream) -> AssetChecksDefinition:
+    """The four raw-table checks of ``stream``, as one multi-check: one step (one process under
+    the multiprocess executor) per table instead of four."""
+    fmt = {
+        "table": stream.identifier,
+        "pk": ", ".join(stream.primary_key),
+        "unique": " and ".join(f"({', '.join(k)})" for k in unique_keys(stream)),
+        "hours": stream.freshness.total_seconds() / 3600,
+    }
+    specs = [
+        AssetCheckSpec(
+            name=check_name(stream, suffix), asset=stream.key, description=template.format(**fmt)
+        )  # fmt: skip
+        for suffix, (_, template) in CHECKS.items()
+    ]
+
+    @multi_asset_check(specs=specs, name=f"raw_{stream.name}_checks", can_subset=True)
+    def raw_checks(context: AssetCheckExecutionContext, iceberg: IcebergCatalogResource):
+        """Data-quality checks of a raw table (primary key, uniqueness, freshness, drift)."""
+        selected = {key.name for key in context.selected_asset_check_keys}
+        for suffix in CHECKS:
+            if check_name(stream, suffix) in selected:
+                yield run_check(stream, suffix, iceberg)
+
+    return raw_checks
+
+
+RAW_CHECKS: list[AssetChecksDefinition] = [build_checks(s) for s in STREAMS]

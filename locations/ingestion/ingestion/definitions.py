@@ -7,12 +7,12 @@ Importing this module makes no network call and reads no setting: the assets are
 from __future__ import annotations
 
 from dagster import Definitions
-from shared.resources import IcebergCatalogResource, ObjectStoreResource
 
 from ingestion.assets import airbyte_raw_sync
 from ingestion.checks import RAW_CHECKS
 from ingestion.jobs import ingestion_job, landing_sensor, raw_sync_schedule
 from ingestion.resources import AirbyteSyncResource
+from shared.resources import IcebergCatalogResource, ObjectStoreResource
 
 defs = Definitions(
     assets=[airbyte_raw_sync],

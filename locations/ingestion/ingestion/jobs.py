@@ -19,9 +19,9 @@ from dagster import (
     define_asset_job,
     sensor,
 )
-from shared.resources import ObjectStoreResource
 
 from ingestion.streams import STREAMS
+from shared.resources import ObjectStoreResource
 
 #: Prefix of the landing zone in the object store (a folder locally, a prefix of the bucket
 #: on Garage), matching ``Settings.landing_dir`` in local mode.

@@ -23,15 +23,15 @@ from dagster import (
     MaterializeResult,
 )
 from pydantic import Field
-from shared.keys import table_key
-from shared.resources import IcebergCatalogResource
-from shared.settings import Settings
 
 from ingestion import standin
 from ingestion.airbyte import PlatformAirbyteWorkspace, plan_connection_syncs, sync_metadata
 from ingestion.streams import RawStream, stream_for_key
 from shared import airbyte as shared_airbyte
 from shared import iceberg
+from shared.keys import table_key
+from shared.resources import IcebergCatalogResource
+from shared.settings import Settings
 
 
 class AirbyteSyncResource(ConfigurableResource):

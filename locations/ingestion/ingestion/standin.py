@@ -32,11 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
-from shared.partitions import FIRST_DAY, day_of
-from shared.settings import StandInSettings
 
 from ingestion.streams import EVENTS, USERS, RawStream
 from shared import iceberg
+from shared.partitions import FIRST_DAY, day_of
+from shared.settings import StandInSettings
 
 US_PER_DAY = 86_400_000_000
 #: Records of day ``k`` are "extracted" a few minutes after the day ends, like a nightly sync.

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from dagster import AssetKey
+
 from shared.keys import table_identifier, table_key
 
 #: The Iceberg namespace (and asset key prefix) of everything this location lands.

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from dagster import materialize
+
 from ingestion.assets import airbyte_raw_sync
 from ingestion.definitions import defs
 from ingestion.resources import AirbyteSyncResource

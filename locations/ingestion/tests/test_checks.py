@@ -5,31 +5,29 @@ import datetime as dt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+
 from ingestion import standin
 from ingestion.checks import (
+    CHECKS,
     build_checks,
     duplicate_groups,
     freshness,
     null_counts,
+    run_check,
     schema_drift,
 )
 from ingestion.streams import EVENTS, USERS
+from shared import iceberg
 from shared.resources import IcebergCatalogResource
 from shared.settings import StandInSettings, load_settings
-
-from shared import iceberg
 
 SMALL = StandInSettings(users=30, events_per_day=300, days=2, seed=7)
 
 
 def run_checks(stream):
-    """Run the four checks of ``stream`` directly: {check name: AssetCheckResult}."""
+    """Evaluate the four checks of ``stream``: {check suffix: AssetCheckResult}."""
     resource = IcebergCatalogResource()
-    out = {}
-    for check in build_checks(stream):
-        (key,) = check.check_keys
-        out[key.name.removeprefix(f"raw_{stream.name}_")] = check(iceberg=resource)
-    return out
+    return {suffix: run_check(stream, suffix, resource) for suffix in CHECKS}
 
 
 def good_users() -> pa.Table:
@@ -153,3 +151,12 @@ def test_checks_warn_clearly_when_the_table_is_missing(catalog):
     assert not result.passed
     assert result.severity.value == "WARN"
     assert "raw.users" in result.description
+
+
+def test_each_table_gets_its_four_named_checks_in_one_step():
+    for stream in (USERS, EVENTS):
+        check = build_checks(stream)
+        assert {k.name for k in check.check_keys} == {
+            f"raw_{stream.name}_{suffix}" for suffix in CHECKS
+        }
+        assert {k.asset_key for k in check.check_keys} == {stream.key}

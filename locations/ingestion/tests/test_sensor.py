@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, DefaultSensorStatus, RunRequest, build_sensor_context
+
 from ingestion.definitions import defs
 from ingestion.jobs import (
     landing_sensor,

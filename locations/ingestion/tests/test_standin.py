@@ -4,13 +4,13 @@ import datetime as dt
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from ingestion import standin
 from ingestion.definitions import defs
 from ingestion.streams import EVENTS, STREAMS, USERS
+from shared import iceberg
 from shared.partitions import FIRST_DAY, day_of
 from shared.settings import StandInSettings, load_settings
-
-from shared import iceberg
 
 S = StandInSettings()
 
