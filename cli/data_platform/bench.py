@@ -640,23 +640,49 @@ def installed_distributions(env: Path) -> set[str]:
     return out
 
 
+def largest_packages(env: Path, top: int = 8) -> dict[str, float]:
+    """On-disk MiB of the biggest top-level entries of the environment's site-packages."""
+    sizes = {}
+    for site in env.glob("lib/python*/site-packages"):
+        for entry in site.iterdir():
+            if entry.name.endswith((".dist-info", ".pth")) or entry.name == "__pycache__":
+                continue
+            sizes[entry.name] = disk_usage(entry)[0] if entry.is_dir() else entry.stat().st_size
+    ranked = sorted(sizes.items(), key=lambda kv: -kv[1])[:top]
+    return {name: round(size / MIB, 1) for name, size in ranked}
+
+
+def sync_environment(package: str, target: Path) -> float:
+    """``uv sync --package <package> --no-dev --frozen`` into ``target``; seconds taken."""
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(target)}
+    env.pop("VIRTUAL_ENV", None)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [_uv(), "sync", "--package", package, "--no-dev", "--frozen", "--quiet"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if proc.returncode != 0:
+        raise BenchError(f"uv sync --package {package} failed: {proc.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
 def bench_install(b: Bench) -> Iterable[dict[str, Any]]:
-    uv = _uv()
     envs: dict[str, dict[str, Any]] = {}
     declared = {loc: direct_dependencies(loc) for loc in LOCATIONS}
+    # The floor every location stands on: shared (dagster, pyiceberg, pyarrow, s3fs).
+    floor_env = b.work / "env-shared"
+    b.log("install: uv sync --package shared --no-dev --frozen (the common floor)")
+    sync_environment("shared", floor_env)
+    floor_mib = round(disk_usage(floor_env)[0] / MIB, 1)
+    b.cleanup(floor_env)
     for loc in LOCATIONS:
         target = b.work / f"env-{loc}"
-        env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(target)}
-        env.pop("VIRTUAL_ENV", None)
         b.log(f"install: uv sync --package {loc} --no-dev --frozen")
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [uv, "sync", "--package", loc, "--no-dev", "--frozen", "--quiet"],
-            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            raise BenchError(f"uv sync --package {loc} failed: {proc.stderr[-2000:]}")
-        seconds = time.perf_counter() - t0
+        seconds = sync_environment(loc, target)
         size, files = disk_usage(target)
         dists = installed_distributions(target)
         foreign = sorted(
@@ -668,11 +694,13 @@ def bench_install(b: Bench) -> Iterable[dict[str, Any]]:
         )
         envs[loc] = {
             "env_mib": round(size / MIB, 1),
+            "above_shared_floor_mib": round(size / MIB - floor_mib, 1),
             "files": files,
             "distributions": len(dists),
             "sync_seconds": round(seconds, 2),
             "foreign_dependencies": foreign,
             "foreign_dependency_count": len(foreign),
+            "largest_packages_mib": largest_packages(target),
         }
         b.cleanup(target)
     base = envs["transformation"]
@@ -682,14 +710,21 @@ def bench_install(b: Bench) -> Iterable[dict[str, Any]]:
             target = {"op": "<=", "value": 0.75, "and": [target]}
         yield record(
             "install_closure",
-            {"location": loc, "command": f"uv sync --package {loc} --no-dev --frozen",
-             "declared_dependencies": sorted(declared[loc])},
+            {
+                "location": loc,
+                "command": f"uv sync --package {loc} --no-dev --frozen",
+                "declared_dependencies": sorted(declared[loc]),
+                "shared_floor_mib": floor_mib,
+                "size": "bytes on disk, hard links counted once (du)",
+            },
             envs[loc],
-            {"location": "transformation", **{k: base[k] for k in ("env_mib", "files",
-                                                                   "distributions")}},
+            {
+                "location": "transformation",
+                **{k: base[k] for k in ("env_mib", "files", "distributions")},
+            },
             ("env_mib", "env_mib"),
             target,
-        )  # fmt: skip
+        )
 
 
 # --------------------------------------------------------------------------------------------
