@@ -1,6 +1,7 @@
 """shared.airbyte: settings to a dagster-airbyte AirbyteWorkspace, without leaking secrets."""
 
 import pytest
+
 from shared.airbyte import airbyte_workspace, describe, settings_for_sync, workspace_kwargs
 from shared.settings import SettingsError, load_settings
 
