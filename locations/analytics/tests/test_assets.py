@@ -49,6 +49,10 @@ def test_daily_metrics_range_in_one_run(write_upstream, sample, catalog):
     assert result.success
     table = metrics_table(catalog)
     assert table.columns[0] == "metric_date"
+    iceberg_table = catalog.load_table("analytics.daily_metrics")
+    (field,) = iceberg_table.spec().fields  # partitioned by day(metric_date)
+    assert str(field.transform) == "day"
+    assert iceberg_table.schema().find_field(field.source_id).name == "metric_date"
     assert table.select(
         "metric_date", "events_total", "active_users", "revenue", "signups"
     ).rows() == [
