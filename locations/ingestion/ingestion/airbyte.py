@@ -20,7 +20,8 @@ What we write by hand, and why (dagster-airbyte 0.29.27):
   the step and cancel a healthy queued job, and would start a second sync next to a queued one),
   and its failure message is only "Job failed: <id>"; ours waits on queued jobs, reports
   Airbyte's own failure message (configuration API ``jobs/get``, best effort) and cancels only
-  jobs that this run started when the run is terminated.
+  jobs that this run started when the run is terminated. It is split into ``begin_sync`` and
+  ``wait`` so that several connections sync at the same time while one thread polls them.
 """
 
 from __future__ import annotations
@@ -297,17 +298,11 @@ class RobustAirbyteClient(AirbyteClient):
             if "streamName" in s
         }
 
-    def sync_and_poll(self, connection_id: str) -> AirbyteOutput:
-        """Start (or follow the already running) sync of a connection and wait for its end.
-
-        Raises :class:`dagster.Failure` with Airbyte's message when the job fails or is
-        cancelled. If the Dagster run is terminated while waiting, the job that this call
-        started is cancelled in Airbyte (``cancel_on_termination``).
-        """
+    def begin_sync(self, connection_id: str) -> SyncHandle:
+        """Start the connection's sync, or pick up the job already in progress for it."""
         connection_details = self.get_connection_details(connection_id)
-        name = connection_details.get("name", connection_id)
+        name = str(connection_details.get("name", connection_id))
         running = self.running_jobs(connection_id)
-        started_here = False
         if len(running) > 1:
             raise Failure(
                 f"Airbyte connection {name} ({connection_id}) has {len(running)} jobs in "
@@ -320,52 +315,114 @@ class RobustAirbyteClient(AirbyteClient):
                 f"Airbyte job {job.id} is already {job.status} for connection {name}: waiting "
                 "for it instead of starting a second sync."
             )
-        else:
-            job = AirbyteJob.from_job_details(job_details=self.start_sync_job(connection_id))
-            started_here = True
-            self._log.info(f"Started Airbyte job {job.id} for connection {name} ({connection_id}).")
+            return SyncHandle(connection_id, name, connection_details, job, started_here=False)
+        job = AirbyteJob.from_job_details(job_details=self.start_sync_job(connection_id))
+        self._log.info(f"Started Airbyte job {job.id} for connection {name} ({connection_id}).")
+        return SyncHandle(connection_id, name, connection_details, job, started_here=True)
 
-        details: Mapping[str, Any] = {}
+    def _job_failure(self, handle: SyncHandle) -> Failure:
+        job = handle.job
+        if job.status in FAILED or job.status == CANCELLED:
+            message = self.get_job_failure_message(job.id)
+            verb = "was cancelled" if job.status == CANCELLED else "failed"
+            text = message or "Airbyte gave no failure message"
+        else:
+            verb, text = "is in an unexpected state", repr(job.status)
+        return Failure(
+            f"Airbyte job {job.id} of connection {handle.name} ({handle.connection_id}) "
+            f"{verb}: {text}",
+            metadata={
+                "airbyte_job_id": MetadataValue.int(int(job.id)),
+                "airbyte_connection_id": handle.connection_id,
+                "airbyte_job_status": str(job.status),
+            },
+        )
+
+    def wait(self, handles: Sequence[SyncHandle]) -> dict[str, AirbyteOutput | Failure]:
+        """Poll every job until each has ended: ``{connection id: output, or the Failure that
+        explains its end}``. Jobs run concurrently in Airbyte; polling stays in this thread, so
+        a run termination (an exception raised here) reaches the ``finally`` below, which
+        cancels every unfinished job this run started (``cancel_on_termination``)."""
+        outcomes: dict[str, AirbyteOutput | Failure] = {}
         poll_start = time.monotonic()
         try:
             while True:
-                details = self.get_job_details(job.id)
-                job = AirbyteJob.from_job_details(job_details=details)
-                if job.status == SUCCEEDED:
-                    break
-                if job.status in FAILED or job.status == CANCELLED:
-                    message = self.get_job_failure_message(job.id)
-                    verb = "was cancelled" if job.status == CANCELLED else "failed"
-                    raise Failure(
-                        f"Airbyte job {job.id} of connection {name} ({connection_id}) {verb}: "
-                        f"{message or 'Airbyte gave no failure message'}",
-                        metadata={
-                            "airbyte_job_id": MetadataValue.int(int(job.id)),
-                            "airbyte_connection_id": connection_id,
-                            "airbyte_job_status": job.status,
-                        },
-                    )
-                if job.status not in IN_PROGRESS:
-                    raise Failure(
-                        f"Airbyte job {job.id} of connection {name} is in unexpected state "
-                        f"{job.status!r}"
-                    )
+                for handle in handles:
+                    if handle.connection_id in outcomes:
+                        continue
+                    details = self.get_job_details(handle.job.id)
+                    handle.job = AirbyteJob.from_job_details(job_details=details)
+                    if handle.job.status == SUCCEEDED:
+                        outcomes[handle.connection_id] = AirbyteOutput(
+                            job_details=details, connection_details=handle.connection_details
+                        )
+                    elif handle.job.status not in IN_PROGRESS:
+                        outcomes[handle.connection_id] = self._job_failure(handle)
+                if len(outcomes) == len(handles):
+                    return outcomes
                 if self.poll_timeout and time.monotonic() - poll_start > self.poll_timeout:
-                    raise Failure(
-                        f"Airbyte job {job.id} of connection {name} did not finish within "
-                        f"{self.poll_timeout}s (still {job.status})."
-                    )
+                    for handle in handles:
+                        outcomes.setdefault(
+                            handle.connection_id,
+                            Failure(
+                                f"Airbyte job {handle.job.id} of connection {handle.name} did "
+                                f"not finish within {self.poll_timeout}s (still "
+                                f"{handle.job.status}); cancelling it."
+                            ),
+                        )
+                    return outcomes
                 time.sleep(self.poll_interval)
         finally:
-            if self.cancel_on_termination and started_here and job.status in IN_PROGRESS:
-                # Reached on a run termination (DagsterExecutionInterruptedError) or a poll
-                # timeout: do not leave a sync behind that nobody waits for.
-                self._log.warning(f"Cancelling Airbyte job {job.id} of connection {name}.")
+            self.cancel_unfinished(handles)
+
+    def cancel_unfinished(self, handles: Sequence[SyncHandle]) -> None:
+        """Cancel jobs this run started that are still going: do not leave a sync behind that
+        nobody waits for (run terminated, poll timeout, a failure while starting others)."""
+        if not self.cancel_on_termination:
+            return
+        for handle in handles:
+            if handle.started_here and handle.job.status in IN_PROGRESS:
+                self._log.warning(
+                    f"Cancelling Airbyte job {handle.job.id} of connection {handle.name}."
+                )
                 try:
-                    self.cancel_job(job.id)
+                    self.cancel_job(handle.job.id)
+                    handle.job = AirbyteJob(
+                        id=handle.job.id, status=CANCELLED, type=handle.job.type
+                    )
                 except Failure as exc:
-                    self._log.error(f"Could not cancel Airbyte job {job.id}: {exc}")
-        return AirbyteOutput(job_details=details, connection_details=connection_details)
+                    self._log.error(f"Could not cancel Airbyte job {handle.job.id}: {exc}")
+
+    def sync_connections(self, connection_ids: Sequence[str]) -> dict[str, AirbyteOutput | Failure]:
+        """Start one sync per connection (or follow the running one), then wait for all."""
+        handles: list[SyncHandle] = []
+        try:
+            for connection_id in connection_ids:
+                handles.append(self.begin_sync(connection_id))
+        except BaseException:
+            self.cancel_unfinished(handles)
+            raise
+        return self.wait(handles)
+
+    def sync_and_poll(self, connection_id: str) -> AirbyteOutput:
+        """dagster-airbyte's entry point, for one connection: raises :class:`dagster.Failure`
+        with Airbyte's message when the job fails or is cancelled."""
+        outcome = self.sync_connections([connection_id])[connection_id]
+        if isinstance(outcome, Failure):
+            raise outcome
+        return outcome
+
+
+@dataclass
+class SyncHandle:
+    """A sync job being followed for one connection."""
+
+    connection_id: str
+    name: str
+    connection_details: Mapping[str, Any]
+    job: AirbyteJob
+    #: Whether this run started the job (only those are cancelled on termination).
+    started_here: bool
 
 
 class PlatformAirbyteWorkspace(AirbyteWorkspace):

@@ -150,13 +150,19 @@ class AirbyteSyncResource(ConfigurableResource):
                     f"{', '.join(sync.undeclared_streams)}, which ingestion.streams does not "
                     "declare: add them to STREAMS to get assets and checks for them."
                 )
-            output = client.sync_and_poll(sync.connection_id)
+        # One job per connection, all running in Airbyte at once, waited for together.
+        outcomes = client.sync_connections([sync.connection_id for sync in plan])
+        failures = []
+        for sync in plan:
+            output = outcomes[sync.connection_id]
+            if isinstance(output, Failure):
+                failures.append(output)
+                continue
             stats = client.get_stream_stats(int(output.job_details["jobId"]))
             connection = data.connections_by_id[sync.connection_id]
             # A sync lands every selected stream of the connection, requested or not: record
             # each declared one, so the asset's state tells the truth.
-            landed = [s.name for s in connection.streams.values() if s.selected]
-            for name in landed:
+            for name in [s.name for s in connection.streams.values() if s.selected]:
                 key = table_key("raw", name)
                 try:
                     declared = stream_for_key(key)
@@ -175,6 +181,14 @@ class AirbyteSyncResource(ConfigurableResource):
                         "while syncing another stream.",
                         metadata=metadata,
                     )
+        if len(failures) == 1:
+            raise failures[0]
+        if failures:
+            raise Failure(
+                f"{len(failures)} Airbyte syncs did not succeed: "
+                + " | ".join(f.description or str(f) for f in failures),
+                metadata=failures[0].metadata,
+            )
 
 
 def _table_metadata(

@@ -146,6 +146,32 @@ def test_streams_in_two_connections_start_two_syncs(prod_env):
     assert sorted(airbyte.sync_starts()) == sorted([users.connection_id, events.connection_id])
 
 
+def test_connections_sync_concurrently_and_one_failure_keeps_the_others(prod_env):
+    airbyte = prod_env
+    airbyte.add_connection("crm", ["users"])
+    airbyte.next_final_status = "failed"
+    airbyte.next_failure_message = "Source HubSpot: rate limited for 24h"
+    # The second connection's job will succeed.
+    original_add_job = airbyte.add_job
+
+    def add_job(connection, status, **kwargs):
+        if connection.name == "tracking":
+            kwargs.update(final_status="succeeded", failure_message=None)
+        return original_add_job(connection, status, **kwargs)
+
+    airbyte.add_job = add_job
+    airbyte.add_connection("tracking", ["events"])
+    result = run_sync()
+    assert not result.success
+    assert "rate limited for 24h" in failure_message(result)
+    assert set(materializations(result)) == {EVENTS.key}
+    # Both jobs were started before any was polled: they ran at the same time in Airbyte.
+    order = [(m, p) for m, p, _, _ in airbyte.requests if "/jobs" in p and "/api/v1" not in p]
+    posts = [i for i, (m, p) in enumerate(order) if m == "POST"]
+    first_poll = next(i for i, (m, p) in enumerate(order) if m == "GET" and p.count("/") == 5)
+    assert len(posts) == 2 and posts[1] < first_poll
+
+
 def test_subset_selection_syncs_the_connection_once_and_reports_the_other_stream(prod_env):
     airbyte = prod_env
     airbyte.add_connection("app-db", ["users", "events"])
@@ -319,6 +345,30 @@ def test_terminated_run_cancels_the_airbyte_job(prod_env):
     job = next(iter(airbyte.jobs.values()))
     assert deletes[0][1].endswith(f"/jobs/{job.job_id}")
     assert job.status == "cancelled"
+
+
+def test_terminated_run_cancels_every_job_it_started_and_no_other(prod_env):
+    airbyte = prod_env
+    crm = airbyte.add_connection("crm", ["users"])
+    airbyte.add_connection("tracking", ["events"])
+    airbyte.next_polls = 10_000
+    foreign = airbyte.add_job(crm, "running", polls_left=10_000)  # started by someone else
+
+    def interrupt_once_polling() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if len(airbyte.calls("GET", "/api/public/v1/jobs/")) >= 4:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.02)
+
+    threading.Thread(target=interrupt_once_polling, daemon=True).start()
+    result = run_sync()
+    assert not result.success
+    deleted = {int(p.rsplit("/", 1)[-1]) for _, p, _, _ in airbyte.calls("DELETE", "/api/")}
+    ours = {j.job_id for j in airbyte.jobs.values() if j.job_id != foreign.job_id}
+    assert len(ours) == 1 and deleted == ours
+    assert airbyte.jobs[foreign.job_id].status == "running"
 
 
 def test_sync_works_with_the_public_api_only(prod_env):
