@@ -78,6 +78,50 @@ def dim(catalog) -> dict[int, tuple]:
     }
 
 
+def figures_from_raw(catalog) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per-day/type and per-user figures straight from the raw tables (polars, not dbt)."""
+    raw = pl.from_arrow(read_table(catalog, "raw.events"))
+    events = (
+        raw.sort("_airbyte_extracted_at", "_airbyte_raw_id", descending=True)
+        .unique("event_id", keep="first")
+        .with_columns(pl.col("event_ts").dt.date().alias("event_date"))
+    )
+    daily = events.group_by("event_date", "event_type").agg(
+        pl.len().cast(pl.Int64).alias("events"),
+        pl.col("amount").sum().alias("revenue"),
+        pl.col("user_id").n_unique().cast(pl.Int64).alias("users"),
+    )
+    per_user = events.group_by("user_id").agg(
+        pl.len().cast(pl.Int64).alias("events"), pl.col("amount").sum().alias("revenue")
+    )
+    users = pl.from_arrow(read_table(catalog, "raw.users")).sort(
+        "updated_at", "_airbyte_extracted_at", descending=True
+    )
+    users = users.unique("id", keep="first").select(pl.col("id").alias("user_id"), "plan")
+    users = users.join(per_user, on="user_id", how="left").with_columns(
+        pl.col("events").fill_null(0), pl.col("revenue").fill_null(0.0)
+    )
+    return daily.sort("event_date", "event_type"), users.sort("user_id")
+
+
+def assert_marts_match_raw(catalog) -> None:
+    daily, users = figures_from_raw(catalog)
+    fact = table(catalog, "marts.fct_daily_events")
+    got_daily = fact.group_by("event_date", "event_type").agg(
+        pl.col("event_count").sum().alias("events"),
+        pl.col("revenue").sum(),
+        pl.col("user_id").n_unique().cast(pl.Int64).alias("users"),
+    )
+    assert got_daily.sort("event_date", "event_type").to_dicts() == daily.to_dicts()
+    got_users = table(catalog, "marts.dim_users").select(
+        "user_id",
+        "plan",
+        pl.col("event_count").alias("events"),
+        pl.col("total_revenue").alias("revenue"),
+    )
+    assert got_users.sort("user_id").to_dicts() == users.to_dicts()
+
+
 def check_results(result) -> dict[tuple[str, str], bool]:
     out = {}
     for event in result.get_asset_check_evaluations():

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 #: The Iceberg namespaces the dbt models write (their dbt schemas; see shared.keys.NAMESPACES).
 MODEL_NAMESPACES = ("staging", "marts")
+#: The namespaces dbt reads: its sources (raw) and its own models. Other layers (ml, analytics)
+#: are downstream of dbt and are not exposed, which keeps connecting cheap.
+READ_NAMESPACES = ("raw", *MODEL_NAMESPACES)
 
 
 class IcebergStoreError(RuntimeError):
@@ -120,7 +123,7 @@ class Plugin(BasePlugin):
         return self._catalog
 
     def configure_connection(self, conn: Any) -> None:
-        """Create a view ``<ns>.<table>`` for every Iceberg table, over its current snapshot."""
+        """Create a view ``<ns>.<table>`` for every table dbt reads, over its current snapshot."""
         catalog = self.catalog()
         # Create our namespaces up front, from this one thread: two models of a new namespace
         # committing in parallel would otherwise race to create it (SQLite UNIQUE violation).
@@ -128,6 +131,8 @@ class Plugin(BasePlugin):
             iceberg.ensure_namespace(catalog, ns)
         for namespace in sorted(catalog.list_namespaces()):
             ns = ".".join(namespace)
+            if ns not in READ_NAMESPACES:
+                continue
             conn.execute(f"create schema if not exists {quote_identifier(ns)}")
             for ident in sorted(catalog.list_tables(namespace)):
                 name = ".".join(ident)
