@@ -7,6 +7,7 @@ import raw_fixture
 from dagster import AssetKey, DagsterInstance, materialize
 
 from shared.iceberg import read_table, write_table
+from shared.resources import IcebergCatalogResource
 from transformation.assets import dbt_daily_models, dbt_models
 from transformation.definitions import defs
 
@@ -203,15 +204,24 @@ def test_build_incremental_days_late_rows_and_rerun(catalog, home):
     assert meta["row_count"].value == 6
 
 
-def test_failing_dbt_test_is_a_failed_asset_check(catalog, home):
+def test_failing_dbt_test_is_a_failed_asset_check(catalog, home, tmp_path, monkeypatch):
     raw_fixture.write_raw(catalog)
+    # The home set on the Iceberg resource (as the CLI does) reaches the dbt process, whatever
+    # DATA_PLATFORM_HOME says.
+    monkeypatch.setenv("DATA_PLATFORM_HOME", str(tmp_path / "elsewhere"))
+    resources = {**RESOURCES, "iceberg": IcebergCatalogResource(home=str(home))}
     bad = raw_fixture.users_table().to_pylist()
     bad[-1]["plan"] = "platinum"  # not an accepted plan
     write_table(
         catalog, "raw.users", raw_fixture.pa.Table.from_pylist(bad, schema=raw_fixture.USERS_SCHEMA)
     )
 
-    result = run_full(DagsterInstance.ephemeral())
+    result = materialize(
+        [dbt_models],
+        instance=DagsterInstance.ephemeral(),
+        resources=resources,
+        raise_on_error=False,
+    )
     checks = check_results(result)
     assert (
         checks[("staging/stg_users", "accepted_values_stg_users_plan__free__pro__enterprise")]
@@ -220,3 +230,4 @@ def test_failing_dbt_test_is_a_failed_asset_check(catalog, home):
     assert checks[("staging/stg_users", "unique_stg_users_user_id")] is True
     # An error-severity test fails the step (dbt build exits non-zero) and blocks dim_users.
     assert not result.success
+    assert not (tmp_path / "elsewhere").exists()
