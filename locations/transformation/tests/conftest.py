@@ -11,12 +11,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def dbt_manifest() -> Path:
-    """``dbt parse`` if the manifest is missing (fresh clone), as CI and images do."""
+def pytest_configure(config) -> None:
+    """``dbt parse`` if the manifest is missing (fresh clone), as CI and images do.
+
+    At configure time, before test modules (which import transformation.definitions, and so
+    need the manifest) are collected.
+    """
     from transformation.project import ensure_manifest
 
-    return ensure_manifest()
+    ensure_manifest()
 
 
 @pytest.fixture
