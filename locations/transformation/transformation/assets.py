@@ -79,10 +79,9 @@ def window_vars(start: dt.datetime, end: dt.datetime) -> dict[str, str]:
     {'window_start': '2026-01-01', 'window_end': '2026-01-15'}
     """
     start_day, end_day = start.date(), end.date()
-    if start != dt.datetime.combine(
-        start_day, dt.time(), start.tzinfo
-    ) or end != dt.datetime.combine(end_day, dt.time(), end.tzinfo):
-        raise ValueError(f"partition window {start}..{end} is not whole UTC days")
+    for bound in (start, end):
+        if (bound.hour, bound.minute, bound.second, bound.microsecond) != (0, 0, 0, 0):
+            raise ValueError(f"partition window {start}..{end} is not whole UTC days")
     if start_day >= end_day:
         raise ValueError(f"empty partition window {start}..{end}")
     return {"window_start": start_day.isoformat(), "window_end": end_day.isoformat()}
