@@ -10,16 +10,17 @@ Each rendered statement is then parsed by sqlglot in the Trino dialect with erro
 checked for constructs sqlglot accepts but Trino rejects (see :data:`FORBIDDEN` and the
 function allow-list).
 
-It runs twice: a full build (no day window) and a daily window, because the models render
-differently with the window vars.
+It also runs ``dbt run --target trino`` against a simulated Trino that records every statement
+and answers dbt's catalog queries (an empty warehouse, then one where the tables exist), so the
+DDL/DML dbt-trino wraps around the models (CREATE TABLE AS with the Iceberg table properties, the
+temp table, DELETE and INSERT of ``delete+insert``) is checked too.
 
 What this does NOT catch (documented in the location README):
 
 * semantic errors: unknown tables/columns, type mismatches (e.g. comparing varchar with bigint),
   functions called with wrong argument types, Trino's stricter implicit casts;
-* the incremental branch (``is_incremental()`` is false: the stand-in has no relations), and the
-  DDL/DML that dbt-trino wraps around each model (CREATE TABLE AS, DELETE+INSERT), which come from
-  dbt-trino itself;
+* ``is_incremental()`` branches inside model bodies (the models do not use it: the window vars
+  decide), and anything that depends on real column types or on query results;
 * Iceberg connector limits (table properties, partition transforms) and runtime behaviour.
 
 Usage: ``python -m transformation.trino_check`` (exit code 1 and one line per problem on failure).
@@ -75,29 +76,81 @@ class Problem:
         return f"{self.node} [{self.variant}]: {self.message}"
 
 
-class _FakeTrinoCursor:
-    """A DB-API cursor that returns no rows for any statement (nothing exists yet)."""
+class _SimulatedTrino:
+    """A stand-in Trino for dbt: records every statement and answers catalog queries.
 
-    description = None
+    ``existing`` maps schema -> table -> column names: the relations the warehouse "has". Empty,
+    every model is created from scratch; filled, dbt takes the incremental path of daily models
+    (temp table, DELETE, INSERT) and replaces the other tables. Any other statement returns no rows.
+    """
+
+    def __init__(self, database: str, existing: Mapping[str, Mapping[str, list[str]]]):
+        self.database = database
+        self.existing = existing
+        self.statements: list[str] = []
+
+    def answer(self, sql: str) -> tuple[list[tuple[str]], list[tuple]]:
+        """(description column names, rows) for ``sql``."""
+        import re
+
+        low = " ".join(sql.lower().split())
+        if ".schemata" in low and "count(*)" in low:
+            schema = re.search(r"schema_name = '([^']+)'", low)
+            return [("_col0",)], [(1 if schema and schema.group(1) in self.existing else 0,)]
+        if ".schemata" in low:
+            return [("schema_name",)], [(name,) for name in self.existing]
+        if ".tables t" in low:
+            schema = re.search(r"t\.table_schema = '([^']+)'", low)
+            tables = self.existing.get(schema.group(1), {}) if schema else {}
+            rows = [(self.database, name, schema.group(1), "table") for name in tables]
+            return [("database",), ("name",), ("schema",), ("table_type",)], rows
+        if ".columns" in low and "table_name =" in low:
+            schema = re.search(r"table_schema = '([^']+)'", low)
+            table = re.search(r"table_name = '([^']+)'", low)
+            name = table.group(1).removesuffix("__dbt_tmp") if table else ""
+            columns = self.existing.get(schema.group(1) if schema else "", {}).get(name, [])
+            return [("column_name",), ("data_type",)], [(c, "varchar") for c in columns]
+        return [], []
+
+    def connect(self, *args: Any, **kwargs: Any) -> _FakeTrinoConnection:
+        return _FakeTrinoConnection(self)
+
+
+class _FakeTrinoCursor:
+    """A DB-API cursor over :class:`_SimulatedTrino`."""
+
     rowcount = -1
     update_type = None
     query_id = "offline"
-    query: str | None = None
     stats: dict[str, Any] = {}
     warnings: list[Any] = []
 
+    def __init__(self, server: _SimulatedTrino | None = None):
+        self.server = server
+        self.query: str | None = None
+        self.description = None
+        self._rows: list[tuple] = []
+
     def execute(self, sql: str, params: Any = None) -> _FakeTrinoCursor:
         self.query = sql
+        if self.server is None:
+            self.description, self._rows = None, []
+            return self
+        self.server.statements.append(sql)
+        names, self._rows = self.server.answer(sql)
+        self.description = [(n[0], "varchar", None, None, None, None, None) for n in names] or None
         return self
 
     def fetchall(self) -> list[Any]:
-        return []
+        rows, self._rows = self._rows, []
+        return rows
 
-    def fetchone(self) -> None:
-        return None
+    def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
 
     def fetchmany(self, size: int = 1) -> list[Any]:
-        return []
+        rows, self._rows = self._rows[:size], self._rows[size:]
+        return rows
 
     def cancel(self) -> None:
         pass
@@ -107,8 +160,11 @@ class _FakeTrinoCursor:
 
 
 class _FakeTrinoConnection:
+    def __init__(self, server: _SimulatedTrino | None = None):
+        self.server = server
+
     def cursor(self, *args: Any, **kwargs: Any) -> _FakeTrinoCursor:
-        return _FakeTrinoCursor()
+        return _FakeTrinoCursor(self.server)
 
     def commit(self) -> None:
         pass
@@ -120,6 +176,52 @@ class _FakeTrinoConnection:
         pass
 
 
+def _dbt_args(command: str, project_dir: Path, target: str, dbt_vars: Mapping | None) -> list[str]:
+    args = [
+        command,
+        "--target",
+        "trino",
+        "--project-dir",
+        str(project_dir),
+        "--profiles-dir",
+        str(project_dir),
+        "--target-path",
+        target,
+        "--no-partial-parse",
+        "--quiet",
+    ]
+    if dbt_vars:
+        args += ["--vars", json.dumps(dict(dbt_vars))]
+    return args
+
+
+def run_against_simulated_trino(
+    project_dir: Path,
+    existing: Mapping[str, Mapping[str, list[str]]],
+    dbt_vars: Mapping[str, str] | None = None,
+) -> list[str]:
+    """``dbt run --target trino`` against :class:`_SimulatedTrino`; returns every statement sent.
+
+    This renders what dbt-trino really sends around the models: CREATE TABLE AS with the Iceberg
+    table properties, and for daily models the temp table, DELETE and INSERT of delete+insert.
+    """
+    import trino.dbapi
+    from dbt.cli.main import dbtRunner
+
+    server = _SimulatedTrino("lakehouse", existing)
+    original = trino.dbapi.connect
+    trino.dbapi.connect = server.connect
+    try:
+        with tempfile.TemporaryDirectory(prefix="dbt-trino-run-") as target:
+            os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+            result = dbtRunner().invoke(_dbt_args("run", project_dir, target, dbt_vars))
+            if not result.success:
+                raise RuntimeError(f"dbt run --target trino failed offline: {result.exception}")
+    finally:
+        trino.dbapi.connect = original
+    return server.statements
+
+
 def compile_for_trino(project_dir: Path, dbt_vars: Mapping[str, str] | None = None) -> dict:
     """Run ``dbt compile --target trino`` offline and return the manifest (as a dict)."""
     import trino.dbapi
@@ -129,21 +231,7 @@ def compile_for_trino(project_dir: Path, dbt_vars: Mapping[str, str] | None = No
     trino.dbapi.connect = lambda *a, **k: _FakeTrinoConnection()
     try:
         with tempfile.TemporaryDirectory(prefix="dbt-trino-check-") as target:
-            args = [
-                "compile",
-                "--target",
-                "trino",
-                "--project-dir",
-                str(project_dir),
-                "--profiles-dir",
-                str(project_dir),
-                "--target-path",
-                target,
-                "--no-partial-parse",
-                "--quiet",
-            ]
-            if dbt_vars:
-                args += ["--vars", json.dumps(dict(dbt_vars))]
+            args = _dbt_args("compile", project_dir, target, dbt_vars)
             os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
             result = dbtRunner().invoke(args)
             if not result.success:
@@ -166,8 +254,11 @@ def rendered_nodes(manifest: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
         yield unique_id, sql
 
 
-def check_sql(sql: str) -> list[str]:
-    """Problems of one rendered statement in the Trino dialect (empty: it is valid)."""
+def check_sql(sql: str, *, single: bool = True) -> list[str]:
+    """Problems of rendered SQL in the Trino dialect (empty: it is valid).
+
+    ``single``: the SQL must be exactly one statement (a model or test body).
+    """
     import sqlglot
     from sqlglot import exp
     from sqlglot.errors import ErrorLevel, ParseError
@@ -183,7 +274,7 @@ def check_sql(sql: str) -> list[str]:
         # sqlglot reads `x::type` in every dialect; Trino has only cast(x as type).
         problems.append("`::` cast (DuckDB/Postgres) is not Trino SQL: use cast(x as type)")
     statements = [s for s in statements if s is not None]
-    if len(statements) != 1:
+    if single and len(statements) != 1:
         problems.append(f"expected one statement, got {len(statements)}")
     for statement in statements:
         for node in statement.walk():
@@ -202,18 +293,52 @@ def check_sql(sql: str) -> list[str]:
     return problems
 
 
+def existing_relations(manifest: Mapping[str, Any]) -> dict[str, dict[str, list[str]]]:
+    """schema -> model -> documented columns: the warehouse after a first production run."""
+    existing: dict[str, dict[str, list[str]]] = {}
+    for node in manifest["nodes"].values():
+        if node["resource_type"] == "model":
+            table = node.get("alias") or node["name"]
+            existing.setdefault(node["schema"], {})[table] = list(node["columns"])
+    return existing
+
+
+def _statement_label(sql: str) -> str:
+    """The dbt node a captured statement belongs to (from dbt's query comment) and its start."""
+    import re
+
+    node = re.search(r'"node_id": "([^"]+)"', sql)
+    body = " ".join(re.sub(r"/\*.*?\*/", " ", sql, flags=re.S).split())
+    return f"{node.group(1) if node else 'dbt'}: {body[:60]}"
+
+
 def check_project(project_dir: Path) -> tuple[int, list[Problem]]:
-    """Compile for Trino (full and windowed) and check every model and test.
+    """Render the project for Trino in four ways and check every statement.
+
+    * ``compile/full`` and ``compile/window``: every model and test body (no window; a window);
+    * ``run/first``: every statement of ``dbt run`` into an empty warehouse (CREATE TABLE AS);
+    * ``run/incremental``: the same once the tables exist (delete+insert of the daily models).
 
     Returns (statements checked, problems).
     """
     checked = 0
     problems: list[Problem] = []
-    for variant, dbt_vars in (("full", None), ("window", WINDOW_VARS)):
+    manifest: dict = {}
+    for variant, dbt_vars in (("compile/full", None), ("compile/window", WINDOW_VARS)):
         manifest = compile_for_trino(project_dir, dbt_vars)
         for unique_id, sql in rendered_nodes(manifest):
             checked += 1
             problems += [Problem(unique_id, variant, m) for m in check_sql(sql)]
+    for variant, existing in (("run/first", {}), ("run/incremental", existing_relations(manifest))):
+        statements = run_against_simulated_trino(project_dir, existing, WINDOW_VARS)
+        if not any(s.lstrip().lower().startswith("insert") for s in statements) and existing:
+            problems.append(
+                Problem("dbt run", variant, "no INSERT rendered: incremental path not taken")
+            )
+        for sql in statements:
+            checked += 1
+            label = _statement_label(sql)
+            problems += [Problem(label, variant, m) for m in check_sql(sql, single=False)]
     return checked, problems
 
 
