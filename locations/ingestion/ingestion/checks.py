@@ -1,7 +1,7 @@
 """Data-quality checks on the raw tables, as Dagster asset checks.
 
 The logic is in pure functions over Arrow data (unit-tested directly); the asset checks only
-read the table and call them. Four checks per raw stream, named ``raw_<stream>_<check>``:
+read the table and call them. Six checks per raw stream, named ``raw_<stream>_<check>``:
 
 * ``primary_key_not_null``: no row lacks its primary key.
 * ``primary_key_unique``: what "unique" means on RAW data. Raw tables legitimately repeat a
@@ -14,14 +14,25 @@ read the table and call them. Four checks per raw stream, named ``raw_<stream>_<
 * ``freshness``: the table's last Iceberg commit is recent enough (``RawStream.freshness``).
 * ``schema_drift``: columns added by the source (kept: ``shared.iceberg`` evolves the table),
   expected columns missing from the table, columns the source stopped sending (entirely null in
-  the latest batch; ``shared.iceberg`` keeps the column and writes nulls), and type changes. The
-  check only reads: no data is lost whatever it finds.
+  the latest batch, or listed as missing in a landed batch's ``_airbyte_meta``;
+  ``shared.iceberg`` keeps the column and writes nulls), and type changes. The check only reads:
+  no data is lost whatever it finds.
+* ``timestamps_plausible`` (ERROR): no source timestamp before 1970-01-01 or more than a day
+  after the check runs. Such values are kept (raw data is never dropped) but they would corrupt
+  "latest version" logic downstream (staging keeps the latest ``updated_at``) and cursors.
+  Pushed down to Iceberg's per-file bounds: healthy files are not read.
+* ``string_sizes`` (WARN): no string value of the latest commit is over 64 KiB (UTF-8 bytes),
+  what engines and BI tools cope with badly (Airbyte's own destinations null such values).
+  Each commit is checked when it lands (reading every string of a large table on every run
+  would cost more than the sync).
 
 A check that cannot read its table (catalog down, table not landed yet) fails with a warning
 that says why, rather than erroring the run: the sync itself may have succeeded.
 """
 
+import dataclasses
 import datetime as dt
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +48,7 @@ from dagster import (
     MetadataValue,
     multi_asset_check,
 )
-from pyiceberg.expressions import EqualTo
+from pyiceberg.expressions import EqualTo, GreaterThan, LessThan, Or
 
 from ingestion.streams import STREAMS, RawStream
 from shared.resources import IcebergCatalogResource
@@ -140,6 +151,65 @@ def schema_drift(
     return SchemaDrift(added, missing, stopped, type_changes)
 
 
+#: Source timestamps before this are implausible (an epoch of 0 or less, a default date).
+EARLIEST_PLAUSIBLE = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: Source timestamps later than the check's time by more than this are implausible.
+FUTURE_TOLERANCE = dt.timedelta(days=1)
+#: String values longer than this many UTF-8 bytes are flagged.
+MAX_STRING_BYTES = 64 * 1024
+
+
+def timestamp_columns(stream: RawStream) -> list[str]:
+    """The stream's source timestamp columns (not Airbyte's ``_airbyte_extracted_at``)."""
+    return [f.name for f in stream.source_fields if pa.types.is_timestamp(f.type)]
+
+
+def implausible_timestamps(
+    values: pa.ChunkedArray | pa.Array, earliest: dt.datetime, latest: dt.datetime
+) -> tuple[int, int, list[str]]:
+    """(values before ``earliest``, values after ``latest``, a few examples)."""
+    if len(values) == 0:
+        return 0, 0, []
+    early = pc.less(values, pa.scalar(earliest, values.type))
+    late = pc.greater(values, pa.scalar(latest, values.type))
+    bad = pc.filter(values, pc.or_(early, late))
+    examples = [v.isoformat() for v in bad.slice(0, 5).to_pylist() if v is not None]
+    return int(pc.sum(early).as_py() or 0), int(pc.sum(late).as_py() or 0), examples
+
+
+def oversized_strings(table: pa.Table, limit: int = MAX_STRING_BYTES) -> dict[str, tuple[int, int]]:
+    """``{column: (values over limit bytes, longest in bytes)}`` for string columns that have
+    any value over ``limit``."""
+    out: dict[str, tuple[int, int]] = {}
+    for name in table.column_names:
+        column = table[name]
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        if len(column) == 0:
+            continue
+        lengths = pc.binary_length(column)
+        over = int(pc.sum(pc.greater(lengths, limit)).as_py() or 0)
+        if over:
+            out[name] = (over, int(pc.max(lengths).as_py()))
+    return out
+
+
+def landed_missing_columns(meta_values: Sequence[str | None]) -> list[str]:
+    """Columns that landed batches report missing in their ``_airbyte_meta`` (the loader of
+    ``ingestion.landing`` lists them there); other meta values are ignored."""
+    missing: set[str] = set()
+    for value in meta_values:
+        if not value or '"missing_columns"' not in value:
+            continue
+        try:
+            meta = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(meta, dict) and isinstance(meta.get("missing_columns"), list):
+            missing.update(str(c) for c in meta["missing_columns"])
+    return sorted(missing)
+
+
 # ---- asset checks ----------------------------------------------------------------------------
 
 
@@ -213,12 +283,19 @@ def check_schema_drift(stream: RawStream, iceberg: IcebergCatalogResource):
         newest = pc.max(extracted["_airbyte_extracted_at"]).as_py()
         if newest is not None:
             present = [c for c in stream.required_fields if c in actual.names]
+            present = [*present, "_airbyte_meta"] if "_airbyte_meta" in actual.names else present
             latest = iceberg.read(
                 stream.identifier,
                 columns=present,
                 row_filter=EqualTo("_airbyte_extracted_at", newest.isoformat()),
             )
     result = schema_drift(actual, stream.schema, latest, stream.required_fields)
+    if latest is not None and "_airbyte_meta" in latest.column_names:
+        # A landed file says which declared columns it lacked, required or not.
+        reported = landed_missing_columns(pc.unique(latest["_airbyte_meta"]).to_pylist())
+        declared = set(stream.schema.names)
+        stopped = sorted({*result.stopped, *(c for c in reported if c in declared)})
+        result = dataclasses.replace(result, stopped=stopped)
     return AssetCheckResult(
         passed=not result.has_drift,
         severity=AssetCheckSeverity.WARN,
@@ -232,6 +309,101 @@ def check_schema_drift(stream: RawStream, iceberg: IcebergCatalogResource):
             "type_changes": MetadataValue.json(result.type_changes),
             "columns": MetadataValue.json(actual.names),
         },
+    )
+
+
+def check_timestamps_plausible(stream: RawStream, iceberg: IcebergCatalogResource):
+    now = dt.datetime.now(dt.UTC)
+    latest = now + FUTURE_TOLERANCE
+    present = set(iceberg.load_table(stream.identifier).schema().as_arrow().names)
+    metadata: dict[str, Any] = {
+        "earliest_allowed": EARLIEST_PLAUSIBLE.isoformat(),
+        "latest_allowed": latest.isoformat(timespec="seconds"),
+    }
+    failing = []
+    for column in timestamp_columns(stream):
+        if column not in present:
+            continue
+        # Only rows outside the range are read: Iceberg's per-file min/max prune the rest.
+        rows = iceberg.read(
+            stream.identifier,
+            columns=[column],
+            row_filter=Or(
+                LessThan(column, EARLIEST_PLAUSIBLE.isoformat()),
+                GreaterThan(column, latest.isoformat()),
+            ),
+        )
+        early, late, examples = implausible_timestamps(rows[column], EARLIEST_PLAUSIBLE, latest)
+        metadata[f"before_1970_{column}"] = MetadataValue.int(early)
+        metadata[f"future_{column}"] = MetadataValue.int(late)
+        if early or late:
+            failing.append(column)
+            metadata[f"examples_{column}"] = MetadataValue.json(examples)
+    return AssetCheckResult(
+        passed=not failing,
+        severity=AssetCheckSeverity.ERROR,
+        description=(
+            f"implausible timestamps in {', '.join(failing)} (kept in the table)"
+            if failing
+            else None
+        ),
+        metadata=metadata,
+    )
+
+
+def latest_commit_rows(table: Any, columns: Sequence[str]) -> pa.Table:
+    """The rows the table's current snapshot added (its new data files), ``columns`` only."""
+    import pyarrow.parquet as pq
+
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    entries = table.inspect.entries()
+    paths = [
+        e["data_file"]["file_path"]
+        for e in entries.to_pylist()
+        if e["status"] == 1 and e["snapshot_id"] == snapshot.snapshot_id
+        and e["data_file"]["content"] == 0
+    ]  # fmt: skip
+    parts = []
+    for path in paths:
+        with table.io.new_input(path).open() as f:
+            pf = pq.ParquetFile(f)
+            names = [c for c in columns if c in pf.schema_arrow.names]
+            parts.append(pf.read(columns=names))
+    if not parts:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return pa.concat_tables(parts, promote_options="default")
+
+
+def check_string_sizes(stream: RawStream, iceberg: IcebergCatalogResource):
+    table = iceberg.load_table(stream.identifier)
+    schema = table.schema().as_arrow()
+    columns = [
+        f.name
+        for f in schema
+        if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+        and not f.name.startswith("_airbyte_")
+    ]
+    rows = latest_commit_rows(table, columns)
+    found = oversized_strings(rows)
+    metadata: dict[str, Any] = {
+        "max_bytes": MAX_STRING_BYTES,
+        "rows_checked": MetadataValue.int(rows.num_rows),
+        "oversized_columns": MetadataValue.json(sorted(found)),
+    }
+    for column, (count, longest) in found.items():
+        metadata[f"oversized_{column}"] = MetadataValue.int(count)
+        metadata[f"longest_bytes_{column}"] = MetadataValue.int(longest)
+    return AssetCheckResult(
+        passed=not found,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            f"values over {MAX_STRING_BYTES} bytes in {', '.join(sorted(found))} (kept)"
+            if found
+            else None
+        ),
+        metadata=metadata,
     )
 
 
@@ -254,6 +426,16 @@ CHECKS: dict[str, tuple[Callable[..., AssetCheckResult], str]] = {
         check_schema_drift,
         "{table} has exactly the columns declared in ingestion.streams; reports columns the "
         "source added or dropped (all data is kept).",
+    ),
+    "timestamps_plausible": (
+        check_timestamps_plausible,
+        "No source timestamp of {table} ({timestamps}) is before 1970 or more than a day in "
+        "the future (such rows are kept and reported).",
+    ),
+    "string_sizes": (
+        check_string_sizes,
+        "No string value in {table}'s latest commit is over 64 KiB (such values are kept and "
+        "reported).",
     ),
 }
 
@@ -280,13 +462,14 @@ def run_check(stream: RawStream, suffix: str, iceberg: IcebergCatalogResource) -
 
 
 def build_checks(stream: RawStream) -> AssetChecksDefinition:
-    """The four raw-table checks of ``stream``, as one multi-check: one step (one process under
+    """The raw-table checks of ``stream``, as one multi-check: one step (one process under
     the multiprocess executor) per table instead of four."""
     fmt = {
         "table": stream.identifier,
         "pk": ", ".join(stream.primary_key),
         "unique": " and ".join(f"({', '.join(k)})" for k in unique_keys(stream)),
         "hours": stream.freshness.total_seconds() / 3600,
+        "timestamps": ", ".join(timestamp_columns(stream)),
     }
     specs = [
         AssetCheckSpec(
@@ -297,7 +480,8 @@ def build_checks(stream: RawStream) -> AssetChecksDefinition:
 
     @multi_asset_check(specs=specs, name=f"raw_{stream.name}_checks", can_subset=True)
     def raw_checks(context: AssetCheckExecutionContext, iceberg: IcebergCatalogResource):
-        """Data-quality checks of a raw table (primary key, uniqueness, freshness, drift)."""
+        """Data-quality checks of a raw table (primary key, uniqueness, freshness, drift,
+        plausible timestamps, string sizes)."""
         selected = {key.name for key in context.selected_asset_check_keys}
         for suffix in CHECKS:
             if check_name(stream, suffix) in selected:

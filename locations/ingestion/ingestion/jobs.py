@@ -20,12 +20,9 @@ from dagster import (
     sensor,
 )
 
-from ingestion.streams import STREAMS
+from ingestion.landing import LANDING_BATCH_TAG, LANDING_PREFIX, streams_named_by
+from ingestion.streams import STREAMS, STREAMS_BY_NAME
 from shared.resources import ObjectStoreResource
-
-#: Prefix of the landing zone in the object store (a folder locally, a prefix of the bucket
-#: on Garage), matching ``Settings.landing_dir`` in local mode.
-LANDING_PREFIX = "landing"
 
 #: Materializes every raw stream (and runs their checks).
 ingestion_job = define_asset_job(
@@ -49,7 +46,8 @@ def list_batches(fs: fsspec.AbstractFileSystem, root: str) -> dict[str, list[str
 
     A batch is a first-level folder of the landing prefix (``landing/<batch>/...``), or a single
     file directly under it (its name is the batch id). Names starting with ``.`` are uploads in
-    progress and ignored.
+    progress and ignored; names starting with ``_`` are the loader's own (``_rejected/``, the
+    quarantine of rejected batches) and ignored too.
     """
     root = root.rstrip("/")
     try:
@@ -62,7 +60,7 @@ def list_batches(fs: fsspec.AbstractFileSystem, root: str) -> dict[str, list[str
     for path in sorted(files):
         relative = path[len(root) :].lstrip("/") if path.startswith(root) else path
         parts = [p for p in relative.split("/") if p]
-        if not parts or any(p.startswith(".") for p in parts):
+        if not parts or any(p.startswith(".") for p in parts) or parts[0].startswith("_"):
             continue
         batches.setdefault(parts[0], []).append(relative)
     return batches
@@ -110,8 +108,12 @@ def landing_sensor(context: SensorEvaluationContext, object_store: ObjectStoreRe
     requests = [
         RunRequest(
             run_key=run_key(batch),
+            # Only the streams the batch has files for (their checks come with them); a batch
+            # naming none runs every stream, and the loader says what is wrong with it.
+            asset_selection=[STREAMS_BY_NAME[n].key for n in streams_named_by(batches[batch])]
+            or None,
             tags={
-                "ingestion/landing_batch": batch,
+                LANDING_BATCH_TAG: batch,
                 "ingestion/landing_files": str(len(batches[batch])),
             },
         )

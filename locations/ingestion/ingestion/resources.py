@@ -4,13 +4,16 @@ Mode is read at run time from :func:`shared.settings.load_settings` (never at im
 modes have the same assets and the location loads without touching Airbyte:
 
 * ``local`` (default): the local Airbyte stand-in (:mod:`ingestion.standin`) writes the raw
-  tables through :func:`shared.iceberg.write_table`;
+  tables through :func:`shared.iceberg.write_table`; a run tagged with a landing batch
+  (``ingestion/landing_batch``, set by the landing sensor) loads that batch's files instead
+  (:mod:`ingestion.landing`, the stand-in for Airbyte's file/S3 source);
 * ``prod``: dagster-airbyte (:mod:`ingestion.airbyte`) starts one sync per Airbyte connection
   that holds a requested stream, waits for it and reports Airbyte's numbers.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -24,13 +27,13 @@ from dagster import (
 )
 from pydantic import Field
 
-from ingestion import standin
+from ingestion import landing, standin
 from ingestion.airbyte import PlatformAirbyteWorkspace, plan_connection_syncs, sync_metadata
 from ingestion.streams import RawStream, stream_for_key
 from shared import airbyte as shared_airbyte
 from shared import iceberg
 from shared.keys import table_key
-from shared.resources import IcebergCatalogResource
+from shared.resources import IcebergCatalogResource, filesystem_for, store_path
 from shared.settings import Settings
 
 
@@ -109,6 +112,13 @@ class AirbyteSyncResource(ConfigurableResource):
         iceberg_resource: IcebergCatalogResource,
     ) -> Iterator[MaterializeResult]:
         catalog = iceberg_resource.catalog()
+        batch = context.run.tags.get(landing.LANDING_BATCH_TAG)
+        if batch:
+            # The run is the sensor's answer to a landing batch: load those files, the way
+            # Airbyte's file source would, rather than generating data (a generated day mixed in
+            # would make the batch's effect on the tables impossible to tell apart or audit).
+            yield from self._load_landing(context, settings, streams, catalog, batch)
+            return
         context.log.info(
             f"Local mode: the local Airbyte stand-in syncs {', '.join(s.name for s in streams)} "
             f"into {settings.catalog.uri.split('?')[0]}"
@@ -121,6 +131,92 @@ class AirbyteSyncResource(ConfigurableResource):
             )
             yield MaterializeResult(
                 asset_key=stream.key, metadata=result.as_metadata(settings.standin)
+            )
+
+    def _load_landing(
+        self,
+        context: AssetExecutionContext,
+        settings: Settings,
+        streams: Sequence[RawStream],
+        catalog: Any,
+        batch: str,
+    ) -> Iterator[MaterializeResult | AssetMaterialization]:
+        from ingestion.jobs import list_batches  # jobs imports the assets' streams only
+
+        fs = filesystem_for(settings)
+        root = store_path(settings, landing.LANDING_PREFIX)
+        files = list_batches(fs, root).get(batch)
+        if not files:
+            raise Failure(
+                f"landing batch {batch!r}: no file under {root}/{batch} (a rejected batch is "
+                f"moved to {root}/{landing.REJECTED_DIR}/; drop a fixed batch under a new name)"
+            )
+        context.log.info(
+            f"Local mode: loading landing batch {batch!r} ({len(files)} files under {root}) "
+            "with the landing-batch loader (stand-in for Airbyte's file source)"
+        )
+        try:
+            loads = landing.load_batch(catalog, fs, root, batch, files, dt.datetime.now(dt.UTC))
+        except landing.LandingRejected as exc:
+            where = landing.quarantine(fs, root, batch, files, str(exc))
+            raise Failure(
+                description=(
+                    f"Landing batch {batch!r} rejected: {exc}. No table was changed; the "
+                    f"batch's files were moved to {where} (reason in {landing.ERROR_FILE})."
+                ),
+                metadata={
+                    "landing_batch": batch,
+                    "table": exc.table or "",
+                    "column": exc.column or "",
+                    "file": exc.file or "",
+                    "quarantined_to": where,
+                },
+            ) from None
+        selected = {s.name for s in streams}
+        for stream in streams:
+            load = loads.get(stream.name)
+            if load is None:
+                context.log.info(f"landing batch {batch!r} has no file for {stream.identifier}")
+                yield MaterializeResult(
+                    asset_key=stream.key,
+                    metadata={
+                        "source": "local Airbyte stand-in: landing batch loader",
+                        "landing_batch": batch,
+                        "landing_files": "none",
+                        "rows_written": 0,
+                    },
+                )
+                continue
+            self._log_load(context, batch, load)
+            yield MaterializeResult(asset_key=stream.key, metadata=load.as_metadata(batch))
+        # Streams of the batch the run did not select are landed too (the batch is loaded as
+        # one): recorded, like a prod connection's other streams.
+        for name, load in loads.items():
+            if name not in selected:
+                self._log_load(context, batch, load)
+                yield AssetMaterialization(
+                    asset_key=load.stream.key,
+                    description=f"Loaded from landing batch {batch!r} with the selected streams.",
+                    metadata=load.as_metadata(batch),
+                )
+
+    @staticmethod
+    def _log_load(context: AssetExecutionContext, batch: str, load: landing.StreamLoad) -> None:
+        if load.empty_files:
+            context.log.warning(
+                f"landing batch {batch!r}: empty file(s) {', '.join(load.empty_files)} for "
+                f"{load.stream.identifier}: nothing to load from them"
+            )
+        if load.already_loaded:
+            context.log.info(
+                f"{load.stream.identifier}: landing batch {batch!r} is already in the table "
+                "(an earlier run loaded it); nothing appended"
+            )
+        else:
+            context.log.info(
+                f"{load.stream.identifier}: {load.rows} rows from landing batch {batch!r}"
+                + (f"; added columns {load.added}" if load.added else "")
+                + (f"; missing columns {load.missing}" if load.missing else "")
             )
 
     # ---- prod ----------------------------------------------------------------------------------

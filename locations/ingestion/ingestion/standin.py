@@ -32,7 +32,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.expressions import NotStartsWith, StartsWith
 
+from ingestion.landing import LANDING_META_PREFIX
 from ingestion.streams import EVENTS, USERS, RawStream
 from shared import iceberg
 from shared.partitions import FIRST_DAY, day_of
@@ -290,13 +292,29 @@ def plan_batches(plan: SyncPlan, standin: StandInSettings) -> Iterator[pa.Table]
 
 
 def read_cursor(catalog: Catalog, stream: RawStream) -> tuple[bool, dt.datetime | None]:
-    """(table exists, max of the stream's cursor field) read from the raw table itself, so the
-    cursor can never disagree with the data (Airbyte keeps it in its own state instead)."""
+    """(table exists, max of the stream's cursor field over the stand-in's own rows) read from
+    the raw table itself, so the cursor can never disagree with the data (Airbyte keeps it in
+    its own state instead).
+
+    Rows loaded from landing batches (:mod:`ingestion.landing`) are another source, like
+    another Airbyte connection: they do not move this cursor. Otherwise one landed row dated
+    2999 would stop the stand-in from ever generating a day again.
+    """
     try:
         table = catalog.load_table(stream.identifier)
     except NoSuchTableError:
         return False, None
-    column = table.scan(selected_fields=(stream.cursor_field,)).to_arrow()[stream.cursor_field]
+    field = stream.cursor_field
+    # Landed rows' _airbyte_meta starts with a fixed prefix, and Iceberg keeps per-file bounds
+    # of that column: the common case (no landed rows) prunes every file and reads nothing.
+    landed = table.scan(
+        row_filter=StartsWith("_airbyte_meta", LANDING_META_PREFIX), selected_fields=(field,)
+    ).to_arrow()
+    if landed.num_rows:
+        row_filter = NotStartsWith("_airbyte_meta", LANDING_META_PREFIX)
+        column = table.scan(row_filter=row_filter, selected_fields=(field,)).to_arrow()[field]
+    else:
+        column = table.scan(selected_fields=(field,)).to_arrow()[field]
     value = pc.max(column).as_py() if len(column) else None
     return True, value
 

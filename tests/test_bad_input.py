@@ -1,0 +1,277 @@
+"""Bad raw batches dropped into the landing zone: each is accepted and flagged by a named asset
+check, or rejected with an error naming table, column and file; nothing is dropped silently.
+
+The corpus is ``tests/bad_batches/<case>/<stream>.<jsonl|csv>`` (two cases, an oversized string
+and a Parquet file, are generated here: too big or binary to keep as files). Each test drops one
+batch into a fresh ``DATA_PLATFORM_HOME`` whose raw tables already hold a small stand-in sync,
+evaluates the landing sensor, and executes the ingestion job for the sensor's run request, in
+process, as the daemon would launch it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import DagsterInstance, RunRequest, build_sensor_context
+
+from ingestion import standin
+from ingestion.definitions import defs
+from ingestion.jobs import landing_sensor
+from ingestion.landing import ERROR_FILE, REJECTED_DIR
+from ingestion.streams import EVENTS, STREAMS, USERS
+from shared import iceberg
+from shared.resources import ObjectStoreResource
+from shared.settings import StandInSettings, load_settings
+
+CORPUS = Path(__file__).parent / "bad_batches"
+#: The raw tables before each batch: one small stand-in day (all checks pass on it).
+BASE = StandInSettings(users=20, events_per_day=40, days=1, seed=3)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The batch lands: ``rows`` more rows per table, and ``check`` says so."""
+
+    rows: dict[str, int]
+    check: str | None = None
+    #: Expected outcome of ``check`` (False: it fails and flags the batch).
+    passed: bool = False
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The run fails naming ``table``/``column``/``file`` (and ``example``); no table changes."""
+
+    table: str | None
+    column: str | None
+    file: str
+    example: str | None = None
+
+
+CASES: dict[str, Accepted | Rejected] = {
+    "null_user_id": Accepted(
+        {"users": 3}, "raw_users_primary_key_not_null", metadata={"null_id": 1}
+    ),
+    "dup_user_version": Accepted(
+        {"users": 3}, "raw_users_primary_key_unique", metadata={"duplicate_id_updated_at": 1}
+    ),
+    # At-least-once delivery repeats event ids legitimately: reported, not failed.
+    "dup_event_id": Accepted(
+        {"events": 3},
+        "raw_events_primary_key_unique",
+        passed=True,
+        metadata={"repeated_primary_keys_info": 1},
+    ),
+    "null_event_id": Accepted(
+        {"events": 2}, "raw_events_primary_key_not_null", metadata={"null_event_id": 1}
+    ),
+    "added_column": Accepted(
+        {"events": 2}, "raw_events_schema_drift", metadata={"added_columns": ["referrer"]}
+    ),
+    "dropped_column": Accepted(
+        {"users": 2}, "raw_users_schema_drift", metadata={"dropped_columns": ["country"]}
+    ),
+    "dropped_optional_column": Accepted(
+        {"events": 1}, "raw_events_schema_drift", metadata={"dropped_columns": ["amount"]}
+    ),
+    "empty_file": Accepted({"events": 0}),
+    "header_only_csv": Accepted({"users": 0}),
+    "future_timestamp": Accepted(
+        {"events": 2}, "raw_events_timestamps_plausible", metadata={"future_event_ts": 1}
+    ),
+    "before_1970": Accepted(
+        {"users": 1}, "raw_users_timestamps_plausible", metadata={"before_1970_signup_at": 1}
+    ),
+    "oversized_string": Accepted(
+        {"users": 1}, "raw_users_string_sizes", metadata={"oversized_name": 1}
+    ),
+    "wrong_type_int": Rejected("raw.events", "user_id", "events.jsonl", "'abc'"),
+    "wrong_type_timestamp": Rejected("raw.users", "updated_at", "users.csv", "'yesterday'"),
+    "wrong_type_parquet": Rejected("raw.events", "user_id", "events.parquet", "'x1'"),
+    "non_utf8_csv": Rejected("raw.users", "name", "users.csv", "Jos\\xe9"),
+    "non_utf8_jsonl": Rejected("raw.events", "event_type", "events.jsonl", "cl\\xffck"),
+    "mixed_good_and_bad": Rejected("raw.events", "amount", "events.jsonl", "'twelve'"),
+    "reserved_column": Rejected("raw.users", "_airbyte_raw_id", "users.jsonl"),
+    "not_json": Rejected("raw.events", None, "events.jsonl", "line 2"),
+    "unknown_stream": Rejected(None, None, "orders.jsonl", "'orders'"),
+}
+
+GENERATED = {"oversized_string", "wrong_type_parquet"}
+
+
+def test_every_corpus_folder_is_a_case():
+    folders = {p.name for p in CORPUS.iterdir() if p.is_dir()}
+    assert folders | GENERATED == set(CASES)
+
+
+def write_batch(case: str, landing: Path) -> Path:
+    """Drop the case's batch into the landing zone, as a user would (a new folder)."""
+    target = landing / case
+    if case == "oversized_string":
+        target.mkdir(parents=True)
+        row = {"id": 9100, "email": "long@example.com", "name": "x" * 70_000, "country": "DE",
+               "plan": "free", "signup_at": "2025-06-01T00:00:00Z",
+               "updated_at": "2026-01-02T10:00:00Z"}  # fmt: skip
+        (target / "users.jsonl").write_text(json.dumps(row) + "\n")
+    elif case == "wrong_type_parquet":
+        target.mkdir(parents=True)
+        table = pa.table(
+            {
+                "event_id": ["bad-p-1", "bad-p-2"],
+                "user_id": ["7", "x1"],
+                "event_type": ["click", "click"],
+                "event_ts": pa.array([1767348000000000] * 2, pa.timestamp("us")),
+            }
+        )
+        pq.write_table(table, target / "events.parquet")
+    else:
+        shutil.copytree(CORPUS / case, target)
+    return target
+
+
+@pytest.fixture
+def platform(tmp_path, monkeypatch):
+    """A fresh platform home whose raw tables hold one small stand-in sync."""
+    for name in list(__import__("os").environ):
+        if name.startswith(("DATA_PLATFORM_", "AIRBYTE_", "GARAGE_", "ICEBERG_", "TRINO_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATA_PLATFORM_HOME", str(tmp_path / "home"))
+    catalog = iceberg.open_catalog(load_settings())
+    for stream in STREAMS:
+        standin.sync_stream(catalog, stream, BASE)
+    return catalog
+
+
+def snapshot(catalog, stream) -> tuple[int | None, int]:
+    table = catalog.load_table(stream.identifier)
+    snap = table.current_snapshot()
+    return (snap.snapshot_id if snap else None), iceberg.row_count(table)
+
+
+def run_landing(instance: DagsterInstance) -> tuple[list[RunRequest], object]:
+    """One sensor tick, then the ingestion job for its (single) run request."""
+    context = build_sensor_context(
+        cursor=None, resources={"object_store": ObjectStoreResource()}, instance=instance
+    )
+    result = landing_sensor(context)
+    requests = [
+        r for r in (result if isinstance(result, list) else []) if isinstance(r, RunRequest)
+    ]
+    assert len(requests) == 1, result
+    request = requests[0]
+    job = defs.resolve_job_def("ingestion_job")
+    run = job.execute_in_process(
+        instance=instance,
+        tags=request.tags,
+        asset_selection=request.asset_selection,
+        raise_on_error=False,
+    )
+    return requests, run
+
+
+def failure_text(run) -> str:
+    failures = [e for e in run.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failures, "expected the ingestion step to fail"
+    error = failures[0].step_failure_data.error
+    parts = []
+    while error is not None:
+        parts.append(str(error.message))
+        error = error.cause
+    return " ".join(parts)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_batch(case, platform):
+    catalog = platform
+    expected = CASES[case]
+    landing = load_settings().landing_dir
+    batch_dir = write_batch(case, landing)
+    files = sorted(p.relative_to(batch_dir) for p in batch_dir.rglob("*") if p.is_file())
+    before = {s.name: snapshot(catalog, s) for s in STREAMS}
+
+    requests, run = run_landing(DagsterInstance.ephemeral())
+    assert requests[0].tags["ingestion/landing_batch"] == case
+
+    if isinstance(expected, Rejected):
+        assert not run.success
+        message = failure_text(run)
+        for part in (expected.table, expected.column, expected.file, expected.example):
+            if part:
+                assert part in message, (part, message)
+        # Nothing written: every raw table is at the same snapshot.
+        assert {s.name: snapshot(catalog, s) for s in STREAMS} == before
+        # Nothing deleted: the batch is quarantined with the reason beside it.
+        quarantine = landing / REJECTED_DIR / case
+        assert sorted(p.relative_to(quarantine) for p in quarantine.rglob("*")
+                      if p.is_file() and p.name != ERROR_FILE) == files  # fmt: skip
+        assert expected.file in (quarantine / ERROR_FILE).read_text()
+        assert not batch_dir.exists()
+        return
+
+    assert run.success, failure_text(run)
+    for stream in STREAMS:
+        added = expected.rows.get(stream.name, 0)
+        assert snapshot(catalog, stream)[1] == before[stream.name][1] + added, stream.name
+    materialized = {
+        e.asset_key: e.step_materialization_data.materialization.metadata
+        for e in run.get_asset_materialization_events()
+    }
+    for name, rows in expected.rows.items():
+        meta = materialized[STREAMS[[s.name for s in STREAMS].index(name)].key]
+        assert meta["landing_batch"].value == case
+        assert meta["rows_written"].value == rows
+        if rows == 0:  # an empty file is a reported no-op
+            assert meta["landing_empty_files"].value != "none"
+    # Landed rows carry Airbyte's metadata columns, naming their batch and file.
+    for name, rows in expected.rows.items():
+        if rows:
+            stream = USERS if name == "users" else EVENTS
+            landed = iceberg.read_table(catalog, stream.identifier).filter(
+                pa.compute.match_substring(pa.compute.field("_airbyte_meta"), f'"{case}"')
+            )
+            assert landed.num_rows == rows
+            assert landed["_airbyte_raw_id"].null_count == 0
+            assert landed["_airbyte_extracted_at"].null_count == 0
+    # The batch stays where it was (an accepted batch is not moved).
+    assert batch_dir.is_dir()
+    if expected.check:
+        evaluations = {e.check_name: e for e in run.get_asset_check_evaluations()}
+        assert expected.check in evaluations, sorted(evaluations)
+        evaluation = evaluations[expected.check]
+        assert evaluation.passed is expected.passed, evaluation.metadata
+        for key, value in expected.metadata.items():
+            assert evaluation.metadata[key].value == value, (key, evaluation.metadata)
+
+
+def test_rerunning_a_batch_appends_it_once(platform):
+    """A re-executed run (e.g. after a crash after the commit) finds its rows and skips them."""
+    catalog = platform
+    write_batch("dup_event_id", load_settings().landing_dir)
+    instance = DagsterInstance.ephemeral()
+    _, first = run_landing(instance)
+    assert first.success
+    rows = snapshot(catalog, EVENTS)[1]
+    _, second = run_landing(instance)
+    assert second.success
+    assert snapshot(catalog, EVENTS)[1] == rows
+    meta = second.get_asset_materialization_events()[0].step_materialization_data
+    assert meta.materialization.metadata["landing_already_loaded"].value is True
+
+
+def test_a_future_timestamp_does_not_freeze_the_stand_in(platform, monkeypatch):
+    """Landed rows are another source: their cursor values do not move the stand-in's."""
+    catalog = platform
+    write_batch("future_timestamp", load_settings().landing_dir)
+    _, run = run_landing(DagsterInstance.ephemeral())
+    assert run.success
+    before = snapshot(catalog, EVENTS)[1]
+    result = standin.sync_stream(catalog, EVENTS, StandInSettings(**{**BASE.__dict__, "days": 2}))
+    assert result.plan.days == (1,)
+    assert snapshot(catalog, EVENTS)[1] == before + BASE.events_per_day
