@@ -36,8 +36,14 @@ def _find_dbt_dir() -> Path:
 
 DBT_PROJECT_DIR = _find_dbt_dir()
 
-#: The dbt CLI of THIS Python environment (any venv; dbt need not be on PATH).
-DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
+
+def _dbt_executable() -> str:
+    """The dbt CLI of THIS Python environment (any venv; dbt need not be on PATH)."""
+    beside_python = Path(sys.executable).with_name("dbt")
+    return str(beside_python) if beside_python.exists() else "dbt"
+
+
+DBT_EXECUTABLE = _dbt_executable()
 
 dbt_project = DbtProject(
     project_dir=DBT_PROJECT_DIR,
