@@ -275,3 +275,56 @@ def test_a_future_timestamp_does_not_freeze_the_stand_in(platform, monkeypatch):
     result = standin.sync_stream(catalog, EVENTS, StandInSettings(**{**BASE.__dict__, "days": 2}))
     assert result.plan.days == (1,)
     assert snapshot(catalog, EVENTS)[1] == before + BASE.events_per_day
+
+
+@pytest.mark.slow
+def test_accepted_bad_keys_do_not_corrupt_staging(platform):
+    """Null and duplicate keys accepted into raw (and flagged there) must not reach staging:
+    the transformation location's dbt models run over them and its dbt tests (unique, not
+    null on the staging keys) pass; staging holds exactly the expected rows."""
+    transformation = pytest.importorskip("transformation.definitions")
+    from dagster import materialize
+
+    from transformation.assets import dbt_daily_models, dbt_models
+
+    catalog = platform
+    landing = load_settings().landing_dir
+    instance = DagsterInstance.ephemeral()
+    for case in ("null_user_id", "dup_user_version", "dup_event_id", "null_event_id"):
+        shutil.rmtree(landing, ignore_errors=True)
+        write_batch(case, landing)
+        _, run = run_landing(instance)
+        assert run.success, failure_text(run)
+
+    resources = transformation.defs.resources
+    daily = materialize(
+        [dbt_daily_models],
+        instance=instance,
+        resources=resources,
+        tags={
+            "dagster/asset_partition_range_start": "2026-01-01",
+            "dagster/asset_partition_range_end": "2026-01-02",
+        },
+        raise_on_error=False,
+    )
+    assert daily.success
+    full = materialize([dbt_models], instance=instance, resources=resources, raise_on_error=False)
+    assert full.success
+    # dbt's own tests on the staging keys ran as asset checks, and passed.
+    evaluations = daily.get_asset_check_evaluations() + full.get_asset_check_evaluations()
+    assert evaluations and all(e.passed for e in evaluations), [
+        e.check_name for e in evaluations if not e.passed
+    ]
+
+    users = iceberg.read_table(catalog, "staging.stg_users")
+    ids = users["user_id"].to_pylist()
+    assert None not in ids and len(ids) == len(set(ids))
+    # The base users, plus 9001 and 9002 once each (the null id is left out of staging).
+    assert set(ids) == set(range(1, BASE.users + 1)) | {9001, 9002}
+    events = iceberg.read_table(catalog, "staging.stg_events")
+    event_ids = events["event_id"].to_pylist()
+    assert None not in event_ids and len(event_ids) == len(set(event_ids))
+    assert {"bad-e-1", "bad-e-2", "bad-e-3"} <= set(event_ids)
+    raw_events = iceberg.read_table(catalog, EVENTS.identifier, columns=["event_id"])
+    distinct_raw = {e for e in raw_events["event_id"].to_pylist() if e is not None}
+    assert set(event_ids) == distinct_raw
