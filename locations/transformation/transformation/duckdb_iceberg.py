@@ -28,11 +28,12 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import TargetConfig
@@ -49,6 +50,8 @@ MODEL_NAMESPACES = ("staging", "marts")
 #: The namespaces dbt reads: its sources (raw) and its own models. Other layers (ml, analytics)
 #: are downstream of dbt and are not exposed, which keeps connecting cheap.
 READ_NAMESPACES = ("raw", *MODEL_NAMESPACES)
+#: Rows per batch written to Iceberg (bounded memory for large models).
+BATCH_ROWS = 200_000
 
 
 class IcebergStoreError(RuntimeError):
@@ -195,7 +198,8 @@ def store_batch(
     exactly the rows whose ``day_partition_column`` lies in ``[window_start, window_end)``: a
     re-run of a day replaces that day and never duplicates it, other days are untouched.
     """
-    data = pq.read_table(path)
+    parquet = pq.ParquetFile(path)
+    schema = parquet.schema_arrow
     overwrite_filter = None
     if window_start or window_end:
         if not (day_partition_column and window_start and window_end):
@@ -203,24 +207,35 @@ def store_batch(
                 f"{identifier}: a day window needs day_partition_column, window_start and "
                 f"window_end (got {day_partition_column!r}, {window_start!r}, {window_end!r})"
             )
-        if day_partition_column not in data.column_names:
+        if day_partition_column not in schema.names:
             raise IcebergStoreError(
                 f"{identifier}: day_partition_column {day_partition_column!r} is not a column "
-                f"of the model (columns: {', '.join(data.column_names)})"
+                f"of the model (columns: {', '.join(schema.names)})"
             )
         overwrite_filter = window_filter(day_partition_column, window_start, window_end)
-        outside = _rows_outside_window(data, day_partition_column, window_start, window_end)
-        if outside:
-            # Writing them would put rows in days this run does not own (and a re-run of those
-            # days would not replace them): a bug in the model's window filter.
-            raise IcebergStoreError(
-                f"{identifier}: {outside} rows have {day_partition_column} outside the window "
-                f"[{window_start}, {window_end}); the model must filter on the window"
-            )
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        # Streamed one row group at a time: memory stays bounded by a batch, the commit is one.
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+            if overwrite_filter is not None:
+                outside = _rows_outside_window(
+                    batch, day_partition_column, window_start, window_end
+                )
+                if outside:
+                    # Such rows would land in days this run does not own (and a re-run of those
+                    # days would not replace them): a bug in the model's window filter. Raised
+                    # before the commit, so the table is left as it was.
+                    raise IcebergStoreError(
+                        f"{identifier}: {outside} rows have {day_partition_column} outside the "
+                        f"window [{window_start}, {window_end}); the model must filter on it"
+                    )
+            yield batch
+
     return iceberg.write_table(
         catalog,
         identifier,
-        data,
+        batches,
+        schema=schema,
         mode="overwrite",
         overwrite_filter=overwrite_filter,
         partition_by_day=day_partition_column,
@@ -232,7 +247,7 @@ def _rows_outside_window(data: Any, column: str, start: str, end: str) -> int:
 
     import pyarrow.compute as pc
 
-    values = data.column(column)
+    values = data.column(data.schema.get_field_index(column))
     lo = dt.date.fromisoformat(start)
     hi = dt.date.fromisoformat(end)
     inside = pc.and_(pc.greater_equal(values, lo), pc.less(values, hi))
