@@ -126,7 +126,7 @@ def test_downstream_figures_agree_with_raw_recomputed_by_duckdb(demo):
     assert read(tables["staging.stg_users"]).num_rows == distinct_users
     assert read(tables["marts.dim_users"]).num_rows == distinct_users
     fct = read(tables["marts.fct_daily_events"])
-    assert sum(fct["events"].to_pylist()) == distinct_events
+    assert sum(fct["event_count"].to_pylist()) == distinct_events
     assert sum(v or 0 for v in fct["revenue"].to_pylist()) == pytest.approx(revenue)
     assert read(tables["ml.user_features"]).num_rows == distinct_users
     metrics = read(tables["analytics.daily_metrics"])
