@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,6 +23,9 @@ def pytest_configure(config) -> None:
     ensure_manifest()
 
 
+from transformation.project import dbt_project  # noqa: E402
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     """A fresh DATA_PLATFORM_HOME in local mode (the dbt subprocess inherits it)."""
@@ -29,6 +33,14 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("DATA_PLATFORM_HOME", str(home))
     monkeypatch.setenv("DATA_PLATFORM_ENV", "local")
     monkeypatch.delenv("DBT_TARGET", raising=False)
+    # dbt artifacts of the test runs go to tmp, not dbt/target; the prepared partial-parse file
+    # comes along so unchanged parses stay fast.
+    target = tmp_path / "dbt-target"
+    target.mkdir()
+    partial = dbt_project.manifest_path.with_name("partial_parse.msgpack")
+    if partial.exists():
+        shutil.copy(partial, target / partial.name)
+    monkeypatch.setenv("DBT_TARGET_PATH", str(target))
     return home
 
 
