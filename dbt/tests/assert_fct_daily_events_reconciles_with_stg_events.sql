@@ -2,7 +2,10 @@
 -- Every deduplicated event is counted exactly once in the fact, per day (and amounts match).
 -- Returns the days where they disagree.
 with staged as (
-    select event_date, cast(count(*) as bigint) as events, coalesce(sum(amount), 0) as revenue
+    select
+        event_date,
+        cast(count(*) as bigint) as events,
+        coalesce(sum(case when event_type = 'purchase' then amount end), 0) as revenue
     from {{ ref('stg_events') }}
     group by event_date
 ),

@@ -22,7 +22,8 @@ activity as (
         cast(count(*) as bigint) as event_count,
         cast(count(distinct event_date) as bigint) as active_days,
         cast(sum(case when event_type = 'purchase' then 1 else 0 end) as bigint) as purchase_count,
-        cast(coalesce(sum(amount), 0) as double) as total_revenue,
+        cast(coalesce(sum(case when event_type = 'purchase' then amount end), 0) as double)
+            as total_revenue,
         min(event_ts) as first_event_at,
         max(event_ts) as last_event_at,
         min(event_date) as first_active_date,

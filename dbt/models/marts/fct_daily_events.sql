@@ -15,8 +15,9 @@
 }}
 {#
   Daily events fact, grain (event_date, user_id, event_type): how many events of each type each
-  user produced each UTC day, and the purchase revenue. Sums over it give per-day, per-type and
-  per-user figures; count(distinct user_id) per day gives daily active users.
+  user produced each UTC day, and the revenue (sum of purchase amounts; 0 for other types).
+  Sums over it give per-day, per-type and per-user figures; count(distinct user_id) per day gives
+  daily active users.
 #}
 with events as (
 
@@ -35,7 +36,9 @@ select
     user_id,
     event_type,
     cast(count(*) as bigint) as event_count,
-    cast(coalesce(sum(amount), 0) as double) as revenue,
+    cast(
+        coalesce(sum(case when event_type = 'purchase' then amount end), 0) as double
+    ) as revenue,
     min(event_ts) as first_event_at,
     max(event_ts) as last_event_at
 from events

@@ -87,13 +87,14 @@ def figures_from_raw(catalog) -> tuple[pl.DataFrame, pl.DataFrame]:
         .unique("event_id", keep="first")
         .with_columns(pl.col("event_ts").dt.date().alias("event_date"))
     )
+    purchase_amount = pl.col("amount").filter(pl.col("event_type") == "purchase")
     daily = events.group_by("event_date", "event_type").agg(
         pl.len().cast(pl.Int64).alias("events"),
-        pl.col("amount").sum().alias("revenue"),
+        purchase_amount.sum().alias("revenue"),
         pl.col("user_id").n_unique().cast(pl.Int64).alias("users"),
     )
     per_user = events.group_by("user_id").agg(
-        pl.len().cast(pl.Int64).alias("events"), pl.col("amount").sum().alias("revenue")
+        pl.len().cast(pl.Int64).alias("events"), purchase_amount.sum().alias("revenue")
     )
     users = pl.from_arrow(read_table(catalog, "raw.users")).sort(
         "updated_at", "_airbyte_extracted_at", descending=True
