@@ -232,3 +232,20 @@ def test_failing_dbt_test_is_a_failed_asset_check(catalog, home, tmp_path, monke
     # An error-severity test fails the step (dbt build exits non-zero) and blocks dim_users.
     assert not result.success
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_subset_runs_only_the_tests_it_can(catalog, home):
+    """Materializing stg_users alone on a fresh home: dim_users' relationships test (which reads
+    dim_users, not built yet) is not run; stg_users' own tests are."""
+    raw_fixture.write_raw(catalog)
+    result = materialize(
+        [dbt_models],
+        selection=[AssetKey(["staging", "stg_users"])],
+        instance=DagsterInstance.ephemeral(),
+        resources=RESOURCES,
+        raise_on_error=False,
+    )
+    assert result.success
+    checks = check_results(result)
+    assert checks and {asset for asset, _ in checks} == {"staging/stg_users"}
+    assert all(checks.values())
