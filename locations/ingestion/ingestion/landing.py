@@ -56,7 +56,7 @@ LANDING_BATCH_TAG = "ingestion/landing_batch"
 REJECTED_DIR = "_rejected"
 #: Written beside a rejected batch's files: why it was rejected.
 ERROR_FILE = "_error.txt"
-FORMATS = ("jsonl", "csv", "parquet")
+FORMATS = ("jsonl", "ndjson", "json", "csv", "parquet")
 #: Every ``_airbyte_meta`` value of a landed row starts with this (the stand-in's generated rows
 #: start with ``{"sync_id"``): lets the stand-in's cursor ignore landed rows cheaply.
 LANDING_META_PREFIX = '{"landing_batch":'
@@ -130,11 +130,20 @@ def classify(relative: str) -> LandingFile:
     return LandingFile(relative, stream, ext)
 
 
+def is_marker(relative: str) -> bool:
+    """Files named ``_*`` (``_SUCCESS`` of Spark and Hadoop writers, ``_error.txt``) are
+    markers, not data: never loaded (and not a reason to reject the batch)."""
+    return relative.rsplit("/", 1)[-1].startswith("_")
+
+
 def plan_batch(files: Iterable[str]) -> dict[str, list[LandingFile]]:
     """``{stream name: [files]}`` of a batch (``files`` relative to ``landing/``); any file
-    that does not name a stream and format rejects the whole batch."""
+    that does not name a stream and format rejects the whole batch (markers, ``_*``, are
+    skipped)."""
     plan: dict[str, list[LandingFile]] = {}
     for relative in sorted(files):
+        if is_marker(relative):
+            continue
         f = classify(relative)
         plan.setdefault(f.stream.name, []).append(f)
     return plan
@@ -145,6 +154,8 @@ def streams_named_by(files: Iterable[str]) -> list[str]:
     the sensor uses this only to select assets; the loader rejects them)."""
     names = set()
     for relative in files:
+        if is_marker(relative):
+            continue
         try:
             names.add(classify(relative).stream.name)
         except LandingRejected:
@@ -321,7 +332,48 @@ def _surrogate_field(obj: Any) -> tuple[str | None, bytes]:
     return None, b""
 
 
-def parse_jsonl(data: bytes, stream: RawStream, relative: str) -> ParsedFile:
+def parse_json(data: bytes, stream: RawStream, relative: str) -> ParsedFile:
+    """``.json``: a JSON array of objects, or JSON lines."""
+    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    if not body.lstrip().startswith(b"["):
+        return parse_jsonl(body, stream, relative)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = body[: exc.start].count(b"\n") + 1
+        return _reject_array_bytes(body, stream, relative, line)
+    try:
+        records = json.loads(text)
+    except ValueError as exc:
+        raise LandingRejected(
+            f"{stream.identifier}: {relative} is not JSON ({exc})",
+            table=stream.identifier, file=relative,
+        ) from None  # fmt: skip
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise LandingRejected(
+            f"{stream.identifier}: {relative} is not a JSON array of objects",
+            table=stream.identifier, file=relative,
+        )  # fmt: skip
+    lines = "\n".join(json.dumps(r) for r in records).encode("utf-8")
+    return parse_jsonl(lines, stream, relative, row_label="record")
+
+
+def _reject_array_bytes(body: bytes, stream: RawStream, relative: str, line: int) -> ParsedFile:
+    text = body.decode("utf-8", "surrogateescape")
+    column, raw = None, b""
+    try:
+        for record in json.loads(text):
+            column, raw = _surrogate_field(record)
+            if column:
+                break
+    except ValueError:
+        pass
+    raise _non_utf8(stream, relative, f"line {line}", column, raw or body[:EXAMPLE_CHARS])
+
+
+def parse_jsonl(
+    data: bytes, stream: RawStream, relative: str, row_label: str = "line"
+) -> ParsedFile:
     """One JSON object per line; blank lines are skipped."""
     records: list[dict[str, Any]] = []
     line_numbers: list[int] = []
@@ -362,7 +414,7 @@ def parse_jsonl(data: bytes, stream: RawStream, relative: str) -> ParsedFile:
         names.update(dict.fromkeys(record))
     _reject_reserved(stream, names, relative)
     columns = {name: [r.get(name) for r in records] for name in names}
-    return _records_table(stream, columns, len(records), relative, line_numbers, "line")
+    return _records_table(stream, columns, len(records), relative, line_numbers, row_label)
 
 
 def parse_csv(data: bytes, stream: RawStream, relative: str) -> ParsedFile:
@@ -495,6 +547,8 @@ def _cast_parquet(stream: RawStream, f: pa.Field, column: pa.ChunkedArray,
 
 PARSERS: dict[str, Callable[[bytes, RawStream, str], ParsedFile]] = {
     "jsonl": parse_jsonl,
+    "ndjson": parse_jsonl,
+    "json": parse_json,
     "csv": parse_csv,
     "parquet": parse_parquet,
 }
