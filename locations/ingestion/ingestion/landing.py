@@ -761,14 +761,30 @@ def load_batch(catalog: Catalog, fs: Any, root: str, batch: str, files: Sequence
     return loads
 
 
-def quarantine(fs: Any, root: str, batch: str, files: Sequence[str], error: str) -> str:
+def previous_rejection(fs: Any, root: str, batch: str) -> str | None:
+    """The recorded reason if ``batch`` was rejected before (its ``_error.txt`` exists)."""
+    path = _join(root, f"{REJECTED_DIR}/{batch}/{ERROR_FILE}")
+    try:
+        return fs.cat_file(path).decode("utf-8", "replace").strip() if fs.exists(path) else None
+    except FileNotFoundError:
+        return None
+
+
+def quarantine(fs: Any, root: str, batch: str, files: Sequence[str], error: str, *,
+               resume: bool = False) -> str:  # fmt: skip
     """Move a rejected batch's files to ``<root>/_rejected/<batch>/`` with ``_error.txt``
-    saying why; returns that folder. Nothing is deleted; a name already used gets a suffix."""
+    saying why; returns that folder. Nothing is deleted; a name already used gets a suffix.
+
+    ``_error.txt`` is written first, so a quarantine interrupted halfway is recognised by the
+    next run of the batch (:func:`previous_rejection`), which finishes it with ``resume=True``
+    instead of loading the files left behind (a part of a rejected batch).
+    """
     dest = _join(root, f"{REJECTED_DIR}/{batch}")
-    if fs.exists(dest):
-        dest = f"{dest}.{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
-    fs.makedirs(dest, exist_ok=True)
-    fs.pipe_file(_join(dest, ERROR_FILE), (error.rstrip() + "\n").encode("utf-8"))
+    if not resume:
+        if fs.exists(dest):
+            dest = f"{dest}.{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+        fs.makedirs(dest, exist_ok=True)
+        fs.pipe_file(_join(dest, ERROR_FILE), (error.rstrip() + "\n").encode("utf-8"))
     prefix = f"{batch}/"
     for relative in files:
         inside = relative[len(prefix) :] if relative.startswith(prefix) else relative

@@ -146,6 +146,15 @@ class AirbyteSyncResource(ConfigurableResource):
         fs = filesystem_for(settings)
         root = store_path(settings, landing.LANDING_PREFIX)
         files = list_batches(fs, root).get(batch)
+        previous = landing.previous_rejection(fs, root, batch)
+        if previous is not None:
+            # Rejected by an earlier run of this batch (re-executed, or killed while moving
+            # the files): finish the quarantine; never load what a rejected batch left behind.
+            where = landing.quarantine(fs, root, batch, files or [], previous, resume=True)
+            raise Failure(
+                f"Landing batch {batch!r} was rejected by an earlier run: {previous} Its files "
+                f"are in {where}; drop a fixed batch under a new name."
+            )
         if not files:
             raise Failure(
                 f"landing batch {batch!r}: no file under {root}/{batch} (a rejected batch is "

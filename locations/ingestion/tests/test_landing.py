@@ -294,3 +294,23 @@ def test_implausible_timestamps_and_oversized_strings():
     assert landed_missing_columns(
         ['{"landing_batch":"b","missing_columns":["amount"]}', '{"sync_id":1}', None, "{bad"]
     ) == ["amount"]
+
+
+def test_a_quarantine_interrupted_halfway_is_finished_by_the_next_run(home):
+    """Killed while moving a rejected batch: the re-run must not load the files left behind."""
+    root = str(load_settings().landing_dir)
+    fs = fsspec.filesystem("file")
+    put(root, "b6/events.jsonl", b'{"event_id": "e", "user_id": "x"}\n')
+    put(root, "b6/users.jsonl", jsonl(USER))
+    # The state a kill after the first move leaves: reason written, events moved, users not.
+    put(root, "_rejected/b6/_error.txt", b"raw.events: column user_id cannot hold 'x'\n")
+    fs.mv(f"{root}/b6/events.jsonl", f"{root}/_rejected/b6/events.jsonl")
+    job = defs.resolve_job_def("ingestion_job")
+    result = job.execute_in_process(tags={"ingestion/landing_batch": "b6"}, raise_on_error=False)
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "rejected by an earlier run" in failure.step_failure_data.error.message
+    assert "column user_id" in failure.step_failure_data.error.message
+    assert fs.exists(f"{root}/_rejected/b6/users.jsonl") and not fs.exists(f"{root}/b6")
+    catalog = iceberg.open_catalog(load_settings())
+    assert [t for ns in catalog.list_namespaces() for t in catalog.list_tables(ns)] == []
