@@ -206,19 +206,25 @@ def test_build_incremental_days_late_rows_and_rerun(catalog, home):
 
 
 def test_failing_dbt_test_is_a_failed_asset_check(catalog, home, tmp_path, monkeypatch):
+    """A bad plan fails stg_users' accepted_values test: a failed asset check and a failed step.
+
+    The run selects stg_users alone on a fresh home, so it also shows that only the tests a
+    subset can run are run: dim_users' relationships test (dim_users does not exist) is not.
+    """
     raw_fixture.write_raw(catalog)
-    # The home set on the Iceberg resource (as the CLI does) reaches the dbt process, whatever
-    # DATA_PLATFORM_HOME says.
-    monkeypatch.setenv("DATA_PLATFORM_HOME", str(tmp_path / "elsewhere"))
-    resources = {**RESOURCES, "iceberg": IcebergCatalogResource(home=str(home))}
     bad = raw_fixture.users_table().to_pylist()
     bad[-1]["plan"] = "platinum"  # not an accepted plan
     write_table(
         catalog, "raw.users", raw_fixture.pa.Table.from_pylist(bad, schema=raw_fixture.USERS_SCHEMA)
     )
+    # The home set on the Iceberg resource (as the CLI does) reaches the dbt process, whatever
+    # DATA_PLATFORM_HOME says.
+    monkeypatch.setenv("DATA_PLATFORM_HOME", str(tmp_path / "elsewhere"))
+    resources = {**RESOURCES, "iceberg": IcebergCatalogResource(home=str(home))}
 
     result = materialize(
         [dbt_models],
+        selection=[AssetKey(["staging", "stg_users"])],
         instance=DagsterInstance.ephemeral(),
         resources=resources,
         raise_on_error=False,
@@ -229,23 +235,7 @@ def test_failing_dbt_test_is_a_failed_asset_check(catalog, home, tmp_path, monke
         is False
     )
     assert checks[("staging/stg_users", "unique_stg_users_user_id")] is True
-    # An error-severity test fails the step (dbt build exits non-zero) and blocks dim_users.
+    assert {asset for asset, _ in checks} == {"staging/stg_users"}
+    # An error-severity test fails the step (dbt build exits non-zero).
     assert not result.success
     assert not (tmp_path / "elsewhere").exists()
-
-
-def test_a_subset_runs_only_the_tests_it_can(catalog, home):
-    """Materializing stg_users alone on a fresh home: dim_users' relationships test (which reads
-    dim_users, not built yet) is not run; stg_users' own tests are."""
-    raw_fixture.write_raw(catalog)
-    result = materialize(
-        [dbt_models],
-        selection=[AssetKey(["staging", "stg_users"])],
-        instance=DagsterInstance.ephemeral(),
-        resources=RESOURCES,
-        raise_on_error=False,
-    )
-    assert result.success
-    checks = check_results(result)
-    assert checks and {asset for asset, _ in checks} == {"staging/stg_users"}
-    assert all(checks.values())
