@@ -328,3 +328,42 @@ def test_accepted_bad_keys_do_not_corrupt_staging(platform):
     raw_events = iceberg.read_table(catalog, EVENTS.identifier, columns=["event_id"])
     distinct_raw = {e for e in raw_events["event_id"].to_pylist() if e is not None}
     assert set(event_ids) == distinct_raw
+
+
+def test_the_whole_corpus_dropped_at_once(platform):
+    """Every bad batch at once, as an outside tester would drop them: one run per batch, each
+    with its own outcome, and the next tick requests nothing (quarantine is not a batch)."""
+    catalog = platform
+    landing = load_settings().landing_dir
+    before = {s.name: snapshot(catalog, s)[1] for s in STREAMS}
+    for case in CASES:
+        write_batch(case, landing)
+    instance = DagsterInstance.ephemeral()
+    context = build_sensor_context(
+        cursor=None, resources={"object_store": ObjectStoreResource()}, instance=instance
+    )
+    requests = [r for r in landing_sensor(context) if isinstance(r, RunRequest)]
+    assert sorted(r.tags["ingestion/landing_batch"] for r in requests) == sorted(CASES)
+    job = defs.resolve_job_def("ingestion_job")
+    outcomes = {}
+    for request in requests:
+        run = job.execute_in_process(
+            instance=instance, tags=request.tags, asset_selection=request.asset_selection,
+            raise_on_error=False,
+        )  # fmt: skip
+        outcomes[request.tags["ingestion/landing_batch"]] = run.success
+    assert outcomes == {case: isinstance(e, Accepted) for case, e in CASES.items()}
+    expected_rows = {s.name: 0 for s in STREAMS}
+    for e in CASES.values():
+        if isinstance(e, Accepted):
+            for name, rows in e.rows.items():
+                expected_rows[name] += rows
+    for stream in STREAMS:
+        assert snapshot(catalog, stream)[1] == before[stream.name] + expected_rows[stream.name]
+    rejected = {p.name for p in (landing / REJECTED_DIR).iterdir()}
+    assert rejected == {case for case, e in CASES.items() if isinstance(e, Rejected)}
+    context = build_sensor_context(
+        cursor=context.cursor, resources={"object_store": ObjectStoreResource()},
+        instance=instance,
+    )  # fmt: skip
+    assert not [r for r in (landing_sensor(context) or []) if isinstance(r, RunRequest)]
