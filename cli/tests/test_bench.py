@@ -146,5 +146,9 @@ def test_unknown_measurement_is_refused(tmp_path, capsys):
 
 def test_worker_failure_names_the_task(tmp_path):
     b = Bench(quick=True, work=tmp_path, log=lambda m: None)
-    with pytest.raises(bench.BenchError, match="read_source"):
-        b.worker("read_source", {"source": str(tmp_path / "missing.arrow")})
+    with pytest.raises(bench.BenchError, match="write_parquet"):
+        b.worker(
+            "write_parquet",
+            {"source": str(tmp_path / "missing.arrow"), "path": str(tmp_path / "x.parquet"),
+             "parquet_options": {"row_group_size": 10}},
+        )  # fmt: skip
