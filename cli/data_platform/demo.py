@@ -9,8 +9,11 @@ as one run over the whole range of demo days (their backfill policy is single-ru
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dagster import DagsterInstance
@@ -87,12 +90,24 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     report = DemoReport()
     instance_dir = settings.home / "dagster"
     instance_dir.mkdir(parents=True, exist_ok=True)
-    with DagsterInstance.local_temp(tempdir=str(instance_dir)) as instance:
+    log_dir = settings.home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    # The demo keeps each run's stdout/stderr in logs/ itself (see _output_to); Dagster's own
+    # capture would swap the process's streams under it.
+    no_capture = {
+        "compute_logs": {
+            "module": "dagster._core.storage.noop_compute_log_manager",
+            "class": "NoOpComputeLogManager",
+        }
+    }
+    with DagsterInstance.local_temp(tempdir=str(instance_dir), overrides=no_capture) as instance:
         for number, planned in enumerate(plan, start=1):
             log(_describe(number, len(plan), planned, first_day, last_day))
-            result = _execute(
-                location_defs[planned.location], planned, instance, first_day, last_day
-            )
+            run_log = log_dir / f"demo-run-{number}-{planned.location}.log"
+            with _output_to(run_log):
+                result = _execute(
+                    location_defs[planned.location], planned, instance, first_day, last_day
+                )
             report.runs.append(
                 {
                     "location": planned.location,
@@ -105,10 +120,33 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
             report.checks.extend(_check_outcomes(result))
             if not result.success:
                 raise DemoFailed(
-                    f"run {number} ({planned.location}) failed: {_failure_message(result)}"
+                    f"run {number} ({planned.location}) failed: {_failure_message(result)} "
+                    f"(full log: {run_log})"
                 )
     report.tables = list_tables(open_catalog(settings))
     return report
+
+
+@contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors, so dbt's subprocess output and
+    every library's logging too) to ``path`` for the duration; the demo prints only its summary.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("ab") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def _describe(number: int, total: int, planned: PlannedRun, first: str, last: str) -> str:
@@ -129,6 +167,9 @@ def _execute(defs, planned: PlannedRun, instance, first_day: str, last_day: str)
         asset_selection=list(planned.asset_keys),
         tags=tags,
         raise_on_error=False,
+        # The summary is the demo's output; the full event log stays in the instance (and in
+        # the UI under `dagster dev` with DAGSTER_HOME=<home>/dagster).
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
 
 
