@@ -152,3 +152,25 @@ def test_worker_failure_names_the_task(tmp_path):
             {"source": str(tmp_path / "missing.arrow"), "path": str(tmp_path / "x.parquet"),
              "parquet_options": {"row_group_size": 10}},
         )  # fmt: skip
+
+
+def test_incremental_runs_one_run_per_location_in_plan_order():
+    from dagster import AssetKey
+
+    from data_platform.bench_incremental import per_location
+    from data_platform.graph import PlannedRun
+
+    k = AssetKey
+    plan = [
+        PlannedRun("ingestion", (k(["raw", "events"]), k(["raw", "users"])), False),
+        PlannedRun("transformation", (k(["staging", "stg_users"]),), False),
+        PlannedRun("transformation", (k(["staging", "stg_events"]),), True),
+        PlannedRun("analytics", (k(["analytics", "daily_metrics"]),), True),
+        PlannedRun("transformation", (k(["marts", "dim_users"]),), False),
+    ]
+    merged = per_location(plan)
+    assert [p.location for p in merged] == ["ingestion", "transformation", "analytics"]
+    assert merged[1].asset_keys == (
+        k(["staging", "stg_users"]), k(["staging", "stg_events"]), k(["marts", "dim_users"])
+    )  # fmt: skip
+    assert [p.partitioned for p in merged] == [False, True, True]
