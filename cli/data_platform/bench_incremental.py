@@ -8,9 +8,11 @@ daily-partitioned ones restricted to the new day's partition and the unpartition
 sync, full-refresh models, ``user_features``) run as they always run.
 
 Why one run per location rather than ``plan_runs``' split of partitioned and unpartitioned
-assets: run alone, ``stg_users``'s dbt build also selects the relationships test it shares with
-``dim_users`` (dbt's eager indirect selection), which fails on a first build before ``dim_users``
-exists; in one run per location dbt orders the test after both models.
+assets: it is what a daily schedule per location launches, and it started dbt once per dbt
+multi-asset per day instead of once per planned run. (While this was written, the split plan's
+first build also failed: ``stg_users`` run alone selected the relationships test it shares with
+``dim_users`` before ``dim_users`` existed; transformation has since restricted tests to
+buildable ones.)
 """
 
 from __future__ import annotations
