@@ -141,7 +141,17 @@ def to_iceberg_compatible(data: pa.Table) -> pa.Table:
 
 
 def ensure_namespace(catalog: Catalog, namespace: str) -> None:
-    catalog.create_namespace_if_not_exists(namespace)
+    """Create ``namespace`` unless it exists, also when another writer creates it concurrently.
+
+    The SQL catalog checks then inserts, so a concurrent creation surfaces as a database
+    integrity error rather than NamespaceAlreadyExistsError: the namespace existing afterwards is
+    what matters.
+    """
+    try:
+        catalog.create_namespace_if_not_exists(namespace)
+    except Exception:
+        if (namespace,) not in {tuple(ns) for ns in catalog.list_namespaces()}:
+            raise
 
 
 def ensure_table(

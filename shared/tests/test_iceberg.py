@@ -134,12 +134,14 @@ WRITER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("mode", ["append", "overwrite-day"])
+@pytest.mark.parametrize("mode", ["append", "overwrite-day", "append-to-new-table"])
 def test_concurrent_writers_lose_no_commit(tmp_path, monkeypatch, mode):
     monkeypatch.setenv("DATA_PLATFORM_HOME", str(tmp_path))
     catalog = open_catalog(load_settings())
-    # Create the table first: concurrent *creation* is a separate race this test is not about.
-    if mode == "append":
+    if mode == "append-to-new-table":
+        # Every writer races to create the namespace and the table too.
+        mode = "append"
+    elif mode == "append":
         write_table(catalog, "raw.shared", pa.table({"worker": [-1], "round": [0], "i": [0]}))
     else:
         write_table(
@@ -164,9 +166,10 @@ def test_concurrent_writers_lose_no_commit(tmp_path, monkeypatch, mode):
         assert "database is locked" not in err
     if mode == "append":
         got = read_table(catalog, "raw.shared")
-        assert got.num_rows == 1 + workers * rounds * 50
+        seeded = int(-1 in got["worker"].to_pylist())
+        assert got.num_rows == seeded + workers * rounds * 50
         pairs = set(zip(got["worker"].to_pylist(), got["round"].to_pylist(), strict=True))
-        assert len(pairs) == 1 + workers * rounds  # every commit of every worker is there
+        assert len(pairs) == seeded + workers * rounds  # every commit of every worker is there
     else:
         got = read_table(catalog, "raw.daily").to_pydict()
         assert len(got["day"]) == workers * 10  # each day holds exactly its last overwrite
