@@ -438,7 +438,20 @@ def parse_csv(data: bytes, stream: RawStream, relative: str) -> ParsedFile:
                 raw_line = cell.encode("utf-8", "surrogateescape")
                 break
         raise _non_utf8(stream, relative, f"line {line}", column, raw_line) from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # The csv module refuses cells over 128 KiB by default; an oversized value is accepted
+    # and flagged by the string_sizes check instead, like in the other formats.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    try:
+        return _parse_csv_text(text, stream, relative)
+    except csv.Error as exc:
+        raise LandingRejected(
+            f"{stream.identifier}: {relative} is not valid CSV: {exc}",
+            table=stream.identifier, file=relative,
+        ) from None  # fmt: skip
+
+
+def _parse_csv_text(text: str, stream: RawStream, relative: str) -> ParsedFile:
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header = next(reader, None)
     if header is None:
         return _records_table(stream, {}, 0, relative, [], "line")

@@ -314,3 +314,11 @@ def test_a_quarantine_interrupted_halfway_is_finished_by_the_next_run(home):
     assert fs.exists(f"{root}/_rejected/b6/users.jsonl") and not fs.exists(f"{root}/b6")
     catalog = iceberg.open_catalog(load_settings())
     assert [t for ns in catalog.list_namespaces() for t in catalog.list_tables(ns)] == []
+
+
+def test_csv_cells_over_the_csv_module_limit_are_kept():
+    name = "x" * 200_000
+    parsed = parse("users.csv", f"id,name\n1,{name}\n".encode())
+    assert parsed.data["name"].to_pylist() == [name]
+    with pytest.raises(LandingRejected, match="not valid CSV"):
+        parse("users.csv", b'id,name\n1,"unterminated\n')
