@@ -181,6 +181,11 @@ class AirbyteSyncResource(ConfigurableResource):
                     "quarantined_to": where,
                 },
             ) from None
+        # Markers (_SUCCESS...) are not data; named in the log and metadata all the same, so
+        # that a data file given such a name by mistake is visible rather than silently unread.
+        skipped = ", ".join(f for f in files if landing.is_marker(f)) or "none"
+        if skipped != "none":
+            context.log.warning(f"landing batch {batch!r}: marker files not loaded: {skipped}")
         selected = {s.name for s in streams}
         for stream in streams:
             load = loads.get(stream.name)
@@ -192,12 +197,16 @@ class AirbyteSyncResource(ConfigurableResource):
                         "source": "local Airbyte stand-in: landing batch loader",
                         "landing_batch": batch,
                         "landing_files": "none",
+                        "landing_skipped_files": skipped,
                         "rows_written": 0,
                     },
                 )
                 continue
             self._log_load(context, batch, load)
-            yield MaterializeResult(asset_key=stream.key, metadata=load.as_metadata(batch))
+            yield MaterializeResult(
+                asset_key=stream.key,
+                metadata={**load.as_metadata(batch), "landing_skipped_files": skipped},
+            )
         # Streams of the batch the run did not select are landed too (the batch is loaded as
         # one): recorded, like a prod connection's other streams.
         for name, load in loads.items():
@@ -206,7 +215,7 @@ class AirbyteSyncResource(ConfigurableResource):
                 yield AssetMaterialization(
                     asset_key=load.stream.key,
                     description=f"Loaded from landing batch {batch!r} with the selected streams.",
-                    metadata=load.as_metadata(batch),
+                    metadata={**load.as_metadata(batch), "landing_skipped_files": skipped},
                 )
 
     @staticmethod

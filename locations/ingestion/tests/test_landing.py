@@ -322,3 +322,16 @@ def test_csv_cells_over_the_csv_module_limit_are_kept():
     assert parsed.data["name"].to_pylist() == [name]
     with pytest.raises(LandingRejected, match="not valid CSV"):
         parse("users.csv", b'id,name\n1,"unterminated\n')
+
+
+def test_marker_files_are_reported_not_loaded(home):
+    root = str(load_settings().landing_dir)
+    put(root, "b7/_SUCCESS", b"")
+    put(root, "b7/users.jsonl", jsonl(USER))
+    job = defs.resolve_job_def("ingestion_job")
+    result = job.execute_in_process(
+        tags={"ingestion/landing_batch": "b7"}, asset_selection=[USERS.key]
+    )
+    meta = result.get_asset_materialization_events()[0].step_materialization_data
+    assert meta.materialization.metadata["landing_skipped_files"].value == "b7/_SUCCESS"
+    assert meta.materialization.metadata["rows_written"].value == 1
