@@ -11,12 +11,16 @@ from dagster import Definitions
 from analytics.assets import daily_metrics, user_features
 from analytics.automation import analytics_automation_sensor
 from analytics.schedules import daily_metrics_job, daily_metrics_schedule
+from shared.monitoring import monitoring_definitions
 from shared.resources import IcebergCatalogResource
 
-defs = Definitions(
+location_defs = Definitions(
     assets=[user_features, daily_metrics],
     jobs=[daily_metrics_job],
     schedules=[daily_metrics_schedule],
     sensors=[analytics_automation_sensor],
     resources={"iceberg": IcebergCatalogResource()},
 )
+
+# Metrics and failure alerts: sensors only when the environment configures them (deploy/README.md).
+defs = Definitions.merge(location_defs, monitoring_definitions("analytics"))

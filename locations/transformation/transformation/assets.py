@@ -21,6 +21,7 @@ from typing import Any
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AutomationCondition,
     BackfillPolicy,
     Output,
 )
@@ -35,6 +36,7 @@ from shared.keys import table_identifier, table_key
 from shared.partitions import daily_partitions
 from shared.resources import IcebergCatalogResource
 from shared.settings import Settings
+from transformation.automation import condition_for
 from transformation.project import dbt_project
 
 #: dbt selection of the daily-partitioned models (tag set in their config).
@@ -49,13 +51,19 @@ CROSS_PARTITIONING_TAG = "tag:cross_partitioning"
 
 
 class PlatformDbtTranslator(DagsterDbtTranslator):
-    """Keys are ``[schema, model]`` (the Iceberg table); groups are the layers."""
+    """Keys are ``[schema, model]`` (the Iceberg table); groups are the layers; automation
+    conditions by the model's ``daily``/``full`` tag (``transformation.automation``)."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
         if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot"):
             table = dbt_resource_props.get("alias") or dbt_resource_props["name"]
             return table_key(dbt_resource_props["schema"], table)
         return super().get_asset_key(dbt_resource_props)
+
+    def get_automation_condition(
+        self, dbt_resource_props: Mapping[str, Any]
+    ) -> AutomationCondition | None:
+        return condition_for(dbt_resource_props)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         group = super().get_group_name(dbt_resource_props)

@@ -10,14 +10,20 @@ from __future__ import annotations
 from dagster import Definitions
 from dagster_dbt import DbtCliResource
 
+from shared.monitoring import monitoring_definitions
 from shared.resources import IcebergCatalogResource
 from transformation.assets import dbt_daily_models, dbt_models
+from transformation.automation import transformation_automation_sensor
 from transformation.project import DBT_EXECUTABLE, dbt_project
 
-defs = Definitions(
+location_defs = Definitions(
     assets=[dbt_daily_models, dbt_models],
+    sensors=[transformation_automation_sensor],
     resources={
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
         "iceberg": IcebergCatalogResource(),
     },
 )
+
+# Metrics and failure alerts: sensors only when the environment configures them (deploy/README.md).
+defs = Definitions.merge(location_defs, monitoring_definitions("transformation"))
