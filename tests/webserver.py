@@ -25,13 +25,26 @@ _LAUNCHER = (
 WORKSPACE_QUERY = """
 { workspaceOrError { __typename ... on Workspace { locationEntries {
     name loadStatus
-    locationOrLoadError { __typename ... on PythonError { message } }
+    locationOrLoadError { __typename ... on PythonError {
+        message errorChain { error { message } } } }
 } } } }
 """
 
 ASSET_NODES_QUERY = """
 { assetNodes { assetKey { path } dependencyKeys { path } isMaterializable
     repository { location { name } } } }
+"""
+
+
+LAUNCH_RUN = """
+mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+    __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+    ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } }
+} }
+"""
+
+RUN_STATUS = """
+query($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }
 """
 
 
@@ -55,6 +68,32 @@ class Webserver:
         if payload.get("errors"):
             raise AssertionError(f"GraphQL errors: {payload['errors']}")
         return payload["data"]
+
+    def run_job(self, location: str, job: str, timeout: float = 300) -> str:
+        """Launch ``job`` of ``location`` through GraphQL and wait for its final status."""
+        launched = self.graphql(
+            LAUNCH_RUN,
+            {
+                "params": {
+                    "selector": {
+                        "repositoryLocationName": location,
+                        "repositoryName": "__repository__",
+                        "jobName": job,
+                    },
+                    "executionMetadata": {},
+                }
+            },
+        )["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["runId"]
+        deadline = time.monotonic() + timeout
+        status = "?"
+        while time.monotonic() < deadline:
+            status = self.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
+            if status in ("SUCCESS", "FAILURE", "CANCELED"):
+                return status
+            time.sleep(1)
+        raise AssertionError(f"run {run_id} still {status} after {timeout}s")
 
     def locations(self) -> dict[str, dict]:
         data = self.graphql(WORKSPACE_QUERY)["workspaceOrError"]
@@ -82,7 +121,14 @@ def running_webserver(workspace: Path, dagster_home: Path, env: dict[str, str] |
     """Run ``dagster-webserver -w workspace`` on a free port; stop it by PID at the end."""
     port = free_port()
     dagster_home.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").touch()
+    # Launch runs straight from the webserver (no daemon in these tests); no telemetry.
+    (dagster_home / "dagster.yaml").write_text(
+        "run_coordinator:\n"
+        "  module: dagster._core.run_coordinator\n"
+        "  class: DefaultRunCoordinator\n"
+        "telemetry:\n"
+        "  enabled: false\n"
+    )
     log = dagster_home / "webserver.log"
     full_env = {**os.environ, "DAGSTER_HOME": str(dagster_home), **(env or {})}
     exe = str(Path(sys.executable).parent / "dagster-webserver")

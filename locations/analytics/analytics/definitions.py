@@ -14,13 +14,15 @@ from analytics.schedules import daily_metrics_job, daily_metrics_schedule
 from shared.monitoring import monitoring_definitions
 from shared.resources import IcebergCatalogResource
 
-location_defs = Definitions(
-    assets=[user_features, daily_metrics],
-    jobs=[daily_metrics_job],
-    schedules=[daily_metrics_schedule],
-    sensors=[analytics_automation_sensor],
-    resources={"iceberg": IcebergCatalogResource()},
-)
-
 # Metrics and failure alerts: sensors only when the environment configures them (deploy/README.md).
-defs = Definitions.merge(location_defs, monitoring_definitions("analytics"))
+# One module-level Definitions: Dagster refuses a module that defines two.
+defs = Definitions.merge(
+    Definitions(
+        assets=[user_features, daily_metrics],
+        jobs=[daily_metrics_job],
+        schedules=[daily_metrics_schedule],
+        sensors=[analytics_automation_sensor],
+        resources={"iceberg": IcebergCatalogResource()},
+    ),
+    monitoring_definitions("analytics"),
+)

@@ -16,14 +16,16 @@ from transformation.assets import dbt_daily_models, dbt_models
 from transformation.automation import transformation_automation_sensor
 from transformation.project import DBT_EXECUTABLE, dbt_project
 
-location_defs = Definitions(
-    assets=[dbt_daily_models, dbt_models],
-    sensors=[transformation_automation_sensor],
-    resources={
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
-        "iceberg": IcebergCatalogResource(),
-    },
-)
-
 # Metrics and failure alerts: sensors only when the environment configures them (deploy/README.md).
-defs = Definitions.merge(location_defs, monitoring_definitions("transformation"))
+# One module-level Definitions: Dagster refuses a module that defines two.
+defs = Definitions.merge(
+    Definitions(
+        assets=[dbt_daily_models, dbt_models],
+        sensors=[transformation_automation_sensor],
+        resources={
+            "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
+            "iceberg": IcebergCatalogResource(),
+        },
+    ),
+    monitoring_definitions("transformation"),
+)
