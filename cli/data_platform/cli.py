@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -103,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Dagster flags beta/preview parameters (backfill_policy, ...) on every import; they are
+    # deliberate choices here, not news for someone running the demo.
+    warnings.filterwarnings("ignore", module="dagster")
+    warnings.filterwarnings("ignore", category=UserWarning, message=".*beta.*")
     args = build_parser().parse_args(argv)
     _apply_env(args)
     return args.func(args)

@@ -23,7 +23,7 @@ def test_client_credentials_map_to_both_api_base_urls():
         "configuration_api_base_url": "http://airbyte-airbyte-server-svc:8001/api/v1",
         "workspace_id": "ws-1",
         "client_id": "cid",
-        "client_secret": "csec",
+        "client_secret": "csec",  # pragma: allowlist secret
     }
     workspace = airbyte_workspace(settings.airbyte, request_max_retries=7)
     assert type(workspace).__name__ == "AirbyteWorkspace"
@@ -33,7 +33,7 @@ def test_client_credentials_map_to_both_api_base_urls():
 def test_basic_auth_and_describe_hides_secrets():
     settings = load_settings({**BASE, "AIRBYTE_USERNAME": "u", "AIRBYTE_PASSWORD": "hunter2"})
     kwargs = workspace_kwargs(settings.airbyte)
-    assert kwargs["username"] == "u" and kwargs["password"] == "hunter2"
+    assert kwargs["username"] == "u" and kwargs["password"] == "hunter2"  # pragma: allowlist secret
     assert "client_id" not in kwargs
     text = describe(settings.airbyte) + repr(settings)
     assert "hunter2" not in text and "basic auth" in text
