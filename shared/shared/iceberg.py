@@ -171,7 +171,10 @@ def ensure_table(
         table = catalog.load_table(identifier)
     except NoSuchTableError:
         ensure_namespace(catalog, namespace)
-        table = catalog.create_table_if_not_exists(identifier, schema=schema)
+        # Every column optional: a lakehouse table outlives the batch that created it, and a
+        # column that had no nulls on day one (a user's first event, say) may have them later.
+        nullable = pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
+        table = catalog.create_table_if_not_exists(identifier, schema=nullable)
         if partition_by_day and len(table.spec().fields) == 0:
             with table.update_spec() as spec:
                 spec.add_field(partition_by_day, DayTransform(), f"{partition_by_day}_day")

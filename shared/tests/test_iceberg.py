@@ -218,3 +218,14 @@ def test_sigkill_mid_write_leaves_previous_snapshot(tmp_path, monkeypatch):
     # The next run completes.
     after = write_table(catalog, "raw.crash", pa.table({"i": pa.array([4], pa.int64())}))
     assert after.row_count == 1
+
+
+def test_columns_are_optional_so_later_nulls_fit(catalog):
+    """A source whose first batch had no nulls (Arrow non-nullable) may send nulls later."""
+    strict = pa.schema([pa.field("id", pa.int64(), nullable=False), ("v", pa.string())])
+    write_table(catalog, "marts.t", pa.table({"id": [1], "v": ["a"]}, schema=strict))
+    assert all(f.optional for f in catalog.load_table("marts.t").schema().fields)
+    write_table(
+        catalog, "marts.t", pa.table({"id": pa.array([None, 2], pa.int64()), "v": ["b", None]})
+    )
+    assert read_table(catalog, "marts.t").num_rows == 2
