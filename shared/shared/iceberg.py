@@ -173,19 +173,26 @@ def ensure_table(
         ensure_namespace(catalog, namespace)
         # Every column optional: a lakehouse table outlives the batch that created it, and a
         # column that had no nulls on day one (a user's first event, say) may have them later.
-        nullable = pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
-        table = catalog.create_table_if_not_exists(identifier, schema=nullable)
+        table = catalog.create_table_if_not_exists(identifier, schema=_all_optional(schema))
         if partition_by_day and len(table.spec().fields) == 0:
             with table.update_spec() as spec:
                 spec.add_field(partition_by_day, DayTransform(), f"{partition_by_day}_day")
             table = catalog.load_table(identifier)
         return table
     existing = {f.name for f in table.schema().fields}
-    if any(name not in existing for name in schema.names):
+    required = [f.name for f in table.schema().fields if f.required]
+    if required or any(name not in existing for name in schema.names):
         with table.update_schema() as update:
-            update.union_by_name(schema)
+            # Tables made before columns were created optional: relax them once.
+            for name in required:
+                update.make_column_optional(name)
+            update.union_by_name(_all_optional(schema))
         table = catalog.load_table(identifier)
     return table
+
+
+def _all_optional(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
 
 
 def _retry_commit(what: str, attempt_fn: Callable[[], Table], attempts: int) -> Table:
