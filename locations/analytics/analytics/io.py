@@ -49,7 +49,6 @@ from pyiceberg.expressions import (
     Or,
 )
 from pyiceberg.expressions.visitors import bind
-from pyiceberg.schema import Schema
 from pyiceberg.types import (
     BinaryType,
     BooleanType,
@@ -74,22 +73,21 @@ if TYPE_CHECKING:  # annotations only: keeps pyiceberg.table out of this module'
 
 
 #: Iceberg types whose Parquet encoding (as pyiceberg writes it) polars reads as the same dtype
-#: that pyiceberg's Arrow read gives. Any other projected type takes the pyiceberg path.
-POLARS_SAFE_TYPES = (
-    BooleanType,
-    IntegerType,
-    LongType,
-    FloatType,
-    DoubleType,
-    StringType,
-    BinaryType,
-    DateType,
-    TimestampType,
-    TimestamptzType,
+#: that pyiceberg's Arrow read gives, with that dtype. Any other projected type takes the
+#: pyiceberg path.
+_POLARS_DTYPES: tuple[tuple[type[IcebergType], pl.DataType], ...] = (
+    (BooleanType, pl.Boolean()),
+    (IntegerType, pl.Int32()),
+    (LongType, pl.Int64()),
+    (FloatType, pl.Float32()),
+    (DoubleType, pl.Float64()),
+    (StringType, pl.String()),
+    (BinaryType, pl.Binary()),
+    (DateType, pl.Date()),
+    (TimestamptzType, pl.Datetime("us", "UTC")),
+    (TimestampType, pl.Datetime("us")),
 )
-
-_EPOCH_DATE = dt.date(1970, 1, 1)
-_EPOCH = dt.datetime(1970, 1, 1)
+POLARS_SAFE_TYPES = tuple(t for t, _ in _POLARS_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -275,8 +273,7 @@ def polars_scan(
     except NotImplementedError as exc:
         return None, f"filter not expressible in polars: {exc}"
     # The dtypes pyiceberg's Arrow read gives, so both paths yield the same frame schema.
-    arrow_schema = Schema(*projected).as_arrow()
-    target = pl.from_arrow(arrow_schema.empty_table()).schema
+    target = pl.Schema({f.name: polars_dtype(f.field_type) for f in projected})
     if not tasks:
         lazy = pl.LazyFrame(schema=target)
     else:
@@ -315,15 +312,24 @@ def _obstacle(table: Table, projected: list[NestedField], tasks: Sequence[FileSc
     return ""
 
 
-def _literal(field_type: IcebergType, value: Any) -> Any:
-    """A bound Iceberg literal's value as the Python value polars compares with."""
+def _literal(field_type: IcebergType, value: Any) -> pl.Expr:
+    """A bound Iceberg literal (days / microseconds since the epoch for dates / timestamps) as a
+    polars literal of the column's dtype (a cast constant, folded by polars' optimizer: cheaper
+    to build than a literal from a Python datetime)."""
+    dtype = polars_dtype(field_type)
     if isinstance(field_type, DateType):
-        return _EPOCH_DATE + dt.timedelta(days=value)
-    if isinstance(field_type, TimestamptzType):
-        return (_EPOCH + dt.timedelta(microseconds=value)).replace(tzinfo=dt.UTC)
-    if isinstance(field_type, TimestampType):
-        return _EPOCH + dt.timedelta(microseconds=value)
-    return value
+        return pl.lit(value, pl.Int32).cast(dtype)
+    if isinstance(field_type, TimestampType | TimestamptzType):
+        return pl.lit(value, pl.Int64).cast(dtype)
+    return pl.lit(value, dtype)
+
+
+def polars_dtype(field_type: IcebergType) -> pl.DataType:
+    """The polars dtype of a column of a known-safe type, as pyiceberg's Arrow read gives it."""
+    for iceberg_type, dtype in _POLARS_DTYPES:
+        if isinstance(field_type, iceberg_type):
+            return dtype
+    raise NotImplementedError(f"type {field_type}")
 
 
 def polars_predicate(expr: BooleanExpression) -> pl.Expr:
@@ -348,8 +354,8 @@ def polars_predicate(expr: BooleanExpression) -> pl.Expr:
     if isinstance(expr, BoundNotNull):
         return col.is_not_null()
     if isinstance(expr, BoundIn | BoundNotIn):
-        values = [_literal(f.field_type, lit.value) for lit in expr.literals]
-        inside = col.is_in(values)
+        values = pl.concat([_literal(f.field_type, lit.value) for lit in expr.literals])
+        inside = col.is_in(values.implode())
         return inside if isinstance(expr, BoundIn) else ~inside
     compare = {
         BoundEqualTo: pl.Expr.__eq__,

@@ -252,3 +252,33 @@ def test_empty_plan_gives_an_empty_frame_with_the_same_schema(catalog, make, mon
     assert fast.reader == "polars" and fast.data_files == 0
     assert fast.frame.collect().equals(ref.frame.collect())
     assert fast.frame.collect().schema == ref.frame.collect().schema
+
+
+def test_every_polars_safe_type_reads_as_pyiceberg_reads_it(catalog):
+    naive = [dt.datetime(2026, 1, d, 12) for d in (1, 2, 3)]
+    data = pa.table(
+        {
+            "b": pa.array([True, None, False]),
+            "i": pa.array([1, 2, None], pa.int32()),
+            "l": pa.array([1, None, 3], pa.int64()),
+            "f": pa.array([1.5, None, 2.5], pa.float32()),
+            "d": pa.array([1.5, 2.5, None], pa.float64()),
+            "s": pa.array(["a", None, "c"]),
+            "bin": pa.array([b"x", b"y", None]),
+            "day": pa.array([D(2026, 1, 1), None, D(2026, 1, 3)], pa.date32()),
+            "ts": pa.array(naive, pa.timestamp("us")),
+            "tstz": pa.array([None, *naive[1:]], pa.timestamp("us", "UTC")),
+        }
+    )
+    write_table(catalog, "marts.all_types", data)
+    table = catalog.load_table("marts.all_types")
+    for row_filter in (None, GreaterThan("ts", "2026-01-01T12:00:00"), In("day", {"2026-01-03"})):
+        scan = table.scan(**({"row_filter": row_filter} if row_filter is not None else {}))
+        frame, why = polars_scan(
+            table, tuple(data.column_names), list(scan.plan_files()), row_filter
+        )
+        assert why == "" and frame is not None
+        want = pl.from_arrow(scan.to_arrow())
+        got = frame.collect()
+        assert got.schema == want.schema
+        assert got.sort("ts").equals(want.sort("ts")) and got.height > 0
