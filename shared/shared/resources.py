@@ -10,18 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import fsspec
-import pyarrow as pa
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
-from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import BooleanExpression
-from pyiceberg.table import Table
 
-from shared import iceberg
 from shared.settings import Settings, load_settings
+
+# pyarrow, pyiceberg, polars, fsspec and the run-time modules that use them are imported inside
+# the functions that need them: loading the definitions must stay cheap (docs/benchmarks.md).
+if TYPE_CHECKING:
+    import fsspec
+    import pyarrow as pa
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.expressions import BooleanExpression
+    from pyiceberg.table import Table
+
+    from shared import iceberg
 
 
 class IcebergCatalogResource(ConfigurableResource):
@@ -43,6 +48,8 @@ class IcebergCatalogResource(ConfigurableResource):
         return load_settings()
 
     def catalog(self) -> Catalog:
+        from shared import iceberg
+
         if self._catalog is None:
             self._catalog = iceberg.open_catalog(self.settings())
         return self._catalog
@@ -57,6 +64,8 @@ class IcebergCatalogResource(ConfigurableResource):
         **kwargs: Any,
     ) -> iceberg.TableWriteResult:
         """Write through :func:`shared.iceberg.write_table` (one atomic commit, retried)."""
+        from shared import iceberg
+
         return iceberg.write_table(self.catalog(), identifier, data, **kwargs)
 
     def read(
@@ -67,6 +76,8 @@ class IcebergCatalogResource(ConfigurableResource):
         row_filter: BooleanExpression | str | None = None,
     ) -> pa.Table:
         """Read with column projection and row filter pushed down to the scan."""
+        from shared import iceberg
+
         return iceberg.read_table(
             self.catalog(), identifier, columns=columns, row_filter=row_filter
         )
@@ -115,6 +126,8 @@ def object_store_errors(settings: Settings, what: str) -> Iterator[None]:
 
 def filesystem_for(settings: Settings) -> fsspec.AbstractFileSystem:
     """The fsspec filesystem of the object store (s3fs configured for Garage in prod)."""
+    import fsspec
+
     if settings.is_local:
         settings.object_store.local_root.mkdir(parents=True, exist_ok=True)
         return fsspec.filesystem("file")

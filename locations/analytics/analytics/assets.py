@@ -8,7 +8,6 @@ never read a snapshot that failed a blocking check.
 import datetime as dt
 from collections.abc import Iterator
 
-import polars as pl
 from dagster import (
     AssetCheckResult,
     AssetDep,
@@ -22,8 +21,8 @@ from dagster import (
 )
 from pydantic import Field
 
-from analytics import features as feature_defs
-from analytics import metrics as metric_defs
+# polars and analytics.io/features/metrics/frames are imported inside the asset bodies: loading
+# the definitions must stay cheap (docs/benchmarks.md).
 from analytics.automation import daily_metrics_condition, user_features_condition
 from analytics.checks import (
     DAILY_METRICS_CHECKS,
@@ -32,8 +31,6 @@ from analytics.checks import (
     check_user_features,
     reconcile_features_with_dim_users,
 )
-from analytics.frames import utc_date, with_utc_event_date
-from analytics.io import day_range_filter, output_metadata, read_upstream, to_arrow
 from analytics.sources import (
     DAILY_METRICS_KEY,
     DIM_USERS,
@@ -113,6 +110,12 @@ def user_features(
 
     Counts are 0 (not null) for users without events. Sorted by user_id.
     """
+    import polars as pl
+
+    from analytics import features as feature_defs
+    from analytics.frames import utc_date
+    from analytics.io import output_metadata, read_upstream, to_arrow
+
     as_of = dt.date.fromisoformat(config.as_of_date) if config.as_of_date else None
     # With an explicit as-of date, events after it are never read (pushed down to the scan).
     events = read_upstream(
@@ -204,6 +207,12 @@ def daily_metrics(
 
     A day has a row iff it has at least one event or one signup. Sorted by metric_date.
     """
+    import polars as pl
+
+    from analytics import metrics as metric_defs
+    from analytics.frames import with_utc_event_date
+    from analytics.io import day_range_filter, output_metadata, read_upstream, to_arrow
+
     window = context.partition_time_window
     start, end = window.start.date(), window.end.date()
     # The exact window is on event_ts (UTC); event_date prunes partitions in the manifests.

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 
-from analytics.metrics import days_in
 from analytics.sources import DAILY_METRICS_KEY, USER_FEATURES_KEY
+
+# pyarrow, pyiceberg, polars, fsspec and the run-time modules that use them are imported inside
+# the functions that need them: loading the definitions must stay cheap (docs/benchmarks.md).
+if TYPE_CHECKING:
+    import polars as pl
 
 #: Relative tolerance when comparing sums of doubles computed by different engines.
 REVENUE_REL_TOL = 1e-6
@@ -118,6 +122,8 @@ def _violations(frame: pl.DataFrame, rules: dict[str, pl.Expr]) -> list[str]:
 def check_user_features(features: pl.DataFrame, eligible_users: int) -> list[AssetCheckResult]:
     """All checks of ``ml.user_features``; ``eligible_users`` counts dim_users rows signed up by
     the as-of date (computed independently of the feature join, to catch fan-out or losses)."""
+    import polars as pl
+
     specs = USER_FEATURES_CHECKS
     rows = features.height
     bounds = []
@@ -187,6 +193,8 @@ def reconcile_features_with_dim_users(
     ``activity``: ``user_id, event_count, purchase_count, revenue`` from ``marts.dim_users``, or
     None with ``problem`` saying why it could not be read.
     """
+    import polars as pl
+
     spec = _spec(USER_FEATURES_CHECKS, "reconciles_with_dim_users")
     if not as_of_is_latest:
         return _result(spec, [], skipped="as_of_date is before the latest event day")
@@ -241,6 +249,10 @@ def check_daily_metrics(
     ``marts.fct_daily_events`` for the window (``event_date, events, revenue``), or None with
     ``mart_problem`` saying why it could not be read.
     """
+    import polars as pl
+
+    from analytics.metrics import days_in
+
     specs = DAILY_METRICS_CHECKS
     window = days_in(start, end)
     rows = metrics.height
@@ -294,6 +306,8 @@ def check_daily_metrics(
 
 def reconcile_with_mart(metrics: pl.DataFrame, mart: pl.DataFrame) -> list[str]:
     """Per day, events_total and revenue must equal the mart's sums over event types."""
+    import polars as pl
+
     per_day = mart.group_by(metric_date=pl.col("event_date")).agg(
         mart_events=pl.col("events").sum().cast(pl.Int64),
         mart_revenue=pl.col("revenue").fill_null(0.0).sum().cast(pl.Float64),

@@ -29,8 +29,9 @@ from shared.resources import IcebergCatalogResource
 
 
 def column_schema(stream: RawStream) -> TableSchema:
-    """The raw table's columns as Dagster table-schema metadata."""
-    return TableSchema(columns=[TableColumn(name=f.name, type=str(f.type)) for f in stream.schema])
+    """The raw table's columns as Dagster table-schema metadata (Arrow type names, from the
+    declared columns: no pyarrow needed at load)."""
+    return TableSchema(columns=[TableColumn(name=n, type=t) for n, t in stream.columns])
 
 
 def raw_spec(stream: RawStream) -> AssetSpec:

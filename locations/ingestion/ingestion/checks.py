@@ -35,10 +35,8 @@ import datetime as dt
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -48,15 +46,19 @@ from dagster import (
     MetadataValue,
     multi_asset_check,
 )
-from pyiceberg.expressions import EqualTo, GreaterThan, LessThan, Or
 
 from ingestion.streams import STREAMS, RawStream
 from shared.resources import IcebergCatalogResource
 
+# pyarrow, pyiceberg, polars, fsspec and the run-time modules that use them are imported inside
+# the functions that need them: loading the definitions must stay cheap (docs/benchmarks.md).
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 # ---- pure checks -----------------------------------------------------------------------------
 
 
-def null_counts(table: pa.Table, columns: Sequence[str]) -> dict[str, int]:
+def null_counts(table: "pa.Table", columns: Sequence[str]) -> dict[str, int]:
     """Nulls per column (a missing column counts as all null)."""
     return {
         c: (table[c].null_count if c in table.column_names else table.num_rows) for c in columns
@@ -64,9 +66,11 @@ def null_counts(table: pa.Table, columns: Sequence[str]) -> dict[str, int]:
 
 
 def duplicate_groups(
-    table: pa.Table, columns: Sequence[str], examples: int = 5
+    table: "pa.Table", columns: Sequence[str], examples: int = 5
 ) -> tuple[int, list]:
     """(number of key values held by more than one row, a few of those values)."""
+    import pyarrow.compute as pc
+
     if table.num_rows == 0:
         return 0, []
     counts = table.select(list(columns)).group_by(list(columns)).aggregate([([], "count_all")])
@@ -112,7 +116,9 @@ class SchemaDrift:
         return bool(self.added or self.dropped or self.type_changes)
 
 
-def _normalise_type(t: pa.DataType) -> str:
+def _normalise_type(t: "pa.DataType") -> str:
+    import pyarrow as pa
+
     if pa.types.is_large_string(t):
         t = pa.string()
     if pa.types.is_large_binary(t):
@@ -124,9 +130,9 @@ def _normalise_type(t: pa.DataType) -> str:
 
 
 def schema_drift(
-    actual: pa.Schema,
-    expected: pa.Schema,
-    latest_batch: pa.Table | None = None,
+    actual: "pa.Schema",
+    expected: "pa.Schema",
+    latest_batch: "pa.Table | None" = None,
     required: Sequence[str] = (),
 ) -> SchemaDrift:
     """Compare a table's schema (and its latest batch) with the expected schema."""
@@ -161,13 +167,17 @@ MAX_STRING_BYTES = 64 * 1024
 
 def timestamp_columns(stream: RawStream) -> list[str]:
     """The stream's source timestamp columns (not Airbyte's ``_airbyte_extracted_at``)."""
-    return [f.name for f in stream.source_fields if pa.types.is_timestamp(f.type)]
+    # From the declared type names, not pyarrow: this runs when the definitions load.
+    return [name for name, type_name in stream.source_columns if type_name.startswith("timestamp")]
 
 
 def implausible_timestamps(
-    values: pa.ChunkedArray | pa.Array, earliest: dt.datetime, latest: dt.datetime
+    values: "pa.ChunkedArray | pa.Array", earliest: dt.datetime, latest: dt.datetime
 ) -> tuple[int, int, list[str]]:
     """(values before ``earliest``, values after ``latest``, a few examples)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if len(values) == 0:
         return 0, 0, []
     early = pc.less(values, pa.scalar(earliest, values.type))
@@ -177,9 +187,14 @@ def implausible_timestamps(
     return int(pc.sum(early).as_py() or 0), int(pc.sum(late).as_py() or 0), examples
 
 
-def oversized_strings(table: pa.Table, limit: int = MAX_STRING_BYTES) -> dict[str, tuple[int, int]]:
+def oversized_strings(
+    table: "pa.Table", limit: int = MAX_STRING_BYTES
+) -> dict[str, tuple[int, int]]:
     """``{column: (values over limit bytes, longest in bytes)}`` for string columns that have
     any value over ``limit``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     out: dict[str, tuple[int, int]] = {}
     for name in table.column_names:
         column = table[name]
@@ -275,6 +290,9 @@ def check_freshness(stream: RawStream, iceberg: IcebergCatalogResource):
 
 
 def check_schema_drift(stream: RawStream, iceberg: IcebergCatalogResource):
+    import pyarrow.compute as pc
+    from pyiceberg.expressions import EqualTo
+
     table = iceberg.load_table(stream.identifier)
     actual = table.schema().as_arrow()
     latest = None
@@ -313,6 +331,8 @@ def check_schema_drift(stream: RawStream, iceberg: IcebergCatalogResource):
 
 
 def check_timestamps_plausible(stream: RawStream, iceberg: IcebergCatalogResource):
+    from pyiceberg.expressions import GreaterThan, LessThan, Or
+
     now = dt.datetime.now(dt.UTC)
     latest = now + FUTURE_TOLERANCE
     present = set(iceberg.load_table(stream.identifier).schema().as_arrow().names)
@@ -351,8 +371,9 @@ def check_timestamps_plausible(stream: RawStream, iceberg: IcebergCatalogResourc
     )
 
 
-def latest_commit_rows(table: Any, columns: Sequence[str]) -> pa.Table:
+def latest_commit_rows(table: Any, columns: Sequence[str]) -> "pa.Table":
     """The rows the table's current snapshot added (its new data files), ``columns`` only."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     snapshot = table.current_snapshot()
@@ -377,6 +398,8 @@ def latest_commit_rows(table: Any, columns: Sequence[str]) -> pa.Table:
 
 
 def check_string_sizes(stream: RawStream, iceberg: IcebergCatalogResource):
+    import pyarrow as pa
+
     table = iceberg.load_table(stream.identifier)
     schema = table.schema().as_arrow()
     columns = [

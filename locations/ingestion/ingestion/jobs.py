@@ -4,10 +4,12 @@ Both the sensor and the schedule ship STOPPED (``default_status``): a team turns
 UI when its Airbyte connections are ready, so deploying the location never starts syncs.
 """
 
+from __future__ import annotations
+
 import json
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-import fsspec
 from dagster import (
     AssetSelection,
     DefaultScheduleStatus,
@@ -23,6 +25,11 @@ from dagster import (
 from ingestion.landing import LANDING_BATCH_TAG, LANDING_PREFIX, streams_named_by
 from ingestion.streams import STREAMS, STREAMS_BY_NAME
 from shared.resources import ObjectStoreResource
+
+# pyarrow, pyiceberg, polars, fsspec and the run-time modules that use them are imported inside
+# the functions that need them: loading the definitions must stay cheap (docs/benchmarks.md).
+if TYPE_CHECKING:
+    import fsspec
 
 #: Materializes every raw stream (and runs their checks).
 ingestion_job = define_asset_job(

@@ -36,16 +36,17 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import EqualTo
+from ingestion.streams import STREAMS_BY_NAME, RawStream
 
-from ingestion.streams import AIRBYTE_META_FIELDS, STREAMS_BY_NAME, TIMESTAMP, RawStream
-from shared import iceberg
+# pyarrow, pyiceberg, polars, fsspec and the run-time modules that use them are imported inside
+# the functions that need them: loading the definitions must stay cheap (docs/benchmarks.md).
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyiceberg.catalog import Catalog
+
+    from shared import iceberg
 
 #: Prefix of the landing zone in the object store (a folder locally, a prefix of the bucket on
 #: Garage), matching ``Settings.landing_dir`` in local mode.
@@ -229,6 +230,8 @@ def _to_timestamp(v: Any) -> dt.datetime | None:
 
 def converter(t: pa.DataType) -> Callable[[Any], Any]:
     """The function casting one JSON/CSV value to Arrow type ``t`` (raises on a bad value)."""
+    import pyarrow as pa
+
     if pa.types.is_integer(t):
         return _to_int
     if pa.types.is_floating(t):
@@ -242,6 +245,8 @@ def converter(t: pa.DataType) -> Callable[[Any], Any]:
 
 def _column(stream: RawStream, f: pa.Field, values: Sequence[Any], relative: str,
             rows: Sequence[int], row_label: str) -> pa.Array:  # fmt: skip
+    import pyarrow as pa
+
     convert = converter(f.type)
     out = []
     for value, row in zip(values, rows, strict=True):
@@ -264,6 +269,8 @@ def _column(stream: RawStream, f: pa.Field, values: Sequence[Any], relative: str
 def _added_column(values: Sequence[Any]) -> pa.Array:
     """A column the stream does not declare, kept as text: strings as they are, other values
     as their JSON text, so no batch can conflict with another over its type."""
+    import pyarrow as pa
+
     return pa.array(
         [v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string()
     )
@@ -289,6 +296,8 @@ def _reject_reserved(stream: RawStream, names: Iterable[str], relative: str) -> 
 def _records_table(stream: RawStream, columns: Mapping[str, list[Any]], n: int, relative: str,
                    rows: Sequence[int], row_label: str) -> ParsedFile:  # fmt: skip
     """Declared columns cast (nulls when absent), then the added ones."""
+    import pyarrow as pa
+
     declared = {f.name for f in stream.source_fields}
     arrays, fields = [], []
     missing = []
@@ -485,6 +494,9 @@ def _parse_csv_text(text: str, stream: RawStream, relative: str) -> ParsedFile:
 def parse_parquet(data: bytes, stream: RawStream, relative: str) -> ParsedFile:
     """A Parquet file: declared columns are cast to their type (a lossy or impossible cast
     rejects), added columns keep their Parquet type."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         table = pq.read_table(io.BytesIO(data))
     except Exception as exc:
@@ -527,6 +539,8 @@ def parse_parquet(data: bytes, stream: RawStream, relative: str) -> ParsedFile:
 
 def _cast_parquet(stream: RawStream, f: pa.Field, column: pa.ChunkedArray,
                   relative: str) -> pa.ChunkedArray:  # fmt: skip
+    import pyarrow as pa
+
     source = column.type
     if pa.types.is_timestamp(source) and pa.types.is_timestamp(f.type) and source.tz is None:
         column = column.cast(pa.timestamp(source.unit, tz="UTC"))  # naive: read as UTC
@@ -579,6 +593,8 @@ def parse_file(f: LandingFile, data: bytes) -> ParsedFile:
 
 def raw_ids(batch: str, relative: str, n: int) -> pa.Array:
     """Deterministic ``_airbyte_raw_id`` values of a file's rows (uuid5 of batch, file, row)."""
+    import pyarrow as pa
+
     return pa.array(
         [str(uuid.uuid5(RAW_ID_NAMESPACE, f"{batch}\x00{relative}\x00{i}")) for i in range(n)],
         pa.string(),
@@ -601,6 +617,10 @@ def airbyte_meta(batch: str, parsed: ParsedFile) -> str:
 def to_raw(batch: str, parsed: ParsedFile, extracted_at: dt.datetime) -> pa.Table:
     """The file's rows with Airbyte's three metadata columns, in the raw table's column order
     (declared source columns, Airbyte's columns, then added columns)."""
+    import pyarrow as pa
+
+    from ingestion.streams import AIRBYTE_META_FIELDS, TIMESTAMP
+
     n = parsed.rows
     source = parsed.data
     declared = [f.name for f in parsed.file.stream.source_fields]
@@ -622,6 +642,8 @@ def align_to_table(stream: RawStream, raw: pa.Table, table_schema: pa.Schema | N
                    relative: str) -> pa.Table:  # fmt: skip
     """Cast columns the raw table already has to the table's types (an added column may exist
     from an earlier batch): a value that does not fit rejects, naming the column."""
+    import pyarrow as pa
+
     if table_schema is None:
         return raw
     for i, name in enumerate(raw.column_names):
@@ -645,6 +667,8 @@ def align_to_table(stream: RawStream, raw: pa.Table, table_schema: pa.Schema | N
 
 def combine(tables: Sequence[pa.Table], stream: RawStream) -> pa.Table:
     """One table from the files of one stream (added columns unioned by name)."""
+    import pyarrow as pa
+
     if len(tables) == 1:
         return tables[0]
     try:
@@ -697,6 +721,8 @@ def _join(root: str, relative: str) -> str:
 
 
 def _table_schema(catalog: Catalog, stream: RawStream) -> pa.Schema | None:
+    from pyiceberg.exceptions import NoSuchTableError
+
     try:
         return catalog.load_table(stream.identifier).schema().as_arrow()
     except NoSuchTableError:
@@ -706,6 +732,10 @@ def _table_schema(catalog: Catalog, stream: RawStream) -> pa.Schema | None:
 def _already_loaded(catalog: Catalog, stream: RawStream, first_raw_id: str) -> bool:
     """Whether a row with this (deterministic) raw id is in the table: pushed down, so only
     files whose id bounds could hold it are read."""
+    from pyiceberg.expressions import EqualTo
+
+    from shared import iceberg
+
     try:
         found = iceberg.read_table(
             catalog,
@@ -726,6 +756,10 @@ def load_batch(catalog: Catalog, fs: Any, root: str, batch: str, files: Sequence
     a bad file raises :class:`LandingRejected` with no table changed. Then each stream is
     appended in one Iceberg commit, unless the batch's rows are already there.
     """
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from shared import iceberg
+
     plan = plan_batch(files)
     prepared: dict[str, tuple[pa.Table | None, StreamLoad]] = {}
     for name, stream_files in plan.items():

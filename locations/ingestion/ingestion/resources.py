@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     AssetExecutionContext,
@@ -27,14 +27,17 @@ from dagster import (
 )
 from pydantic import Field
 
-from ingestion import landing, standin
-from ingestion.airbyte import PlatformAirbyteWorkspace, plan_connection_syncs, sync_metadata
+from ingestion import landing
 from ingestion.streams import RawStream, stream_for_key
 from shared import airbyte as shared_airbyte
-from shared import iceberg
 from shared.keys import table_key
 from shared.resources import IcebergCatalogResource, filesystem_for, store_path
 from shared.settings import Settings
+
+# pyarrow, pyiceberg, polars, fsspec and the run-time modules that use them are imported inside
+# the functions that need them: loading the definitions must stay cheap (docs/benchmarks.md).
+if TYPE_CHECKING:
+    from ingestion.airbyte import PlatformAirbyteWorkspace
 
 
 class AirbyteSyncResource(ConfigurableResource):
@@ -71,6 +74,8 @@ class AirbyteSyncResource(ConfigurableResource):
 
     def workspace(self, settings: Settings) -> PlatformAirbyteWorkspace:
         """dagster-airbyte's workspace for the configured Airbyte (prod)."""
+        from ingestion.airbyte import PlatformAirbyteWorkspace
+
         if settings.airbyte is None:
             raise Failure(
                 "DATA_PLATFORM_ENV=prod but AIRBYTE_URL is not set: set AIRBYTE_URL, "
@@ -111,6 +116,8 @@ class AirbyteSyncResource(ConfigurableResource):
         streams: Sequence[RawStream],
         iceberg_resource: IcebergCatalogResource,
     ) -> Iterator[MaterializeResult]:
+        from ingestion import standin
+
         catalog = iceberg_resource.catalog()
         batch = context.run.tags.get(landing.LANDING_BATCH_TAG)
         if batch:
@@ -247,6 +254,8 @@ class AirbyteSyncResource(ConfigurableResource):
         streams: Sequence[RawStream],
         iceberg_resource: IcebergCatalogResource,
     ) -> Iterator[MaterializeResult | AssetMaterialization]:
+        from ingestion.airbyte import plan_connection_syncs, sync_metadata
+
         workspace = self.workspace(settings)
         assert settings.airbyte is not None
         context.log.info(f"Syncing through {shared_airbyte.describe(settings.airbyte)}")
@@ -313,6 +322,8 @@ def _table_metadata(
 ) -> dict[str, Any]:
     """Row count, snapshot id and metadata location of the table Airbyte wrote (best effort:
     the sync succeeded whatever the catalog says; a failure here is logged, not raised)."""
+    from shared import iceberg
+
     if missing:
         context.log.warning(
             f"Not reading {stream.identifier} from the Iceberg catalog: {', '.join(missing)} "

@@ -11,24 +11,69 @@ it (``ingestion.standin``).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from dagster import AssetKey
 
 from shared.keys import table_identifier, table_key
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# The columns are declared by name and Arrow type name, and turned into pyarrow objects only
+# when first used (``RawStream.source_fields``/``schema``, ``TIMESTAMP``, ``AIRBYTE_META_FIELDS``):
+# importing pyarrow costs a few hundred ms, and loading the definitions (asset specs, checks) needs
+# only the names. The type names are ``str()`` of the Arrow types, as shown in the asset metadata.
+
 #: The Iceberg namespace (and asset key prefix) of everything this location lands.
 RAW_NAMESPACE = "raw"
 
-TIMESTAMP = pa.timestamp("us", tz="UTC")
+#: Arrow type name of every timestamp column: ``str(pa.timestamp("us", tz="UTC"))``.
+TIMESTAMP_TYPE = "timestamp[us, tz=UTC]"
 
 #: Columns every Airbyte destination (v2 "typing and deduping" / Iceberg) adds to each record.
-AIRBYTE_META_FIELDS: tuple[pa.Field, ...] = (
-    pa.field("_airbyte_raw_id", pa.string()),
-    pa.field("_airbyte_extracted_at", TIMESTAMP),
-    pa.field("_airbyte_meta", pa.string()),  # JSON: {"sync_id": ..., "changes": [...]}
+AIRBYTE_META_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("_airbyte_raw_id", "string"),
+    ("_airbyte_extracted_at", TIMESTAMP_TYPE),
+    ("_airbyte_meta", "string"),  # JSON: {"sync_id": ..., "changes": [...]}
 )
+
+
+def arrow_type(name: str) -> pa.DataType:
+    """The Arrow type of a declared type name (``int64``, ``string``, ``double``, timestamps)."""
+    import pyarrow as pa
+
+    types = {
+        "int64": pa.int64,
+        "string": pa.string,
+        "double": pa.float64,
+        TIMESTAMP_TYPE: lambda: pa.timestamp("us", tz="UTC"),
+    }
+    return types[name]()
+
+
+def arrow_fields(columns: tuple[tuple[str, str], ...]) -> tuple[pa.Field, ...]:
+    """Arrow fields of declared ``(name, type name)`` columns."""
+    import pyarrow as pa
+
+    return tuple(pa.field(name, arrow_type(type_name)) for name, type_name in columns)
+
+
+@functools.cache
+def _lazy_constant(name: str) -> Any:
+    if name == "TIMESTAMP":
+        return arrow_type(TIMESTAMP_TYPE)
+    return arrow_fields(AIRBYTE_META_COLUMNS)
+
+
+def __getattr__(name: str) -> Any:
+    """``TIMESTAMP`` (Arrow timestamp, us, UTC) and ``AIRBYTE_META_FIELDS`` (Arrow fields of
+    :data:`AIRBYTE_META_COLUMNS`), built on first use (PEP 562) so pyarrow loads only then."""
+    if name in ("TIMESTAMP", "AIRBYTE_META_FIELDS"):
+        return _lazy_constant(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -38,8 +83,9 @@ class RawStream:
     #: The Airbyte stream name; also the table name and the last part of the asset key.
     name: str
     description: str
-    #: The source's columns, without Airbyte's ``_airbyte_*`` columns (see :attr:`schema`).
-    source_fields: tuple[pa.Field, ...]
+    #: The source's columns as ``(name, Arrow type name)``, without Airbyte's ``_airbyte_*``
+    #: columns (see :attr:`source_fields` and :attr:`schema` for the Arrow objects).
+    source_columns: tuple[tuple[str, str], ...]
     #: The record's primary key in the source.
     primary_key: tuple[str, ...]
     #: Airbyte's incremental cursor field in the source.
@@ -62,9 +108,21 @@ class RawStream:
         return table_identifier(self.key)
 
     @property
+    def columns(self) -> tuple[tuple[str, str], ...]:
+        """All the raw table's ``(name, Arrow type name)``: source, then Airbyte's columns."""
+        return (*self.source_columns, *AIRBYTE_META_COLUMNS)
+
+    @functools.cached_property
+    def source_fields(self) -> tuple[pa.Field, ...]:
+        """The source's columns as Arrow fields (built on first use)."""
+        return arrow_fields(self.source_columns)
+
+    @functools.cached_property
     def schema(self) -> pa.Schema:
         """The raw table's Arrow schema: source columns, then Airbyte's metadata columns."""
-        return pa.schema([*self.source_fields, *AIRBYTE_META_FIELDS])
+        import pyarrow as pa
+
+        return pa.schema(arrow_fields(self.columns))
 
 
 USERS = RawStream(
@@ -73,14 +131,14 @@ USERS = RawStream(
         "Users of the product as landed by Airbyte. Several versions of one user may exist "
         "(one per update); staging keeps the latest by updated_at / _airbyte_extracted_at."
     ),
-    source_fields=(
-        pa.field("id", pa.int64()),
-        pa.field("email", pa.string()),
-        pa.field("name", pa.string()),
-        pa.field("country", pa.string()),
-        pa.field("plan", pa.string()),  # free | pro | enterprise
-        pa.field("signup_at", TIMESTAMP),
-        pa.field("updated_at", TIMESTAMP),
+    source_columns=(
+        ("id", "int64"),
+        ("email", "string"),
+        ("name", "string"),
+        ("country", "string"),
+        ("plan", "string"),  # free | pro | enterprise
+        ("signup_at", TIMESTAMP_TYPE),
+        ("updated_at", TIMESTAMP_TYPE),
     ),
     primary_key=("id",),
     cursor_field="updated_at",
@@ -94,12 +152,12 @@ EVENTS = RawStream(
         "Product events as landed by Airbyte (incremental append on event_ts). Delivery is "
         "at-least-once, so an event_id may appear more than once; staging deduplicates."
     ),
-    source_fields=(
-        pa.field("event_id", pa.string()),
-        pa.field("user_id", pa.int64()),
-        pa.field("event_type", pa.string()),  # page_view | click | add_to_cart | purchase
-        pa.field("event_ts", TIMESTAMP),
-        pa.field("amount", pa.float64()),  # purchases only, else null
+    source_columns=(
+        ("event_id", "string"),
+        ("user_id", "int64"),
+        ("event_type", "string"),  # page_view | click | add_to_cart | purchase
+        ("event_ts", TIMESTAMP_TYPE),
+        ("amount", "double"),  # purchases only, else null
     ),
     primary_key=("event_id",),
     cursor_field="event_ts",
