@@ -327,9 +327,13 @@ def _append_streaming(tx: Any, table: Table, batches: Iterable[pa.RecordBatch]) 
     counter = itertools.count(0)
     with tx.update_snapshot().fast_append() as append_files:
         for bin_batches in bin_pack_record_batches(batches, target_size):
+            # The bin's own schema (string columns may be `string`, see _align); a batch that
+            # differs (a source switching types mid-stream) is cast to the bin's first.
+            bin_schema = bin_batches[0].schema if bin_batches else arrow_schema
+            bin_batches = [b if b.schema == bin_schema else b.cast(bin_schema) for b in bin_batches]
             files = _dataframe_to_data_files(
                 table_metadata=tx.table_metadata,
-                df=pa.RecordBatchReader.from_batches(arrow_schema, bin_batches),
+                df=pa.RecordBatchReader.from_batches(bin_schema, bin_batches),
                 io=table.io,
                 write_uuid=append_files.commit_uuid,
                 counter=counter,
@@ -343,16 +347,41 @@ def _align(chunk: pa.Table, table: Table) -> pa.Table:
 
     A source that drops a column keeps the column in the table (with nulls from then on) rather
     than failing the sync or rewriting history.
+
+    A column whose Arrow type already stores the table's Iceberg type is kept as it is, without a
+    copy: pyiceberg reports strings and binaries as ``large_string``/``large_binary``, but writes
+    ``string``/``binary`` columns to the same Iceberg type, and casting every string of a batch
+    to 64-bit offsets made Parquet writes about 14% slower (docs/benchmarks.md). Other types are
+    cast to the table's (e.g. int32 to a long column).
     """
-    names = [f.name for f in table.schema().fields]
     arrow_schema = table.schema().as_arrow()
+    fields = []
     cols = []
-    for name in names:
-        if name in chunk.column_names:
-            cols.append(chunk.column(name).cast(arrow_schema.field(name).type))
+    for target in arrow_schema:
+        if target.name in chunk.column_names:
+            column = chunk.column(target.name)
+            if _same_storage(column.type, target.type):
+                fields.append(target.with_type(column.type))
+                cols.append(column)
+            else:
+                fields.append(target)
+                cols.append(column.cast(target.type))
         else:
-            cols.append(pa.nulls(chunk.num_rows, arrow_schema.field(name).type))
-    return pa.Table.from_arrays(cols, schema=arrow_schema)
+            fields.append(target)
+            cols.append(pa.nulls(chunk.num_rows, target.type))
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=arrow_schema.metadata))
+
+
+def _same_storage(actual: pa.DataType, target: pa.DataType) -> bool:
+    """True if ``actual`` holds the Iceberg type of ``target`` as it is: equal types, or the
+    32-bit-offset variant of a ``large_string``/``large_binary`` target."""
+    if actual == target:
+        return True
+    if pa.types.is_large_string(target):
+        return pa.types.is_string(actual)
+    if pa.types.is_large_binary(target):
+        return pa.types.is_binary(actual)
+    return False
 
 
 def describe_write(table: Table, identifier: str, rows_written: int) -> TableWriteResult:
