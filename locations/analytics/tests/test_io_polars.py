@@ -50,21 +50,23 @@ def _events(make, days: range, per_day: int = 5) -> list[dict]:
     return rows
 
 
+_STG_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("user_id", pa.int64()),
+        ("event_type", pa.string()),
+        ("event_ts", pa.timestamp("us", tz="UTC")),
+        ("event_date", pa.date32()),
+        ("amount", pa.float64()),
+    ]
+)
+
+
 def _stg(catalog, rows: list[dict], mode: str = "append") -> None:
-    schema = pa.schema(
-        [
-            ("event_id", pa.string()),
-            ("user_id", pa.int64()),
-            ("event_type", pa.string()),
-            ("event_ts", pa.timestamp("us", tz="UTC")),
-            ("event_date", pa.date32()),
-            ("amount", pa.float64()),
-        ]
-    )
     write_table(
         catalog,
         "staging.stg_events",
-        pa.Table.from_pylist(rows, schema=schema),
+        pa.Table.from_pylist(rows, schema=_STG_SCHEMA),
         mode=mode,
         partition_by_day="event_date",
     )
@@ -282,3 +284,29 @@ def test_every_polars_safe_type_reads_as_pyiceberg_reads_it(catalog):
         got = frame.collect()
         assert got.schema == want.schema
         assert got.sort("ts").equals(want.sort("ts")) and got.height > 0
+
+
+def test_daily_commits_with_merged_manifests_read_the_same(catalog, make, monkeypatch):
+    """Tables are created with manifest merging on (shared.iceberg.ensure_table); merged
+    manifests hold EXISTING entries, which planning must still return, on both paths."""
+    _stg(catalog, _events(make, range(1, 2)))
+    table = catalog.load_table("staging.stg_events")
+    assert table.properties.get("commit.manifest-merge.enabled") == "true"
+    with table.transaction() as tx:  # merge from 2 manifests on (default 100), to see it here
+        tx.set_properties(**{"commit.manifest.min-count-to-merge": "2"})
+    for day in range(2, 6):  # one overwrite of its day per commit, as daily runs write
+        write_table(
+            catalog,
+            "staging.stg_events",
+            pa.Table.from_pylist(_events(make, range(day, day + 1)), schema=_STG_SCHEMA),
+            mode="overwrite",
+            overwrite_filter=f"event_date = '{D(2026, 1, day)}'",
+            partition_by_day="event_date",
+        )
+    table = catalog.load_table("staging.stg_events")
+    assert len(table.current_snapshot().manifests(table.io)) == 1
+    window = {"window_column": "event_ts", "start": D(2026, 1, 2), "pruning_column": "event_date"}
+    fast, ref = _read_both(monkeypatch, STG_EVENTS, **window)
+    assert fast.reader == "polars" and fast.data_files == 4
+    assert fast.frame.collect().sort("event_id").equals(ref.frame.collect().sort("event_id"))
+    assert fast.rows == 20
