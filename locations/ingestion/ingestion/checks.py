@@ -14,7 +14,8 @@ read the table and call them. Six checks per raw stream, named ``raw_<stream>_<c
 * ``freshness``: the table's last Iceberg commit is recent enough (``RawStream.freshness``).
 * ``schema_drift``: columns added by the source (kept: ``shared.iceberg`` evolves the table),
   expected columns missing from the table, columns the source stopped sending (entirely null in
-  the latest batch, or listed as missing in a landed batch's ``_airbyte_meta``;
+  the latest batch (the latest commit's rows at their newest ``_airbyte_extracted_at``), or
+  listed as missing in a landed batch's ``_airbyte_meta``;
   ``shared.iceberg`` keeps the column and writes nulls), and type changes. The check only reads:
   no data is lost whatever it finds.
 * ``timestamps_plausible`` (ERROR): no source timestamp before 1970-01-01 or more than a day
@@ -25,6 +26,12 @@ read the table and call them. Six checks per raw stream, named ``raw_<stream>_<c
   what engines and BI tools cope with badly (Airbyte's own destinations null such values).
   Each commit is checked when it lands (reading every string of a large table on every run
   would cost more than the sync).
+
+Incremental: the checks run after every sync and read what that sync added (the data files of
+the current snapshot), not the whole table, so their cost does not grow with history.
+``primary_key_not_null`` and ``schema_drift`` read the latest commit's rows only;
+``primary_key_unique`` compares the new rows' keys with the key columns (only those) of every
+row, so a new row repeating an old record is still caught (see its docstring).
 
 A check that cannot read its table (catalog down, table not landed yet) fails with a warning
 that says why, rather than erroring the run: the sync itself may have succeeded.
@@ -77,6 +84,26 @@ def duplicate_groups(
     dupes = counts.filter(pc.greater(counts["count_all"], 1))
     sample = dupes.slice(0, examples).select(list(columns)).to_pylist()
     return dupes.num_rows, [tuple(str(v) for v in row.values()) for row in sample]
+
+
+def duplicate_groups_with(
+    new: "pa.Table", table: "pa.Table", columns: Sequence[str], examples: int = 5
+) -> tuple[int, list]:
+    """:func:`duplicate_groups` restricted to the groups that hold a row of ``new``.
+
+    ``table`` holds every row (``new``'s included) but only needs the key ``columns``. Rows of
+    ``table`` whose first key column matches none of ``new``'s are dropped before grouping
+    (a hash lookup, far cheaper than grouping the whole table): every group with a new row
+    survives whole, since all its rows share that first column's value.
+    """
+    import pyarrow.compute as pc
+
+    if new.num_rows == 0 or table.num_rows == 0:
+        return 0, []
+    first = columns[0]
+    values = pc.unique(new[first]).cast(table[first].type)
+    candidates = table.filter(pc.is_in(table[first], value_set=values))
+    return duplicate_groups(candidates, columns, examples)
 
 
 @dataclass(frozen=True)
@@ -246,32 +273,64 @@ def unique_keys(stream: RawStream) -> list[tuple[str, ...]]:
 
 
 def check_primary_key_not_null(stream: RawStream, iceberg: IcebergCatalogResource):
-    table = iceberg.read(stream.identifier, columns=stream.primary_key)
-    nulls = null_counts(table, stream.primary_key)
+    """No row of the latest commit lacks its primary key.
+
+    Only the rows the current snapshot added are read (``rows`` in the metadata): rows of
+    earlier commits were checked when they landed, and rows are never updated in place, so
+    re-reading the whole table on every sync (its cost growing with history) finds nothing new.
+    """
+    table = iceberg.load_table(stream.identifier)
+    rows = latest_commit_rows(table, stream.primary_key)
+    nulls = null_counts(rows, stream.primary_key)
     return AssetCheckResult(
         passed=not any(nulls.values()),
         severity=AssetCheckSeverity.ERROR,
         metadata={
-            "rows": MetadataValue.int(table.num_rows),
+            "rows": MetadataValue.int(rows.num_rows),
+            "scope": "rows added by the latest commit",
             **{f"null_{c}": MetadataValue.int(n) for c, n in nulls.items()},
         },
     )
 
 
 def check_primary_key_unique(stream: RawStream, iceberg: IcebergCatalogResource):
+    """No raw record is stored twice, including a NEW row repeating an OLD one.
+
+    Incremental: the key values of the rows the latest commit added are compared with the key
+    columns of the whole table (a projection of one or two columns, no other column is read),
+    and only the rows sharing a new key's first column are grouped. Every duplicate that
+    involves a new row is found (a new row repeating an old one, or two new rows); duplicates
+    among old rows alone were reported when the later of them landed. When the latest commit
+    rewrote the whole table (a full refresh), its rows are the table and nothing else is read.
+    """
     keys = unique_keys(stream)
     columns = sorted({c for k in (*keys, stream.primary_key) for c in k})
-    table = iceberg.read(stream.identifier, columns=columns)
-    metadata: dict[str, Any] = {"rows": MetadataValue.int(table.num_rows)}
+    handle = iceberg.load_table(stream.identifier)
+    new = latest_commit_rows(handle, columns)
+    snapshot = handle.current_snapshot()
+    total = _total_records(snapshot)
+    if new.num_rows == 0:
+        table = new  # nothing landed: nothing new can repeat anything
+    elif total is not None and total == new.num_rows:
+        table = new  # the latest commit holds every row of the table (full refresh)
+    else:
+        # The key columns of every row, at the same snapshot as ``new``.
+        table = handle.scan(selected_fields=tuple(columns), snapshot_id=snapshot.snapshot_id)
+        table = table.to_arrow()
+    metadata: dict[str, Any] = {
+        "rows": MetadataValue.int(new.num_rows),
+        "rows_in_table": MetadataValue.int(total if total is not None else table.num_rows),
+        "scope": "rows added by the latest commit, against every row's key",
+    }
     passed = True
     for key in keys:
-        n, sample = duplicate_groups(table, key)
+        n, sample = duplicate_groups_with(new, table, key)
         name = "_".join(k.lstrip("_") for k in key)
         metadata[f"duplicate_{name}"] = MetadataValue.int(n)
         if n:
             passed = False
             metadata[f"duplicate_{name}_examples"] = MetadataValue.json(sample)
-    n_pk, _ = duplicate_groups(table, stream.primary_key)
+    n_pk, _ = duplicate_groups_with(new, table, stream.primary_key)
     metadata["repeated_primary_keys_info"] = MetadataValue.int(n_pk)
     return AssetCheckResult(passed=passed, severity=AssetCheckSeverity.ERROR, metadata=metadata)
 
@@ -290,23 +349,25 @@ def check_freshness(stream: RawStream, iceberg: IcebergCatalogResource):
 
 
 def check_schema_drift(stream: RawStream, iceberg: IcebergCatalogResource):
+    """Columns added, dropped (missing, or stopped: entirely null in the latest batch although
+    required, or reported missing by a landed file) and type changes.
+
+    The latest batch is the rows of the latest commit at its newest ``_airbyte_extracted_at``
+    (one sync), read from the files that commit added: not the whole table's
+    ``_airbyte_extracted_at`` column, whose reading grew with history.
+    """
     import pyarrow.compute as pc
-    from pyiceberg.expressions import EqualTo
 
     table = iceberg.load_table(stream.identifier)
     actual = table.schema().as_arrow()
     latest = None
     if "_airbyte_extracted_at" in actual.names and table.current_snapshot():
-        extracted = iceberg.read(stream.identifier, columns=["_airbyte_extracted_at"])
-        newest = pc.max(extracted["_airbyte_extracted_at"]).as_py()
-        if newest is not None:
-            present = [c for c in stream.required_fields if c in actual.names]
-            present = [*present, "_airbyte_meta"] if "_airbyte_meta" in actual.names else present
-            latest = iceberg.read(
-                stream.identifier,
-                columns=present,
-                row_filter=EqualTo("_airbyte_extracted_at", newest.isoformat()),
-            )
+        present = [c for c in stream.required_fields if c in actual.names]
+        present = [*present, "_airbyte_meta"] if "_airbyte_meta" in actual.names else present
+        rows = latest_commit_rows(table, [*present, "_airbyte_extracted_at"])
+        newest = pc.max(rows["_airbyte_extracted_at"]) if rows.num_rows else None
+        if newest is not None and newest.is_valid:
+            latest = rows.filter(pc.equal(rows["_airbyte_extracted_at"], newest)).select(present)
     result = schema_drift(actual, stream.schema, latest, stream.required_fields)
     if latest is not None and "_airbyte_meta" in latest.column_names:
         # A landed file says which declared columns it lacked, required or not.
@@ -371,30 +432,53 @@ def check_timestamps_plausible(stream: RawStream, iceberg: IcebergCatalogResourc
     )
 
 
-def latest_commit_rows(table: Any, columns: Sequence[str]) -> "pa.Table":
-    """The rows the table's current snapshot added (its new data files), ``columns`` only."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _total_records(snapshot: Any) -> int | None:
+    """The table's row count after ``snapshot``, from its summary (None when not recorded)."""
+    if snapshot is None or snapshot.summary is None:
+        return None
+    value = snapshot.summary["total-records"]
+    return int(value) if value is not None else None
+
+
+def added_data_files(table: Any) -> list:
+    """The data files the table's current snapshot added (none without a snapshot).
+
+    Read from the manifests that snapshot wrote (``added_snapshot_id``), not from every
+    manifest of the table: the cost follows the commit, not the history.
+    """
+    from pyiceberg.manifest import DataFileContent, ManifestEntryStatus
 
     snapshot = table.current_snapshot()
     if snapshot is None:
-        return pa.table({c: pa.array([], pa.string()) for c in columns})
-    entries = table.inspect.entries()
-    paths = [
-        e["data_file"]["file_path"]
-        for e in entries.to_pylist()
-        if e["status"] == 1 and e["snapshot_id"] == snapshot.snapshot_id
-        and e["data_file"]["content"] == 0
-    ]  # fmt: skip
-    parts = []
-    for path in paths:
-        with table.io.new_input(path).open() as f:
-            pf = pq.ParquetFile(f)
-            names = [c for c in columns if c in pf.schema_arrow.names]
-            parts.append(pf.read(columns=names))
-    if not parts:
-        return pa.table({c: pa.array([], pa.string()) for c in columns})
-    return pa.concat_tables(parts, promote_options="default")
+        return []
+    files = []
+    for manifest in snapshot.manifests(table.io):
+        if manifest.added_snapshot_id != snapshot.snapshot_id:
+            continue  # written by an earlier commit: holds no file this one added
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            if (
+                entry.status == ManifestEntryStatus.ADDED
+                and entry.snapshot_id == snapshot.snapshot_id
+                and entry.data_file.content == DataFileContent.DATA
+            ):
+                files.append(entry.data_file)
+    return files
+
+
+def latest_commit_rows(table: Any, columns: Sequence[str]) -> "pa.Table":
+    """The rows the table's current snapshot added (its new data files), ``columns`` only.
+
+    Read through pyiceberg's Arrow reader (columns matched by field id; a column a file lacks
+    comes back as nulls, typed as in the table). Columns the table does not have are left out.
+    """
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan
+    from pyiceberg.table import FileScanTask
+
+    schema = table.schema()
+    present = [c for c in columns if c in schema.column_names]
+    scan = ArrowScan(table.metadata, table.io, schema.select(*present), AlwaysTrue())
+    return scan.to_table([FileScanTask(f) for f in added_data_files(table)])
 
 
 def check_string_sizes(stream: RawStream, iceberg: IcebergCatalogResource):

@@ -1,0 +1,103 @@
+"""The raw-table checks look at what the latest sync added, yet still catch a new row that
+repeats an old one."""
+
+import pyarrow as pa
+import pytest
+
+from ingestion import standin
+from ingestion.checks import (
+    CHECKS,
+    added_data_files,
+    duplicate_groups_with,
+    latest_commit_rows,
+    run_check,
+)
+from ingestion.streams import EVENTS, USERS
+from shared import iceberg
+from shared.resources import IcebergCatalogResource
+from shared.settings import StandInSettings, load_settings
+
+SMALL = StandInSettings(users=30, events_per_day=200, days=3, seed=11)
+
+
+def run_checks(stream):
+    resource = IcebergCatalogResource()
+    return {suffix: run_check(stream, suffix, resource) for suffix in CHECKS}
+
+
+@pytest.fixture
+def catalog(home):
+    return iceberg.open_catalog(load_settings())
+
+
+def append_days(catalog, days):
+    for d in days:
+        iceberg.write_table(
+            catalog, EVENTS.identifier, standin.generate_events(SMALL, d), mode="append"
+        )
+
+
+def test_duplicate_groups_with_counts_only_groups_holding_a_new_row():
+    table = pa.table({"k": ["a", "a", "b", "b", "c"], "v": [1, 1, 2, 2, 3]})
+    new = table.slice(4, 1)  # "c": repeats nothing
+    assert duplicate_groups_with(new, table, ["k"]) == (0, [])
+    new = pa.table({"k": ["b"], "v": [2]})
+    assert duplicate_groups_with(new, table, ["k"])[0] == 1
+    assert duplicate_groups_with(new, table, ["k", "v"]) == (1, [("b", "2")])
+
+
+def test_latest_commit_rows_are_the_last_append_only(catalog):
+    append_days(catalog, [0, 1])
+    table = catalog.load_table(EVENTS.identifier)
+    rows = latest_commit_rows(table, ["event_id", "not_a_column"])
+    day1 = standin.generate_events(SMALL, 1)
+    assert rows.column_names == ["event_id"]
+    assert sorted(rows["event_id"].to_pylist()) == sorted(day1["event_id"].to_pylist())
+    assert len(added_data_files(table)) >= 1
+    assert iceberg.read_table(catalog, EVENTS.identifier).num_rows == 2 * day1.num_rows
+
+
+def test_a_new_row_repeating_an_old_record_fails_uniqueness(catalog):
+    append_days(catalog, [0, 1])
+    old = iceberg.read_table(catalog, EVENTS.identifier).slice(0, 1)
+    # The next sync delivers day 2 plus one record of day 0 again (same _airbyte_raw_id).
+    batch = pa.concat_tables([standin.generate_events(SMALL, 2), old.cast(EVENTS.schema)])
+    iceberg.write_table(catalog, EVENTS.identifier, batch, mode="append")
+    result = run_checks(EVENTS)["primary_key_unique"]
+    assert not result.passed
+    assert result.metadata["duplicate_airbyte_raw_id"].value == 1
+    assert result.metadata["rows"].value == batch.num_rows  # only the new rows were checked
+    assert result.metadata["rows_in_table"].value == 2 * SMALL.events_per_day + batch.num_rows
+
+
+def test_checks_of_a_clean_sync_pass_and_read_only_its_rows(catalog):
+    append_days(catalog, [0, 1, 2])
+    results = run_checks(EVENTS)
+    for name, result in results.items():
+        assert result.passed, (name, result.metadata)
+    assert results["primary_key_not_null"].metadata["rows"].value == SMALL.events_per_day
+
+
+def test_null_key_is_reported_by_the_sync_that_brought_it(catalog):
+    day0 = standin.generate_events(SMALL, 0)
+    ids = day0["event_id"].to_pylist()
+    ids[0] = None
+    bad = day0.set_column(0, "event_id", pa.array(ids, pa.string()))
+    iceberg.write_table(catalog, EVENTS.identifier, bad, mode="append")
+    result = run_checks(EVENTS)["primary_key_not_null"]
+    assert not result.passed and result.metadata["null_event_id"].value == 1
+    append_days(catalog, [1])  # a later, clean sync: its own rows are clean
+    assert run_checks(EVENTS)["primary_key_not_null"].passed
+
+
+def test_full_refresh_of_users_is_checked_whole(catalog):
+    users = standin.generate_users_base(SMALL)
+    again = users.slice(0, 1).set_column(
+        users.schema.get_field_index("_airbyte_raw_id"), "_airbyte_raw_id", pa.array(["other"])
+    )
+    iceberg.write_table(catalog, USERS.identifier, users, mode="append")
+    iceberg.write_table(catalog, USERS.identifier, pa.concat_tables([users, again]))
+    result = run_checks(USERS)["primary_key_unique"]
+    assert not result.passed
+    assert result.metadata["duplicate_id_updated_at"].value == 1
+    assert result.metadata["rows"].value == result.metadata["rows_in_table"].value
