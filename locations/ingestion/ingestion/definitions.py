@@ -12,17 +12,23 @@ from ingestion.assets import airbyte_raw_sync
 from ingestion.checks import RAW_CHECKS
 from ingestion.jobs import ingestion_job, landing_sensor, raw_sync_schedule
 from ingestion.resources import AirbyteSyncResource
+from shared.monitoring import monitoring_definitions
 from shared.resources import IcebergCatalogResource, ObjectStoreResource
 
-defs = Definitions(
-    assets=[airbyte_raw_sync],
-    asset_checks=RAW_CHECKS,
-    jobs=[ingestion_job],
-    schedules=[raw_sync_schedule],
-    sensors=[landing_sensor],
-    resources={
-        "airbyte": AirbyteSyncResource(),
-        "iceberg": IcebergCatalogResource(),
-        "object_store": ObjectStoreResource(),
-    },
+# Metrics and failure alerts: sensors only when the environment configures them (deploy/README.md).
+# One module-level Definitions: Dagster refuses a module that defines two.
+defs = Definitions.merge(
+    Definitions(
+        assets=[airbyte_raw_sync],
+        asset_checks=RAW_CHECKS,
+        jobs=[ingestion_job],
+        schedules=[raw_sync_schedule],
+        sensors=[landing_sensor],
+        resources={
+            "airbyte": AirbyteSyncResource(),
+            "iceberg": IcebergCatalogResource(),
+            "object_store": ObjectStoreResource(),
+        },
+    ),
+    monitoring_definitions("ingestion"),
 )
