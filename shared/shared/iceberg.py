@@ -154,14 +154,6 @@ def ensure_namespace(catalog: Catalog, namespace: str) -> None:
             raise
 
 
-#: Properties of every table ensure_table creates. Manifest merging (Iceberg Java's default,
-#: off in pyiceberg): appends then fold small manifests together once a table has 100 of them
-#: (``commit.manifest.min-count-to-merge``), so a table written day by day stops carrying one
-#: manifest per day: at 180 daily commits, 82 manifests instead of 180 and full scans planned
-#: in half the time, daily writes and one-day reads unchanged (docs/benchmarks.md).
-NEW_TABLE_PROPERTIES = {"commit.manifest-merge.enabled": "true"}
-
-
 def ensure_table(
     catalog: Catalog,
     identifier: str,
@@ -181,9 +173,7 @@ def ensure_table(
         ensure_namespace(catalog, namespace)
         # Every column optional: a lakehouse table outlives the batch that created it, and a
         # column that had no nulls on day one (a user's first event, say) may have them later.
-        table = catalog.create_table_if_not_exists(
-            identifier, schema=_all_optional(schema), properties=NEW_TABLE_PROPERTIES
-        )
+        table = catalog.create_table_if_not_exists(identifier, schema=_all_optional(schema))
         if partition_by_day and len(table.spec().fields) == 0:
             with table.update_spec() as spec:
                 spec.add_field(partition_by_day, DayTransform(), f"{partition_by_day}_day")

@@ -287,13 +287,14 @@ def test_every_polars_safe_type_reads_as_pyiceberg_reads_it(catalog):
 
 
 def test_daily_commits_with_merged_manifests_read_the_same(catalog, make, monkeypatch):
-    """Tables are created with manifest merging on (shared.iceberg.ensure_table); merged
+    """With manifest merging on (considered for daily writers, docs/benchmarks.md), merged
     manifests hold EXISTING entries, which planning must still return, on both paths."""
     _stg(catalog, _events(make, range(1, 2)))
     table = catalog.load_table("staging.stg_events")
-    assert table.properties.get("commit.manifest-merge.enabled") == "true"
     with table.transaction() as tx:  # merge from 2 manifests on (default 100), to see it here
-        tx.set_properties(**{"commit.manifest.min-count-to-merge": "2"})
+        tx.set_properties(
+            **{"commit.manifest-merge.enabled": "true", "commit.manifest.min-count-to-merge": "2"}
+        )
     for day in range(2, 6):  # one overwrite of its day per commit, as daily runs write
         write_table(
             catalog,
