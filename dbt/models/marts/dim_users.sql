@@ -22,7 +22,9 @@ activity as (
         cast(count(*) as bigint) as event_count,
         cast(count(distinct event_date) as bigint) as active_days,
         cast(sum(case when event_type = 'purchase' then 1 else 0 end) as bigint) as purchase_count,
-        cast(coalesce(sum(case when event_type = 'purchase' then amount end), 0) as double)
+        -- Rounded to 6 decimals (amounts have 2): a float sum's last bit depends on the order
+        -- rows arrive in, which must not make a re-run differ (as analytics rounds its sums).
+        cast(round(coalesce(sum(case when event_type = 'purchase' then amount end), 0), 6) as double)
             as total_revenue,
         min(event_ts) as first_event_at,
         max(event_ts) as last_event_at,

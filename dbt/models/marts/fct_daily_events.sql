@@ -36,8 +36,9 @@ select
     user_id,
     event_type,
     cast(count(*) as bigint) as event_count,
+    -- Rounded to 6 decimals: see dim_users.total_revenue.
     cast(
-        coalesce(sum(case when event_type = 'purchase' then amount end), 0) as double
+        round(coalesce(sum(case when event_type = 'purchase' then amount end), 0), 6) as double
     ) as revenue,
     min(event_ts) as first_event_at,
     max(event_ts) as last_event_at
