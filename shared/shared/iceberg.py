@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
@@ -422,6 +423,20 @@ def read_table(
         selected_fields=tuple(columns) if columns else ("*",),
     )
     return scan.to_arrow()
+
+
+def local_path(uri: str) -> str | None:
+    """The local filesystem path of a data file URI, or None if it is not on the local disk.
+
+    Readers that scan a snapshot's planned files in place (polars, DuckDB) use it to tell the
+    files they can open directly from those that need pyiceberg's FileIO.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return unquote(parsed.path)
+    if parsed.scheme == "" and uri.startswith("/"):
+        return uri
+    return None
 
 
 def list_tables(catalog: Catalog) -> list[dict[str, Any]]:

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
 
 import polars as pl
 import pyarrow as pa
@@ -65,7 +64,7 @@ from pyiceberg.types import (
 )
 
 from analytics.sources import Upstream
-from shared.iceberg import IcebergError, TableWriteResult
+from shared.iceberg import IcebergError, TableWriteResult, local_path
 from shared.resources import IcebergCatalogResource
 
 if TYPE_CHECKING:  # annotations only: keeps pyiceberg.table out of this module's import
@@ -238,16 +237,6 @@ def read_upstream(
         data_files=len(tasks),
         known_rows=known_rows,
     )
-
-
-def local_path(uri: str) -> str | None:
-    """The local filesystem path of a data file URI, or None if it is not on the local disk."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return unquote(parsed.path)
-    if parsed.scheme == "" and uri.startswith("/"):
-        return uri
-    return None
 
 
 def polars_scan(

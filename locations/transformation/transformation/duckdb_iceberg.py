@@ -31,7 +31,6 @@ import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,6 +40,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from shared import iceberg
+from shared.iceberg import local_path
 from shared.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -77,16 +77,6 @@ def quote_identifier(name: str) -> str:
 
 def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
-
-
-def local_path(uri: str) -> str | None:
-    """The local filesystem path of a data file URI, or None if it is not on the local disk."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return unquote(parsed.path)
-    if parsed.scheme == "" and uri.startswith("/"):
-        return uri
-    return None
 
 
 def scan_sql(table: Table, scratch_dir: Path) -> str:
