@@ -213,6 +213,32 @@ def _require(environ: Mapping[str, str], name: str, why: str) -> str:
     return value
 
 
+#: API bases that ``AIRBYTE_URL`` may end with (Airbyte's docs show the public one): the server
+#: root is what remains, and both APIs are derived from it (``AirbyteSettings``).
+_AIRBYTE_API_SUFFIXES = ("/api/public/v1", "/api/v1")
+
+
+def _airbyte_url(raw: str) -> str:
+    """The Airbyte server root from ``AIRBYTE_URL``: the root itself, or an API base."""
+    from urllib.parse import urlsplit
+
+    url = raw.strip().rstrip("/")
+    parts = urlsplit(url)
+    expected = (
+        "set AIRBYTE_URL to the Airbyte server root (e.g. http://airbyte-server:8000) or to its "
+        "public API base ending in /api/public/v1"
+    )
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise SettingsError(f"AIRBYTE_URL={raw.strip()!r} is not an http(s) URL: {expected}.")
+    for suffix in _AIRBYTE_API_SUFFIXES:
+        if parts.path.endswith(suffix):
+            return url[: -len(suffix)]
+    if parts.path.rstrip("/").rsplit("/", 1)[-1] in ("api", "public", "v1"):
+        # A partial API path would make every call 404 or 401: say what to set instead.
+        raise SettingsError(f"AIRBYTE_URL={raw.strip()!r} points into Airbyte's API: {expected}.")
+    return url
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, *, home: str | Path | None = None
 ) -> Settings:
@@ -277,7 +303,7 @@ def _settings_for(env: str, env_vars: Mapping[str, str], home: Path) -> Settings
     airbyte = None
     if env_vars.get("AIRBYTE_URL"):
         airbyte = AirbyteSettings(
-            url=env_vars["AIRBYTE_URL"].strip(),
+            url=_airbyte_url(env_vars["AIRBYTE_URL"]),
             workspace_id=_require(
                 env_vars, "AIRBYTE_WORKSPACE_ID", "the Airbyte workspace to sync"
             ),

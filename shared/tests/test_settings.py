@@ -72,6 +72,36 @@ def test_airbyte_needs_one_pair_of_credentials():
     assert ok.airbyte.configuration_api_base_url == "http://airbyte:8001/api/v1"
 
 
+@pytest.mark.parametrize(
+    "given",
+    [
+        "http://airbyte:8001",
+        "http://airbyte:8001/",
+        "http://airbyte:8001/api/public/v1",
+        "http://airbyte:8001/api/public/v1/",
+        "http://airbyte:8001/api/v1",
+    ],
+)
+def test_airbyte_url_may_be_the_server_root_or_an_api_base(given):
+    env = {**PROD, "AIRBYTE_URL": given, "AIRBYTE_WORKSPACE_ID": "w"}
+    s = load_settings({**env, "AIRBYTE_USERNAME": "u", "AIRBYTE_PASSWORD": "p"})
+    assert s.airbyte.url == "http://airbyte:8001"
+    assert s.airbyte.rest_api_base_url == "http://airbyte:8001/api/public/v1"
+    assert s.airbyte.configuration_api_base_url == "http://airbyte:8001/api/v1"
+
+
+@pytest.mark.parametrize(
+    "given", ["airbyte:8001", "http://airbyte:8001/api", "http://airbyte:8001/api/public"]
+)
+def test_an_unusable_airbyte_url_says_what_to_set(given):
+    env = {**PROD, "AIRBYTE_URL": given, "AIRBYTE_WORKSPACE_ID": "w"}
+    with pytest.raises(SettingsError) as err:
+        load_settings({**env, "AIRBYTE_USERNAME": "u", "AIRBYTE_PASSWORD": "p"})
+    message = str(err.value)
+    assert f"AIRBYTE_URL={given!r}" in message
+    assert "server root" in message and "/api/public/v1" in message
+
+
 def test_home_override_is_applied_in_one_place(tmp_path):
     s = load_settings({"DATA_PLATFORM_HOME": "/elsewhere"}, home=str(tmp_path))
     assert s.home == tmp_path.resolve()

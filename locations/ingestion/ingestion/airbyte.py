@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -44,6 +44,7 @@ from dagster_airbyte.resources import AirbyteClient
 from dagster_airbyte.translator import AirbyteJob, AirbyteWorkspaceData
 from dagster_airbyte.types import AirbyteOutput
 from dagster_shared.utils.cached_method import cached_method
+from pydantic import Field
 
 from ingestion.streams import RAW_NAMESPACE, STREAMS_BY_NAME
 from shared.keys import table_key
@@ -57,17 +58,67 @@ CANCELLED = "cancelled"
 
 #: HTTP statuses worth retrying: the server or a proxy in front of it is overloaded or restarting.
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-#: Longest wait between two retries.
+#: Longest wait between two retries of our own backoff.
 MAX_BACKOFF_SECONDS = 30.0
+#: Longest ``Retry-After`` honoured (a server asking for more gets its retry at this bound).
+MAX_RETRY_AFTER_SECONDS = 120.0
+#: How long the API may be unreachable while jobs are followed (see ``max_api_outage``).
+DEFAULT_MAX_API_OUTAGE_SECONDS = 900.0
 
 
 class AirbyteRequestError(Failure):
-    """An Airbyte API call failed for good; the message names the method and URL."""
+    """An Airbyte API call failed for good; the message names the method and URL.
+
+    Callers decide by :attr:`status` (the HTTP status of the last answer, ``None`` when no
+    answer came: timeout, refused connection) and :attr:`transient`, never by message text.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        status: int | None = None,
+        transient: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(description=description, metadata=metadata)
+        self.status = status
+        #: The server was unreachable or overloaded (timeouts, refused connections, 5xx, 429):
+        #: the same call may work later.
+        self.transient = transient
+
+    @property
+    def is_client_error(self) -> bool:
+        """Airbyte answered and refused the request (4xx other than 408/429): asking again
+        cannot help, but another endpoint may (e.g. the public API instead of the internal one)."""
+        return self.status is not None and 400 <= self.status < 500 and not self.transient
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """The outcome of one HTTP call that is worth retrying."""
+
+    reason: str
+    status: int | None = None
+    #: Seconds the server asked to wait (``Retry-After``), if it said.
+    retry_after: float | None = None
 
 
 class RobustAirbyteClient(AirbyteClient):
     """dagster-airbyte's client with bounded backoff retries, clear errors, ``queued`` jobs and
     Airbyte's failure messages (see the module docstring for why each override exists)."""
+
+    max_retry_after: float = Field(
+        default=MAX_RETRY_AFTER_SECONDS,
+        description="Longest wait honoured from a Retry-After header (429/503), in seconds.",
+    )
+    max_api_outage: float = Field(
+        default=DEFAULT_MAX_API_OUTAGE_SECONDS,
+        description=(
+            "While following jobs: how long the API may stay unreachable (timeouts, refused "
+            "connections, 5xx, 429) before the step fails. The jobs are not cancelled then."
+        ),
+    )
 
     # ---- HTTP ---------------------------------------------------------------------------------
 
@@ -78,8 +129,8 @@ class RobustAirbyteClient(AirbyteClient):
         data: Mapping[str, Any] | None,
         params: Mapping[str, Any] | None,
         include_additional_request_headers: bool,
-    ) -> tuple[Mapping[str, Any] | None, str | None]:
-        """One HTTP call: (body, None) on success, (None, reason) when worth retrying; raises
+    ) -> tuple[Mapping[str, Any] | None, _Attempt | None]:
+        """One HTTP call: (body, None) on success, (None, attempt) when worth retrying; raises
         :class:`AirbyteRequestError` when retrying cannot help (4xx, not JSON)."""
         try:
             session = self._get_session(include_additional_request_headers)
@@ -87,23 +138,26 @@ class RobustAirbyteClient(AirbyteClient):
                 method=method, url=url, json=data, params=params, timeout=self.request_timeout
             )
         except requests.Timeout:
-            return None, f"no answer within {self.request_timeout}s"
+            return None, _Attempt(f"no answer within {self.request_timeout}s")
         except requests.ConnectionError as exc:
-            return None, f"connection failed ({type(exc).__name__}: {_root_cause(exc)})"
-        if response.status_code in RETRYABLE_STATUS:
-            return None, f"HTTP {response.status_code} {_snippet(response)}"
-        if response.status_code >= 400:
+            return None, _Attempt(f"connection failed ({type(exc).__name__}: {_root_cause(exc)})")
+        status = response.status_code
+        if status in RETRYABLE_STATUS:
+            return None, _Attempt(
+                f"HTTP {status} {_snippet(response)}", status, retry_after_seconds(response)
+            )
+        if status >= 400:
             hint = ""
-            if response.status_code in (401, 403):
+            if status in (401, 403):
                 hint = (
                     " Check AIRBYTE_CLIENT_ID/AIRBYTE_CLIENT_SECRET or "
                     "AIRBYTE_USERNAME/AIRBYTE_PASSWORD."
                 )
-            elif response.status_code == 404 and "/workspaces/" in url:
+            elif status == 404 and "/workspaces/" in url:
                 hint = " Check AIRBYTE_WORKSPACE_ID."
             raise AirbyteRequestError(
-                f"Airbyte API {method} {url} answered HTTP {response.status_code}: "
-                f"{_snippet(response)}.{hint}"
+                f"Airbyte API {method} {url} answered HTTP {status}: {_snippet(response)}.{hint}",
+                status=status,
             )
         if not response.content:
             return {}, None
@@ -111,8 +165,10 @@ class RobustAirbyteClient(AirbyteClient):
             return response.json(), None
         except ValueError as exc:
             raise AirbyteRequestError(
-                f"Airbyte API {method} {url} answered HTTP {response.status_code} with a body "
-                f"that is not JSON: {_snippet(response)}"
+                f"Airbyte API {method} {url} answered HTTP {status} with a body "
+                f"that is not JSON: {_snippet(response)}. Is AIRBYTE_URL the Airbyte server "
+                "(not a proxy or web page)?",
+                status=status,
             ) from exc
 
     def _single_request(
@@ -124,24 +180,36 @@ class RobustAirbyteClient(AirbyteClient):
         include_additional_request_headers: bool = True,
     ) -> Mapping[str, Any]:
         attempts = self.request_max_retries + 1
-        reason = "no attempt made"
+        last = _Attempt("no attempt made")
         for attempt in range(1, attempts + 1):
-            body, reason = self._request_once(
+            body, failed = self._request_once(
                 method, url, data, params, include_additional_request_headers
             )
             if body is not None:
                 return body
+            assert failed is not None
+            last = failed
             if attempt < attempts:
-                delay = self.backoff(attempt)
+                delay = self.retry_delay(attempt, failed.retry_after)
                 self._log.warning(
-                    f"Airbyte API {method} {url}: {reason}; retry {attempt}/{attempts - 1} "
-                    f"in {delay:.1f}s"
+                    f"Airbyte API {method} {url}: {failed.reason}; retry {attempt}/"
+                    f"{attempts - 1} in {delay:.1f}s"
                 )
                 time.sleep(delay)
         raise AirbyteRequestError(
-            f"Airbyte API {method} {url} failed after {attempts} attempts: {reason}. "
-            f"Is Airbyte reachable at {_server_root(url)}?"
+            f"Airbyte API {method} {url} failed after {attempts} attempts: {last.reason}. "
+            f"Is Airbyte reachable at {_server_root(url)}?",
+            status=last.status,
+            transient=True,
         )
+
+    def retry_delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds before retry ``attempt``: the server's ``Retry-After`` when it gave one
+        (bounded by :attr:`max_retry_after`; never earlier than asked, unless over the bound),
+        else our own :meth:`backoff`."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        return self.backoff(attempt)
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry ``attempt`` (1-based): exponential, capped, jittered."""
@@ -177,7 +245,7 @@ class RobustAirbyteClient(AirbyteClient):
         try:
             return super().get_connection_details(connection_id)
         except AirbyteRequestError as exc:
-            if not _is_client_error(exc):
+            if not exc.is_client_error:
                 raise
             self._log.warning(
                 f"Configuration API connections/get unavailable ({exc}); using the public API."
@@ -193,7 +261,7 @@ class RobustAirbyteClient(AirbyteClient):
         try:
             details = dict(super().get_destination_details(destination_id))
         except AirbyteRequestError as exc:
-            if not _is_client_error(exc):
+            if not exc.is_client_error:
                 raise
             self._log.warning(f"Destination {destination_id} not readable: {exc}")
             details = {}
@@ -213,7 +281,7 @@ class RobustAirbyteClient(AirbyteClient):
                 connection_id=connection_id, created_after=datetime.now() - timedelta(days=2)
             )
         except AirbyteRequestError as exc:
-            if not _is_client_error(exc):
+            if not exc.is_client_error:
                 raise
             self._log.warning(f"Cannot list jobs of connection {connection_id}: {exc}")
             return []
@@ -222,19 +290,21 @@ class RobustAirbyteClient(AirbyteClient):
     def start_sync_job(self, connection_id: str) -> Mapping[str, Any]:
         attempts = self.request_max_retries + 1
         url = f"{self.rest_api_base_url}/jobs"
-        reason = "no attempt made"
+        last = _Attempt("no attempt made")
         for attempt in range(1, attempts + 1):
             try:
-                body, reason = self._request_once(
+                body, failed = self._request_once(
                     "POST", url, {"connectionId": connection_id, "jobType": "sync"}, None, True
                 )
             except AirbyteRequestError as exc:
                 # HTTP 409: Airbyte refuses a second sync of a connection that is syncing.
-                if "answered HTTP 409" not in str(exc):
+                if exc.status != 409:
                     raise
-                body, reason = None, str(exc)
+                body, failed = None, _Attempt(str(exc), 409)
             if body is not None:
                 return body
+            assert failed is not None
+            last = failed
             # The job may have been created although the answer was lost: adopt it rather
             # than start the connection's sync twice.
             try:
@@ -243,15 +313,17 @@ class RobustAirbyteClient(AirbyteClient):
                 running = []
             if running:
                 self._log.warning(
-                    f"Starting a sync of connection {connection_id} failed ({reason}), but job "
-                    f"{running[0].id} is now running for it: following that job."
+                    f"Starting a sync of connection {connection_id} failed ({failed.reason}), "
+                    f"but job {running[0].id} is now running for it: following that job."
                 )
                 return {"jobId": running[0].id, "status": running[0].status, "jobType": "sync"}
             if attempt < attempts:
-                time.sleep(self.backoff(attempt))
+                time.sleep(self.retry_delay(attempt, failed.retry_after))
         raise AirbyteRequestError(
             f"Airbyte API POST {url} (start a sync of connection {connection_id}) failed after "
-            f"{attempts} attempts: {reason}. Is Airbyte reachable at {_server_root(url)}?"
+            f"{attempts} attempts: {last.reason}. Is Airbyte reachable at {_server_root(url)}?",
+            status=last.status,
+            transient=last.status != 409,
         )
 
     def get_job_failure_message(self, job_id: int) -> str | None:
@@ -342,7 +414,14 @@ class RobustAirbyteClient(AirbyteClient):
         """Poll every job until each has ended: ``{connection id: output, or the Failure that
         explains its end}``. Jobs run concurrently in Airbyte; polling stays in this thread, so
         a run termination (an exception raised here) reaches the ``finally`` below, which
-        cancels every unfinished job this run started (``cancel_on_termination``)."""
+        cancels every unfinished job this run started (``cancel_on_termination``).
+
+        A poll that fails for a transient reason (timeouts, refused connections, 5xx, 429, each
+        already retried by :meth:`_single_request`) does not end the wait: a short outage of
+        the API says nothing about the job, which goes on inside Airbyte. Only when the API
+        stays unreachable longer than :attr:`max_api_outage` does the job's outcome become a
+        failure, and that job is left running (we cannot reach Airbyte to cancel it, and it may
+        well succeed: the next run follows it instead of starting another)."""
         outcomes: dict[str, AirbyteOutput | Failure] = {}
         poll_start = time.monotonic()
         try:
@@ -350,7 +429,21 @@ class RobustAirbyteClient(AirbyteClient):
                 for handle in handles:
                     if handle.connection_id in outcomes:
                         continue
-                    details = self.get_job_details(handle.job.id)
+                    try:
+                        details = self.get_job_details(handle.job.id)
+                    except AirbyteRequestError as exc:
+                        if not exc.transient:
+                            raise
+                        lost = self._api_unreachable(handle, exc)
+                        if lost is not None:
+                            outcomes[handle.connection_id] = lost
+                        continue
+                    if handle.unreachable_since is not None:
+                        self._log.info(
+                            f"Airbyte API reachable again: following job {handle.job.id} of "
+                            f"connection {handle.name}."
+                        )
+                        handle.unreachable_since = None
                     handle.job = AirbyteJob.from_job_details(job_details=details)
                     if handle.job.status == SUCCEEDED:
                         outcomes[handle.connection_id] = AirbyteOutput(
@@ -375,13 +468,42 @@ class RobustAirbyteClient(AirbyteClient):
         finally:
             self.cancel_unfinished(handles)
 
+    def _api_unreachable(self, handle: SyncHandle, exc: AirbyteRequestError) -> Failure | None:
+        """Record that following ``handle`` failed transiently; the Failure once the outage has
+        lasted longer than :attr:`max_api_outage` (the job is then no longer followed)."""
+        now = time.monotonic()
+        if handle.unreachable_since is None:
+            handle.unreachable_since = now
+            self._log.warning(
+                f"Cannot read Airbyte job {handle.job.id} of connection {handle.name} ({exc}); "
+                f"the job goes on in Airbyte: still following it for up to "
+                f"{self.max_api_outage:.0f}s."
+            )
+            return None
+        if now - handle.unreachable_since <= self.max_api_outage:
+            return None
+        handle.abandoned = True
+        return Failure(
+            f"Airbyte job {handle.job.id} of connection {handle.name} ({handle.connection_id}) "
+            f"could not be followed: the Airbyte API was unreachable for more than "
+            f"{self.max_api_outage:.0f}s (last error: {exc}). The job was last "
+            f"{handle.job.status} and was NOT cancelled; a new run follows it instead of "
+            "starting another sync.",
+            metadata={
+                "airbyte_job_id": MetadataValue.int(int(handle.job.id)),
+                "airbyte_connection_id": handle.connection_id,
+                "airbyte_job_status": str(handle.job.status),
+            },
+        )
+
     def cancel_unfinished(self, handles: Sequence[SyncHandle]) -> None:
         """Cancel jobs this run started that are still going: do not leave a sync behind that
-        nobody waits for (run terminated, poll timeout, a failure while starting others)."""
+        nobody waits for (run terminated, poll timeout, a failure while starting others). A job
+        given up during an API outage is left alone (see :meth:`wait`)."""
         if not self.cancel_on_termination:
             return
         for handle in handles:
-            if handle.started_here and handle.job.status in IN_PROGRESS:
+            if handle.started_here and not handle.abandoned and handle.job.status in IN_PROGRESS:
                 self._log.warning(
                     f"Cancelling Airbyte job {handle.job.id} of connection {handle.name}."
                 )
@@ -423,10 +545,23 @@ class SyncHandle:
     job: AirbyteJob
     #: Whether this run started the job (only those are cancelled on termination).
     started_here: bool
+    #: ``time.monotonic()`` of the first failed poll of the current API outage.
+    unreachable_since: float | None = None
+    #: Given up after a long API outage: left running in Airbyte, never cancelled by this run.
+    abandoned: bool = False
 
 
 class PlatformAirbyteWorkspace(AirbyteWorkspace):
     """dagster-airbyte's ``AirbyteWorkspace`` whose client is :class:`RobustAirbyteClient`."""
+
+    max_retry_after: float = Field(
+        default=MAX_RETRY_AFTER_SECONDS,
+        description="Longest wait honoured from a Retry-After header (429/503), in seconds.",
+    )
+    max_api_outage: float = Field(
+        default=DEFAULT_MAX_API_OUTAGE_SECONDS,
+        description="How long the API may be unreachable while jobs are followed.",
+    )
 
     @cached_method
     def get_client(self) -> RobustAirbyteClient:
@@ -446,6 +581,8 @@ class PlatformAirbyteWorkspace(AirbyteWorkspace):
             poll_timeout=self.poll_timeout,
             cancel_on_termination=self.cancel_on_termination,
             poll_previous_running_sync=True,
+            max_retry_after=self.max_retry_after,
+            max_api_outage=self.max_api_outage,
         )
 
 
@@ -572,9 +709,24 @@ def connection_details_from_public(public: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _is_client_error(exc: AirbyteRequestError) -> bool:
-    """Whether Airbyte answered with a 4xx (as opposed to being unreachable or failing)."""
-    return " answered HTTP 4" in str(exc)
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """Seconds asked by the ``Retry-After`` header (delay-seconds or an HTTP date), or None."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _snippet(response: requests.Response, limit: int = 300) -> str:

@@ -64,6 +64,17 @@ class AirbyteSyncResource(ConfigurableResource):
     )
     request_timeout: int = Field(default=30, description="Seconds before one API call times out.")
     max_items_per_page: int = Field(default=100, description="Page size of list calls (<=100).")
+    max_retry_after: float = Field(
+        default=120.0,
+        description="Longest wait honoured from a Retry-After header on 429/503 (seconds).",
+    )
+    max_api_outage: float = Field(
+        default=900.0,
+        description=(
+            "How long the Airbyte API may stay unreachable while jobs are followed before the "
+            "step fails (seconds). The jobs are not cancelled then: they go on in Airbyte."
+        ),
+    )
 
     def settings(self) -> tuple[Settings, list[str]]:
         """Run-time settings, and the prod settings missing that a sync can do without."""
@@ -87,6 +98,8 @@ class AirbyteSyncResource(ConfigurableResource):
             request_retry_delay=self.request_retry_delay,
             request_timeout=self.request_timeout,
             max_items_per_page=self.max_items_per_page,
+            max_retry_after=self.max_retry_after,
+            max_api_outage=self.max_api_outage,
             cancel_on_termination=True,
             poll_previous_running_sync=True,
         )

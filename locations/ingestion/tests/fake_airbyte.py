@@ -11,7 +11,10 @@ configuration API is internal and not in that spec: its payloads follow Airbyte'
 ``config.yaml`` shapes that dagster-airbyte reads.
 
 Faults are injected per route: ``server.fail(route, [503, 502])`` answers the next calls with
-those statuses, ``server.delay(route, seconds)`` answers the next call late (a timeout).
+those statuses (``retry_after=`` adds a ``Retry-After`` header), ``server.delay(route, seconds)``
+answers the next call late (a timeout), ``server.outage_after(route, n, seconds)`` makes the
+whole server drop every connection unanswered for ``seconds`` once ``route`` was called ``n``
+times (an API outage while a job goes on: jobs keep their state meanwhile).
 """
 
 from __future__ import annotations
@@ -127,7 +130,13 @@ class FakeAirbyte(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str, dict[str, list[str]], Any]] = []
         self.violations: list[str] = []
-        self._failures: dict[str, list[int]] = {}
+        #: time.monotonic() of each request, in the order of ``requests``.
+        self.request_times: list[float] = []
+        self._failures: dict[str, list[tuple[int, str | None]]] = {}
+        self._outages: dict[str, tuple[int, float]] = {}
+        self.down_until = 0.0
+        #: Routes of the requests dropped unanswered during an outage.
+        self.dropped: list[str] = []
         self._delays: dict[str, list[float]] = {}
         #: How new jobs behave.
         self.next_final_status = "succeeded"
@@ -161,9 +170,15 @@ class FakeAirbyte(ThreadingHTTPServer):
         self.jobs[job.job_id] = job
         return job
 
-    def fail(self, route: str, statuses: list[int]) -> None:
-        """Answer the next calls of ``route`` (e.g. ``"GET /jobs/{id}"``) with ``statuses``."""
-        self._failures.setdefault(route, []).extend(statuses)
+    def fail(self, route: str, statuses: list[int], retry_after: str | None = None) -> None:
+        """Answer the next calls of ``route`` (e.g. ``"GET /jobs/{id}"``) with ``statuses``,
+        with a ``Retry-After: <retry_after>`` header when given."""
+        self._failures.setdefault(route, []).extend((s, retry_after) for s in statuses)
+
+    def outage_after(self, route: str, calls: int, seconds: float) -> None:
+        """Go down for ``seconds`` (connections dropped unanswered) after ``calls`` calls of
+        ``route``."""
+        self._outages[route] = (calls, seconds)
 
     def delay(self, route: str, seconds: float) -> None:
         self._delays.setdefault(route, []).append(seconds)
@@ -291,10 +306,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---- plumbing ----------------------------------------------------------------------------------
 
-    def _send(self, status: int, body: Any = None) -> None:
+    def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body if body is not None else {"message": "error"}).encode()
         try:
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -332,13 +349,27 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw) if raw else None
         route = self._route(method, path)
         with srv.lock:
+            now = time.monotonic()
+            if now < srv.down_until:
+                # Down: drop the connection without an answer (the client sees a reset).
+                srv.dropped.append(route)
+                self.close_connection = True
+                return
             srv.requests.append((method, path, query, body))
-            status = srv._failures.get(route, []).pop(0) if srv._failures.get(route) else None
+            srv.request_times.append(now)
+            failure = srv._failures.get(route, []).pop(0) if srv._failures.get(route) else None
             delay = srv._delays.get(route, []).pop(0) if srv._delays.get(route) else None
+            if route in srv._outages:
+                calls, seconds = srv._outages[route]
+                if sum(1 for r in srv.requests if self._route(r[0], r[1]) == route) >= calls:
+                    del srv._outages[route]
+                    srv.down_until = now + seconds
         if delay:
             time.sleep(delay)
-        if status:
-            self._send(status, {"message": f"injected {status}"})
+        if failure:
+            status, retry_after = failure
+            headers = {"Retry-After": retry_after} if retry_after is not None else None
+            self._send(status, {"message": f"injected {status}"}, headers)
             return
         if path == f"{PUBLIC}/applications/token" and method == "POST":
             self._token(body)

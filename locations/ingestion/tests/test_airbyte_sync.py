@@ -432,3 +432,145 @@ def test_fake_server_payloads_are_checked_against_the_spec(openapi_spec):
     with pytest.raises(ValidationError):
         # What dagster-airbyte sends without our override: no grant_type.
         validate("ApplicationTokenRequestWithGrant", {"client_id": "a", "client_secret": "b"})
+
+
+# ---- Retry-After, API base URL, outages, error classification (issue 12 items 3, 4, 6, 7) ----
+
+
+def _gaps(airbyte, method, prefix):
+    """Seconds between consecutive requests ``method prefix...`` received by the server."""
+    times = [
+        t
+        for (m, p, _, _), t in zip(airbyte.requests, airbyte.request_times, strict=True)
+        if m == method and p.startswith(prefix)
+    ]
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_honoured(prod_env, status):
+    """The server asks to wait 1 s; our own backoff would retry after 0.01 s."""
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"])
+    airbyte.fail("GET /connections", [status], retry_after="1")
+    airbyte.fail("GET /jobs/{id}", [status], retry_after="1")
+    result = run_sync(request_retry_delay=0.01)
+    assert result.success, failure_message(result)
+    (gap,) = _gaps(airbyte, "GET", "/api/public/v1/connections")
+    assert gap >= 0.95
+    assert max(_gaps(airbyte, "GET", "/api/public/v1/jobs/")) >= 0.95
+
+
+def test_retry_after_is_bounded(prod_env):
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"])
+    airbyte.fail("GET /connections", [429], retry_after="3600")
+    started = time.monotonic()
+    result = run_sync(request_retry_delay=0.01, max_retry_after=0.5)
+    assert result.success, failure_message(result)
+    (gap,) = _gaps(airbyte, "GET", "/api/public/v1/connections")
+    assert 0.45 <= gap < 3
+    assert time.monotonic() - started < 60
+
+
+def test_retry_after_as_an_http_date():
+    import email.utils
+
+    import requests
+
+    from ingestion.airbyte import retry_after_seconds
+
+    response = requests.Response()
+    response.headers["Retry-After"] = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= retry_after_seconds(response) <= 31
+    response.headers["Retry-After"] = "7"
+    assert retry_after_seconds(response) == 7
+    response.headers["Retry-After"] = "soon"
+    assert retry_after_seconds(response) is None
+
+
+def test_airbyte_url_given_as_the_public_api_base_works(prod_env, monkeypatch):
+    """Airbyte's docs show the API base (`.../api/public/v1`): it is accepted as AIRBYTE_URL."""
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"])
+    monkeypatch.setenv("AIRBYTE_URL", f"{airbyte.url}/api/public/v1/")
+    result = run_sync()
+    assert result.success, failure_message(result)
+    assert len(airbyte.sync_starts()) == 1
+    assert not [r for r in airbyte.requests if "/api/public/v1/api/" in r[1]]
+
+
+def test_airbyte_url_pointing_into_the_api_says_what_to_set(prod_env, monkeypatch):
+    airbyte = prod_env
+    monkeypatch.setenv("AIRBYTE_URL", f"{airbyte.url}/api/public")
+    result = run_sync()
+    assert not result.success
+    message = failure_message(result)
+    assert "AIRBYTE_URL" in message and "/api/public/v1" in message
+    assert "credentials" not in message.lower()
+    assert airbyte.requests == []
+
+
+def test_a_short_api_outage_while_following_a_job_does_not_cancel_it(prod_env):
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"])
+    airbyte.next_polls = 5
+    airbyte.outage_after("GET /jobs/{id}", 2, seconds=1.5)
+    result = run_sync(request_max_retries=1, request_retry_delay=0.05, max_api_outage=30)
+    assert result.success, failure_message(result)
+    assert airbyte.dropped, "the outage never happened"
+    assert airbyte.calls("DELETE", "/api/") == []
+    (job,) = airbyte.jobs.values()
+    assert job.status == "succeeded"
+    assert materializations(result)[USERS.key]["airbyte_job_id"].value == job.job_id
+
+
+def test_a_long_api_outage_fails_the_step_but_leaves_the_job_running(prod_env):
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"])
+    airbyte.next_polls = 50
+    airbyte.outage_after("GET /jobs/{id}", 2, seconds=4)
+    result = run_sync(request_max_retries=1, request_retry_delay=0.05, max_api_outage=0.5)
+    assert not result.success
+    message = failure_message(result)
+    assert "unreachable for more than" in message and "NOT cancelled" in message
+    assert not [r for r in airbyte.dropped if r.startswith("DELETE")]
+    assert airbyte.calls("DELETE", "/api/") == []
+    (job,) = airbyte.jobs.values()
+    assert job.status == "running"
+
+
+def test_errors_are_classified_by_status_not_by_message_text(airbyte):
+    """A 404 whose text mentions a 5xx is still a client error; a 503 that never heals is
+    transient; a 409 on job creation is recognised by its status."""
+    from ingestion.airbyte import AirbyteRequestError, RobustAirbyteClient
+
+    client = RobustAirbyteClient(
+        rest_api_base_url=f"{airbyte.url}/api/public/v1",
+        configuration_api_base_url=f"{airbyte.url}/api/v1",
+        workspace_id=airbyte.workspace_id,
+        client_id=airbyte.client_id,
+        client_secret=airbyte.client_secret,
+        request_max_retries=1,
+        request_retry_delay=0.01,
+        request_timeout=5,
+    )
+    url = f"{airbyte.url}/api/public/v1/destinations/{airbyte.destination_id}"
+    airbyte.fail("GET /destinations/{id}", [404])
+    with pytest.raises(AirbyteRequestError) as err:
+        client._single_request("GET", url)
+    assert err.value.status == 404 and err.value.is_client_error and not err.value.transient
+    airbyte.fail("GET /destinations/{id}", [503, 503])
+    with pytest.raises(AirbyteRequestError) as err:
+        client._single_request("GET", url)
+    assert err.value.status == 503 and err.value.transient and not err.value.is_client_error
+    airbyte.fail("GET /destinations/{id}", [429, 429])
+    with pytest.raises(AirbyteRequestError) as err:
+        client._single_request("GET", url)
+    assert err.value.status == 429 and not err.value.is_client_error
+    # The destination is only metadata: a 4xx is tolerated, whatever its text says.
+    airbyte.fail("GET /destinations/{id}", [404])
+    assert client.get_destination_details(airbyte.destination_id)["destinationType"] == "unknown"
+    airbyte.fail("GET /destinations/{id}", [503, 503])
+    with pytest.raises(AirbyteRequestError):
+        client.get_destination_details(airbyte.destination_id)
