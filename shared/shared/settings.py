@@ -298,3 +298,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 "or AIRBYTE_USERNAME and AIRBYTE_PASSWORD."
             )
     return Settings(env, home, catalog, store, airbyte, standin=standin)
+
+
+#: Default of ``DATA_PLATFORM_LATE_DATA_LOOKBACK_DAYS`` (see :func:`late_data_lookback_days`).
+LATE_DATA_LOOKBACK_DAYS = 1
+
+
+def late_data_lookback_days(environ: Mapping[str, str] | None = None) -> int:
+    """``DATA_PLATFORM_LATE_DATA_LOOKBACK_DAYS``: how many days before each day a raw sync changed
+    the daily assets re-run too (default 1; 0 runs exactly the changed days). Read when the
+    automation conditions are evaluated, never at import (``shared.automation``)."""
+    env_vars = os.environ if environ is None else environ
+    return _positive_int(env_vars, "DATA_PLATFORM_LATE_DATA_LOOKBACK_DAYS", LATE_DATA_LOOKBACK_DAYS)

@@ -29,7 +29,7 @@ from dagster import (
 from pydantic import Field
 
 from ingestion import landing
-from ingestion.streams import STREAMS_BY_NAME, RawStream
+from ingestion.streams import STREAMS, STREAMS_BY_NAME, RawStream, stream_for_key
 from shared import airbyte as shared_airbyte
 from shared.resources import IcebergCatalogResource, filesystem_for, store_path
 from shared.settings import Settings
@@ -115,12 +115,17 @@ class AirbyteSyncResource(ConfigurableResource):
         streams: Sequence[RawStream],
         iceberg_resource: IcebergCatalogResource,
     ) -> Iterator[MaterializeResult | AssetMaterialization]:
-        """Sync ``streams`` and yield one materialization per landed table."""
+        """Sync ``streams`` and yield one materialization per landed table, each recording the
+        UTC event days of the rows the sync added (``shared.changes``)."""
         settings, missing = self.settings()
+        # Read before anything is written: the snapshots after these are what the sync added.
+        before = _snapshots_before(iceberg_resource, missing, context)
         if settings.is_local:
-            yield from self._sync_standin(context, settings, streams, iceberg_resource)
+            landed = self._sync_standin(context, settings, streams, iceberg_resource)
         else:
-            yield from self._sync_airbyte(context, settings, missing, streams, iceberg_resource)
+            landed = self._sync_airbyte(context, settings, missing, streams, iceberg_resource)
+        for event in landed:
+            yield _with_changed_days(event, before, iceberg_resource, context)
 
     # ---- local ---------------------------------------------------------------------------------
 
@@ -336,6 +341,69 @@ class AirbyteSyncResource(ConfigurableResource):
                 + " | ".join(f.description or str(f) for f in failures),
                 metadata=failures[0].metadata,
             )
+
+
+def _snapshots_before(
+    iceberg_resource: IcebergCatalogResource, missing: list[str], context: AssetExecutionContext
+) -> dict[str, int | None] | None:
+    """``{stream: current snapshot id}`` of every raw table with an event day, before a sync
+    (None for a table not created yet); None when the catalog cannot be read (days unknown)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from shared.changes import current_snapshot_id
+
+    if missing:
+        return None
+    before: dict[str, int | None] = {}
+    try:
+        for stream in STREAMS:
+            if stream.event_time_column is None:
+                continue
+            try:
+                table = iceberg_resource.load_table(stream.identifier)
+            except NoSuchTableError:
+                table = None
+            before[stream.name] = current_snapshot_id(table)
+    except Exception as exc:  # another system: the sync still runs, its days are "unknown"
+        context.log.warning(f"Cannot read the raw tables' snapshots before the sync: {exc}")
+        return None
+    return before
+
+
+def _with_changed_days(
+    event: MaterializeResult | AssetMaterialization,
+    before: dict[str, int | None] | None,
+    iceberg_resource: IcebergCatalogResource,
+    context: AssetExecutionContext,
+) -> MaterializeResult | AssetMaterialization:
+    """``event`` with the UTC event days of the rows its table gained since ``before``.
+
+    Computed from the snapshots the sync committed (the day column of the files they added), so
+    every path (stand-in, landing batch, Airbyte) records the same thing. When they cannot be
+    read, the days are recorded as unknown (``null``), which downstream treats as every day.
+    """
+    from shared.changes import UNKNOWN, changed_days, changed_days_metadata
+
+    stream = stream_for_key(event.asset_key)
+    if stream.event_time_column is None:
+        return event
+    try:
+        if before is None:
+            raise RuntimeError("the table's snapshot before the sync is unknown")
+        table = iceberg_resource.load_table(stream.identifier)
+        days = changed_days(table, before.get(stream.name), stream.event_time_column)
+        context.log.info(
+            f"{stream.identifier}: the sync changed {len(days)} event day(s)"
+            + (f", {days[0]}..{days[-1]}" if days else "")
+        )
+        extra = changed_days_metadata(days)
+    except Exception as exc:  # best effort: the sync itself succeeded
+        context.log.warning(f"{stream.identifier}: changed event days unknown: {exc}")
+        extra = changed_days_metadata(UNKNOWN)
+    metadata = {**(event.metadata or {}), **extra}
+    if isinstance(event, AssetMaterialization):
+        return event.with_metadata(metadata)
+    return event._replace(metadata=metadata)
 
 
 def _snapshot_state(
