@@ -425,14 +425,15 @@ def test_rendered_compute_log_manager_uploads_to_an_s3_server_path_style(platfor
     from dagster._core.storage.compute_log_manager import ComputeLogManager
     from dagster._serdes import ConfigurableClassData
 
-    testing = pytest.importorskip("shared.testing", reason="the rclone S3 stand-in helper")
+    from tests.s3_server import RcloneS3Server
+
     compute_logs = _instance(platform)["compute_logs"]
     config = dict(compute_logs["config"])
     bucket_root = tmp_path / "s3"
     (bucket_root / config["bucket"]).mkdir(parents=True)
     key, secret = "AKIDLOGS", "logs-secret-key"  # pragma: allowlist secret
     with (
-        testing.RcloneS3Server(bucket_root, key, secret) as server,
+        RcloneS3Server(bucket_root, key, secret) as server,
         pytest.MonkeyPatch.context() as mp,
     ):
         mp.setenv("AWS_ACCESS_KEY_ID", key)
