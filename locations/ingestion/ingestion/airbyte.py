@@ -7,8 +7,14 @@ What we write by hand, and why (dagster-airbyte 0.29.27):
 
 * ``_single_request``: theirs retries every error, 4xx included, at a fixed delay, and ends with
   "Max retries exceeded". Ours retries only what can heal (5xx, 429, timeouts, refused
-  connections) with exponential backoff, a bounded number of times, fails at once on 4xx with
-  Airbyte's answer, and always names the URL.
+  connections) with exponential backoff or after the server's ``Retry-After`` (bounded), a
+  bounded number of times, fails at once on 4xx with Airbyte's answer, always names the URL,
+  and raises :class:`AirbyteRequestError` carrying the status, so callers classify errors by
+  status and type, not by text.
+* ``list_connections`` / ``destination_namespace`` instead of ``fetch_airbyte_workspace_data``:
+  theirs fetches every connection's and destination's details (2 requests per connection of
+  the workspace); the public connection list already has what planning needs (selected
+  streams, prefix, namespace settings), so only the destinations involved are read, once.
 * ``_refresh_access_token``: theirs omits ``grant_type``, which the public API's
   ``ApplicationTokenRequestWithGrant`` requires.
 * ``start_sync_job``: a 5xx after Airbyte created the job must not start a second sync, so a
@@ -19,8 +25,9 @@ What we write by hand, and why (dagster-airbyte 0.29.27):
 * ``sync_and_poll``: theirs does not know the ``queued`` status of the public API (it would fail
   the step and cancel a healthy queued job, and would start a second sync next to a queued one),
   and its failure message is only "Job failed: <id>"; ours waits on queued jobs, reports
-  Airbyte's own failure message (configuration API ``jobs/get``, best effort) and cancels only
-  jobs that this run started when the run is terminated. It is split into ``begin_sync`` and
+  Airbyte's own failure message (configuration API ``jobs/get``, best effort), waits out a
+  short API outage instead of failing (and cancelling) a healthy job, and cancels only jobs
+  that this run started when the run is terminated (or the poll timeout passes). It is split into ``begin_sync`` and
   ``wait`` so that several connections sync at the same time while one thread polls them.
 """
 
@@ -28,7 +35,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,7 +48,7 @@ from dagster_airbyte import (
     DagsterAirbyteTranslator,
 )
 from dagster_airbyte.resources import AirbyteClient
-from dagster_airbyte.translator import AirbyteJob, AirbyteWorkspaceData
+from dagster_airbyte.translator import AirbyteJob
 from dagster_airbyte.types import AirbyteOutput
 from dagster_shared.utils.cached_method import cached_method
 from pydantic import Field
@@ -255,6 +262,22 @@ class RobustAirbyteClient(AirbyteClient):
         )
         return connection_details_from_public(public)
 
+    def list_connections(self) -> list[ConnectionInfo]:
+        """The workspace's connections from the public API's paged list, which carries all
+        that planning needs (selected streams, prefix, namespace settings): one request per
+        100 connections, none per connection. Fails with a hint on a wrong workspace id."""
+        self.validate_workspace_id()
+        return [ConnectionInfo.from_public(c) for c in self.get_connections()]
+
+    def destination_namespace(self, destination_id: str) -> str | None:
+        """The destination's default namespace (where ``namespaceDefinition: destination``
+        writes), or None when the destination cannot be read or names none we recognise."""
+        cache = self.__dict__.setdefault("_destination_namespaces", {})
+        if destination_id not in cache:
+            details = self.get_destination_details(destination_id)
+            cache[destination_id] = default_namespace(details.get("configuration") or {})
+        return cache[destination_id]
+
     def get_destination_details(self, destination_id: str) -> Mapping[str, Any]:
         """The destination (dagster-airbyte reads only its type and database/schema, for
         metadata): a 4xx, or fields missing, must not stop a sync."""
@@ -370,9 +393,14 @@ class RobustAirbyteClient(AirbyteClient):
             if "streamName" in s
         }
 
-    def begin_sync(self, connection_id: str) -> SyncHandle:
-        """Start the connection's sync, or pick up the job already in progress for it."""
-        connection_details = self.get_connection_details(connection_id)
+    def begin_sync(
+        self, connection_id: str, connection_details: Mapping[str, Any] | None = None
+    ) -> SyncHandle:
+        """Start the connection's sync, or pick up the job already in progress for it.
+        ``connection_details`` (configuration-API shape) saves a request when the caller has
+        them already (from the public connection list)."""
+        if connection_details is None:
+            connection_details = self.get_connection_details(connection_id)
         name = str(connection_details.get("name", connection_id))
         running = self.running_jobs(connection_id)
         if len(running) > 1:
@@ -515,12 +543,18 @@ class RobustAirbyteClient(AirbyteClient):
                 except Failure as exc:
                     self._log.error(f"Could not cancel Airbyte job {handle.job.id}: {exc}")
 
-    def sync_connections(self, connection_ids: Sequence[str]) -> dict[str, AirbyteOutput | Failure]:
-        """Start one sync per connection (or follow the running one), then wait for all."""
+    def sync_connections(
+        self,
+        connection_ids: Sequence[str],
+        details: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> dict[str, AirbyteOutput | Failure]:
+        """Start one sync per connection (or follow the running one), then wait for all.
+        ``details``: connection id -> connection details already known (no request for them)."""
         handles: list[SyncHandle] = []
+        details = details or {}
         try:
             for connection_id in connection_ids:
-                handles.append(self.begin_sync(connection_id))
+                handles.append(self.begin_sync(connection_id, details.get(connection_id)))
         except BaseException:
             self.cancel_unfinished(handles)
             raise
@@ -597,7 +631,110 @@ class RawTranslator(DagsterAirbyteTranslator):
         )
 
 
-# ---- mapping streams to connections (at run time) ------------------------------------------
+# ---- mapping streams to connections and tables (at run time) --------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """What planning needs of one connection, from the public API's ``ConnectionResponse``."""
+
+    connection_id: str
+    name: str
+    destination_id: str
+    #: Selected streams as ``(name, source namespace or None)``: the public API lists only the
+    #: streams selected for syncing in ``configurations.streams``.
+    streams: tuple[tuple[str, str | None], ...]
+    #: Prepended to every stream's table name by Airbyte.
+    prefix: str = ""
+    #: ``destination`` (the destination's default), ``source`` or ``custom_format``.
+    namespace_definition: str = "destination"
+    #: With ``custom_format``: the namespace, ``${SOURCE_NAMESPACE}`` replaced.
+    namespace_format: str | None = None
+
+    @classmethod
+    def from_public(cls, public: Mapping[str, Any]) -> ConnectionInfo:
+        streams = (public.get("configurations") or {}).get("streams") or []
+        return cls(
+            connection_id=str(public["connectionId"]),
+            name=str(public.get("name") or public["connectionId"]),
+            destination_id=str(public.get("destinationId") or ""),
+            streams=tuple(
+                (str(s["name"]), s.get("namespace") or None) for s in streams if s.get("name")
+            ),
+            prefix=str(public.get("prefix") or ""),
+            namespace_definition=str(public.get("namespaceDefinition") or "destination"),
+            namespace_format=public.get("namespaceFormat") or None,
+        )
+
+    @property
+    def stream_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.streams)
+
+    def details(self) -> dict[str, Any]:
+        """Configuration-API-shaped details, as dagster-airbyte's ``AirbyteOutput`` carries."""
+        return {
+            "connectionId": self.connection_id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "destinationId": self.destination_id,
+            "namespaceDefinition": self.namespace_definition,
+            "syncCatalog": {
+                "streams": [
+                    {"stream": {"name": n, "jsonSchema": {}}, "config": {"selected": True}}
+                    for n in self.stream_names
+                ]
+            },
+        }
+
+    def table_for(self, stream: str, destination_default: str | None) -> tuple[str | None, str]:
+        """``(namespace or None when unknown, table name)`` Airbyte writes ``stream`` to,
+        following Airbyte's rules: the namespace is the destination's default, the source's
+        (falling back to the destination's), or ``namespaceFormat`` with
+        ``${SOURCE_NAMESPACE}`` replaced (an empty result falls back to the destination's);
+        the table name is ``prefix + stream``."""
+        source_ns = dict(self.streams).get(stream)
+        if self.namespace_definition == "source":
+            namespace = source_ns or destination_default
+        elif self.namespace_definition == "custom_format":
+            formatted = (self.namespace_format or "").replace(
+                "${SOURCE_NAMESPACE}", source_ns or ""
+            )
+            namespace = formatted.strip() or destination_default
+        else:
+            namespace = destination_default
+        return namespace, f"{self.prefix}{stream}"
+
+    def needs_destination_default(self, stream: str) -> bool:
+        """Whether :meth:`table_for` needs the destination's default namespace."""
+        namespace, _ = self.table_for(stream, None)
+        return namespace is None
+
+    def describe_naming(self) -> str:
+        text = f"namespaceDefinition={self.namespace_definition!r}"
+        if self.namespace_definition == "custom_format":
+            text += f", namespaceFormat={self.namespace_format!r}"
+        return f"{text}, prefix={self.prefix!r}"
+
+
+def default_namespace(configuration: Mapping[str, Any]) -> str | None:
+    """The default namespace in a destination's configuration, for the destinations a
+    lakehouse uses: Iceberg / S3 Data Lake (``namespace``, under ``catalog_type`` for some
+    catalogs), the older Iceberg destination (``catalog_config.database``), and SQL warehouses
+    (``schema``, ``dataset_id``). None when none is there (the check after the sync then
+    verifies the table instead)."""
+    candidates: list[Any] = [
+        configuration.get("namespace"),
+        configuration.get("default_namespace"),
+        (configuration.get("catalog_type") or {}).get("namespace")
+        if isinstance(configuration.get("catalog_type"), Mapping)
+        else None,
+        (configuration.get("catalog_config") or {}).get("database")
+        if isinstance(configuration.get("catalog_config"), Mapping)
+        else None,
+        configuration.get("schema"),
+        configuration.get("dataset_id"),
+    ]
+    return next((str(c) for c in candidates if isinstance(c, str) and c.strip()), None)
 
 
 @dataclass(frozen=True)
@@ -609,56 +746,151 @@ class ConnectionSync:
     streams: tuple[str, ...]
     #: Selected streams of the connection that this location does not declare.
     undeclared_streams: tuple[str, ...] = ()
+    connection: ConnectionInfo | None = None
+
+    @property
+    def landed_streams(self) -> tuple[str, ...]:
+        """Every declared stream the sync lands, requested or not."""
+        if self.connection is None:
+            return self.streams
+        return tuple(n for n in self.connection.stream_names if n in STREAMS_BY_NAME)
 
 
 def plan_connection_syncs(
-    data: AirbyteWorkspaceData, streams: Sequence[str]
+    connections: Sequence[ConnectionInfo], streams: Sequence[str]
 ) -> list[ConnectionSync]:
     """Which connections to sync so that ``streams`` land: one entry per connection, so a
     connection holding several requested streams is synced once.
 
-    Raises :class:`dagster.Failure` naming the stream when a requested stream is in no
-    connection (a wrong workspace id or a renamed stream must not pass silently), is not
-    selected for syncing, or is in several connections.
+    Raises :class:`dagster.Failure` naming the stream when a requested stream is selected in
+    no connection (a wrong workspace id, a renamed or unselected stream must not pass
+    silently) or in several.
     """
-    by_stream: dict[str, list[tuple[str, bool]]] = {}
-    for connection in data.connections_by_id.values():
-        for stream in connection.streams.values():
-            by_stream.setdefault(stream.name, []).append((connection.id, stream.selected))
+    by_stream: dict[str, list[ConnectionInfo]] = {}
+    for connection in connections:
+        for name in connection.stream_names:
+            by_stream.setdefault(name, []).append(connection)
     chosen: dict[str, list[str]] = {}
+    by_id = {c.connection_id: c for c in connections}
     for name in streams:
         found = by_stream.get(name, [])
-        selected = [cid for cid, is_selected in found if is_selected]
         if not found:
             known = sorted(by_stream) or ["none"]
             raise Failure(
                 f"No Airbyte connection of the workspace syncs stream {name!r} (asset "
-                f"raw/{name}); streams found: {', '.join(known)}. Check AIRBYTE_WORKSPACE_ID "
-                "and the connection's stream names."
+                f"raw/{name}); streams selected in its connections: {', '.join(known)}. Check "
+                "AIRBYTE_WORKSPACE_ID, the connection's stream names, and that the stream is "
+                "selected for syncing."
             )
-        if not selected:
-            raise Failure(
-                f"Stream {name!r} exists in Airbyte connection(s) {', '.join(c for c, _ in found)}"
-                " but is not selected for syncing: enable it in the connection."
-            )
-        if len(selected) > 1:
+        if len(found) > 1:
             raise Failure(
                 f"Stream {name!r} is synced by several Airbyte connections "
-                f"({', '.join(selected)}); keep one so raw.{name} has one writer."
+                f"({', '.join(f'{c.name} ({c.connection_id})' for c in found)}); keep one so "
+                f"raw.{name} has one writer."
             )
-        chosen.setdefault(selected[0], []).append(name)
+        chosen.setdefault(found[0].connection_id, []).append(name)
     plan = []
     for connection_id, names in chosen.items():
-        connection = data.connections_by_id[connection_id]
-        others = tuple(
-            sorted(
-                s.name
-                for s in connection.streams.values()
-                if s.selected and s.name not in STREAMS_BY_NAME
-            )
+        connection = by_id[connection_id]
+        others = tuple(sorted(n for n in connection.stream_names if n not in STREAMS_BY_NAME))
+        plan.append(
+            ConnectionSync(connection_id, connection.name, tuple(names), others, connection)
         )
-        plan.append(ConnectionSync(connection_id, connection.name, tuple(names), others))
     return plan
+
+
+def check_destination_tables(
+    plan: Sequence[ConnectionSync], destination_default: Callable[[str], str | None]
+) -> list[str]:
+    """Check, before any sync starts, that every declared stream a planned connection lands is
+    written to ``raw.<stream>`` (the table its asset names and dbt reads).
+
+    Raises :class:`dagster.Failure` naming the connection, the stream, the expected and the
+    actual table when the connection's prefix or namespace settings write elsewhere (mapping
+    the asset to that other table instead would leave dbt reading a table nobody writes).
+    Returns warnings for streams whose namespace cannot be known (destination default
+    unreadable): those are verified after the sync, from the table's snapshots.
+    """
+    warnings: list[str] = []
+    wrong: list[str] = []
+    for sync in plan:
+        connection = sync.connection
+        if connection is None:
+            continue
+        for stream in sync.landed_streams:
+            default = (
+                destination_default(connection.destination_id)
+                if connection.needs_destination_default(stream)
+                else None
+            )
+            namespace, table = connection.table_for(stream, default)
+            expected = f"{RAW_NAMESPACE}.{stream}"
+            if table != stream or (namespace is not None and namespace != RAW_NAMESPACE):
+                actual = (
+                    f"{namespace if namespace is not None else '<destination default>'}.{table}"
+                )
+                wrong.append(
+                    f"connection {connection.name!r} ({connection.connection_id}) writes stream "
+                    f"{stream!r} to {actual}, not {expected} ({connection.describe_naming()})"
+                )
+            elif namespace is None:
+                warnings.append(
+                    f"Airbyte connection {connection.name!r} writes stream {stream!r} to the "
+                    f"destination's default namespace, which could not be read: {expected} is "
+                    "verified after the sync instead."
+                )
+    if wrong:
+        raise Failure(
+            "Airbyte would write outside the tables the raw assets name, so no sync was "
+            "started: "
+            + "; ".join(wrong)
+            + f". Set the connection's stream prefix to '' and its namespace to "
+            f"{RAW_NAMESPACE!r} (destination default, or custom format {RAW_NAMESPACE!r})."
+        )
+    return warnings
+
+
+@dataclass(frozen=True)
+class SnapshotState:
+    """A raw table's current snapshot as read from the catalog (``None``: no table/snapshot)."""
+
+    snapshot_id: int | None
+    timestamp_ms: int | None = None
+
+
+#: Tolerated clock difference between Airbyte (job start time) and the Iceberg writer.
+CLOCK_SKEW = timedelta(minutes=10)
+
+
+def written_by_job(
+    before: SnapshotState | None,
+    after: SnapshotState,
+    job_started: datetime | None,
+) -> bool:
+    """Whether the table's snapshot ``after`` the job was committed by it: there is one, it is
+    not the one seen before the job started (``before`` None: not known), and it is not older
+    than the job's start (give or take :data:`CLOCK_SKEW`)."""
+    if after.snapshot_id is None or before is None:
+        return False
+    if after.snapshot_id == before.snapshot_id:
+        return False
+    if job_started is not None and after.timestamp_ms is not None:
+        committed = datetime.fromtimestamp(after.timestamp_ms / 1000, tz=UTC)
+        if committed < job_started - CLOCK_SKEW:
+            return False
+    return True
+
+
+def job_start_time(job_details: Mapping[str, Any]) -> datetime | None:
+    """The job's ``startTime`` (public ``JobResponse``), as an aware datetime, if readable."""
+    value = job_details.get("startTime")
+    if not value:
+        return None
+    try:
+        started = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return started if started.tzinfo else started.replace(tzinfo=UTC)
 
 
 def sync_metadata(
@@ -693,20 +925,7 @@ def sync_metadata(
 def connection_details_from_public(public: Mapping[str, Any]) -> dict[str, Any]:
     """A public-API ``ConnectionResponse`` in the configuration-API shape dagster-airbyte
     parses (``AirbyteConnection.from_connection_details``)."""
-    streams = (public.get("configurations") or {}).get("streams") or []
-    return {
-        "connectionId": public["connectionId"],
-        "name": public.get("name", public["connectionId"]),
-        "prefix": public.get("prefix") or "",
-        "destinationId": public.get("destinationId", ""),
-        "syncCatalog": {
-            "streams": [
-                {"stream": {"name": s["name"], "jsonSchema": {}}, "config": {"selected": True}}
-                for s in streams
-                if s.get("name")
-            ]
-        },
-    }
+    return ConnectionInfo.from_public(public).details()
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:
