@@ -198,7 +198,9 @@ def exec_form(args: str) -> list[str] | None:
 CHART_DIR = HELM_REFERENCE / "charts" / "dagster-1.12.19"
 USER_CHART_DIR = CHART_DIR / "charts" / "dagster-user-deployments"
 # Stands in for the sha CI pushes (a 40-hex commit sha, as deploy_command demands).
-EXAMPLE_SHA = "0123456789abcdef0123456789abcdef01234567"
+EXAMPLE_SHA = (
+    "0123456789abcdef0123456789abcdef01234567"  # pragma: allowlist secret (a fake commit sha)
+)
 EXAMPLE_PG_HOST = "dagster.abc123.eu-west-1.rds.example.com"
 
 
