@@ -148,6 +148,12 @@ class RobustAirbyteClient(AirbyteClient):
             return None, _Attempt(f"no answer within {self.request_timeout}s")
         except requests.ConnectionError as exc:
             return None, _Attempt(f"connection failed ({type(exc).__name__}: {_root_cause(exc)})")
+        except (
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            # The answer broke off mid-way (a proxy or server restarting): worth another try.
+            return None, _Attempt(f"answer cut short ({type(exc).__name__}: {_root_cause(exc)})")
         status = response.status_code
         if status in RETRYABLE_STATUS:
             return None, _Attempt(
@@ -718,19 +724,20 @@ class ConnectionInfo:
 
 def default_namespace(configuration: Mapping[str, Any]) -> str | None:
     """The default namespace in a destination's configuration, for the destinations a
-    lakehouse uses: Iceberg / S3 Data Lake (``namespace``, under ``catalog_type`` for some
-    catalogs), the older Iceberg destination (``catalog_config.database``), and SQL warehouses
-    (``schema``, ``dataset_id``). None when none is there (the check after the sync then
+    lakehouse uses: S3 Data Lake / Iceberg (``namespace`` or ``database_name`` under
+    ``catalog_type``), the older Iceberg destination (``catalog_config.database``), and SQL
+    warehouses (``schema``, ``dataset_id``). None when none is there (the check after the sync then
     verifies the table instead)."""
+    catalog_type = configuration.get("catalog_type")
+    catalog_type = catalog_type if isinstance(catalog_type, Mapping) else {}
+    catalog_config = configuration.get("catalog_config")
+    catalog_config = catalog_config if isinstance(catalog_config, Mapping) else {}
     candidates: list[Any] = [
         configuration.get("namespace"),
         configuration.get("default_namespace"),
-        (configuration.get("catalog_type") or {}).get("namespace")
-        if isinstance(configuration.get("catalog_type"), Mapping)
-        else None,
-        (configuration.get("catalog_config") or {}).get("database")
-        if isinstance(configuration.get("catalog_config"), Mapping)
-        else None,
+        catalog_type.get("namespace"),  # S3 Data Lake: REST, Nessie, Polaris catalogs
+        catalog_type.get("database_name"),  # S3 Data Lake: Glue catalog
+        catalog_config.get("database"),  # the older Iceberg destination
         configuration.get("schema"),
         configuration.get("dataset_id"),
     ]

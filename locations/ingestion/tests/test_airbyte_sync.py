@@ -808,3 +808,16 @@ def test_schema_drift_accepts_airbytes_column_variants_and_nothing_else():
     assert schema_drift(changed, expected).type_changes == {"plan": "string -> int64"}
     dropped = pa.schema([f for f in expected if f.name != "email"])
     assert schema_drift(dropped, expected).dropped == ["email"]
+
+
+def test_destination_default_namespaces_are_found_where_destinations_keep_them():
+    from ingestion.airbyte import default_namespace
+
+    assert default_namespace({"catalog_type": {"catalog_type": "REST", "namespace": "raw"}}) == (
+        "raw"
+    )
+    assert default_namespace({"catalog_type": {"database_name": "raw"}}) == "raw"
+    assert default_namespace({"catalog_config": {"database": "raw"}}) == "raw"
+    assert default_namespace({"schema": "public"}) == "public"
+    assert default_namespace({"catalog_type": "REST"}) is None
+    assert default_namespace({}) is None
