@@ -51,7 +51,7 @@ from dagster_airbyte.resources import AirbyteClient
 from dagster_airbyte.translator import AirbyteJob
 from dagster_airbyte.types import AirbyteOutput
 from dagster_shared.utils.cached_method import cached_method
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from ingestion.streams import RAW_NAMESPACE, STREAMS_BY_NAME
 from shared.keys import table_key
@@ -126,6 +126,10 @@ class RobustAirbyteClient(AirbyteClient):
             "connections, 5xx, 429) before the step fails. The jobs are not cancelled then."
         ),
     )
+
+    _destination_namespaces: dict[str, str | None] = PrivateAttr(default_factory=dict)
+    #: Jobs this client followed without starting them (already in progress).
+    _adopted_job_ids: set[int] = PrivateAttr(default_factory=set)
 
     # ---- HTTP ---------------------------------------------------------------------------------
 
@@ -278,7 +282,7 @@ class RobustAirbyteClient(AirbyteClient):
     def destination_namespace(self, destination_id: str) -> str | None:
         """The destination's default namespace (where ``namespaceDefinition: destination``
         writes), or None when the destination cannot be read or names none we recognise."""
-        cache = self.__dict__.setdefault("_destination_namespaces", {})
+        cache = self._destination_namespaces
         if destination_id not in cache:
             details = self.get_destination_details(destination_id)
             cache[destination_id] = default_namespace(details.get("configuration") or {})
@@ -421,6 +425,7 @@ class RobustAirbyteClient(AirbyteClient):
                 f"Airbyte job {job.id} is already {job.status} for connection {name}: waiting "
                 "for it instead of starting a second sync."
             )
+            self._adopted_job_ids.add(int(job.id))
             return SyncHandle(connection_id, name, connection_details, job, started_here=False)
         job = AirbyteJob.from_job_details(job_details=self.start_sync_job(connection_id))
         self._log.info(f"Started Airbyte job {job.id} for connection {name} ({connection_id}).")
@@ -565,6 +570,11 @@ class RobustAirbyteClient(AirbyteClient):
             self.cancel_unfinished(handles)
             raise
         return self.wait(handles)
+
+    def was_adopted(self, job_id: int) -> bool:
+        """Whether job ``job_id`` was already in progress when this client began to follow it
+        (so tables may have been committed before this run looked at them)."""
+        return int(job_id) in self._adopted_job_ids
 
     def sync_and_poll(self, connection_id: str) -> AirbyteOutput:
         """dagster-airbyte's entry point, for one connection: raises :class:`dagster.Failure`

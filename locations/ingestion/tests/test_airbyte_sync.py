@@ -821,3 +821,18 @@ def test_destination_default_namespaces_are_found_where_destinations_keep_them()
     assert default_namespace({"schema": "public"}) == "public"
     assert default_namespace({"catalog_type": "REST"}) is None
     assert default_namespace({}) is None
+
+
+def test_a_job_already_running_is_verified_by_its_commit_time(lakehouse, prod_env):
+    """Followed, not started: the table may have moved before the run looked, so the check is
+    "committed after the job started"; the snapshot it committed is recorded."""
+    airbyte = prod_env
+    connection = airbyte.add_connection("app-db", ["users", "events"])
+    airbyte.add_job(connection, "running", polls_left=2, rows={"users": 5, "events": 7})
+    result = run_sync(iceberg=lakehouse)
+    assert result.success, failure_message(result)
+    assert airbyte.sync_starts() == []
+    table = lakehouse.load_table("raw.events")
+    meta = materializations(result)[EVENTS.key]
+    assert meta["snapshot_id"].value == str(table.current_snapshot().snapshot_id)
+    assert meta["row_count"].value == 7
