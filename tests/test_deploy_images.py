@@ -155,8 +155,8 @@ def test_build_context_holds_nothing_else(context):
     needed = set().union(*(_needed_by(name) for name in NAMES))
     # The Docker client always sends the Dockerfile and .dockerignore themselves.
     needed |= {DOCKERFILE.name, ".dockerignore"}
-    # Tracked files only: what a clean clone (CI) sends. Untracked scratch files in a developer's
-    # checkout may ride along in the context, but no COPY reaches them (tested below).
+    # Tracked files only: what a clean clone (CI, where images are built) sends. Untracked scratch
+    # files of a developer's checkout would ride along, as in any `docker build` of a checkout.
     stray = sorted((context & _tracked(".")) - needed)
     assert not stray, f"in the build context but no image input: {stray[:20]}"
     for path in context:
