@@ -148,11 +148,9 @@ class AirbyteSyncResource(ConfigurableResource):
         catalog: Any,
         batch: str,
     ) -> Iterator[MaterializeResult | AssetMaterialization]:
-        from ingestion.jobs import list_batches  # jobs imports the assets' streams only
-
         fs = filesystem_for(settings)
         root = store_path(settings, landing.LANDING_PREFIX)
-        files = list_batches(fs, root).get(batch)
+        files = landing.list_batches(fs, root).get(batch)
         previous = landing.previous_rejection(fs, root, batch)
         if previous is not None:
             # Rejected by an earlier run of this batch (re-executed, or killed while moving
@@ -160,12 +158,14 @@ class AirbyteSyncResource(ConfigurableResource):
             where = landing.quarantine(fs, root, batch, files or [], previous, resume=True)
             raise Failure(
                 f"Landing batch {batch!r} was rejected by an earlier run: {previous} Its files "
-                f"are in {where}; drop a fixed batch under a new name."
+                f"are in {where}; drop a fixed batch under a new name.",
+                metadata={"landing_batch": batch, "landing_outcome": "rejected"},
             )
         if not files:
             raise Failure(
                 f"landing batch {batch!r}: no file under {root}/{batch} (a rejected batch is "
-                f"moved to {root}/{landing.REJECTED_DIR}/; drop a fixed batch under a new name)"
+                f"moved to {root}/{landing.REJECTED_DIR}/; drop a fixed batch under a new name)",
+                metadata={"landing_batch": batch, "landing_outcome": "missing"},
             )
         context.log.info(
             f"Local mode: loading landing batch {batch!r} ({len(files)} files under {root}) "
@@ -182,15 +182,34 @@ class AirbyteSyncResource(ConfigurableResource):
                 ),
                 metadata={
                     "landing_batch": batch,
+                    "landing_outcome": "rejected",
                     "table": exc.table or "",
                     "column": exc.column or "",
                     "file": exc.file or "",
                     "quarantined_to": where,
                 },
             ) from None
-        # Markers (_SUCCESS...) are not data; named in the log and metadata all the same, so
-        # that a data file given such a name by mistake is visible rather than silently unread.
-        skipped = ", ".join(f for f in files if landing.is_marker(f)) or "none"
+        except Exception as exc:
+            # Not a verdict on the data (a catalog or store outage, a bug): nothing is moved or
+            # recorded, so the batch stays pending and the sensor's next tick retries it.
+            raise Failure(
+                description=(
+                    f"Landing batch {batch!r} was not loaded: {type(exc).__name__}: {exc}. "
+                    "This is not a rejection: the batch stays pending in the landing zone (not "
+                    "quarantined, not recorded as loaded) and is retried on the next tick."
+                ),
+                metadata={"landing_batch": batch, "landing_outcome": "pending"},
+            ) from exc
+        # Files named _* other than the _SUCCESS marker are not data: named in the log and
+        # metadata, so that a data file given such a name by mistake is visible, not unread.
+        skipped = (
+            ", ".join(
+                f
+                for f in files
+                if landing.is_marker(f) and f != f"{batch}/{landing.SUCCESS_MARKER}"
+            )
+            or "none"
+        )
         if skipped != "none":
             context.log.warning(f"landing batch {batch!r}: marker files not loaded: {skipped}")
         selected = {s.name for s in streams}
