@@ -35,8 +35,12 @@ def jsonl(rows) -> bytes:
 
 def events(n: int, prefix: str = "e") -> bytes:
     return jsonl(
-        {"event_id": f"{prefix}{i}", "user_id": i % 7, "event_type": "click",
-         "event_ts": "2026-01-02T10:00:00Z"}  # fmt: skip
+        {
+            "event_id": f"{prefix}{i}",
+            "user_id": i % 7,
+            "event_type": "click",
+            "event_ts": "2026-01-02T10:00:00Z",
+        }  # fmt: skip
         for i in range(n)
     )
 
@@ -314,3 +318,51 @@ def test_an_identical_redrop_is_skipped(zone):
     assert meta.materialization.metadata["landing_already_loaded"].value is True
     assert rows_of(catalog, EVENTS, "b8") == 10
     assert tick(instance) == []
+
+
+# ---- integer timestamps ---------------------------------------------------------------------------
+
+
+def test_integer_timestamps_in_parquet_are_rejected_naming_the_column(zone):
+    """int64 epoch seconds were cast as microseconds: 2026-01-03 became 1970-01-01 00:29."""
+    catalog, fs, root = zone
+    (root / "b9").mkdir()
+    pq.write_table(
+        pa.table(
+            {
+                "event_id": ["t1"],
+                "user_id": [1],
+                "event_type": ["purchase"],
+                "event_ts": pa.array([1767398400], pa.int64()),
+            }
+        ),  # fmt: skip
+        root / "b9" / "events.parquet",
+    )
+    with pytest.raises(landing.LandingRejected, match="column event_ts is int64") as info:
+        landing.load_batch(catalog, fs, str(root), "b9", ["b9/events.parquet"],
+                           landing_load.dt.datetime.now())  # fmt: skip
+    assert info.value.column == "event_ts" and "b9/events.parquet" in str(info.value)
+    assert not catalog.table_exists(EVENTS.identifier)
+
+
+def test_the_plausibility_check_flags_values_far_outside_the_earlier_range(zone):
+    """A commit whose timestamps sit far from all earlier data (after 1970, so the fixed bounds
+    pass) is flagged, naming the column, with examples."""
+    from ingestion.checks import check_timestamps_plausible
+    from shared.resources import IcebergCatalogResource
+
+    catalog, fs, root = zone
+    drop(root, "c1", {"events.jsonl": events(5)})
+    landing.load_batch(catalog, fs, str(root), "c1", landing.list_batches(fs, str(root))["c1"],
+                       landing_load.dt.datetime.now())  # fmt: skip
+    assert check_timestamps_plausible(EVENTS, IcebergCatalogResource()).passed
+    misread = {"event_id": "m1", "user_id": 1, "event_type": "click",
+               "event_ts": "1970-01-01T00:29:27Z"}  # fmt: skip
+    drop(root, "c2", {"events.jsonl": jsonl([misread])})
+    landing.load_batch(catalog, fs, str(root), "c2", landing.list_batches(fs, str(root))["c2"],
+                       landing_load.dt.datetime.now())  # fmt: skip
+    result = check_timestamps_plausible(EVENTS, IcebergCatalogResource())
+    assert not result.passed
+    assert result.metadata["far_outside_earlier_range_event_ts"].value == 1
+    assert result.metadata["before_1970_event_ts"].value == 0
+    assert "1970-01-01T00:29:27+00:00" in result.metadata["examples_event_ts"].value

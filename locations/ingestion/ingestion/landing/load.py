@@ -373,7 +373,9 @@ def quarantine(fs: Any, root: str, batch: str, files: Sequence[str], error: str,
     dest = _join(root, f"{REJECTED_DIR}/{batch}")
     if not resume:
         if fs.exists(dest):
-            dest = f"{dest}.{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+            # A name already quarantined: a suffixed folder, cut to stay a legal file name.
+            suffix = f".{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+            dest = _join(root, f"{REJECTED_DIR}/{batch[: 255 - len(suffix)]}{suffix}")
         fs.makedirs(dest, exist_ok=True)
         fs.pipe_file(_join(dest, ERROR_FILE), (error.rstrip() + "\n").encode("utf-8"))
     prefix = f"{batch}/"

@@ -421,6 +421,19 @@ def _cast_parquet(stream: RawStream, f: pa.Field, column: pa.ChunkedArray,
     import pyarrow as pa
 
     source = column.type
+    if pa.types.is_timestamp(f.type) and (
+        pa.types.is_integer(source) or pa.types.is_floating(source)
+    ):
+        # Arrow would read the numbers in the target's unit (microseconds): epoch seconds
+        # became 1970-01-01 00:29. A number carries no unit, so none is guessed.
+        raise LandingRejected(
+            f"{stream.identifier}: column {f.name} is {source} in {relative}: a number is not a "
+            f"timestamp without a unit (seconds? milliseconds?); write {f.name} as a Parquet "
+            "timestamp (or an ISO-8601 string); the batch was not loaded",
+            table=stream.identifier,
+            column=f.name,
+            file=relative,
+        )
     if pa.types.is_timestamp(source) and pa.types.is_timestamp(f.type) and source.tz is None:
         column = column.cast(pa.timestamp(source.unit, tz="UTC"))  # naive: read as UTC
     try:
