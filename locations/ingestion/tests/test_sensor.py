@@ -8,8 +8,8 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 import fsspec
+import pytest
 from dagster import (
     DagsterInstance,
     DagsterRun,
