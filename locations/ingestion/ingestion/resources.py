@@ -167,6 +167,13 @@ class AirbyteSyncResource(ConfigurableResource):
                 f"moved to {root}/{landing.REJECTED_DIR}/; drop a fixed batch under a new name)",
                 metadata={"landing_batch": batch, "landing_outcome": "missing"},
             )
+        if not landing.Batch(batch, tuple(files)).complete:
+            raise Failure(
+                f"landing batch {batch!r} is not complete: a batch folder is loaded once its "
+                f"producer has written {landing.SUCCESS_MARKER} into it, last (so a file still "
+                "being written is never loaded in part). Nothing was loaded; it stays pending.",
+                metadata={"landing_batch": batch, "landing_outcome": "pending"},
+            )
         context.log.info(
             f"Local mode: loading landing batch {batch!r} ({len(files)} files under {root}) "
             "with the landing-batch loader (stand-in for Airbyte's file source)"
@@ -331,6 +338,23 @@ class AirbyteSyncResource(ConfigurableResource):
                 + " | ".join(f.description or str(f) for f in failures),
                 metadata=failures[0].metadata,
             )
+        batch = context.run.tags.get(landing.LANDING_BATCH_TAG)
+        if batch:
+            # The sensor's run for a landing batch: Airbyte's S3 source read the zone after the
+            # batch was complete. Recorded (after the sync succeeded) so the sensor stops
+            # requesting it; a failed sync records nothing and the batch is retried.
+            try:
+                fs = filesystem_for(settings)
+                root = store_path(settings, landing.LANDING_PREFIX)
+                files = landing.list_batches(fs, root).get(batch)
+                if files:
+                    names = [s.connection_name for s in plan]
+                    landing.record_synced(fs, root, batch, files, names)
+            except Exception as exc:  # the data is synced: at worst the sensor asks again
+                context.log.warning(
+                    f"landing batch {batch!r} synced, but not recorded in the landing ledger "
+                    f"({type(exc).__name__}: {exc}): the sensor will request it again"
+                )
 
 
 def _table_metadata(

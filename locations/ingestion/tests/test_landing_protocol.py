@@ -255,6 +255,11 @@ def test_a_folder_without_success_is_never_read(zone):
         resources={"object_store": ObjectStoreResource()}, instance=instance
     )
     assert "1 waiting for _SUCCESS" in landing_sensor(context).skip_message
+    # A run started by hand for it (or re-executed) does not read it either.
+    forced = run(instance, RunRequest(tags={landing.LANDING_BATCH_TAG: "b6"}))
+    message, meta = failure(forced)
+    assert meta["landing_outcome"] == "pending" and "not complete" in message
+    assert not catalog.table_exists(EVENTS.identifier)
     # The producer goes on writing, then marks the batch complete: all of it loads.
     with (root / "b6" / "events.jsonl").open("ab") as f:
         f.write(events(100, "more"))

@@ -176,3 +176,38 @@ def test_sensor_and_schedule_ship_stopped():
 
 def test_landing_dir_is_where_the_sensor_looks(home):
     assert Path(ObjectStoreResource().path("landing")) == load_settings().landing_dir
+
+
+def test_prod_a_synced_batch_is_recorded_and_not_requested_again(home, monkeypatch, s3_server,
+                                                                  airbyte):  # fmt: skip
+    """In prod Airbyte's S3 source reads the batch: once its sync succeeded, the batch is in the
+    ledger and the sensor stops requesting it (no sync every minute)."""
+    from dagster import materialize
+
+    from ingestion.assets import airbyte_raw_sync
+    from ingestion.resources import AirbyteSyncResource
+    from shared.resources import IcebergCatalogResource
+
+    endpoint, _ = s3_server
+    for name, value in airbyte.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("GARAGE_S3_ENDPOINT", endpoint)
+    monkeypatch.setenv("GARAGE_ACCESS_KEY_ID", "KEY")
+    monkeypatch.setenv("GARAGE_SECRET_ACCESS_KEY", "SECRET")
+    monkeypatch.setenv("GARAGE_BUCKET", "lakehouse")
+    monkeypatch.setenv("ICEBERG_REST_URI", "http://iceberg-rest.invalid:8181")
+    airbyte.add_connection("files", ["users", "events"])
+    store = ObjectStoreResource()
+    fs = store.filesystem()
+    fs.pipe(store.path("landing/drop-1/events.jsonl"), b'{"event_id": "a"}\n')
+    fs.pipe(store.path("landing/drop-1/_SUCCESS"), b"")
+    instance = DagsterInstance.ephemeral()
+    [request] = evaluate(instance)
+    result = materialize(
+        [airbyte_raw_sync], selection=request.asset_selection, tags=request.tags,
+        instance=instance, raise_on_error=False,
+        resources={"airbyte": AirbyteSyncResource(poll_interval=0.02, request_retry_delay=0.01),
+                   "iceberg": IcebergCatalogResource(), "object_store": store},
+    )  # fmt: skip
+    assert result.success
+    assert evaluate(instance) == []

@@ -70,6 +70,7 @@ from ingestion.landing.load import (
     load_batch,
     previous_rejection,
     quarantine,
+    record_synced,
     to_raw,
 )
 from ingestion.landing.parse import ParsedFile, parse_file
@@ -102,6 +103,7 @@ __all__ = [
     "previous_rejection",
     "quarantine",
     "read_ledger",
+    "record_synced",
     "scan_zone",
     "streams_named_by",
     "to_raw",

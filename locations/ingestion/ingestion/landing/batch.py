@@ -256,7 +256,8 @@ def read_ledger(fs: Any, root: str, batch: str) -> list[dict[str, Any]]:
 
 
 def write_ledger(fs: Any, root: str, batch: Batch, fingerprint: str,
-                 digests: Mapping[str, str], snapshots: Mapping[str, int | None]) -> str:  # fmt: skip
+                 digests: Mapping[str, str], snapshots: Mapping[str, int | None],
+                 **extra: Any) -> str:  # fmt: skip
     """Record that ``batch`` (as listed) is loaded: written only after its rows are committed,
     as a file of its own (a PUT on S3 is atomic; locally it is written aside and renamed)."""
     record = {
@@ -265,6 +266,7 @@ def write_ledger(fs: Any, root: str, batch: Batch, fingerprint: str,
         "files": dict(sorted(digests.items())),
         "snapshots": dict(snapshots),
         "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **extra,
     }
     folder = ledger_dir(root, batch.name)
     path = join(folder, f"{batch.listing_signature}.json")

@@ -352,6 +352,14 @@ def load_batch(catalog: Catalog, fs: Any, root: str, batch: str, files: Sequence
     return loads
 
 
+def record_synced(fs: Any, root: str, batch: str, files: Sequence[str],
+                  connections: Sequence[str]) -> str:  # fmt: skip
+    """Prod: record in the ledger that Airbyte synced ``batch`` (as listed now) successfully.
+    No fingerprint: Airbyte's S3 source, not this package, read the files."""
+    listed = _listed(fs, root, batch, files)
+    return write_ledger(fs, root, listed, "", {}, {}, synced_by=list(connections))
+
+
 def previous_rejection(fs: Any, root: str, batch: str) -> str | None:
     """The recorded reason if ``batch`` was rejected before (its ``_error.txt`` exists)."""
     path = _join(root, f"{REJECTED_DIR}/{batch}/{ERROR_FILE}")
