@@ -28,9 +28,10 @@ def drop(landing, batch: str, name: str, data: bytes) -> None:
 
 
 def test_each_batch_on_its_own_and_log_names_bounded(ingestion_defs, tmp_path):
+    from ingestion.settings import landing_dir
     from shared.settings import load_settings
 
-    landing = load_settings().landing_dir
+    landing = landing_dir(load_settings())
     long_name = "b" * 240  # legal on ext4; "demo-landing-<name>.log" would not be
     event = {"event_id": "e1", "user_id": 1, "event_type": "click",
              "event_ts": "2026-01-02T10:00:00Z"}  # fmt: skip

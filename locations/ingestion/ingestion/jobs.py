@@ -22,13 +22,13 @@ from dagster import (
 
 from ingestion.landing import (
     LANDING_BATCH_TAG,
-    LANDING_PREFIX,
     SUCCESS_MARKER,
     Batch,
     Zone,
     scan_zone,
     streams_named_by,
 )
+from ingestion.settings import LANDING_PREFIX
 from ingestion.streams import STREAMS, STREAMS_BY_NAME
 from shared.resources import ObjectStoreResource
 

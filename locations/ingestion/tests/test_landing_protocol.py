@@ -19,6 +19,7 @@ from dagster import DagsterInstance, RunRequest, build_sensor_context
 from ingestion import landing
 from ingestion.definitions import defs
 from ingestion.jobs import landing_sensor
+from ingestion.settings import landing_dir
 from ingestion.landing import load as landing_load
 from ingestion.streams import EVENTS, USERS
 from shared import iceberg
@@ -48,7 +49,7 @@ def events(n: int, prefix: str = "e") -> bytes:
 @pytest.fixture
 def zone(home):
     settings = load_settings()
-    root = settings.landing_dir
+    root = landing_dir(settings)
     root.mkdir(parents=True, exist_ok=True)
     return iceberg.open_catalog(settings), fsspec.filesystem("file"), root
 
@@ -174,10 +175,11 @@ KILLED_LOADER = textwrap.dedent(
     """
     import datetime as dt, fsspec
     from ingestion import landing
+    from ingestion.settings import landing_dir
     from shared import iceberg
     from shared.settings import load_settings
     settings = load_settings()
-    root = str(settings.landing_dir)
+    root = str(landing_dir(settings))
     fs = fsspec.filesystem("file")
     print("ready", flush=True)
     landing.load_batch(iceberg.open_catalog(settings), fs, root, "big",

@@ -23,6 +23,7 @@ from ingestion.definitions import defs
 from ingestion.jobs import landing_sensor, raw_sync_schedule
 from ingestion.landing import LANDING_BATCH_TAG, list_batches, scan_zone
 from ingestion.landing.batch import write_ledger
+from ingestion.settings import landing_dir
 from shared.resources import ObjectStoreResource
 from shared.settings import load_settings
 
@@ -79,7 +80,7 @@ def assert_exactly_once(write_file, fs, root: str) -> None:
 
 
 def test_sensor_exactly_once_on_a_local_folder(home):
-    landing = load_settings().landing_dir
+    landing = landing_dir(load_settings())
 
     def write_file(relative: str, data: bytes) -> None:
         path = landing / relative
@@ -175,7 +176,7 @@ def test_sensor_and_schedule_ship_stopped():
 
 
 def test_landing_dir_is_where_the_sensor_looks(home):
-    assert Path(ObjectStoreResource().path("landing")) == load_settings().landing_dir
+    assert Path(ObjectStoreResource().path("landing")) == landing_dir(load_settings())
 
 
 def test_prod_a_synced_batch_is_recorded_and_not_requested_again(home, monkeypatch, s3_server,

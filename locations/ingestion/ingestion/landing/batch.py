@@ -13,11 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# LANDING_PREFIX is defined with the landing folder in ingestion.settings; re-exported here.
+from ingestion.settings import LANDING_PREFIX as LANDING_PREFIX
 from ingestion.streams import STREAMS_BY_NAME, RawStream
 
-#: Prefix of the landing zone in the object store (a folder locally, a prefix of the bucket on
-#: Garage), matching ``Settings.landing_dir`` in local mode.
-LANDING_PREFIX = "landing"
 #: Run tag naming the landing batch a run loads (set by ``ingestion.jobs.landing_sensor``).
 LANDING_BATCH_TAG = "ingestion/landing_batch"
 #: Top-level folder (under ``landing/``) of rejected batches; the sensor ignores ``_`` names.
