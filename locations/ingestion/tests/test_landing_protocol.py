@@ -19,8 +19,8 @@ from dagster import DagsterInstance, RunRequest, build_sensor_context
 from ingestion import landing
 from ingestion.definitions import defs
 from ingestion.jobs import landing_sensor
-from ingestion.settings import landing_dir
 from ingestion.landing import load as landing_load
+from ingestion.settings import landing_dir
 from ingestion.streams import EVENTS, USERS
 from shared import iceberg
 from shared.resources import ObjectStoreResource
