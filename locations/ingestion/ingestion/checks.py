@@ -56,7 +56,12 @@ from dagster import (
     multi_asset_check,
 )
 
-from ingestion.streams import STREAMS, RawStream
+from ingestion.streams import (
+    OPTIONAL_AIRBYTE_COLUMNS,
+    STREAMS,
+    RawStream,
+    airbyte_column_variant,
+)
 from shared.resources import IcebergCatalogResource
 
 # pyarrow, pyiceberg, polars, fsspec and the run-time modules that use them are imported inside
@@ -169,11 +174,15 @@ def schema_drift(
     actual_names = set(actual.names)
     added = sorted(actual_names - expected_names)
     missing = sorted(expected_names - actual_names)
+    # Airbyte v2 variants are not drift (ingestion.streams): a struct _airbyte_meta, and no
+    # _airbyte_generation_id from an older destination.
+    missing = [c for c in missing if c not in OPTIONAL_AIRBYTE_COLUMNS]
     type_changes = {
         f.name: f"{_normalise_type(expected.field(f.name).type)} -> {_normalise_type(f.type)}"
         for f in actual
         if f.name in expected_names
         and _normalise_type(f.type) != _normalise_type(expected.field(f.name).type)
+        and not airbyte_column_variant(f.name, f.type)
     }
     stopped: list[str] = []
     if latest_batch is not None and latest_batch.num_rows:
@@ -423,7 +432,7 @@ def check_schema_drift(stream: RawStream, iceberg: IcebergCatalogResource):
         if newest is not None and newest.is_valid:
             latest = rows.filter(pc.equal(rows["_airbyte_extracted_at"], newest)).select(present)
     result = schema_drift(actual, stream.schema, latest, stream.required_fields)
-    if latest is not None and "_airbyte_meta" in latest.column_names:
+    if latest is not None and _is_text(latest.schema, "_airbyte_meta"):
         # A landed file says which declared columns it lacked, required or not.
         reported = landed_missing_columns(pc.unique(latest["_airbyte_meta"]).to_pylist())
         declared = set(stream.schema.names)
@@ -443,6 +452,16 @@ def check_schema_drift(stream: RawStream, iceberg: IcebergCatalogResource):
             "columns": MetadataValue.json(actual.names),
         },
     )
+
+
+def _is_text(schema: "pa.Schema", name: str) -> bool:
+    """Whether ``schema`` has column ``name`` as text (``_airbyte_meta`` may be a struct)."""
+    import pyarrow as pa
+
+    if name not in schema.names:
+        return False
+    kind = schema.field(name).type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
 def check_timestamps_plausible(stream: RawStream, iceberg: IcebergCatalogResource):

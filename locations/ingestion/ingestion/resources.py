@@ -338,7 +338,10 @@ class AirbyteSyncResource(ConfigurableResource):
                 failures.append(output)
                 continue
             stats = client.get_stream_stats(int(output.job_details["jobId"]))
-            landed = _verify_landed(context, iceberg_resource, sync, output, stats, before, missing)
+            adopted = client.was_adopted(int(output.job_details["jobId"]))
+            landed = _verify_landed(
+                context, iceberg_resource, sync, output, stats, before, missing, adopted
+            )
             if isinstance(landed, Failure):
                 failures.append(landed)
                 continue
@@ -479,6 +482,7 @@ def _verify_landed(
     stats: Mapping[str, Mapping[str, Any]],
     before: Mapping[str, SnapshotState | None],
     missing: list[str],
+    adopted: bool = False,
 ) -> dict[str, dict[str, Any]] | Failure:
     """Metadata of each declared stream a successful job landed, or the Failure saying that
     the job did not write a table it reported records for.
@@ -490,7 +494,7 @@ def _verify_landed(
     connection's tables moved (per-stream counts unknown). When the catalog cannot be read
     (not configured, unreachable) nothing can be verified: recorded without a snapshot.
     """
-    from ingestion.airbyte import job_start_time, sync_metadata, written_by_job
+    from ingestion.airbyte import SnapshotState, job_start_time, sync_metadata, written_by_job
 
     job = output.job_details
     started = job_start_time(job)
@@ -512,7 +516,15 @@ def _verify_landed(
         if before.get(name) is None or after is None:
             metadata["iceberg_snapshot"] = "not verified (catalog unreadable)"
             continue
-        if written_by_job(before[name], after, started):
+        reference = before[name]
+        if adopted:
+            # The job was running before this run looked: it may have committed already, so
+            # "not the snapshot seen before" proves nothing; committed after its start does.
+            if started is None:
+                metadata["iceberg_snapshot"] = "not verified (job start time unknown)"
+                continue
+            reference = SnapshotState(None)
+        if written_by_job(reference, after, started):
             verified_any = True
             metadata.update(_table_metadata(iceberg_resource, stream, context))
             continue

@@ -63,7 +63,7 @@ def airbyte_meta(batch: str, parsed: ParsedFile) -> str:
 
 
 def to_raw(batch: str, parsed: ParsedFile, extracted_at: dt.datetime) -> pa.Table:
-    """The file's rows with Airbyte's three metadata columns, in the raw table's column order
+    """The file's rows with Airbyte's metadata columns, in the raw table's column order
     (declared source columns, Airbyte's columns, then added columns)."""
     import pyarrow as pa
 
@@ -78,6 +78,7 @@ def to_raw(batch: str, parsed: ParsedFile, extracted_at: dt.datetime) -> pa.Tabl
         raw_ids(batch, parsed.file.relative, n),
         pa.array([extracted_at] * n, TIMESTAMP),
         pa.array([meta] * n, pa.string()),
+        pa.array([0] * n, pa.int64()),  # _airbyte_generation_id: never refreshed
     ]
     fields = [source.schema.field(name) for name in declared] + list(AIRBYTE_META_FIELDS)
     for name in parsed.added:
