@@ -73,6 +73,13 @@ MAX_RETRY_AFTER_SECONDS = 120.0
 DEFAULT_MAX_API_OUTAGE_SECONDS = 900.0
 
 
+#: What AIRBYTE_URL must be, for errors that suggest it points to the wrong place.
+_URL_HINT = (
+    "AIRBYTE_URL: the Airbyte server root (e.g. http://airbyte-server:8001) or its public API "
+    "base ending in /api/public/v1."
+)
+
+
 class AirbyteRequestError(Failure):
     """An Airbyte API call failed for good; the message names the method and URL.
 
@@ -168,10 +175,16 @@ class RobustAirbyteClient(AirbyteClient):
             if status in (401, 403):
                 hint = (
                     " Check AIRBYTE_CLIENT_ID/AIRBYTE_CLIENT_SECRET or "
-                    "AIRBYTE_USERNAME/AIRBYTE_PASSWORD."
+                    "AIRBYTE_USERNAME/AIRBYTE_PASSWORD"
                 )
+                # Airbyte refuses unauthenticated calls before routing them, so a URL with a
+                # wrong path also gets a 401 here.
+                hint += f", and {_URL_HINT}"
             elif status == 404 and "/workspaces/" in url:
-                hint = " Check AIRBYTE_WORKSPACE_ID."
+                hint = f" Check AIRBYTE_WORKSPACE_ID, and {_URL_HINT}"
+            elif status in (404, 405) and url.endswith("/applications/token"):
+                # Nothing answers the token endpoint there: the URL, not the credentials.
+                hint = f" Check {_URL_HINT}"
             raise AirbyteRequestError(
                 f"Airbyte API {method} {url} answered HTTP {status}: {_snippet(response)}.{hint}",
                 status=status,

@@ -836,3 +836,35 @@ def test_a_job_already_running_is_verified_by_its_commit_time(lakehouse, prod_en
     meta = materializations(result)[EVENTS.key]
     assert meta["snapshot_id"].value == str(table.current_snapshot().snapshot_id)
     assert meta["row_count"].value == 7
+
+
+def test_airbyte_url_on_a_wrong_path_names_the_url_to_check(prod_env, monkeypatch):
+    """Nothing is served under /airbyte: like Airbyte, the fake refuses the call (401) before
+    routing it, so the message names AIRBYTE_URL beside the credentials."""
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"])
+    monkeypatch.setenv("AIRBYTE_URL", f"{airbyte.url}/airbyte")
+    result = run_sync()
+    assert not result.success
+    message = failure_message(result)
+    assert "HTTP 401" in message
+    assert "AIRBYTE_URL: the Airbyte server root" in message and "/api/public/v1" in message
+
+
+def test_a_404_on_the_token_endpoint_says_to_check_the_url(airbyte):
+    from ingestion.airbyte import AirbyteRequestError, RobustAirbyteClient
+
+    client = RobustAirbyteClient(
+        rest_api_base_url=f"{airbyte.url}/api/public/v1",
+        workspace_id=airbyte.workspace_id,
+        client_id=airbyte.client_id,
+        client_secret=airbyte.client_secret,
+        request_max_retries=0,
+        request_retry_delay=0.01,
+        request_timeout=5,
+    )
+    airbyte.fail("POST /applications/token", [404])
+    with pytest.raises(AirbyteRequestError) as err:
+        client.validate_workspace_id()
+    assert err.value.status == 404
+    assert "Check AIRBYTE_URL" in str(err.value) and "CLIENT_SECRET" not in str(err.value)
