@@ -21,7 +21,9 @@ read the table and call them. Six checks per raw stream, named ``raw_<stream>_<c
 * ``timestamps_plausible`` (ERROR): no source timestamp before 1970-01-01 or more than a day
   after the check runs. Such values are kept (raw data is never dropped) but they would corrupt
   "latest version" logic downstream (staging keeps the latest ``updated_at``) and cursors.
-  Pushed down to Iceberg's per-file bounds: healthy files are not read.
+  Pushed down to Iceberg's per-file bounds: healthy files are not read. Also flagged: values of
+  the latest commit more than a year outside the range of the table's earlier data (from the
+  manifests' column bounds), such as epoch seconds read as microseconds (January 1970).
 * ``string_sizes`` (WARN): no string value of the latest commit is over 64 KiB (UTF-8 bytes),
   what engines and BI tools cope with badly (Airbyte's own destinations null such values).
   Each commit is checked when it lands (reading every string of a large table on every run
@@ -223,6 +225,58 @@ def implausible_timestamps(
     return int(pc.sum(early).as_py() or 0), int(pc.sum(late).as_py() or 0), examples
 
 
+#: A timestamp further than this outside the range of its column's earlier data is implausible.
+RANGE_TOLERANCE = dt.timedelta(days=366)
+
+
+def outside_range(
+    values: "pa.ChunkedArray | pa.Array",
+    low: dt.datetime,
+    high: dt.datetime,
+    tolerance: dt.timedelta = RANGE_TOLERANCE,
+) -> tuple[int, list[str]]:
+    """(values more than ``tolerance`` before ``low`` or after ``high``, a few examples)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(values) == 0:
+        return 0, []
+    far = pc.or_(
+        pc.less(values, pa.scalar(low - tolerance, values.type)),
+        pc.greater(values, pa.scalar(high + tolerance, values.type)),
+    )
+    bad = pc.filter(values, far)
+    return len(bad), [v.isoformat() for v in bad.slice(0, 5).to_pylist() if v is not None]
+
+
+def earlier_range(table: Any, column: str) -> tuple[dt.datetime, dt.datetime] | None:
+    """The range of a timestamp column over the data files of commits before the current one,
+    from the manifests' per-file bounds (no data file read); None without earlier data."""
+    from pyiceberg.conversions import from_bytes
+    from pyiceberg.manifest import DataFileContent
+
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return None
+    field = table.schema().find_field(column)
+    lows, highs = [], []
+    for manifest in snapshot.manifests(table.io):
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            data = entry.data_file
+            if entry.snapshot_id == snapshot.snapshot_id or data.content != DataFileContent.DATA:
+                continue
+            if data.lower_bounds and field.field_id in data.lower_bounds:
+                lows.append(from_bytes(field.field_type, data.lower_bounds[field.field_id]))
+            if data.upper_bounds and field.field_id in data.upper_bounds:
+                highs.append(from_bytes(field.field_type, data.upper_bounds[field.field_id]))
+    if not lows or not highs:
+        return None
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return epoch + dt.timedelta(microseconds=min(lows)), epoch + dt.timedelta(
+        microseconds=max(highs)
+    )
+
+
 def oversized_strings(
     table: "pa.Table", limit: int = MAX_STRING_BYTES
 ) -> dict[str, tuple[int, int]]:
@@ -415,7 +469,8 @@ def check_timestamps_plausible(stream: RawStream, iceberg: IcebergCatalogResourc
 
     now = dt.datetime.now(dt.UTC)
     latest = now + FUTURE_TOLERANCE
-    present = set(iceberg.load_table(stream.identifier).schema().as_arrow().names)
+    table = iceberg.load_table(stream.identifier)
+    present = set(table.schema().as_arrow().names)
     metadata: dict[str, Any] = {
         "earliest_allowed": EARLIEST_PLAUSIBLE.isoformat(),
         "latest_allowed": latest.isoformat(timespec="seconds"),
@@ -436,9 +491,17 @@ def check_timestamps_plausible(stream: RawStream, iceberg: IcebergCatalogResourc
         early, late, examples = implausible_timestamps(rows[column], EARLIEST_PLAUSIBLE, latest)
         metadata[f"before_1970_{column}"] = MetadataValue.int(early)
         metadata[f"future_{column}"] = MetadataValue.int(late)
-        if early or late:
+        reference = earlier_range(table, column)
+        far = 0
+        if reference is not None:
+            far, far_examples = outside_range(
+                latest_commit_rows(table, [column])[column], *reference
+            )
+            examples = examples + [e for e in far_examples if e not in examples]
+            metadata[f"far_outside_earlier_range_{column}"] = MetadataValue.int(far)
+        if early or late or far:
             failing.append(column)
-            metadata[f"examples_{column}"] = MetadataValue.json(examples)
+            metadata[f"examples_{column}"] = MetadataValue.json(examples[:5])
     return AssetCheckResult(
         passed=not failing,
         severity=AssetCheckSeverity.ERROR,
@@ -555,8 +618,9 @@ CHECKS: dict[str, tuple[Callable[..., AssetCheckResult], str]] = {
     ),
     "timestamps_plausible": (
         check_timestamps_plausible,
-        "No source timestamp of {table} ({timestamps}) is before 1970 or more than a day in "
-        "the future (such rows are kept and reported).",
+        "No source timestamp of {table} ({timestamps}) is before 1970, more than a day in "
+        "the future, or (latest commit) a year outside the earlier data's range (such rows are "
+        "kept and reported).",
     ),
     "string_sizes": (
         check_string_sizes,
