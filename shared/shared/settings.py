@@ -272,3 +272,30 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 "or AIRBYTE_USERNAME and AIRBYTE_PASSWORD."
             )
     return Settings(env, home, catalog, store, airbyte, standin=standin)
+
+
+@dataclass(frozen=True)
+class CodeReferenceSettings:
+    """Where the catalog's "source code" links point: the git repository, when configured."""
+
+    git_url: str | None
+    git_branch: str
+
+
+def load_code_reference_settings(environ: Mapping[str, str] | None = None) -> CodeReferenceSettings:
+    """``DATA_PLATFORM_GIT_URL`` (e.g. ``https://github.com/org/data-platform``) and
+    ``DATA_PLATFORM_GIT_BRANCH`` (default ``main``).
+
+    The one setting read when definitions load (by ``shared.catalog``), not when a run starts:
+    code references are part of the asset definitions the UI shows. It reads two variables and
+    makes no call; unset, the links stay local file paths.
+    """
+    env_vars = os.environ if environ is None else environ
+    url = env_vars.get("DATA_PLATFORM_GIT_URL", "").strip().rstrip("/") or None
+    if url and not url.startswith(("https://", "http://")):
+        raise SettingsError(
+            f"DATA_PLATFORM_GIT_URL={url!r} must be the repository's web URL "
+            "(https://...), used to link assets to their source files."
+        )
+    branch = env_vars.get("DATA_PLATFORM_GIT_BRANCH", "").strip() or "main"
+    return CodeReferenceSettings(git_url=url, git_branch=branch)
