@@ -40,6 +40,13 @@ AIRBYTE_META_COLUMNS: tuple[tuple[str, str], ...] = (
     ("_airbyte_meta", "string"),  # JSON: {"sync_id": ..., "changes": [...]}
 )
 
+#: Descriptions of Airbyte's columns, for the catalog.
+AIRBYTE_META_DESCRIPTIONS: dict[str, str] = {
+    "_airbyte_raw_id": "Airbyte's id of the record (unique per synced record).",
+    "_airbyte_extracted_at": "When Airbyte extracted the record (UTC).",
+    "_airbyte_meta": 'Airbyte\'s record metadata as JSON: {"sync_id": ..., "changes": [...]}.',
+}
+
 
 def arrow_type(name: str) -> pa.DataType:
     """The Arrow type of a declared type name (``int64``, ``string``, ``double``, timestamps)."""
@@ -98,6 +105,12 @@ class RawStream:
     required_fields: tuple[str, ...]
     #: The table counts as stale when its last commit is older than this.
     freshness: dt.timedelta = dt.timedelta(hours=26)
+    #: What each source column holds (the catalog's column descriptions).
+    column_descriptions: tuple[tuple[str, str], ...] = ()
+
+    def column_description(self, name: str) -> str | None:
+        """The description of one of the raw table's columns."""
+        return dict(self.column_descriptions).get(name) or AIRBYTE_META_DESCRIPTIONS.get(name)
 
     @property
     def key(self) -> AssetKey:
@@ -144,6 +157,15 @@ USERS = RawStream(
     cursor_field="updated_at",
     unique_version_key=("id", "updated_at"),
     required_fields=("id", "email", "name", "country", "plan", "signup_at", "updated_at"),
+    column_descriptions=(
+        ("id", "The user's id in the source system."),
+        ("email", "The user's email address."),
+        ("name", "The user's full name."),
+        ("country", "The user's country code."),
+        ("plan", "The user's subscription plan: free, pro or enterprise."),
+        ("signup_at", "When the user signed up (UTC)."),
+        ("updated_at", "When the source last changed the user (UTC); Airbyte's cursor."),
+    ),
 )
 
 EVENTS = RawStream(
@@ -163,6 +185,13 @@ EVENTS = RawStream(
     cursor_field="event_ts",
     unique_version_key=("_airbyte_raw_id",),
     required_fields=("event_id", "user_id", "event_type", "event_ts"),
+    column_descriptions=(
+        ("event_id", "The event's id in the source system (may repeat: at-least-once delivery)."),
+        ("user_id", "The user who produced the event."),
+        ("event_type", "What happened: page_view, click, add_to_cart or purchase."),
+        ("event_ts", "When the event happened (UTC); Airbyte's cursor."),
+        ("amount", "Purchase amount; null for other event types."),
+    ),
 )
 
 #: Every stream of this location, in the order they are synced and listed.

@@ -177,3 +177,44 @@ def test_selection_keys_agree():
     assert {AssetKey(["staging", "stg_users"]), AssetKey(["marts", "dim_users"])} == set(
         dbt_models.keys
     )
+
+
+def _context(assets_def, keys, checks):
+    """What ``selection_args`` reads of a step's context, for a subset of ``assets_def``."""
+    from types import SimpleNamespace
+
+    subset = assets_def.subset_for(set(keys), set(checks))
+    return SimpleNamespace(
+        assets_def=subset, selected_asset_keys=set(keys), selected_asset_check_keys=set(checks)
+    )
+
+
+def test_dbt_selection_of_whole_and_subset_runs():
+    from transformation.dbt_run import selection_args
+
+    manifest = load_manifest(str(MANIFEST_PATH))
+    stg_users = AssetKey(["staging", "stg_users"])
+    all_checks = set(dbt_models.check_keys)
+    whole = _context(dbt_models, dbt_models.keys, all_checks)
+    assert selection_args(whole, manifest, FULL_SELECTION.select, None) == [
+        "--select",
+        "tag:full tag:cross_partitioning",
+        "--indirect-selection",
+        "buildable",
+    ]
+    users_checks = {c for c in all_checks if c.asset_key == stg_users}
+    one = _context(dbt_models, [stg_users], users_checks)
+    assert selection_args(one, manifest, FULL_SELECTION.select, None) == [
+        "--select",
+        "data_platform.staging.stg_users",
+        "--indirect-selection",
+        "buildable",
+    ]
+    check = next(c for c in users_checks if c.name.startswith("unique_"))
+    only_check = _context(dbt_models, [], [check])
+    assert selection_args(only_check, manifest, FULL_SELECTION.select, None) == [
+        "--select",
+        "data_platform.staging.unique_stg_users_user_id",
+        "--indirect-selection",
+        "empty",
+    ]

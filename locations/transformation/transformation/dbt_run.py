@@ -57,19 +57,20 @@ def selection_args(
     * a subset of the assets with all their checks: those models, ``buildable`` tests;
     * a subset of the checks: the models and exactly the selected tests (indirect selection off).
     """
-    assets_def = context.assets_def
+    assets_def = context.assets_def  # in a subset run: the subset; node_*: the whole definition
     exclude_args = ["--exclude", exclude] if exclude else []
     selected_keys = set(context.selected_asset_keys)
     selected_checks = set(context.selected_asset_check_keys)
-    all_checks_of_selected = {c for c in assets_def.check_keys if c.asset_key in selected_keys}
-    whole = selected_keys == set(assets_def.keys) and selected_checks == set(assets_def.check_keys)
-    if whole:
+    all_keys = set(assets_def.node_keys_by_output_name.values())
+    all_checks = {spec.key for spec in assets_def.node_check_specs_by_output_name.values()}
+    all_checks_of_selected = {c for c in all_checks if c.asset_key in selected_keys}
+    if selected_keys == all_keys and selected_checks == all_checks:
         return ["--select", select, *exclude_args, "--indirect-selection", "buildable"]
     model_ids = [assets_def.specs_by_key[k].metadata[UNIQUE_ID_KEY] for k in selected_keys]
     if selected_checks == all_checks_of_selected:
         names = dbt_selection_names(manifest, model_ids)
         return ["--select", " ".join(names), *exclude_args, "--indirect-selection", "buildable"]
-    check_specs = {spec.key: spec for spec in assets_def.check_specs}
+    check_specs = {spec.key: spec for spec in assets_def.node_check_specs_by_output_name.values()}
     test_ids = [check_specs[c].metadata[UNIQUE_ID_KEY] for c in selected_checks]
     names = dbt_selection_names(manifest, [*model_ids, *test_ids])
     return ["--select", " ".join(names), "--indirect-selection", "empty"]
