@@ -228,7 +228,7 @@ def daily_metrics(
 
     from analytics import metrics as metric_defs
     from analytics.frames import with_utc_event_date
-    from analytics.io import day_range_filter, output_metadata, read_upstream, to_arrow
+    from analytics.io import output_metadata, read_upstream, to_arrow
 
     window = context.partition_time_window
     start, end = window.start.date(), window.end.date()
@@ -268,7 +268,8 @@ def daily_metrics(
         raise failure
 
     identifier = table_identifier(DAILY_METRICS_KEY)
-    overwrite = day_range_filter("metric_date", start, end)
+    # Replaces exactly the run's days (an Iceberg row filter, applied by pyiceberg's overwrite).
+    overwrite = f"metric_date >= '{start.isoformat()}' and metric_date < '{end.isoformat()}'"
     written = iceberg.write(
         identifier,
         to_arrow(frame),
