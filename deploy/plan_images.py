@@ -5,9 +5,11 @@ locations to test. It follows the uv workspace's dependency graph, read from the
 the rule "a change in shared/ rebuilds every location" is derived, not hard-coded:
 
 - a location's IMAGE inputs: its own member folder, the folders of every workspace member it
-  depends on (transitively; shared/ for all), uv.lock, the root pyproject.toml, .dockerignore, its
-  Dockerfile and its `extra_inputs` from deploy/locations.toml (dbt/ for transformation). Test
-  folders are not image inputs (.dockerignore keeps them out of the image).
+  depends on (transitively; shared/ for all), uv.lock, the root pyproject.toml, .dockerignore, the
+  Dockerfile and its `extra_inputs` from deploy/locations.toml (dbt/ for transformation). The
+  Python packages' test folders (`<member>/tests`) are not image inputs: .dockerignore keeps
+  exactly those out of the image. Other folders named `tests` are inputs: dbt/tests/ holds the
+  dbt project's singular data tests, which the transformation image's manifest carries.
 - a location's TEST inputs: the same, tests included.
 - a change to the pipeline itself (this file, deploy/locations.toml, the workflow) affects all.
 
@@ -19,6 +21,11 @@ Standard library only (Python >= 3.11), so CI runs it before installing anything
 
 Prints {"build": [...], "test": [...]} (lists of location entries) and, under GitHub Actions,
 writes `build=<json>` and `test=<json>` to $GITHUB_OUTPUT.
+
+It also prints the one deploy command of a pushed image, with the pinned chart version and the
+image's real tag (a full commit sha; anything else is refused):
+
+    python3 deploy/plan_images.py --deploy-command ingestion --tag <40-hex commit sha>
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ COMMON_IMAGE_INPUTS = ("pyproject.toml", "uv.lock", ".dockerignore")
 # Changing how images are planned or built affects every location.
 PIPELINE_INPUTS = (REGISTRY, "deploy/plan_images.py", ".github/workflows/images.yml")
 _NULL_SHA = re.compile(r"^0*$")
+_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+NAMESPACE = "dagster"
 
 
 def load_registry(root: Path = REPO_ROOT) -> dict:
@@ -48,8 +57,30 @@ def load_registry(root: Path = REPO_ROOT) -> dict:
 
 
 def load_locations(root: Path = REPO_ROOT) -> list[dict]:
-    """The location entries of the registry, in file order."""
-    return list(load_registry(root)["locations"])
+    """The location entries of the registry, in file order, each with the shared `dockerfile`."""
+    registry = load_registry(root)
+    return [{**loc, "dockerfile": registry["dockerfile"]} for loc in registry["locations"]]
+
+
+def chart_version(root: Path = REPO_ROOT) -> str:
+    """The pinned version of Dagster's Helm charts (= the Dagster version in uv.lock)."""
+    return load_registry(root)["dagster_chart_version"]
+
+
+def deploy_command(name: str, tag: str, root: Path = REPO_ROOT) -> str:
+    """The helm command that deploys image tag `tag` of location `name`: pinned chart version,
+    the location's values file, the real tag. Refuses anything but a full commit sha (CI's tags),
+    so no printed command can deploy a placeholder."""
+    if not _COMMIT_SHA.match(tag or ""):
+        raise ValueError(f"image tag must be the full commit sha CI pushed, not {tag!r}")
+    if name not in {loc["name"] for loc in load_locations(root)}:
+        raise ValueError(f"{name!r} is not a location of {REGISTRY}")
+    return (
+        f"helm upgrade --install {name} dagster/dagster-user-deployments"
+        f" --version {chart_version(root)} -n {NAMESPACE}"
+        f" -f deploy/helm/{name}.values.yaml"
+        f" --set-string 'deployments[0].image.tag={tag}'"
+    )
 
 
 def _normalize(name: str) -> str:
@@ -120,12 +151,14 @@ def image_inputs(location: dict, root: Path = REPO_ROOT) -> list[str]:
     return sorted(inputs)
 
 
+def python_test_dirs(location: dict, root: Path = REPO_ROOT) -> list[str]:
+    """The `tests` folders of the workspace members in the location's closure: the only test
+    folders that .dockerignore keeps out of the image (`shared/tests`, `locations/*/tests`)."""
+    return [f"{folder}/tests" for folder in member_closure(location["package"], root)]
+
+
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
-
-
-def _is_test_path(path: str) -> bool:
-    return "tests" in Path(path).parts
 
 
 def affected(changed: list[str], root: Path = REPO_ROOT) -> dict[str, list[dict]]:
@@ -133,10 +166,11 @@ def affected(changed: list[str], root: Path = REPO_ROOT) -> dict[str, list[dict]
     build, test = [], []
     for location in load_locations(root):
         inputs = image_inputs(location, root)
+        test_dirs = python_test_dirs(location, root)
         hits = [p for p in changed if any(_under(p, i) for i in inputs)]
         if hits:
             test.append(location)
-            if any(not _is_test_path(p) for p in hits):
+            if any(not any(_under(p, t) for t in test_dirs) for p in hits):
                 build.append(location)
     return {"build": build, "test": test}
 
@@ -171,7 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", default="HEAD", help="head commit (default HEAD)")
     parser.add_argument("--all", action="store_true", help="plan every location")
     parser.add_argument("--changed", nargs="*", help="changed paths instead of git diff")
+    parser.add_argument("--deploy-command", metavar="LOCATION", help="print its helm command")
+    parser.add_argument("--tag", help="with --deploy-command: the image tag (full commit sha)")
     args = parser.parse_args(argv)
+
+    if args.deploy_command:
+        try:
+            print(deploy_command(args.deploy_command, args.tag or ""))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
 
     if args.all:
         changed = None

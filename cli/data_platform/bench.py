@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from data_platform.processes import dagster_process, free_port
+from shared.settings import env_str, environment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCATIONS = ("ingestion", "transformation", "analytics")
@@ -105,7 +106,7 @@ class Bench:
 
     def cleanup(self, path: Path) -> None:
         """Delete a measurement's files (kept when DATA_PLATFORM_BENCH_KEEP is set)."""
-        if os.environ.get("DATA_PLATFORM_BENCH_KEEP"):
+        if env_str(environment(), "DATA_PLATFORM_BENCH_KEEP"):
             return
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -757,7 +758,7 @@ def run_bench(quick: bool, output: str, only: list[str] | None = None) -> int:
     try:
         errors = run_measurements(Bench(quick=quick, work=work, log=log), names, out_path)
     finally:
-        if not os.environ.get("DATA_PLATFORM_BENCH_KEEP"):
+        if not env_str(environment(), "DATA_PLATFORM_BENCH_KEEP"):
             shutil.rmtree(work, ignore_errors=True)
     log(f"done: results in {out_path}")
     return 1 if errors else 0

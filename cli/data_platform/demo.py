@@ -75,6 +75,7 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
 
     Reads its settings (home, stand-in sizes) from the environment through ``shared.settings``.
     """
+    from ingestion.settings import load_standin_settings
     from shared.iceberg import list_tables, open_catalog
     from shared.settings import load_settings
 
@@ -89,7 +90,7 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
 
     location_defs = load_location_defs()
     plan = plan_runs(build_location_graph(location_defs))
-    first_day, last_day = partition_range(settings.standin.days)
+    first_day, last_day = partition_range(load_standin_settings().days)
     report = DemoReport()
     instance_dir = settings.home / "dagster"
     instance_dir.mkdir(parents=True, exist_ok=True)

@@ -13,17 +13,22 @@ stays cheap (``transformation.manifest``) and preparing the manifest needs nothi
 from __future__ import annotations
 
 import fcntl
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from shared.settings import env_path, environment
+
 
 def _find_dbt_dir() -> Path:
-    """``dbt/`` of the checkout (or of the image): DBT_PROJECT_DIR, else next to this package."""
-    override = os.environ.get("DBT_PROJECT_DIR")
+    """``dbt/`` of the checkout (or of the image): DBT_PROJECT_DIR, else next to this package.
+
+    Read (through :mod:`shared.settings`, the one reader of the environment) when the
+    definitions load, not later: the manifest in this folder *is* the list of dbt assets.
+    """
+    override = env_path(environment(), "DBT_PROJECT_DIR")
     if override:
-        return Path(override).resolve()
+        return override
     here = Path(__file__).resolve()
     for parent in here.parents:
         if (parent / "dbt" / "dbt_project.yml").exists():
@@ -58,7 +63,7 @@ def manifest_path() -> Path:
 
 def prepare(target: str = "duckdb") -> Path:
     """Run ``dbt parse`` for ``target`` and return the manifest's path (no database needed)."""
-    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    env = {**environment(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     env.pop("DBT_TARGET_PATH", None)  # the manifest goes to the project's target/, always
     cmd = [
         DBT_EXECUTABLE,
@@ -98,7 +103,7 @@ def ensure_manifest(*, refresh_if_stale: bool | None = None) -> Path:
     manifest, instead of re-parsing on every load (35 s here).
     """
     if refresh_if_stale is None:
-        refresh_if_stale = bool(os.environ.get("DAGSTER_IS_DEV_CLI"))
+        refresh_if_stale = bool(environment().get("DAGSTER_IS_DEV_CLI"))
 
     def reason() -> str | None:
         if not MANIFEST_PATH.exists():
