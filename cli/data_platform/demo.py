@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance
-
 from data_platform.graph import (
     PlannedRun,
     build_location_graph,
     load_location_defs,
     plan_runs,
 )
+from data_platform.instance import PID_TAG, open_instance
 
 # Dagster's run tags for a partition range (what a single-run backfill sets); public tag names,
 # though dagster exports the constants only from a private module.
@@ -104,7 +103,9 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
             "class": "NoOpComputeLogManager",
         }
     }
-    with DagsterInstance.local_temp(tempdir=str(instance_dir), overrides=no_capture) as instance:
+    # Created once under a lock (several demos may start together on a fresh home), with the
+    # raw syncs' concurrency pool; runs a killed demo left holding a pool slot are released.
+    with open_instance(instance_dir, overrides=no_capture) as instance:
         _load_landing_batches(location_defs, instance, instance_dir, log_dir, log, report)
         for number, planned in enumerate(plan, start=1):
             log(_describe(number, len(plan), planned, first_day, last_day))
@@ -188,7 +189,7 @@ def _load_landing_batches(location_defs, instance, instance_dir, log_dir, log, r
         with _output_to(log_dir / f"demo-landing-{batch}.log"):
             result = job.execute_in_process(
                 instance=instance,
-                tags=request.tags,
+                tags={**request.tags, PID_TAG: str(os.getpid())},
                 asset_selection=request.asset_selection,
                 raise_on_error=False,
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
@@ -210,9 +211,10 @@ def _execute(defs, planned: PlannedRun, instance, first_day: str, last_day: str)
     job = defs.resolve_implicit_job_def_def_for_assets(list(planned.asset_keys))
     if job is None:
         raise DemoFailed(f"{planned.location} has no job for {planned.asset_keys}")
-    tags = {}
+    tags = {PID_TAG: str(os.getpid())}
     if planned.partitioned:
-        tags = {ASSET_PARTITION_RANGE_START_TAG: first_day, ASSET_PARTITION_RANGE_END_TAG: last_day}
+        tags[ASSET_PARTITION_RANGE_START_TAG] = first_day
+        tags[ASSET_PARTITION_RANGE_END_TAG] = last_day
     return job.execute_in_process(
         instance=instance,
         asset_selection=list(planned.asset_keys),
