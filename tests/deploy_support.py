@@ -55,8 +55,10 @@ def helm_merge(defaults, overrides):
     for key, value in overrides.items():
         if value is None:
             merged.pop(key, None)
-        elif key in merged and isinstance(merged[key], dict) and isinstance(value, dict):
-            merged[key] = helm_merge(merged[key], value)
+        elif isinstance(value, dict):
+            # Nested nulls delete too, whether or not the defaults have the map.
+            base = merged.get(key)
+            merged[key] = helm_merge(base if isinstance(base, dict) else {}, value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -198,7 +200,9 @@ def exec_form(args: str) -> list[str] | None:
 CHART_DIR = HELM_REFERENCE / "charts" / "dagster-1.12.19"
 USER_CHART_DIR = CHART_DIR / "charts" / "dagster-user-deployments"
 # Stands in for the sha CI pushes (a 40-hex commit sha, as deploy_command demands).
-EXAMPLE_SHA = "0123456789abcdef0123456789abcdef01234567"
+EXAMPLE_SHA = (
+    "0123456789abcdef0123456789abcdef01234567"  # pragma: allowlist secret (a fake commit sha)
+)
 EXAMPLE_PG_HOST = "dagster.abc123.eu-west-1.rds.example.com"
 
 

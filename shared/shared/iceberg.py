@@ -266,6 +266,8 @@ def write_table(
     schema: pa.Schema | None = None,
     partition_by_day: str | None = None,
     attempts: int = 8,
+    snapshot_properties: dict[str, str] | None = None,
+    precondition: Callable[[Table], None] | None = None,
 ) -> TableWriteResult:
     """Write ``data`` to ``identifier`` in one atomic Iceberg commit.
 
@@ -280,6 +282,13 @@ def write_table(
     memory stays bounded by a batch while the commit stays atomic; on a commit conflict the
     write is planned again on the table as it now is (an overwrite deletes what the filter now
     matches) and ``data`` is called again.
+
+    ``snapshot_properties`` are recorded in the new snapshot's summary (in the same commit as the
+    rows: a fact about the write that is true exactly when the rows are there). ``precondition``
+    is called with the table as loaded for each attempt, before anything is written (not when
+    the table does not exist yet: it has no history); it may raise to abort the write. The
+    commit asserts that the table is still at that snapshot, so a precondition that looks at the
+    table's history holds at the moment of the commit.
     """
     if mode not in ("overwrite", "append"):
         raise ValueError(f"write_table: unknown mode {mode!r}")
@@ -287,14 +296,21 @@ def write_table(
     overwrite: BooleanExpression | str | None = None
     if mode == "overwrite":
         overwrite = overwrite_filter if overwrite_filter is not None else AlwaysTrue()
+
+    def plan(table: Table | None) -> Chunks:
+        if precondition is not None and table is not None:
+            precondition(table)
+        return chunks
+
     return _write(
         catalog,
         identifier,
-        lambda _table: chunks,
+        plan,
         arrow_schema,
         overwrite=overwrite,
         partition_by_day=partition_by_day,
         attempts=attempts,
+        snapshot_properties=snapshot_properties,
     )
 
 
@@ -356,6 +372,7 @@ def _write(
     overwrite: BooleanExpression | str | None,
     partition_by_day: str | None = None,
     attempts: int,
+    snapshot_properties: dict[str, str] | None = None,
 ) -> TableWriteResult:
     """One write, planned and committed per attempt (see :func:`_retry_commit`).
 
@@ -365,6 +382,7 @@ def _write(
     leaves no table rather than a registered table with no snapshot.
     """
     rows_written = 0
+    properties = dict(snapshot_properties or {})
 
     def attempt() -> Table | None:
         nonlocal rows_written
@@ -394,7 +412,7 @@ def _write(
             metadata = tx.table_metadata
             io = load_file_io({**catalog.properties, **metadata.properties}, metadata.location)
             with tx:
-                _add_chunks(tx, io, counted())
+                _add_chunks(tx, io, counted(), properties)
         else:
             with table.transaction() as tx:
                 if overwrite is not None:
@@ -403,7 +421,7 @@ def _write(
                         # write.
                         warnings.simplefilter("ignore", UserWarning)
                         tx.delete(overwrite)
-                _add_chunks(tx, table.io, counted())
+                _add_chunks(tx, table.io, counted(), properties)
         return catalog.load_table(identifier)
 
     table = _retry_commit(f"write {identifier}", attempt, attempts)
@@ -428,7 +446,7 @@ def _evolve(table: Table, schema: pa.Schema) -> Table:
     return table
 
 
-def _add_chunks(tx: Any, io: Any, chunks: Iterable[pa.Table]) -> None:
+def _add_chunks(tx: Any, io: Any, chunks: Iterable[pa.Table], properties: dict[str, str]) -> None:
     """Add ``chunks`` to ``tx`` with the table's schema and spec as ``tx`` sees them."""
     iceberg_schema = tx.table_metadata.schema()
     if not tx.table_metadata.spec().is_unpartitioned():
@@ -436,7 +454,7 @@ def _add_chunks(tx: Any, io: Any, chunks: Iterable[pa.Table]) -> None:
         # ones): one snapshot per chunk, all in the same atomic metadata commit.
         for chunk in chunks:
             if chunk.num_rows:
-                tx.append(_align(chunk, iceberg_schema))
+                tx.append(_align(chunk, iceberg_schema), snapshot_properties=properties)
         return
 
     # One streaming append: one snapshot, memory bounded by one data file's batches.
@@ -444,14 +462,16 @@ def _add_chunks(tx: Any, io: Any, chunks: Iterable[pa.Table]) -> None:
         for chunk in chunks:
             yield from _align(chunk, iceberg_schema).to_batches()
 
-    _append_streaming(tx, io, aligned())
+    _append_streaming(tx, io, aligned(), properties)
 
 
 #: Largest in-memory Arrow size written as one data file by a streaming (batches) write.
 STREAM_BIN_BYTES = 128 * 1024 * 1024
 
 
-def _append_streaming(tx: Any, io: Any, batches: Iterable[pa.RecordBatch]) -> None:
+def _append_streaming(
+    tx: Any, io: Any, batches: Iterable[pa.RecordBatch], properties: dict[str, str]
+) -> None:
     """Append ``batches`` as one snapshot, writing one data file at a time.
 
     Why not ``tx.append(RecordBatchReader)``: pyiceberg 0.12 hands the reader's bins to
@@ -478,7 +498,7 @@ def _append_streaming(tx: Any, io: Any, batches: Iterable[pa.RecordBatch]) -> No
     )
     arrow_schema = tx.table_metadata.schema().as_arrow()
     counter = itertools.count(0)
-    with tx.update_snapshot().fast_append() as append_files:
+    with tx.update_snapshot(snapshot_properties=properties).fast_append() as append_files:
         for bin_batches in bin_pack_record_batches(batches, target_size):
             # The bin's own schema (string columns may be `string`, see _align); a batch that
             # differs (a source switching types mid-stream) is cast to the bin's first.
