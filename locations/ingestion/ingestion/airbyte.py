@@ -297,7 +297,12 @@ class RobustAirbyteClient(AirbyteClient):
         writes), or None when the destination cannot be read or names none we recognise."""
         cache = self._destination_namespaces
         if destination_id not in cache:
-            details = self.get_destination_details(destination_id)
+            try:
+                details = self.get_destination_details(destination_id)
+            except AirbyteRequestError as exc:
+                # Only a pre-check: the tables are verified after the sync all the same.
+                self._log.warning(f"Destination {destination_id} not readable: {exc}")
+                details = {}
             cache[destination_id] = default_namespace(details.get("configuration") or {})
         return cache[destination_id]
 
@@ -746,11 +751,11 @@ class ConnectionInfo:
 
 
 def default_namespace(configuration: Mapping[str, Any]) -> str | None:
-    """The default namespace in a destination's configuration, for the destinations a
-    lakehouse uses: S3 Data Lake / Iceberg (``namespace`` or ``database_name`` under
-    ``catalog_type``), the older Iceberg destination (``catalog_config.database``), and SQL
-    warehouses (``schema``, ``dataset_id``). None when none is there (the check after the sync then
-    verifies the table instead)."""
+    """The default Iceberg namespace in a destination's configuration: S3 Data Lake / Iceberg
+    (``namespace`` or ``database_name`` under ``catalog_type``) and the older Iceberg
+    destination (``catalog_config.database``). A SQL warehouse's ``schema`` is not read: it
+    names no namespace of the lakehouse's catalog, and guessing wrong would refuse good syncs.
+    None when none is there (the check after the sync then verifies the table instead)."""
     catalog_type = configuration.get("catalog_type")
     catalog_type = catalog_type if isinstance(catalog_type, Mapping) else {}
     catalog_config = configuration.get("catalog_config")
@@ -761,8 +766,6 @@ def default_namespace(configuration: Mapping[str, Any]) -> str | None:
         catalog_type.get("namespace"),  # S3 Data Lake: REST, Nessie, Polaris catalogs
         catalog_type.get("database_name"),  # S3 Data Lake: Glue catalog
         catalog_config.get("database"),  # the older Iceberg destination
-        configuration.get("schema"),
-        configuration.get("dataset_id"),
     ]
     return next((str(c) for c in candidates if isinstance(c, str) and c.strip()), None)
 
