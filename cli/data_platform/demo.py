@@ -26,6 +26,7 @@ from data_platform.graph import (
     load_location_defs,
     plan_requested_runs,
     plan_runs,
+    sync_runs,
     workspace_definitions,
 )
 from data_platform.instance import PID_TAG, open_instance
@@ -86,13 +87,7 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     location_defs = load_location_defs()
     graph = build_location_graph(location_defs)
     plan = plan_runs(graph)
-    # The raw syncs: the runs whose assets read nothing another location produces (in a
-    # deployment, the ingestion schedule starts them; the automation does the rest).
-    syncs = [
-        RequestedRun(p.location, p.asset_keys)
-        for p in plan
-        if not any(graph.parents[k] & set(graph.owner) for k in p.asset_keys)
-    ]
+    syncs = sync_runs(graph, plan)
     report = DemoReport()
     instance_dir = settings.home / "dagster"
     instance_dir.mkdir(parents=True, exist_ok=True)
