@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance
-
 from data_platform.graph import (
     RequestedRun,
     build_location_graph,
@@ -31,6 +29,7 @@ from data_platform.graph import (
     sync_runs,
     workspace_definitions,
 )
+from data_platform.instance import PID_TAG, open_instance
 
 # Dagster's run tags for a partition range (what a single-run backfill sets); public tag names,
 # though dagster exports the constants only from a private module.
@@ -102,7 +101,9 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
             "class": "NoOpComputeLogManager",
         }
     }
-    with DagsterInstance.local_temp(tempdir=str(instance_dir), overrides=no_capture) as instance:
+    # Created once under a lock (several demos may start together on a fresh home), with the
+    # raw syncs' concurrency pool; runs a killed demo left holding a pool slot are released.
+    with open_instance(instance_dir, overrides=no_capture) as instance:
         automation = DemoAutomation(
             workspace_definitions(location_defs), instance, instance_dir / AUTOMATION_CURSOR
         )
@@ -194,7 +195,7 @@ def _load_landing_batches(location_defs, instance, instance_dir, log_dir, log, r
             with _output_to(log_dir / landing_log_name(batch)):
                 result = job.execute_in_process(
                     instance=instance,
-                    tags=request.tags,
+                    tags={**request.tags, PID_TAG: str(os.getpid())},
                     asset_selection=request.asset_selection,
                     raise_on_error=False,
                     run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
@@ -258,10 +259,12 @@ def _execute(defs, run: RequestedRun, instance):
     job = defs.resolve_implicit_job_def_def_for_assets(list(run.asset_keys))
     if job is None:
         raise DemoFailed(f"{run.location} has no job for {run.asset_keys}")
-    tags = {}
+    # The demo's pid: a later process frees the pool slot of a run whose process died.
+    tags = {PID_TAG: str(os.getpid())}
     if run.partition_range:
         first, last = run.partition_range
-        tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+        tags[ASSET_PARTITION_RANGE_START_TAG] = first
+        tags[ASSET_PARTITION_RANGE_END_TAG] = last
     return job.execute_in_process(
         instance=instance,
         asset_selection=list(run.asset_keys),
