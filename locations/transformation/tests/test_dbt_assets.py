@@ -239,3 +239,56 @@ def test_failing_dbt_test_is_a_failed_asset_check(catalog, home, tmp_path, monke
     # An error-severity test fails the step (dbt build exits non-zero).
     assert not result.success
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_daily_model_tests_read_the_window_but_event_ids_the_whole_table(catalog, home):
+    """A day's run tests that day's rows (its tests must not grow with history), except
+    stg_events' unique event_id, which still guards the whole table (get_where_subquery.sql)."""
+    raw_fixture.write_raw(catalog)
+    instance = DagsterInstance.ephemeral()
+    assert run_daily(instance, "2026-01-01", "2026-01-02").success
+    accepted = "accepted_values_stg_events_event_type__page_view__click__add_to_cart__purchase"
+
+    # A bad row on Jan 1, outside the next run's window (as an older, buggier run could have
+    # left it): the run of Jan 3 does not read it, so its tests pass.
+    stg = read_table(catalog, "staging.stg_events")
+    rows = stg.to_pylist()
+    for row in rows:
+        if row["event_id"] == "e1":
+            row["event_type"] = "bogus"
+    write_table(
+        catalog,
+        "staging.stg_events",
+        raw_fixture.pa.Table.from_pylist(rows, schema=stg.schema),
+        mode="overwrite",
+    )
+    result = run_daily(instance, "2026-01-03", "2026-01-03")
+    assert result.success
+    checks = check_results(result)
+    assert checks[("staging/stg_events", accepted)] is True
+    assert checks[("marts/fct_daily_events", "assert_fct_daily_events_reconciles_with_stg_events")]
+
+    # The same bad value inside the window fails the window's test.
+    raw_fixture.write_raw(
+        catalog,
+        events=[("e7", 4, "bogus", raw_fixture.ts(3, 9), None, "r7", raw_fixture.ts(4, 2))],
+        users=False,
+    )
+    result = run_daily(instance, "2026-01-03", "2026-01-03")
+    assert not result.success
+    assert check_results(result)[("staging/stg_events", accepted)] is False
+
+    # An event id of Jan 3 left on Jan 2 as well: only a whole-table test sees it.
+    stg = read_table(catalog, "staging.stg_events")
+    rows = stg.to_pylist()
+    e6 = next(r for r in rows if r["event_id"] == "e6")
+    rows.append({**e6, "event_date": raw_fixture.dt.date(2026, 1, 2)})
+    write_table(
+        catalog,
+        "staging.stg_events",
+        raw_fixture.pa.Table.from_pylist(rows, schema=stg.schema),
+        mode="overwrite",
+    )
+    result = run_daily(instance, "2026-01-03", "2026-01-03")
+    checks = check_results(result)
+    assert checks[("staging/stg_events", "unique_stg_events_event_id")] is False
