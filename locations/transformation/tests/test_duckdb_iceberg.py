@@ -11,6 +11,7 @@ import pytest
 from shared.iceberg import read_table
 from transformation.duckdb_iceberg import (
     IcebergStoreError,
+    Plugin,
     local_path,
     scan_sql,
     settings_for,
@@ -89,3 +90,31 @@ def test_helpers(tmp_path):
     assert local_path("file:///a/b%20c.parquet") == "/a/b c.parquet"
     assert local_path("s3://bucket/key") is None
     assert settings_for(str(tmp_path), {}).home == tmp_path.resolve()
+
+
+def test_connecting_opens_no_table_and_a_read_registers_it_once(catalog, home, tmp_path):
+    """Views are created for the tables a run resolves (ref/source), once each, not at connect."""
+    import duckdb
+
+    store_batch(catalog, "staging.t", batch(tmp_path, [1, 2], 1), day_partition_column="event_date")
+    store_batch(catalog, "staging.u", batch(tmp_path, [3], 2))
+    plugin = Plugin("iceberg", {"home": str(home)})
+    loads: list[str] = []
+    real_load = plugin.catalog().load_table
+    plugin.catalog().load_table = lambda name: loads.append(name) or real_load(name)
+    conn = duckdb.connect()
+    plugin.configure_connection(conn)
+    views = "select table_schema || '.' || table_name from information_schema.tables order by 1"
+    assert conn.execute(views).fetchall() == []
+    assert loads == []
+
+    assert plugin.register("staging.t") is True
+    assert plugin.register("staging.t") is True  # once per process
+    assert loads == ["staging.t"]
+    assert conn.execute("select count(*), sum(n) from staging.t").fetchone() == (2, 2)
+    # Another cursor of the database (another dbt thread) sees the view.
+    assert conn.cursor().execute("select count(*) from staging.t").fetchone() == (2,)
+    # Not yet built (the materialization exposes it), or a namespace dbt does not read.
+    assert plugin.register("staging.missing") is False
+    assert plugin.register("analytics.t") is False
+    assert conn.execute(views).fetchall() == [("staging.t",)]

@@ -3,10 +3,11 @@
 DuckDB is only the engine here; the Iceberg catalog (the same one every location uses, from
 :func:`shared.settings.load_settings`) holds all the state, and the DuckDB database is in memory.
 
-* When dbt opens its DuckDB connection, every Iceberg table of the catalog (``raw.*``,
-  ``staging.*``, ``marts.*``, ...) becomes a DuckDB view ``<namespace>.<table>`` over the table's
-  current snapshot. dbt sources (``raw``) and refs to models built by an earlier run resolve to
-  those views, so a run that builds only ``fct_daily_events`` reads the full ``stg_events``.
+* A table dbt reads becomes a DuckDB view ``<namespace>.<table>`` over the table's current
+  snapshot the first time a node of the run resolves it (``dbt/macros/iceberg_refs.sql``: dbt's
+  ``ref``/``source``, extended to call :meth:`Plugin.store` with action ``register``). Only the
+  tables a run reads are loaded, once per dbt process; connecting opens no table. A run that
+  builds only ``fct_daily_events`` reads the full ``stg_events`` built by earlier runs.
 * The ``iceberg`` materialization (``dbt/macros/materializations/iceberg_duckdb.sql``) hands each
   model's rows to :meth:`Plugin.store`, which writes them with :func:`shared.iceberg.write_table`
   (one atomic commit, retried on conflicts): the whole table, or for a daily model exactly the rows
@@ -26,6 +27,7 @@ import atexit
 import logging
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -36,6 +38,7 @@ import pyarrow.parquet as pq
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import TargetConfig
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
 from shared import iceberg
@@ -97,11 +100,15 @@ def scan_sql(table: Table, scratch_dir: Path) -> str:
 
 
 class Plugin(BasePlugin):
-    """Expose Iceberg tables to DuckDB as views, and store models as Iceberg tables."""
+    """Expose the Iceberg tables a run reads to DuckDB as views; store models as Iceberg tables."""
 
     def initialize(self, plugin_config: dict[str, Any]) -> None:
         self._settings = settings_for(plugin_config.get("home") or None)
         self._catalog: Catalog | None = None
+        self._conn: Any = None
+        #: Tables with a view in this process (registered, or just written by a model).
+        self._registered: set[str] = set()
+        self._lock = threading.Lock()
         self._scratch = Path(tempfile.mkdtemp(prefix="dbt-duckdb-iceberg-"))
         # The scratch folder holds batch files and snapshot copies for this dbt process only.
         atexit.register(shutil.rmtree, self._scratch, True)
@@ -112,25 +119,46 @@ class Plugin(BasePlugin):
         return self._catalog
 
     def configure_connection(self, conn: Any) -> None:
-        """Create a view ``<ns>.<table>`` for every table dbt reads, over its current snapshot."""
+        """Create the namespaces and the DuckDB schemas; tables are registered when read."""
         catalog = self.catalog()
         # Create our namespaces up front, from this one thread: two models of a new namespace
         # committing in parallel would otherwise race to create it (SQLite UNIQUE violation).
         for ns in MODEL_NAMESPACES:
             iceberg.ensure_namespace(catalog, ns)
-        for namespace in sorted(catalog.list_namespaces()):
-            ns = ".".join(namespace)
-            if ns not in READ_NAMESPACES:
-                continue
+        for ns in READ_NAMESPACES:
             conn.execute(f"create schema if not exists {quote_identifier(ns)}")
-            for ident in sorted(catalog.list_tables(namespace)):
-                name = ".".join(ident)
-                table = catalog.load_table(name)
-                relation = f"{quote_identifier(ns)}.{quote_identifier(ident[-1])}"
-                conn.execute(
+        # The process's one in-memory database (dbt-duckdb hands every thread a cursor of it):
+        # views registered later on a cursor of it are visible to every thread.
+        self._conn = conn
+
+    def register(self, identifier: str) -> bool:
+        """Make ``<ns>.<table>`` a view over the Iceberg table's current snapshot, once per process.
+
+        Called when a node of the run resolves the table (ref/source). False when there is no
+        such table yet (a model this run builds first: its materialization creates the view).
+        """
+        namespace = identifier.split(".", 1)[0]
+        if self._conn is None or namespace not in READ_NAMESPACES:
+            return False
+        with self._lock:  # two threads resolving the same table register it once
+            if identifier in self._registered:
+                return True
+            try:
+                table = self.catalog().load_table(identifier)
+            except NoSuchTableError:
+                return False
+            ns, name = identifier.split(".", 1)
+            relation = f"{quote_identifier(ns)}.{quote_identifier(name)}"
+            cursor = self._conn.cursor()
+            try:
+                cursor.execute(
                     f"create or replace view {relation} as select * from "
                     f"{scan_sql(table, self._scratch)}"
                 )
+            finally:
+                cursor.close()
+            self._registered.add(identifier)
+            return True
 
     def store(self, target_config: TargetConfig) -> None:
         """Two steps of the ``iceberg`` materialization, told apart by ``request['action']``.
@@ -146,6 +174,9 @@ class Plugin(BasePlugin):
                 f"(got config {type(request).__name__} for {target_config.relation})"
             )
         identifier = request["identifier"]
+        if request.get("action") == "register":
+            request["registered"] = self.register(identifier)
+            return
         if request.get("action") == "prepare":
             request["path"] = str(self._scratch / f"{identifier}-{uuid.uuid4().hex}.parquet")
             return
@@ -163,6 +194,9 @@ class Plugin(BasePlugin):
             path.unlink(missing_ok=True)
         table = self.catalog().load_table(identifier)
         request["scan_sql"] = scan_sql(table, self._scratch)
+        # The materialization points the view at the new snapshot: later reads must not reload it.
+        with self._lock:
+            self._registered.add(identifier)
         request["result"] = (
             f"snapshot {result.snapshot_id}, {result.rows_written} rows written, "
             f"{result.row_count} rows in table"
