@@ -1,4 +1,4 @@
-"""The ``data-platform`` command: local work on the whole platform (demo, tables, bench).
+"""The ``data-platform`` command: local work on the whole platform (demo, ui, tables, bench).
 
 Options set the same environment variables that ``shared.settings`` reads, so the runs the
 command starts (and dbt's subprocesses) see one consistent configuration.
@@ -29,7 +29,7 @@ def _apply_env(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from data_platform.demo import DemoFailed, format_report, run_demo
+    from data_platform.demo import EXIT_FAILED, DemoFailed, format_report, run_demo
     from shared.settings import SettingsError, load_settings
 
     try:
@@ -43,12 +43,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         report = run_demo(log=(lambda _m: None) if args.json else print)
     except (DemoFailed, SettingsError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     if args.json:
         print(json.dumps(report.as_dict(), default=str))
     else:
         print(format_report(report))
-    return 0 if all(c.passed for c in report.checks) else 2
+    return report.exit_code()
 
 
 def _cmd_tables(args: argparse.Namespace) -> int:
@@ -69,6 +69,37 @@ def _cmd_tables(args: argparse.Namespace) -> int:
             print(f"{t['identifier']:<28} rows={t['row_count']:<9} snapshot={t['snapshot_id']}")
             print(f"  {t['metadata_location']}")
     return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    """``dagster dev -w workspace.yaml`` on the demo's instance, so the UI shows its runs."""
+    import shutil
+
+    from data_platform.demo import demo_instance_dir
+    from data_platform.graph import WORKSPACE_FILE
+    from shared.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    instance_dir = demo_instance_dir(settings.home)
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
+    cmd = [dagster, "dev", "-w", str(WORKSPACE_FILE), "--host", args.host, "--port", str(args.port)]
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(instance_dir),
+        "DATA_PLATFORM_HOME": str(settings.home),
+    }
+    print(
+        f"data-platform ui: http://{args.host}:{args.port} once the three code locations have "
+        f"loaded (about a minute); Dagster instance {instance_dir} (DAGSTER_HOME), shared with "
+        "`data-platform demo`. Ctrl-C stops it.",
+        flush=True,
+    )
+    os.execve(dagster, cmd, env)
+    return 0  # not reached: exec replaces this process
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -94,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     tables.add_argument("--home", help="local lakehouse folder (DATA_PLATFORM_HOME)")
     tables.add_argument("--json", action="store_true", help="one JSON object per table")
     tables.set_defaults(func=_cmd_tables)
+
+    ui = sub.add_parser(
+        "ui", help="the Dagster UI over workspace.yaml, on the demo's instance (dagster dev)"
+    )
+    ui.add_argument("--home", help="local lakehouse folder (DATA_PLATFORM_HOME)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    ui.add_argument("--port", type=int, default=3000, help="port (3000)")
+    ui.set_defaults(func=_cmd_ui)
 
     bench = sub.add_parser("bench", help="run the benchmarks; one JSON line per measurement")
     bench.add_argument("--quick", action="store_true", help="small sizes (under 2 minutes)")

@@ -1,9 +1,10 @@
 """``data-platform demo``: materialize the whole cross-location graph locally.
 
-Runs each planned run (see :func:`data_platform.graph.plan_runs`) in process against a Dagster
-instance kept under ``DATA_PLATFORM_HOME/dagster``, with the location's own ``defs``: the same
-runs, in the same order, that the daemon would launch from the UI. Daily-partitioned assets run
-as one run over the whole range of demo days (their backfill policy is single-run).
+Runs each planned run (see :func:`data_platform.graph.plan_runs`) as a run of its code location
+(the locations of ``workspace.yaml``, see :mod:`data_platform.launch`) on the Dagster instance
+kept under ``DATA_PLATFORM_HOME/dagster``: the same runs, in the same order, that the daemon
+would launch from the UI, on the instance ``data-platform ui`` opens. Daily-partitioned assets
+run as one run over the whole range of demo days (their backfill policy is single-run).
 """
 
 from __future__ import annotations
@@ -19,16 +20,25 @@ from typing import Any
 from dagster import DagsterInstance
 
 from data_platform.graph import (
+    WORKSPACE_FILE,
     PlannedRun,
     build_location_graph,
     load_location_defs,
     plan_runs,
+    workspace_locations,
 )
+from data_platform.launch import WorkspaceLauncher
 
 # Dagster's run tags for a partition range (what a single-run backfill sets); public tag names,
 # though dagster exports the constants only from a private module.
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+#: Exit codes of ``data-platform demo`` (documented in the README).
+EXIT_OK = 0  # the platform ran; failed WARN checks, if any, are listed as warnings
+EXIT_FAILED = 1  # a run failed (or a blocking check failed it), or the settings are wrong
+EXIT_NEEDS_ATTENTION = 2  # every run succeeded, but an ERROR check failed or a batch was rejected
 
 
 class DemoFailed(RuntimeError):
@@ -51,6 +61,27 @@ class DemoReport:
     landing: list[dict[str, Any]] = field(default_factory=list)
     checks: list[CheckOutcome] = field(default_factory=list)
     tables: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[CheckOutcome]:
+        """Failed checks of severity WARN: listed, but the platform ran."""
+        return [c for c in self.checks if not c.passed and c.severity != "ERROR"]
+
+    @property
+    def errors(self) -> list[CheckOutcome]:
+        """Failed checks of severity ERROR (a blocking one also fails its run)."""
+        return [c for c in self.checks if not c.passed and c.severity == "ERROR"]
+
+    @property
+    def rejected_batches(self) -> list[dict[str, Any]]:
+        return [b for b in self.landing if not b["success"]]
+
+    def exit_code(self) -> int:
+        """:data:`EXIT_OK` when every run succeeded and only warnings fired, else
+        :data:`EXIT_NEEDS_ATTENTION` (an ERROR check failed or a landing batch was rejected).
+        A failed run of the graph stops the demo with :class:`DemoFailed` (:data:`EXIT_FAILED`).
+        """
+        return EXIT_NEEDS_ATTENTION if self.errors or self.rejected_batches else EXIT_OK
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -87,30 +118,24 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     # Pin the home for every process the runs start (dbt's subprocess reads it too).
     os.environ["DATA_PLATFORM_HOME"] = str(settings.home)
 
-    location_defs = load_location_defs()
-    plan = plan_runs(build_location_graph(location_defs))
     first_day, last_day = partition_range(settings.standin.days)
     report = DemoReport()
-    instance_dir = settings.home / "dagster"
-    instance_dir.mkdir(parents=True, exist_ok=True)
+    instance_dir = demo_instance_dir(settings.home)
     log_dir = settings.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    # The demo keeps each run's stdout/stderr in logs/ itself (see _output_to); Dagster's own
-    # capture would swap the process's streams under it.
-    no_capture = {
-        "compute_logs": {
-            "module": "dagster._core.storage.noop_compute_log_manager",
-            "class": "NoOpComputeLogManager",
-        }
-    }
-    with DagsterInstance.local_temp(tempdir=str(instance_dir), overrides=no_capture) as instance:
-        _load_landing_batches(location_defs, instance, instance_dir, log_dir, log, report)
+    location_defs = load_location_defs()
+    plan = plan_runs(build_location_graph(location_defs))
+    with _demo_instance(instance_dir) as instance:
+        launcher = WorkspaceLauncher(instance, workspace_locations(), WORKSPACE_FILE.parent)
+        _load_landing_batches(location_defs, launcher, instance_dir, log_dir, log, report)
         for number, planned in enumerate(plan, start=1):
             log(_describe(number, len(plan), planned, first_day, last_day))
             run_log = log_dir / f"demo-run-{number}-{planned.location}.log"
+            # The run's output (its event log, dbt's output) goes to the run's log file here
+            # and, captured by Dagster, to the run's stdout/stderr in the UI.
             with _output_to(run_log):
                 result = _execute(
-                    location_defs[planned.location], planned, instance, first_day, last_day
+                    location_defs[planned.location], planned, launcher, first_day, last_day
                 )
             report.runs.append(
                 {
@@ -157,7 +182,7 @@ def _output_to(path: Path) -> Iterator[None]:
 LANDING_LOCATION, LANDING_SENSOR, LANDING_JOB = "ingestion", "landing_sensor", "ingestion_job"
 
 
-def _load_landing_batches(location_defs, instance, instance_dir, log_dir, log, report) -> None:
+def _load_landing_batches(location_defs, launcher, instance_dir, log_dir, log, report) -> None:
     """Do what the landing sensor does under the daemon: one tick, one run per new batch.
 
     The sensor ships stopped; the demo ticks it once so that files dropped into the landing zone
@@ -173,7 +198,9 @@ def _load_landing_batches(location_defs, instance, instance_dir, log_dir, log, r
     sensor = defs.resolve_sensor_def(LANDING_SENSOR)
     cursor_file = instance_dir / f"{LANDING_SENSOR}.cursor"
     cursor = cursor_file.read_text() if cursor_file.exists() else None
-    context = build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources)
+    context = build_sensor_context(
+        instance=launcher.instance, cursor=cursor, resources=defs.resources
+    )
     result = sensor(context)
     requests = [
         r for r in (result if isinstance(result, list) else []) if isinstance(r, RunRequest)
@@ -185,12 +212,8 @@ def _load_landing_batches(location_defs, instance, instance_dir, log_dir, log, r
         batch = request.tags.get("ingestion/landing_batch", request.run_key)
         log(f"landing batch {batch}: loading")
         with _output_to(log_dir / f"demo-landing-{batch}.log"):
-            result = job.execute_in_process(
-                instance=instance,
-                tags=request.tags,
-                asset_selection=request.asset_selection,
-                raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            result = launcher.launch(
+                LANDING_LOCATION, job.name, request.asset_selection, request.tags
             )
         report.checks.extend(_check_outcomes(result))
         message = "" if result.success else _failure_message(result)
@@ -205,22 +228,40 @@ def _describe(number: int, total: int, planned: PlannedRun, first: str, last: st
     return f"run {number}/{total} {planned.location}{window}: {keys}"
 
 
-def _execute(defs, planned: PlannedRun, instance, first_day: str, last_day: str):
+def _execute(defs, planned: PlannedRun, launcher: WorkspaceLauncher, first_day: str, last_day: str):
     job = defs.resolve_implicit_job_def_def_for_assets(list(planned.asset_keys))
     if job is None:
         raise DemoFailed(f"{planned.location} has no job for {planned.asset_keys}")
     tags = {}
     if planned.partitioned:
         tags = {ASSET_PARTITION_RANGE_START_TAG: first_day, ASSET_PARTITION_RANGE_END_TAG: last_day}
-    return job.execute_in_process(
-        instance=instance,
-        asset_selection=list(planned.asset_keys),
-        tags=tags,
-        raise_on_error=False,
-        # The summary is the demo's output; the full event log stays in the instance (and in
-        # the UI under `dagster dev` with DAGSTER_HOME=<home>/dagster).
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-    )
+    # A run of the location's job, as the UI makes it: it belongs to its code location there.
+    return launcher.launch(planned.location, job.name, planned.asset_keys, tags)
+
+
+def demo_instance_dir(home: Path) -> Path:
+    """The Dagster instance of the local platform, ``DATA_PLATFORM_HOME/dagster``: the
+    ``DAGSTER_HOME`` of the demo and of ``data-platform ui``, so the UI shows the demo's runs.
+    Created with a ``dagster.yaml`` when missing (Dagster's defaults: SQLite storage and compute
+    logs in the folder); an existing ``dagster.yaml`` is left as it is."""
+    instance_dir = home / "dagster"
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    config = instance_dir / "dagster.yaml"
+    if not config.exists():
+        config.write_text(
+            "# The local platform's Dagster instance (data-platform demo and data-platform ui).\n"
+            "telemetry:\n  enabled: false\n"
+        )
+    return instance_dir
+
+
+@contextmanager
+def _demo_instance(instance_dir: Path) -> Iterator[DagsterInstance]:
+    """The instance at ``instance_dir`` (its ``dagster.yaml`` applies), made the
+    ``DAGSTER_HOME`` of this process and of the code servers it starts."""
+    os.environ["DAGSTER_HOME"] = str(instance_dir)
+    with DagsterInstance.get() as instance:
+        yield instance
 
 
 def _check_outcomes(result) -> list[CheckOutcome]:
@@ -262,8 +303,18 @@ def format_report(report: DemoReport) -> str:
         )
     lines.append("")
     passed = sum(c.passed for c in report.checks)
-    lines.append(f"Asset checks: {passed} passed, {len(report.checks) - passed} failed")
+    failed = len(report.checks) - passed
+    lines.append(
+        f"Asset checks: {passed} passed, {failed} failed "
+        f"({len(report.errors)} errors, {len(report.warnings)} warnings)"
+    )
     for c in sorted(report.checks, key=lambda c: (c.asset, c.name)):
         status = "PASS" if c.passed else f"FAIL ({c.severity})"
         lines.append(f"  {status:<14} {c.asset} :: {c.name}")
+    for kind, failed_checks in (("warning", report.warnings), ("error", report.errors)):
+        for c in failed_checks:
+            detail = f": {c.description}" if c.description else ""
+            lines.append(f"{kind}: {c.asset} :: {c.name} failed ({c.severity}){detail}")
+    for b in report.rejected_batches:
+        lines.append(f"error: landing batch {b['batch']} rejected: {b['message']}")
     return "\n".join(lines)
