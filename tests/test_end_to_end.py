@@ -18,8 +18,8 @@ import pyarrow as pa
 import pytest
 from pyiceberg.table import StaticTable
 
+from ingestion.settings import StandInSettings
 from ingestion.standin import SyncPlan, plan_batches
-from shared.settings import StandInSettings
 
 pytestmark = pytest.mark.slow
 

@@ -106,6 +106,7 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
 
     Reads its settings (home, stand-in sizes) from the environment through ``shared.settings``.
     """
+    from ingestion.settings import load_standin_settings
     from shared.iceberg import list_tables, open_catalog
     from shared.settings import load_settings
 
@@ -118,7 +119,7 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     # Pin the home for every process the runs start (dbt's subprocess reads it too).
     os.environ["DATA_PLATFORM_HOME"] = str(settings.home)
 
-    first_day, last_day = partition_range(settings.standin.days)
+    first_day, last_day = partition_range(load_standin_settings().days)
     report = DemoReport()
     instance_dir = demo_instance_dir(settings.home)
     log_dir = settings.home / "logs"

@@ -7,7 +7,8 @@ get no sensor at all:
 ``DATA_PLATFORM_PUSHGATEWAY_URL``
     e.g. ``http://prometheus-pushgateway.monitoring:9091``. Adds the sensor
     ``<location>_prometheus_metrics``: on each tick it reads the runs of this location that
-    finished since its cursor and their asset materializations, and pushes (Pushgateway, grouping
+    finished since its cursor and their asset materializations (runs of other locations are
+    read and skipped, and move the cursor too), and pushes (Pushgateway, grouping
     ``job="dagster", location=<location>``) ``dagster_runs_total{job,status}``,
     ``dagster_run_duration_seconds{job,status}`` and
     ``dagster_run_last_finished_timestamp_seconds{job,status}`` (last finished run),
@@ -32,7 +33,6 @@ that the location images install; they are imported only when a sensor runs.
 from __future__ import annotations
 
 import json
-import os
 import re
 import urllib.error
 import urllib.request
@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
 
-from shared.settings import Secret
+from shared.settings import Secret, env_str, environment
 
 PUSHGATEWAY_ENV = "DATA_PLATFORM_PUSHGATEWAY_URL"
 WEBHOOK_ENV = "DATA_PLATFORM_ALERT_WEBHOOK_URL"
@@ -52,8 +52,14 @@ SLACK_CHANNEL_ENV = "DATA_PLATFORM_SLACK_CHANNEL"
 WEBSERVER_URL_ENV = "DATA_PLATFORM_WEBSERVER_URL"
 
 FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
-#: Runs read per tick; the rest are read on the next ticks (the cursor only moves forward).
+#: Runs (of every location) read per page; a tick reads at most MAX_PAGES_PER_TICK pages and
+#: the rest on the next ticks (the cursor only moves forward).
 RUNS_PER_TICK = 200
+MAX_PAGES_PER_TICK = 10
+#: Seconds re-read before the cursor: run storage may keep update times to the second (SQLite),
+#: so a run that ends in the same second as the last one read must still be found.
+#: Runs read in that overlap are remembered by id (:attr:`MetricsState.boundary`).
+OVERLAP_SECONDS = 1.0
 #: Run ids remembered to never count a run twice (a run's update time can move after it ended).
 REMEMBERED_RUNS = 500
 HTTP_TIMEOUT_SECONDS = 10
@@ -75,19 +81,15 @@ class MonitoringConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MonitoringConfig:
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
-
-        webhook, token = get(WEBHOOK_ENV), get(SLACK_TOKEN_ENV)
+        """Read through :mod:`shared.settings`, the one reader of the environment."""
+        env = environment(environ)
+        webhook, token = env_str(env, WEBHOOK_ENV), env_str(env, SLACK_TOKEN_ENV)
         return cls(
-            pushgateway_url=get(PUSHGATEWAY_ENV),
+            pushgateway_url=env_str(env, PUSHGATEWAY_ENV),
             webhook_url=Secret(webhook) if webhook else None,
             slack_token=Secret(token) if token else None,
-            slack_channel=get(SLACK_CHANNEL_ENV),
-            webserver_url=get(WEBSERVER_URL_ENV),
+            slack_channel=env_str(env, SLACK_CHANNEL_ENV),
+            webserver_url=env_str(env, WEBSERVER_URL_ENV),
         )
 
     @property
@@ -106,7 +108,13 @@ class MonitoringConfig:
 class MetricsState:
     """Cumulative metrics of one location, kept in the metrics sensor's cursor (JSON)."""
 
+    #: Update time of the newest run READ, of any location: runs of other locations are read
+    #: too (run storage cannot filter by location) and must move the cursor past them, or
+    #: RUNS_PER_TICK foreign runs after it would hide this location's runs forever.
     updated_after: float = 0.0
+    #: run id -> update time of the runs read within OVERLAP_SECONDS before ``updated_after``
+    #: (the overlap is read again; these are skipped).
+    boundary: dict[str, float] = field(default_factory=dict)
     recent_runs: list[str] = field(default_factory=list)
     runs: dict[str, int] = field(default_factory=dict)  # "job\tstatus" -> count
     last_duration: dict[str, float] = field(default_factory=dict)  # "job\tstatus" -> seconds
@@ -140,13 +148,34 @@ class FinishedRun:
     materializations: tuple[tuple[str, float], ...] = ()  # (asset key, timestamp)
 
 
-def record_runs(state: MetricsState, runs: Iterable[FinishedRun]) -> MetricsState:
-    """Add finished runs (in update order) to the cumulative state; a run already counted is
-    skipped. Returns a new state."""
+def advance_cursor(
+    updated_after: float, boundary: Mapping[str, float], read: Iterable[tuple[str, float]]
+) -> tuple[float, dict[str, float]]:
+    """The cursor after reading runs ``(run id, update time)`` of ANY location: the newest update
+    time read, and the runs read within :data:`OVERLAP_SECONDS` before it."""
+    seen = dict(boundary)
+    seen.update(read)
+    newest = max([updated_after, *seen.values()])
+    return newest, {r: t for r, t in seen.items() if t >= newest - OVERLAP_SECONDS}
+
+
+def record_runs(
+    state: MetricsState,
+    runs: Iterable[FinishedRun],
+    read: Iterable[tuple[str, float]] = (),
+) -> MetricsState:
+    """Add this location's finished runs (in update order) to the cumulative state; a run
+    already counted is skipped. ``read`` is every run read ``(run id, update time)``, other
+    locations' included: the cursor moves past all of them. Returns a new state."""
+    runs = list(runs)
     new = MetricsState.from_cursor(state.to_cursor())
+    new.updated_after, new.boundary = advance_cursor(
+        new.updated_after,
+        new.boundary,
+        [*read, *((r.run_id, r.updated_at) for r in runs)],
+    )
     recent = list(new.recent_runs)
     for run in runs:
-        new.updated_after = max(new.updated_after, run.updated_at)
         if run.run_id in recent:
             continue
         recent.append(run.run_id)
@@ -298,42 +327,65 @@ def _belongs(run: dg.DagsterRun, location: str, job_names: set[str] | None) -> b
     return job_names is None or run.job_name in job_names
 
 
-def _finished_runs(context, location: str, after: float) -> list[FinishedRun]:
+def _finished_runs(
+    context, location: str, state: MetricsState
+) -> tuple[list[FinishedRun], list[tuple[str, float]]]:
+    """This location's runs finished since the cursor, and every run read (any location).
+
+    Run storage filters by update time, not by location: runs of the other locations are read
+    and skipped, and returned in the second list so that the cursor moves past them.
+    """
     instance = context.instance
     repository = getattr(context, "repository_def", None)
     job_names = set(repository.job_names) if repository is not None else None
-    records = instance.get_run_records(
-        filters=RunsFilter(
-            statuses=list(FINISHED),
-            updated_after=datetime.fromtimestamp(after, tz=UTC) if after else None,
-        ),
-        limit=RUNS_PER_TICK,
-        order_by="update_timestamp",
-        ascending=True,
+    after, boundary = state.updated_after, dict(state.boundary)
+    runs: list[FinishedRun] = []
+    read: list[tuple[str, float]] = []
+    limit = RUNS_PER_TICK
+    for _ in range(MAX_PAGES_PER_TICK):
+        since = after - OVERLAP_SECONDS if after else None
+        records = instance.get_run_records(
+            filters=RunsFilter(
+                statuses=list(FINISHED),
+                updated_after=datetime.fromtimestamp(since, tz=UTC) if since else None,
+            ),
+            limit=limit,
+            order_by="update_timestamp",
+            ascending=True,
+        )
+        fresh = [r for r in records if r.dagster_run.run_id not in boundary]
+        page = [(r.dagster_run.run_id, r.update_timestamp.timestamp()) for r in records]
+        read.extend(page)
+        for record in fresh:
+            run = record.dagster_run
+            if _belongs(run, location, job_names):
+                runs.append(_finished_run(instance, record))
+        if len(records) < limit:
+            break  # read up to now
+        if not fresh:
+            # A whole page of runs already read: more runs than a page share the overlap.
+            limit *= 2
+        after, boundary = advance_cursor(after, boundary, page)
+    return runs, read
+
+
+def _finished_run(instance, record) -> FinishedRun:
+    run = record.dagster_run
+    events = instance.get_records_for_run(
+        run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    materializations = tuple(
+        (e.asset_key.to_user_string(), e.timestamp) for e in events if e.asset_key is not None
     )
-    runs = []
-    for record in records:
-        run = record.dagster_run
-        if not _belongs(run, location, job_names):
-            continue
-        events = instance.get_records_for_run(
-            run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
-        ).records
-        materializations = tuple(
-            (e.asset_key.to_user_string(), e.timestamp) for e in events if e.asset_key is not None
-        )
-        runs.append(
-            FinishedRun(
-                run_id=run.run_id,
-                job_name=run.job_name,
-                status=run.status.value,
-                start_time=record.start_time,
-                end_time=record.end_time,
-                updated_at=record.update_timestamp.timestamp(),
-                materializations=materializations,
-            )
-        )
-    return runs
+    return FinishedRun(
+        run_id=run.run_id,
+        job_name=run.job_name,
+        status=run.status.value,
+        start_time=record.start_time,
+        end_time=record.end_time,
+        updated_at=record.update_timestamp.timestamp(),
+        materializations=materializations,
+    )
 
 
 def _metrics_sensor(prefix: str, location: str, load: Callable[[], MonitoringConfig]):
@@ -353,8 +405,8 @@ def _metrics_sensor(prefix: str, location: str, load: Callable[[], MonitoringCon
             return dg.SkipReason(f"{PUSHGATEWAY_ENV} is not set")
         name = _location_name(context, location)
         state = MetricsState.from_cursor(context.cursor)
-        runs = _finished_runs(context, name, state.updated_after)
-        new_state = record_runs(state, runs)
+        runs, read = _finished_runs(context, name, state)
+        new_state = record_runs(state, runs, read)
         push_metrics(config.pushgateway_url, name, new_state)
         context.update_cursor(new_state.to_cursor())
         return dg.SkipReason(f"pushed metrics ({len(runs)} newly finished runs)")

@@ -154,6 +154,17 @@ def test_record_runs_counts_each_run_once_and_keeps_the_latest_values():
     assert again.updated_after == 311.0
 
 
+def test_cursor_moves_past_every_run_read_and_remembers_the_overlap():
+    """Runs of other locations move the cursor too; runs within the overlap (storage may keep
+    seconds only) are remembered by id, so re-reading the overlap counts nothing twice."""
+    after, boundary = mon.advance_cursor(0.0, {}, [("x", 10.0), ("y", 20.0), ("z", 20.5)])
+    assert after == 20.5 and boundary == {"y": 20.0, "z": 20.5}
+    state = mon.record_runs(mon.MetricsState(), [], read=[("foreign", 42.0)])
+    assert state.updated_after == 42.0 and state.runs == {}
+    again = mon.record_runs(state, [_run("own", end=41.5)], read=[("foreign", 42.0)])
+    assert again.runs == {"good_job\tSUCCESS": 1} and again.updated_after == 42.5
+
+
 def test_unreadable_cursor_is_a_clear_error():
     with pytest.raises(mon.MonitoringError, match="cursor"):
         mon.MetricsState.from_cursor("{not json")
@@ -289,3 +300,71 @@ def test_webhook_errors_never_reveal_the_url(http):
 def test_slack_without_channel_is_a_clear_error():
     with pytest.raises(mon.MonitoringError, match=mon.SLACK_CHANNEL_ENV):
         mon.post_slack(Secret("xoxb-1"), None, "text")
+
+
+def _foreign_runs(instance, n: int, location: str = "analytics") -> list[str]:
+    """`n` finished runs of ANOTHER code location (same job name as ours: only the origin
+    tells them apart), stored like the run launcher stores them."""
+    from dagster._core.remote_origin import (
+        RegisteredCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+
+    origin = RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(
+            code_location_origin=RegisteredCodeLocationOrigin(location),
+            repository_name="__repository__",
+        ),
+        job_name="good_job",
+    )
+    ids = []
+    for _ in range(n):
+        run = instance.add_run(
+            dg.DagsterRun(
+                job_name="good_job",
+                status=dg.DagsterRunStatus.SUCCESS,
+                remote_job_origin=origin,
+            )
+        )
+        ids.append(run.run_id)
+    return ids
+
+
+def test_metrics_cursor_moves_past_250_runs_of_other_locations(http, tmp_path):
+    """Issue 12 item 12: runs of other locations are read (to move the cursor) but not counted;
+    the location's own run that finished after 250 foreign ones is counted, and the cursor ends
+    past every one of them (it used to freeze once 200 foreign runs followed it)."""
+    gateway = http()
+    defs = _defs({mon.PUSHGATEWAY_ENV: gateway.url})
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        defs.resolve_job_def("good_job").execute_in_process(instance=instance)
+        cursor, _ = _tick(defs, instance)
+        assert mon.MetricsState.from_cursor(cursor).runs == {"good_job\tSUCCESS": 1}
+
+        foreign = _foreign_runs(instance, 250)
+        defs.resolve_job_def("bad_job").execute_in_process(instance=instance, raise_on_error=False)
+        last_update = max(
+            r.update_timestamp.timestamp()
+            for r in instance.get_run_records(filters=dg.RunsFilter(run_ids=foreign))
+        )
+        for _ in range(3):  # a few ticks at most, however many foreign runs there are
+            cursor, _ = _tick(defs, instance, cursor)
+            state = mon.MetricsState.from_cursor(cursor)
+            if "bad_job\tFAILURE" in state.runs:
+                break
+        assert state.runs == {"good_job\tSUCCESS": 1, "bad_job\tFAILURE": 1}
+        assert state.updated_after >= last_update
+        assert not set(foreign) & set(state.recent_runs), "foreign runs are never counted"
+        text = gateway.requests[-1][2].decode()
+        assert 'dagster_runs_total{job="good_job",status="SUCCESS"} 1.0' in text
+
+        # And it keeps moving: a later own run is counted on the next tick.
+        _foreign_runs(instance, 250)
+        defs.resolve_job_def("good_job").execute_in_process(instance=instance)
+        for _ in range(3):
+            cursor, _ = _tick(defs, instance, cursor)
+            state = mon.MetricsState.from_cursor(cursor)
+            if state.runs.get("good_job\tSUCCESS") == 2:
+                break
+        assert state.runs == {"good_job\tSUCCESS": 2, "bad_job\tFAILURE": 1}

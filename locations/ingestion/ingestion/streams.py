@@ -98,6 +98,10 @@ class RawStream:
     required_fields: tuple[str, ...]
     #: The table counts as stale when its last commit is older than this.
     freshness: dt.timedelta = dt.timedelta(hours=26)
+    #: The column whose UTC day is the row's event day: each sync records the days of the rows
+    #: it added (``shared.changes``), which the daily assets downstream run for. None: the
+    #: stream's rows belong to no day of a daily asset.
+    event_time_column: str | None = None
 
     @property
     def key(self) -> AssetKey:
@@ -163,6 +167,7 @@ EVENTS = RawStream(
     cursor_field="event_ts",
     unique_version_key=("_airbyte_raw_id",),
     required_fields=("event_id", "user_id", "event_type", "event_ts"),
+    event_time_column="event_ts",
 )
 
 #: Every stream of this location, in the order they are synced and listed.
