@@ -29,7 +29,13 @@ def _apply_env(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from data_platform.demo import EXIT_FAILED, DemoFailed, format_report, run_demo
+    from data_platform.demo import (
+        EXIT_FAILED,
+        DemoFailed,
+        format_report,
+        partition_range,
+        run_demo,
+    )
     from ingestion.settings import load_standin_settings
     from shared.settings import SettingsError, load_settings
 
@@ -37,9 +43,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         settings = load_settings()
         if not args.json:
             s = load_standin_settings()
+            first, last = partition_range(s)
             print(
                 f"data-platform demo: home={settings.home} users={s.users} "
-                f"events/day={s.events_per_day} days={s.days} seed={s.seed}"
+                f"events/day={s.events_per_day} days={s.days} ({first}..{last}) seed={s.seed}"
             )
         report = run_demo(log=(lambda _m: None) if args.json else print)
     except (DemoFailed, SettingsError) as exc:
@@ -147,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     # Dagster flags beta/preview parameters (backfill_policy, ...) on every import; they are
     # deliberate choices here, not news for someone running the demo.
     warnings.filterwarnings("ignore", module="dagster")
-    warnings.filterwarnings("ignore", category=UserWarning, message=".*beta.*")
+    warnings.filterwarnings("ignore", message=r".*\b(beta|preview)\b")
     args = build_parser().parse_args(argv)
     _apply_env(args)
     return args.func(args)

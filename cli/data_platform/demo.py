@@ -92,13 +92,14 @@ class DemoReport:
         }
 
 
-def partition_range(days: int) -> tuple[str, str]:
-    """First and last partition key of the demo's ``days`` days."""
+def partition_range(standin) -> tuple[str, str]:
+    """First and last partition key of the stand-in's days of data (``StandInSettings``)."""
     from shared.partitions import day_of
 
-    if days < 1:
+    days = standin.day_indexes
+    if not days:
         raise ValueError("the demo needs at least one day of data")
-    return day_of(0).isoformat(), day_of(days - 1).isoformat()
+    return day_of(days[0]).isoformat(), day_of(days[-1]).isoformat()
 
 
 def run_demo(log: Callable[[str], None] = print) -> DemoReport:
@@ -119,7 +120,12 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     # Pin the home for every process the runs start (dbt's subprocess reads it too).
     os.environ["DATA_PLATFORM_HOME"] = str(settings.home)
 
-    first_day, last_day = partition_range(load_standin_settings().days)
+    standin = load_standin_settings()
+    if standin.end is not None:
+        # The days end yesterday by default: pin that day for everything this demo runs, so a
+        # demo that crosses midnight still writes one consistent range.
+        os.environ["DATA_PLATFORM_STANDIN_END"] = standin.end.isoformat()
+    first_day, last_day = partition_range(standin)
     report = DemoReport()
     instance_dir = demo_instance_dir(settings.home)
     log_dir = settings.home / "logs"

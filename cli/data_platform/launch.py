@@ -90,9 +90,9 @@ class WorkspaceLauncher:
     ) -> LaunchedRun:
         """Create a run of ``job_name`` over ``asset_keys`` (and their checks; ``None``: the
         whole job) in ``location``, execute it and return it finished."""
-        from dagster._core.definitions.reconstruct import recon_job_from_origin
         from dagster._core.definitions.selector import JobSubsetSelector
         from dagster._core.execution.api import execute_run
+        from dagster._utils.hosted_user_process import recon_job_from_origin
 
         code_location = self.code_location(location)
         repository = code_location.get_repository(REPOSITORY_NAME)
