@@ -150,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pin_standin_end() -> None:
+    """The demo's data ends yesterday unless ``DATA_PLATFORM_STANDIN_END`` says otherwise: set it
+    to that day's date for this process and every process it starts (code servers, dbt), so a
+    demo crossing midnight writes one range, and the UI's runs agree with the demo's data."""
+    from ingestion.settings import STANDIN_END, yesterday
+
+    if not os.environ.get(STANDIN_END, "").strip():
+        os.environ[STANDIN_END] = yesterday().isoformat()
+
+
 def main(argv: list[str] | None = None) -> int:
     # Dagster flags beta/preview parameters (backfill_policy, ...) on every import; they are
     # deliberate choices here, not news for someone running the demo.
@@ -157,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r".*\b(beta|preview)\b")
     args = build_parser().parse_args(argv)
     _apply_env(args)
+    if args.command in ("demo", "ui"):
+        _pin_standin_end()
     return args.func(args)
 
 

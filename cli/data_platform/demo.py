@@ -120,12 +120,7 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     # Pin the home for every process the runs start (dbt's subprocess reads it too).
     os.environ["DATA_PLATFORM_HOME"] = str(settings.home)
 
-    standin = load_standin_settings()
-    if standin.end is not None:
-        # The days end yesterday by default: pin that day for everything this demo runs, so a
-        # demo that crosses midnight still writes one consistent range.
-        os.environ["DATA_PLATFORM_STANDIN_END"] = standin.end.isoformat()
-    first_day, last_day = partition_range(standin)
+    first_day, last_day = partition_range(load_standin_settings())
     report = DemoReport()
     instance_dir = demo_instance_dir(settings.home)
     log_dir = settings.home / "logs"

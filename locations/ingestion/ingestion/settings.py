@@ -42,9 +42,10 @@ class StandInSettings:
     events_per_day: int = 500
     days: int = 14
     seed: int = 42
-    #: The last day of data. ``None``: the ``days`` days from ``FIRST_DAY`` (fixed data, for
-    #: tests and benchmarks); :func:`load_standin_settings` sets it, to yesterday by default, so
-    #: the data is current like a live source's: the days counted back from today.
+    #: The last day of data (``DATA_PLATFORM_STANDIN_END``), so the data is current like a live
+    #: source's: the ``days`` days counted back from it. ``data-platform demo`` and
+    #: ``data-platform ui`` set it to yesterday when unset. ``None``: the ``days`` days from
+    #: ``FIRST_DAY`` (fixed data, for tests and benchmarks).
     end: dt.date | None = None
 
     @property
@@ -81,21 +82,27 @@ def load_standin_settings(environ: Mapping[str, str] | None = None) -> StandInSe
     )
 
 
-def _end_day(env: Mapping[str, str]) -> dt.date:
-    """``DATA_PLATFORM_STANDIN_END`` (an ISO date), by default yesterday (UTC): the last day of
-    data, a day that is over."""
-    name = "DATA_PLATFORM_STANDIN_END"
-    raw = env_str(env, name)
+STANDIN_END = "DATA_PLATFORM_STANDIN_END"
+
+
+def yesterday() -> dt.date:
+    """The last whole day (UTC): where the demo's data ends by default."""
+    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+
+
+def _end_day(env: Mapping[str, str]) -> dt.date | None:
+    """``DATA_PLATFORM_STANDIN_END`` (an ISO date or ``yesterday``), or None when unset."""
+    raw = env_str(env, STANDIN_END)
     if raw is None:
-        return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+        return None
     try:
-        end = dt.date.fromisoformat(raw)
+        end = yesterday() if raw.lower() == "yesterday" else dt.date.fromisoformat(raw)
     except ValueError:
         end = None
     if end is None or end < FIRST_DAY:
         raise SettingsError(
-            f"{name}={raw!r} is not allowed: a date (YYYY-MM-DD) from {FIRST_DAY.isoformat()} "
-            "on, the last day of the stand-in's data (default: yesterday)."
+            f"{STANDIN_END}={raw!r} is not allowed: a date (YYYY-MM-DD) from "
+            f"{FIRST_DAY.isoformat()} on, or 'yesterday': the last day of the stand-in's data."
         )
     return end
 
