@@ -46,6 +46,9 @@ def demo_returns(monkeypatch):
             return outcome
 
         monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+        # The command pins the stand-in's end day in os.environ; restored after the test.
+        monkeypatch.setenv("DATA_PLATFORM_STANDIN_END", "")
+        monkeypatch.delenv("DATA_PLATFORM_STANDIN_END")
 
     return use
 
