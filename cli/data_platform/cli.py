@@ -100,6 +100,13 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         "DAGSTER_HOME": str(instance_dir),
         "DATA_PLATFORM_HOME": str(settings.home),
     }
+    # This environment's executables first (dbt for the transformation location), also when the
+    # command is run without `uv run`.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    # `dagster dev` is what serves workspace.yaml (`dg dev` serves dg.toml); its notice that
+    # `dg dev` supersedes it is not news here.
+    quiet = "ignore:Function `dev_command` is superseded"
+    env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), quiet]))
     print(
         f"data-platform ui: http://{args.host}:{args.port} once the three code locations have "
         f"loaded (about a minute); Dagster instance {instance_dir} (DAGSTER_HOME), shared with "

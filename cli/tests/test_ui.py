@@ -41,6 +41,8 @@ def test_ui_runs_dagster_dev_on_the_demos_instance(exec_calls, tmp_path, capsys)
     assert argv[argv.index("--port") + 1] == "3456"
     assert env["DAGSTER_HOME"] == str(demo_instance_dir(home.resolve())) == str(home / "dagster")
     assert env["DATA_PLATFORM_HOME"] == str(home.resolve())
+    # dbt (the transformation location needs it on PATH) from this environment
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(path).parent)
     # The stand-in's days end yesterday, as in the demo, for runs launched from the UI.
     assert env["DATA_PLATFORM_STANDIN_END"]
     assert (home / "dagster" / "dagster.yaml").exists()
