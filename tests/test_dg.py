@@ -19,13 +19,16 @@ from tests.webserver import _LAUNCHER, REPO, Webserver, free_port
 
 pytestmark = pytest.mark.slow
 
-DG = str(Path(sys.executable).parent / "dg")
+BIN = Path(sys.executable).parent
+DG = str(BIN / "dg")
 LOCATIONS = workspace_locations()
+#: As `uv run` sets it: this environment's executables first (dbt, for the transformation location).
+ENV = {**os.environ, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
 
 
 def dg(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [DG, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=os.environ
+        [DG, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=ENV
     )
 
 
@@ -60,7 +63,7 @@ def test_dg_toml_names_the_locations_of_workspace_yaml():
 def test_dg_dev_serves_the_three_locations(tmp_path):
     port = free_port()
     env = {
-        **os.environ,
+        **ENV,
         "DAGSTER_HOME": str(tmp_path / "dagster"),
         "DATA_PLATFORM_HOME": str(tmp_path / "lake"),
         # dg's --use-active-venv reads the active environment: this one.
