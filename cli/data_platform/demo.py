@@ -1,14 +1,22 @@
 """``data-platform demo``: materialize the whole cross-location graph locally.
 
-Runs each planned run (see :func:`data_platform.graph.plan_runs`) as a run of its code location
-(the locations of ``workspace.yaml``, see :mod:`data_platform.launch`) on the Dagster instance
-kept under ``DATA_PLATFORM_HOME/dagster``: the same runs, in the same order, that the daemon
-would launch from the UI, on the instance ``data-platform ui`` opens. Daily-partitioned assets
-run as one run over the whole range of demo days (their backfill policy is single-run).
+Runs in process against a Dagster instance kept under ``DATA_PLATFORM_HOME/dagster``, with each
+location's own ``defs``, what a deployment would run: the raw syncs (the ingestion schedule),
+then what the automation conditions request (``shared.automation``), evaluated on the
+workspace-wide graph tick after tick like the daemon does, until nothing more is requested. So
+the daily assets run for the days the syncs changed (plus the late-data lookback): every day on a
+fresh home, the new day on a demo with one more day (see :class:`DemoAutomation`). Each requested
+day range of a daily asset is one run (its backfill policy is single-run).
+
+Each run is a run of its code location (the locations of ``workspace.yaml``, created from the
+location's job as the UI creates it, see :mod:`data_platform.launch`), on the instance
+``data-platform ui`` opens: the UI shows the demo's runs, materializations, checks and
+partitions.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -21,10 +29,12 @@ from dagster import DagsterInstance
 
 from data_platform.graph import (
     WORKSPACE_FILE,
-    PlannedRun,
+    RequestedRun,
     build_location_graph,
     load_location_defs,
+    plan_requested_runs,
     plan_runs,
+    workspace_definitions,
     workspace_locations,
 )
 from data_platform.launch import WorkspaceLauncher
@@ -107,7 +117,6 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
 
     Reads its settings (home, stand-in sizes) from the environment through ``shared.settings``.
     """
-    from ingestion.settings import load_standin_settings
     from shared.iceberg import list_tables, open_catalog
     from shared.settings import load_settings
 
@@ -120,40 +129,54 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     # Pin the home for every process the runs start (dbt's subprocess reads it too).
     os.environ["DATA_PLATFORM_HOME"] = str(settings.home)
 
-    first_day, last_day = partition_range(load_standin_settings())
+    location_defs = load_location_defs()
+    graph = build_location_graph(location_defs)
+    plan = plan_runs(graph)
+    # The raw syncs: the runs whose assets read nothing another location produces (in a
+    # deployment, the ingestion schedule starts them; the automation does the rest).
+    syncs = [
+        RequestedRun(p.location, p.asset_keys)
+        for p in plan
+        if not any(graph.parents[k] & set(graph.owner) for k in p.asset_keys)
+    ]
     report = DemoReport()
     instance_dir = demo_instance_dir(settings.home)
     log_dir = settings.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    location_defs = load_location_defs()
-    plan = plan_runs(build_location_graph(location_defs))
     with _demo_instance(instance_dir) as instance:
         launcher = WorkspaceLauncher(instance, workspace_locations(), WORKSPACE_FILE.parent)
+        automation = DemoAutomation(
+            workspace_definitions(location_defs), instance, instance_dir / AUTOMATION_CURSOR
+        )
         _load_landing_batches(location_defs, launcher, instance_dir, log_dir, log, report)
-        for number, planned in enumerate(plan, start=1):
-            log(_describe(number, len(plan), planned, first_day, last_day))
-            run_log = log_dir / f"demo-run-{number}-{planned.location}.log"
-            # The run's output (its event log, dbt's output) goes to the run's log file here
-            # and, captured by Dagster, to the run's stdout/stderr in the UI.
-            with _output_to(run_log):
-                result = _execute(
-                    location_defs[planned.location], planned, launcher, first_day, last_day
+        number = 0
+        # Lazily: each tick is evaluated after the runs of the one before have landed.
+        for runs in itertools.chain([syncs], automation.ticks(plan)):
+            for requested in runs:
+                number += 1
+                log(_describe(number, requested))
+                run_log = log_dir / f"demo-run-{number}-{requested.location}.log"
+                # The run's output (its event log, dbt's output) goes to the run's log file
+                # here and, captured by Dagster, to the run's stdout/stderr in the UI.
+                with _output_to(run_log):
+                    result = _execute(location_defs[requested.location], requested, launcher)
+                report.runs.append(
+                    {
+                        "location": requested.location,
+                        "assets": [k.to_user_string() for k in requested.asset_keys],
+                        "partitions": list(requested.partition_range)
+                        if requested.partition_range
+                        else None,
+                        "run_id": result.run_id,
+                        "success": result.success,
+                    }
                 )
-            report.runs.append(
-                {
-                    "location": planned.location,
-                    "assets": [k.to_user_string() for k in planned.asset_keys],
-                    "partitions": [first_day, last_day] if planned.partitioned else None,
-                    "run_id": result.run_id,
-                    "success": result.success,
-                }
-            )
-            report.checks.extend(_check_outcomes(result))
-            if not result.success:
-                raise DemoFailed(
-                    f"run {number} ({planned.location}) failed: {_failure_message(result)} "
-                    f"(full log: {run_log})"
-                )
+                report.checks.extend(_check_outcomes(result))
+                if not result.success:
+                    raise DemoFailed(
+                        f"run {number} ({requested.location}) failed: "
+                        f"{_failure_message(result)} (full log: {run_log})"
+                    )
     report.tables = list_tables(open_catalog(settings))
     return report
 
@@ -185,60 +208,103 @@ LANDING_LOCATION, LANDING_SENSOR, LANDING_JOB = "ingestion", "landing_sensor", "
 
 
 def _load_landing_batches(location_defs, launcher, instance_dir, log_dir, log, report) -> None:
-    """Do what the landing sensor does under the daemon: one tick, one run per new batch.
+    """Do what the landing sensor does under the daemon: one tick, one run per batch to load.
 
-    The sensor ships stopped; the demo ticks it once so that files dropped into the landing zone
-    are loaded (or rejected into quarantine, with the reason) before the graph runs. Its cursor
-    is kept beside the instance, so a batch is loaded once across demos. A rejected batch is
-    reported, not fatal: it is quarantined with its error and the rest of the graph still runs.
+    The sensor ships stopped; the demo ticks it once so that complete batches dropped into the
+    landing zone are loaded (or rejected into quarantine, with the reason) before the graph
+    runs. Whether a batch is loaded is read from what the loader committed (its ledger and the
+    tables' snapshot summaries), never from a cursor saved beforehand, so a demo killed at any
+    moment loads each batch exactly once on its next start. Each batch runs on its own: one that
+    fails is reported and the others still load; the rest of the graph still runs.
     """
-    from dagster import RunRequest, build_sensor_context
+    from dagster import RunRequest, SkipReason, build_sensor_context
 
     defs = location_defs.get(LANDING_LOCATION)
     if defs is None:
         return
     sensor = defs.resolve_sensor_def(LANDING_SENSOR)
-    cursor_file = instance_dir / f"{LANDING_SENSOR}.cursor"
-    cursor = cursor_file.read_text() if cursor_file.exists() else None
-    context = build_sensor_context(
-        instance=launcher.instance, cursor=cursor, resources=defs.resources
-    )
+    context = build_sensor_context(instance=launcher.instance, resources=defs.resources)
     result = sensor(context)
+    if isinstance(result, SkipReason) and "waiting" in (result.skip_message or ""):
+        log(f"landing: {result.skip_message}")
     requests = [
         r for r in (result if isinstance(result, list) else []) if isinstance(r, RunRequest)
     ]
-    if context.cursor is not None:
-        cursor_file.write_text(context.cursor)
     job = defs.resolve_job_def(LANDING_JOB)
     for request in requests:
         batch = request.tags.get("ingestion/landing_batch", request.run_key)
         log(f"landing batch {batch}: loading")
-        with _output_to(log_dir / f"demo-landing-{batch}.log"):
-            result = launcher.launch(
-                LANDING_LOCATION, job.name, request.asset_selection, request.tags
+        try:
+            with _output_to(log_dir / landing_log_name(batch)):
+                # A run of the ingestion location, as the sensor's run request would make it.
+                result = launcher.launch(
+                    LANDING_LOCATION, job.name, request.asset_selection, request.tags
+                )
+        except Exception as exc:  # the run could not even start: the batch was not touched
+            message = f"{type(exc).__name__}: {exc}"
+            report.landing.append(
+                {"batch": batch, "success": False, "outcome": "pending", "message": message}
             )
+            log(f"landing batch {batch}: NOT LOADED, stays pending (retried next run): {message}")
+            continue
         report.checks.extend(_check_outcomes(result))
+        outcome = "loaded" if result.success else _landing_outcome(result)
         message = "" if result.success else _failure_message(result)
-        report.landing.append({"batch": batch, "success": result.success, "message": message})
-        if not result.success:
+        report.landing.append(
+            {"batch": batch, "success": result.success, "outcome": outcome, "message": message}
+        )
+        if outcome == "rejected":
             log(f"landing batch {batch}: rejected (quarantined, nothing written): {message}")
+        elif not result.success:
+            log(f"landing batch {batch}: NOT LOADED, stays pending (retried next run): {message}")
 
 
-def _describe(number: int, total: int, planned: PlannedRun, first: str, last: str) -> str:
-    keys = ", ".join(k.to_user_string() for k in planned.asset_keys)
-    window = f" [{first}..{last}]" if planned.partitioned else ""
-    return f"run {number}/{total} {planned.location}{window}: {keys}"
+#: Longest batch name used as is in a log file name (file names are limited to 255 bytes).
+LOG_NAME_CHARS = 80
 
 
-def _execute(defs, planned: PlannedRun, launcher: WorkspaceLauncher, first_day: str, last_day: str):
-    job = defs.resolve_implicit_job_def_def_for_assets(list(planned.asset_keys))
+def landing_log_name(batch: str) -> str:
+    """The log file of a batch's run: its name when short and plain, else a cut, cleaned name
+    and a hash of the whole (names up to 255 bytes are legal batch folders)."""
+    import hashlib
+    import re
+
+    plain = re.sub(r"[^A-Za-z0-9._-]", "_", batch)
+    if plain == batch and len(batch) <= LOG_NAME_CHARS:
+        return f"demo-landing-{batch}.log"
+    digest = hashlib.sha256(batch.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f"demo-landing-{plain[:LOG_NAME_CHARS]}-{digest}.log"
+
+
+def _landing_outcome(result) -> str:
+    """``rejected`` (quarantined) or ``pending`` (left in place, retried), as the loader's
+    failure says; ``pending`` when the failure carries no outcome (the batch was not moved)."""
+    for event in result.all_events:
+        if not event.is_step_failure:
+            continue
+        data = getattr(event.event_specific_data, "user_failure_data", None)
+        value = data.metadata.get("landing_outcome") if data is not None else None
+        if value is not None:
+            return str(value.value)
+    return "pending"
+
+
+def _describe(number: int, run: RequestedRun) -> str:
+    keys = ", ".join(k.to_user_string() for k in run.asset_keys)
+    window = f" [{run.partition_range[0]}..{run.partition_range[1]}]" if run.partition_range else ""
+    return f"run {number} {run.location}{window}: {keys}"
+
+
+def _execute(defs, run: RequestedRun, launcher: WorkspaceLauncher):
+    job = defs.resolve_implicit_job_def_def_for_assets(list(run.asset_keys))
     if job is None:
-        raise DemoFailed(f"{planned.location} has no job for {planned.asset_keys}")
+        raise DemoFailed(f"{run.location} has no job for {run.asset_keys}")
     tags = {}
-    if planned.partitioned:
-        tags = {ASSET_PARTITION_RANGE_START_TAG: first_day, ASSET_PARTITION_RANGE_END_TAG: last_day}
+    if run.partition_range:
+        first, last = run.partition_range
+        tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
     # A run of the location's job, as the UI makes it: it belongs to its code location there.
-    return launcher.launch(planned.location, job.name, planned.asset_keys, tags)
+    return launcher.launch(run.location, job.name, run.asset_keys, tags)
 
 
 def demo_instance_dir(home: Path) -> Path:
@@ -260,10 +326,75 @@ def demo_instance_dir(home: Path) -> Path:
 @contextmanager
 def _demo_instance(instance_dir: Path) -> Iterator[DagsterInstance]:
     """The instance at ``instance_dir`` (its ``dagster.yaml`` applies), made the
-    ``DAGSTER_HOME`` of this process and of the code servers it starts."""
+    ``DAGSTER_HOME`` of this process and of the processes its runs start."""
     os.environ["DAGSTER_HOME"] = str(instance_dir)
     with DagsterInstance.get() as instance:
         yield instance
+
+
+#: The automation cursor of the demo, kept beside its instance (what the daemon keeps in its own
+#: storage): the next demo sees only what happened since.
+AUTOMATION_CURSOR = "automation.cursor"
+#: Hops of the graph after the raw syncs (raw -> dbt -> analytics takes two or three).
+MAX_TICKS = 10
+
+
+class DemoAutomation:
+    """Plans the demo's runs the way the deployment's automation does: evaluates the automation
+    conditions of every location on the workspace-wide graph against the demo's instance.
+
+    The cursor advances (is written) only after the runs of a tick have succeeded, so a demo
+    killed or failed in between is asked for the same work again by the next one (re-running a
+    day is idempotent). On a fresh home, the first evaluation happens before anything is synced
+    (as the daemon's first tick sets its cursor), so the first sync's days are all requested.
+    """
+
+    def __init__(self, defs, instance, cursor_file: Path):
+        from dagster import deserialize_value, evaluate_automation_conditions
+
+        self.defs, self.instance, self.cursor_file = defs, instance, cursor_file
+        self._evaluate = evaluate_automation_conditions
+        self.cursor = None
+        if cursor_file.exists():
+            from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
+
+            self.cursor = deserialize_value(cursor_file.read_text(), AssetDaemonCursor)
+        else:
+            self._tick()
+            self._commit()
+
+    def _tick(self) -> dict:
+        result = self._evaluate(defs=self.defs, instance=self.instance, cursor=self.cursor)
+        self.cursor = result.cursor
+        requested = {}
+        for r in result.results:
+            subset = r.true_subset
+            if subset.size:
+                requested[r.key] = (
+                    set(subset.expensively_compute_partition_keys())
+                    if subset.is_partitioned
+                    else None
+                )
+        return requested
+
+    def _commit(self) -> None:
+        from dagster import serialize_value
+
+        tmp = self.cursor_file.with_suffix(".tmp")
+        tmp.write_text(serialize_value(self.cursor))
+        tmp.replace(self.cursor_file)  # atomic: a killed demo leaves the old cursor or the new
+
+    def ticks(self, plan) -> Iterator[list[RequestedRun]]:
+        """The runs of each tick, until nothing more is requested; the caller runs them before
+        asking for the next tick (which commits the cursor of the previous one)."""
+        for _ in range(MAX_TICKS):
+            runs = plan_requested_runs(plan, self._tick())
+            if not runs:
+                self._commit()
+                return
+            yield runs
+            self._commit()
+        raise DemoFailed(f"the automation still requested runs after {MAX_TICKS} ticks")
 
 
 def _check_outcomes(result) -> list[CheckOutcome]:
@@ -295,7 +426,12 @@ def format_report(report: DemoReport) -> str:
     if report.landing:
         lines += ["", "Landing batches:"]
         for b in report.landing:
-            status = "loaded" if b["success"] else f"REJECTED: {b['message']}"
+            if b["success"]:
+                status = "loaded"
+            elif b.get("outcome") == "rejected":
+                status = f"REJECTED (quarantined): {b['message']}"
+            else:
+                status = f"NOT LOADED (pending, retried on the next run): {b['message']}"
             lines.append(f"  {b['batch']}: {status}")
     lines += ["", "Iceberg tables written:"]
     width = max((len(t["identifier"]) for t in report.tables), default=10)
@@ -318,5 +454,6 @@ def format_report(report: DemoReport) -> str:
             detail = f": {c.description}" if c.description else ""
             lines.append(f"{kind}: {c.asset} :: {c.name} failed ({c.severity}){detail}")
     for b in report.rejected_batches:
-        lines.append(f"error: landing batch {b['batch']} rejected: {b['message']}")
+        outcome = "rejected" if b.get("outcome") == "rejected" else "not loaded"
+        lines.append(f"error: landing batch {b['batch']} {outcome}: {b['message']}")
     return "\n".join(lines)
