@@ -69,10 +69,18 @@ def test_an_error_check_exits_2_and_is_named(demo_returns, capsys):
 
 
 def test_a_rejected_landing_batch_exits_2(demo_returns, capsys):
-    rejected = {"batch": "b1", "success": False, "message": "users.id: 'x' is not an integer"}
-    demo_returns(report_with(PASSED, landing=[rejected]))
+    rejected = {
+        "batch": "b1",
+        "success": False,
+        "outcome": "rejected",
+        "message": "users.id: 'x' is not an integer",
+    }
+    pending = {"batch": "b2", "success": False, "outcome": "pending", "message": "disk full"}
+    demo_returns(report_with(PASSED, landing=[rejected, pending]))
     assert cli.main(["demo"]) == EXIT_NEEDS_ATTENTION
-    assert "error: landing batch b1 rejected: users.id" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "error: landing batch b1 rejected: users.id" in out
+    assert "error: landing batch b2 not loaded: disk full" in out
 
 
 def test_a_failed_run_exits_1_with_its_message(demo_returns, capsys):
