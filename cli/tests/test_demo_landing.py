@@ -52,11 +52,15 @@ def test_each_batch_on_its_own_and_log_names_bounded(ingestion_defs, tmp_path):
         }
         assert all(len(p.name) < 255 for p in log_dir.iterdir())
         assert "REJECTED (quarantined)" in format_report(report)
-        # A second demo: nothing left to load (loaded batches are recorded, not re-requested).
+        # A second demo: nothing left to load (loaded batches are recorded, not re-requested);
+        # a folder still being written (no _SUCCESS) is named, not read.
+        (landing / "d-incomplete").mkdir()
+        (landing / "d-incomplete" / "events.jsonl").write_bytes(b'{"event_id": "e3"}\n')
         again = DemoReport()
         _load_landing_batches({"ingestion": ingestion_defs}, instance, tmp_path, log_dir,
                               lines.append, again)  # fmt: skip
         assert again.landing == []
+        assert any("waiting for _SUCCESS: d-incomplete" in line for line in lines), lines
 
 
 def test_landing_log_names():
