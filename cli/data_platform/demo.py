@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance
-
 from data_platform.graph import (
     WORKSPACE_FILE,
     RequestedRun,
@@ -34,9 +32,11 @@ from data_platform.graph import (
     load_location_defs,
     plan_requested_runs,
     plan_runs,
+    sync_runs,
     workspace_definitions,
     workspace_locations,
 )
+from data_platform.instance import PID_TAG, ensure_instance, open_instance
 from data_platform.launch import WorkspaceLauncher
 
 # Dagster's run tags for a partition range (what a single-run backfill sets); public tag names,
@@ -132,18 +132,15 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     location_defs = load_location_defs()
     graph = build_location_graph(location_defs)
     plan = plan_runs(graph)
-    # The raw syncs: the runs whose assets read nothing another location produces (in a
-    # deployment, the ingestion schedule starts them; the automation does the rest).
-    syncs = [
-        RequestedRun(p.location, p.asset_keys)
-        for p in plan
-        if not any(graph.parents[k] & set(graph.owner) for k in p.asset_keys)
-    ]
+    syncs = sync_runs(graph, plan)
     report = DemoReport()
     instance_dir = demo_instance_dir(settings.home)
     log_dir = settings.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    with _demo_instance(instance_dir) as instance:
+    # Created once under a lock (several demos may start together on a fresh home), with the
+    # raw syncs' concurrency pool; runs a killed demo left holding a pool slot are released.
+    # Step output is captured by the instance (the runs' stdout/stderr in the UI).
+    with open_instance(instance_dir) as instance:
         launcher = WorkspaceLauncher(instance, workspace_locations(), WORKSPACE_FILE.parent)
         automation = DemoAutomation(
             workspace_definitions(location_defs), instance, instance_dir / AUTOMATION_CURSOR
@@ -238,7 +235,10 @@ def _load_landing_batches(location_defs, launcher, instance_dir, log_dir, log, r
             with _output_to(log_dir / landing_log_name(batch)):
                 # A run of the ingestion location, as the sensor's run request would make it.
                 result = launcher.launch(
-                    LANDING_LOCATION, job.name, request.asset_selection, request.tags
+                    LANDING_LOCATION,
+                    job.name,
+                    request.asset_selection,
+                    {**request.tags, PID_TAG: str(os.getpid())},
                 )
         except Exception as exc:  # the run could not even start: the batch was not touched
             message = f"{type(exc).__name__}: {exc}"
@@ -299,37 +299,21 @@ def _execute(defs, run: RequestedRun, launcher: WorkspaceLauncher):
     job = defs.resolve_implicit_job_def_def_for_assets(list(run.asset_keys))
     if job is None:
         raise DemoFailed(f"{run.location} has no job for {run.asset_keys}")
-    tags = {}
+    # The demo's pid: a later process frees the pool slot of a run whose process died.
+    tags = {PID_TAG: str(os.getpid())}
     if run.partition_range:
         first, last = run.partition_range
-        tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+        tags[ASSET_PARTITION_RANGE_START_TAG] = first
+        tags[ASSET_PARTITION_RANGE_END_TAG] = last
     # A run of the location's job, as the UI makes it: it belongs to its code location there.
     return launcher.launch(run.location, job.name, run.asset_keys, tags)
 
 
 def demo_instance_dir(home: Path) -> Path:
     """The Dagster instance of the local platform, ``DATA_PLATFORM_HOME/dagster``: the
-    ``DAGSTER_HOME`` of the demo and of ``data-platform ui``, so the UI shows the demo's runs.
-    Created with a ``dagster.yaml`` when missing (Dagster's defaults: SQLite storage and compute
-    logs in the folder); an existing ``dagster.yaml`` is left as it is."""
-    instance_dir = home / "dagster"
-    instance_dir.mkdir(parents=True, exist_ok=True)
-    config = instance_dir / "dagster.yaml"
-    if not config.exists():
-        config.write_text(
-            "# The local platform's Dagster instance (data-platform demo and data-platform ui).\n"
-            "telemetry:\n  enabled: false\n"
-        )
-    return instance_dir
-
-
-@contextmanager
-def _demo_instance(instance_dir: Path) -> Iterator[DagsterInstance]:
-    """The instance at ``instance_dir`` (its ``dagster.yaml`` applies), made the
-    ``DAGSTER_HOME`` of this process and of the processes its runs start."""
-    os.environ["DAGSTER_HOME"] = str(instance_dir)
-    with DagsterInstance.get() as instance:
-        yield instance
+    ``DAGSTER_HOME`` of ``data-platform ui`` too, so the UI shows the demo's runs. Created if
+    missing (see :func:`data_platform.instance.ensure_instance`)."""
+    return ensure_instance(home / "dagster")
 
 
 #: The automation cursor of the demo, kept beside its instance (what the daemon keeps in its own

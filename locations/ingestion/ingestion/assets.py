@@ -57,10 +57,18 @@ def raw_spec(stream: RawStream) -> AssetSpec:
     )
 
 
+#: Dagster concurrency pool of the raw syncs. The instance limits it to one step at a time (the
+#: local instance's dagster.yaml, written by the data-platform CLI, and the Helm values' default
+#: pool limit), so two runs never sync the raw tables at once. One pool for all streams: one op
+#: syncs them together (one Airbyte sync per connection), and Dagster gives an op one pool.
+RAW_SYNC_POOL = "raw_sync"
+
+
 @multi_asset(
     name="airbyte_raw_sync",
     specs=[raw_spec(stream) for stream in STREAMS],
     can_subset=True,
+    pool=RAW_SYNC_POOL,
 )
 def airbyte_raw_sync(
     context: AssetExecutionContext,
