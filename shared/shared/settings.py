@@ -27,6 +27,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 MODES = ("local", "prod")
 
@@ -73,9 +74,9 @@ class CatalogSettings:
     """How to reach the Iceberg catalog."""
 
     name: str
-    #: local: ``sqlite:///<home>/catalog.db``; prod: the REST catalog's URL.
+    #: local: ``sqlite:///<home>/catalog.db`` (path quoted); prod: the REST catalog's URL.
     uri: str
-    #: local: ``file://<home>/warehouse``; prod: ``s3://bucket/prefix`` or the REST warehouse name.
+    #: local: ``<home>/warehouse`` (a path); prod: ``s3://bucket/prefix`` or the REST warehouse name.
     warehouse: str
     token: Secret | None = None
 
@@ -269,8 +270,13 @@ def _settings_for(env: str, env_vars: Mapping[str, str], home: Path) -> Settings
             name="local",
             # timeout: SQLite's busy timeout (seconds), so parallel steps wait for the write lock
             # instead of failing with "database is locked".
-            uri=f"sqlite:///{home / 'catalog.db'}?timeout=60",
-            warehouse=(home / "warehouse").as_uri(),
+            # The path quoted in the URL (SQLAlchemy decodes it): a home containing `?`, `%`,
+            # `#` or spaces must not cut or change the path (`…/pct%41x` was `…/pctAx`).
+            uri=f"sqlite:///{quote(str(home / 'catalog.db'))}?timeout=60",
+            # A plain absolute path, not a file:// URL: pyiceberg's local FileIO does not decode
+            # file URLs (a quoted `%3F` would become a folder name) and cuts an unquoted one at
+            # `?` or `#`; a path without a scheme is taken as it is.
+            warehouse=str(home / "warehouse"),
         )
         store = ObjectStoreSettings(
             endpoint=None,

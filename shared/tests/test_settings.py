@@ -20,7 +20,7 @@ def test_local_is_the_default_and_lives_under_home(tmp_path):
     assert s.home == tmp_path.resolve()
     assert s.catalog_properties()["type"] == "sql"
     assert s.catalog.uri.startswith(f"sqlite:///{tmp_path.resolve()}/catalog.db")
-    assert s.catalog.warehouse == (tmp_path.resolve() / "warehouse").as_uri()
+    assert s.catalog.warehouse == str(tmp_path.resolve() / "warehouse")
     assert s.airbyte is None
 
 
