@@ -361,8 +361,21 @@ def _failure_message(result) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_key:
             error = event.event_specific_data.error
-            messages.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+            messages.append(f"{event.step_key}: {error_text(error) if error else 'failed'}")
     return "; ".join(messages) or "see the run's logs"
+
+
+def error_text(error) -> str:
+    """A step error with its causes: Dagster wraps the error raised in the step (dbt's own
+    message, from dagster-dbt) in "Error occurred while executing op ...", which alone says
+    nothing; the causes are what happened."""
+    parts = []
+    while error is not None:
+        message = error.message.strip()
+        if message and message not in parts:
+            parts.append(message)
+        error = error.cause
+    return " <- caused by: ".join(parts)
 
 
 def format_report(report: DemoReport) -> str:
