@@ -73,14 +73,14 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     Reads its settings (home, stand-in sizes) from the environment through ``shared.settings``.
     """
     from shared.iceberg import list_tables, open_catalog
-    from shared.settings import load_settings
+    from shared.settings import ensure_home, load_settings
 
     settings = load_settings()
     if not settings.is_local:
         raise DemoFailed(
             "the demo runs the local lakehouse only; unset DATA_PLATFORM_ENV or set it to 'local'"
         )
-    settings.home.mkdir(parents=True, exist_ok=True)
+    ensure_home(settings)  # one clear error for a home that is a file or not writable
     # Pin the home for every process the runs start (dbt's subprocess reads it too).
     os.environ["DATA_PLATFORM_HOME"] = str(settings.home)
 

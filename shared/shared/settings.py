@@ -146,6 +146,36 @@ class Settings:
         return props
 
 
+def ensure_home(settings: Settings) -> Path:
+    """Create the local home if needed and check that it is a folder this user can write.
+
+    A home that is a file, lies under a file, cannot be created or is not writable is one
+    :class:`SettingsError` naming ``DATA_PLATFORM_HOME`` and what is allowed, not a traceback
+    from the first write. Called when the home is about to be used (the CLI, opening the local
+    catalog), never at import.
+    """
+    home = settings.home
+    problem = None
+    for folder in (home, *home.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                problem = "it is a file" if folder == home else f"it is under a file ({folder})"
+            break
+    if problem is None:
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problem = f"it cannot be created ({exc.strerror or exc})"
+    if problem is None and not os.access(home, os.W_OK | os.X_OK):
+        problem = "this user cannot write in it"
+    if problem:
+        raise SettingsError(
+            f"DATA_PLATFORM_HOME={str(home)!r} is not usable: {problem}. Allowed: a folder, "
+            "existing or creatable, that this user can write."
+        )
+    return home
+
+
 def default_home() -> Path:
     """``.data-platform/`` at the repository root when run from a checkout, else the cwd."""
     here = Path.cwd().resolve()
