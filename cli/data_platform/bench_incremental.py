@@ -169,9 +169,9 @@ def compile_models(home: str, start: str, end: str, target: Path) -> dict[str, s
     import subprocess
     import sys
 
-    from transformation.project import dbt_project
+    from transformation.project import DBT_PROJECT_DIR
 
-    project = Path(dbt_project.project_dir)
+    project = Path(DBT_PROJECT_DIR)
     cmd = [
         str(Path(sys.executable).with_name("dbt")), "compile", "--profiles-dir", str(project),
         "--project-dir", str(project), "--target", "duckdb", "--target-path", str(target),
