@@ -277,8 +277,9 @@ def plan_sync(stream: RawStream, standin: StandInSettings, cursor: dt.datetime |
     table, ``None`` if empty). Days are whole: the cursor's day was written in full by an
     earlier sync (one commit per sync), so only later days are new.
     """
-    first_new = 0 if cursor is None else max(0, day_index_of(cursor) + 1)
-    days = tuple(range(first_new, standin.days))
+    window = standin.day_indexes
+    first_new = window.start if cursor is None else max(window.start, day_index_of(cursor) + 1)
+    days = tuple(range(first_new, window.stop))
     if stream.name == USERS.name:
         return SyncPlan(stream.name, initial_load=not table_exists or cursor is None, days=days)
     if stream.name == EVENTS.name:
@@ -352,7 +353,7 @@ class StandInSyncResult:
             "standin_initial_load": self.plan.initial_load,
             "standin_settings": (
                 f"users={standin.users} events_per_day={standin.events_per_day} "
-                f"days={standin.days} seed={standin.seed}"
+                f"days={standin.days} seed={standin.seed} end={standin.end or 'fixed'}"
             ),
         }
 
