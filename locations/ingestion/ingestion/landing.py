@@ -283,7 +283,7 @@ def _reject_reserved(stream: RawStream, names: Iterable[str], relative: str) -> 
                 f"{stream.identifier}: a column with no name in {relative}",
                 table=stream.identifier, column=name, file=relative,
             )  # fmt: skip
-        if name.startswith("_airbyte_"):
+        if name.startswith(("_airbyte_", "_ab_")):
             raise LandingRejected(
                 f"{stream.identifier}: column {name} in {relative} is reserved for Airbyte's "
                 "metadata (the loader writes it); rename or remove it",
@@ -638,6 +638,18 @@ def to_raw(batch: str, parsed: ParsedFile, extracted_at: dt.datetime) -> pa.Tabl
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
+def with_record_index(data: pa.Table) -> pa.Table:
+    """``data`` (a stream's rows of one batch, files in name order) with the delivery order in
+    ``_ab_record_index``: staging resolves conflicting duplicates of one batch (same key, same
+    extraction time) to the record delivered last (see ``ingestion.streams``)."""
+    import pyarrow as pa
+
+    from ingestion.streams import RECORD_INDEX_COLUMN
+
+    index = pa.array(range(data.num_rows), pa.int64())
+    return data.append_column(pa.field(RECORD_INDEX_COLUMN, pa.int64()), index)
+
+
 def align_to_table(stream: RawStream, raw: pa.Table, table_schema: pa.Schema | None,
                    relative: str) -> pa.Table:  # fmt: skip
     """Cast columns the raw table already has to the table's types (an added column may exist
@@ -778,7 +790,7 @@ def load_batch(catalog: Catalog, fs: Any, root: str, batch: str, files: Sequence
             missing.update(parsed.missing)
             raws.append(align_to_table(stream, to_raw(batch, parsed, extracted_at), schema,
                                        f.relative))  # fmt: skip
-        data = combine(raws, stream) if raws else None
+        data = with_record_index(combine(raws, stream)) if raws else None
         load = StreamLoad(
             stream=stream,
             files=[f.relative for f in stream_files],

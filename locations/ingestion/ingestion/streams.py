@@ -40,6 +40,15 @@ AIRBYTE_META_COLUMNS: tuple[tuple[str, str], ...] = (
     ("_airbyte_meta", "string"),  # JSON: {"sync_id": ..., "changes": [...]}
 )
 
+#: The record's position in its delivery (files in name order, then rows in file order, from 0),
+#: written by the loaders that know it (the landing loader); Airbyte's destinations do not write
+#: it, so the column may be absent or null. Staging resolves conflicting duplicates of one
+#: delivery (same key, same ``_airbyte_extracted_at``) to the record delivered last by it.
+#: ``_ab_`` like the columns Airbyte's file sources add (``_ab_source_file_url``).
+RECORD_INDEX_COLUMN = "_ab_record_index"
+#: Columns some writers add and others do not: neither expected nor drift (``ingestion.checks``).
+OPTIONAL_META_COLUMNS: tuple[tuple[str, str], ...] = ((RECORD_INDEX_COLUMN, "int64"),)
+
 
 def arrow_type(name: str) -> pa.DataType:
     """The Arrow type of a declared type name (``int64``, ``string``, ``double``, timestamps)."""
@@ -98,6 +107,12 @@ class RawStream:
     required_fields: tuple[str, ...]
     #: The table counts as stale when its last commit is older than this.
     freshness: dt.timedelta = dt.timedelta(hours=26)
+    #: Columns a row must have (not null) to reach staging: staging leaves out the other rows
+    #: (before deduplication) and the raw check ``null_keys`` counts them with examples.
+    staging_keys: tuple[str, ...] = ()
+    #: The source timestamp whose UTC day is the row's daily partition downstream (None: the
+    #: stream is not partitioned by day); rows outside the partitions are reported.
+    partition_column: str | None = None
 
     @property
     def key(self) -> AssetKey:
@@ -144,6 +159,7 @@ USERS = RawStream(
     cursor_field="updated_at",
     unique_version_key=("id", "updated_at"),
     required_fields=("id", "email", "name", "country", "plan", "signup_at", "updated_at"),
+    staging_keys=("id",),
 )
 
 EVENTS = RawStream(
@@ -163,6 +179,8 @@ EVENTS = RawStream(
     cursor_field="event_ts",
     unique_version_key=("_airbyte_raw_id",),
     required_fields=("event_id", "user_id", "event_type", "event_ts"),
+    staging_keys=("event_id", "user_id", "event_ts"),
+    partition_column="event_ts",
 )
 
 #: Every stream of this location, in the order they are synced and listed.
