@@ -5,9 +5,11 @@ locations to test. It follows the uv workspace's dependency graph, read from the
 the rule "a change in shared/ rebuilds every location" is derived, not hard-coded:
 
 - a location's IMAGE inputs: its own member folder, the folders of every workspace member it
-  depends on (transitively; shared/ for all), uv.lock, the root pyproject.toml, .dockerignore, its
-  Dockerfile and its `extra_inputs` from deploy/locations.toml (dbt/ for transformation). Test
-  folders are not image inputs (.dockerignore keeps them out of the image).
+  depends on (transitively; shared/ for all), uv.lock, the root pyproject.toml, .dockerignore, the
+  Dockerfile and its `extra_inputs` from deploy/locations.toml (dbt/ for transformation). The
+  Python packages' test folders (`<member>/tests`) are not image inputs: .dockerignore keeps
+  exactly those out of the image. Other folders named `tests` are inputs: dbt/tests/ holds the
+  dbt project's singular data tests, which the transformation image's manifest carries.
 - a location's TEST inputs: the same, tests included.
 - a change to the pipeline itself (this file, deploy/locations.toml, the workflow) affects all.
 
@@ -48,8 +50,9 @@ def load_registry(root: Path = REPO_ROOT) -> dict:
 
 
 def load_locations(root: Path = REPO_ROOT) -> list[dict]:
-    """The location entries of the registry, in file order."""
-    return list(load_registry(root)["locations"])
+    """The location entries of the registry, in file order, each with the shared `dockerfile`."""
+    registry = load_registry(root)
+    return [{**loc, "dockerfile": registry["dockerfile"]} for loc in registry["locations"]]
 
 
 def _normalize(name: str) -> str:
@@ -120,12 +123,14 @@ def image_inputs(location: dict, root: Path = REPO_ROOT) -> list[str]:
     return sorted(inputs)
 
 
+def python_test_dirs(location: dict, root: Path = REPO_ROOT) -> list[str]:
+    """The `tests` folders of the workspace members in the location's closure: the only test
+    folders that .dockerignore keeps out of the image (`shared/tests`, `locations/*/tests`)."""
+    return [f"{folder}/tests" for folder in member_closure(location["package"], root)]
+
+
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
-
-
-def _is_test_path(path: str) -> bool:
-    return "tests" in Path(path).parts
 
 
 def affected(changed: list[str], root: Path = REPO_ROOT) -> dict[str, list[dict]]:
@@ -133,10 +138,11 @@ def affected(changed: list[str], root: Path = REPO_ROOT) -> dict[str, list[dict]
     build, test = [], []
     for location in load_locations(root):
         inputs = image_inputs(location, root)
+        test_dirs = python_test_dirs(location, root)
         hits = [p for p in changed if any(_under(p, i) for i in inputs)]
         if hits:
             test.append(location)
-            if any(not _is_test_path(p) for p in hits):
+            if any(not any(_under(p, t) for t in test_dirs) for p in hits):
                 build.append(location)
     return {"build": build, "test": test}
 

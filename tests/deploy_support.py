@@ -1,16 +1,15 @@
 """Helpers of the deploy tests (tests/test_deploy_*.py): Helm-style merging, the location
-registry, Dockerfile and .dockerignore reading. Plain functions, no test in here."""
+registry, the build context (.dockerignore), Dockerfile reading. Plain functions, no test in here."""
 
 from __future__ import annotations
 
 import copy
 import importlib.util
 import json
-import os
 import re
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -70,88 +69,24 @@ def chart_reference(chart: str) -> tuple[dict, dict]:
     return defaults, schema
 
 
-# ---------------------------------------------------------------- .dockerignore (moby semantics)
+# ------------------------------------------------------------- build context (.dockerignore)
 
 
-def _pattern_regex(pattern: str) -> re.Pattern:
-    """Go filepath.Match-style pattern (plus `**`) as a regex over a slash path."""
-    out, i = "", 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**", i):
-            out += ".*"
-            i += 2
-            if i < len(pattern) and pattern[i] == "/":
-                out = out[:-2] + "(?:.*/)?"
-                i += 1
-            continue
-        if c == "*":
-            out += "[^/]*"
-        elif c == "?":
-            out += "[^/]"
-        else:
-            out += re.escape(c)
-        i += 1
-    return re.compile(f"^{out}$")
+def dockerignore_patterns(path: Path = REPO / ".dockerignore") -> list[str]:
+    """The patterns of a .dockerignore, comments and blank lines dropped."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
-@dataclass
-class DockerIgnore:
-    """The rules of a .dockerignore: the last matching rule decides; a rule that matches a parent
-    folder matches everything inside it."""
+def build_context(root: Path = REPO, dockerignore: Path | None = None) -> set[str]:
+    """Repo-relative files the Docker client sends as the build context of `root`.
 
-    rules: list[tuple[bool, re.Pattern]] = field(default_factory=list)
+    Docker's own ignore semantics, from the `docker` package (its `exclude_paths` implements the
+    client's .dockerignore rules, `!` exceptions and `**` included): nothing hand-written here."""
+    from docker.utils.build import exclude_paths
 
-    @classmethod
-    def read(cls, path: Path) -> DockerIgnore:
-        rules = []
-        for raw in path.read_text(encoding="utf-8").splitlines():
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            negate = line.startswith("!")
-            pattern = line[1:].strip() if negate else line
-            pattern = pattern.strip("/").removeprefix("./")
-            rules.append((negate, _pattern_regex(pattern)))
-        return cls(rules)
-
-    def excluded(self, rel_path: str) -> bool:
-        parts = rel_path.strip("/").split("/")
-        candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        excluded = False
-        for negate, regex in self.rules:
-            if any(regex.match(c) for c in candidates):
-                excluded = not negate
-        return excluded
-
-    def context_files(self, root: Path) -> list[str]:
-        """Repo-relative files that reach the build context.
-
-        Walks like the Docker client, but skips folders that are excluded and that no `!` rule
-        could re-include (.git, .venv, ...), which keeps this fast."""
-        negations = [regex.pattern for negate, regex in self.rules if negate]
-
-        def may_reinclude(folder: str) -> bool:
-            inside = "^" + re.escape(folder + "/")
-            wildcard = ("^[^/]*", "^.*", "^(?:.*/)?")
-            return any(p.startswith(inside) or p.startswith(wildcard) for p in negations)
-
-        files = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            rel_dir = Path(dirpath).relative_to(root).as_posix()
-            rel_dir = "" if rel_dir == "." else rel_dir
-            keep = []
-            for d in dirnames:
-                rel = f"{rel_dir}/{d}" if rel_dir else d
-                if d == ".git" or (self.excluded(rel) and not may_reinclude(rel)):
-                    continue
-                keep.append(d)
-            dirnames[:] = keep
-            for name in filenames:
-                rel = f"{rel_dir}/{name}" if rel_dir else name
-                if not self.excluded(rel):
-                    files.append(rel)
-        return sorted(files)
+    patterns = dockerignore_patterns(dockerignore or root / ".dockerignore")
+    return {p for p in exclude_paths(str(root), patterns) if (root / p).is_file()}
 
 
 # ------------------------------------------------------------------------------- Dockerfiles
@@ -184,12 +119,25 @@ def _logical_lines(text: str) -> list[str]:
     return lines
 
 
-def parse_dockerfile(path: Path) -> list[Instruction]:
-    """Instructions with their stage name (`FROM image AS name`), flags split from arguments."""
+def parse_dockerfile(path: Path, build_args: dict[str, str] | None = None) -> list[Instruction]:
+    """Instructions with their stage name (`FROM image AS name`), flags split from arguments.
+
+    `${NAME}` / `$NAME` of the given build args are substituted everywhere (as BuildKit does for
+    declared ARGs); instructions before the first FROM belong to stage ""."""
+    build_args = build_args or {}
+
+    def substitute(text: str) -> str:
+        return re.sub(
+            r"\$\{(\w+)\}|\$(\w+)",
+            lambda m: build_args.get(m.group(1) or m.group(2), m.group(0)),
+            text,
+        )
+
     instructions, stage = [], ""
     for line in _logical_lines(path.read_text(encoding="utf-8")):
         keyword, _, rest = line.partition(" ")
         keyword = keyword.upper()
+        rest = substitute(rest)
         flags = {}
         while rest.startswith("--"):
             flag, _, rest = rest.partition(" ")
@@ -201,6 +149,40 @@ def parse_dockerfile(path: Path) -> list[Instruction]:
             stage = words[2] if len(words) >= 3 and words[1].upper() == "AS" else words[0]
         instructions.append(Instruction(stage, keyword, rest.strip(), flags))
     return instructions
+
+
+def stage_bases(instructions: list[Instruction]) -> dict[str, str]:
+    """stage name -> what its FROM names (another stage or an image)."""
+    return {i.stage: i.args.split()[0] for i in instructions if i.keyword == "FROM"}
+
+
+def stage_lineage(instructions: list[Instruction], stage: str) -> list[str]:
+    """`stage` and the stages it is built FROM, oldest first (build, prepared-x, prepared)."""
+    bases = stage_bases(instructions)
+    chain = [stage]
+    while bases.get(chain[-1]) in bases:
+        chain.append(bases[chain[-1]])
+    return chain[::-1]
+
+
+def location_build_args(location: dict) -> dict[str, str]:
+    """The build args CI passes for a location (.github/workflows/images.yml)."""
+    return {"LOCATION": location["name"], "PORT": str(location["port"])}
+
+
+def image_instructions(location: dict) -> list[Instruction]:
+    """The Dockerfile's instructions with the build args CI passes for `location`."""
+    return parse_dockerfile(REPO / location["dockerfile"], location_build_args(location))
+
+
+def image_stages(location: dict) -> list[str]:
+    """Stages that make the location's image: the ones whose /app the runtime stage copies
+    (build -> prepared-<name> -> prepared), then the runtime stage itself."""
+    instructions = image_instructions(location)
+    final = [i.stage for i in instructions if i.keyword == "FROM"][-1]
+    sources = {i.flags["from"] for i in instructions if i.stage == final and "from" in i.flags}
+    assert len(sources) == 1, f"the runtime stage copies from one stage, not {sources}"
+    return stage_lineage(instructions, sources.pop()) + [final]
 
 
 def parse_env(args: str) -> dict[str, str]:

@@ -1,19 +1,29 @@
-"""Cross-location automation: one ingestion run flows through dbt to analytics on its own.
+"""Cross-location automation: a raw sync rebuilds only the days it changed, across locations.
 
 Evaluates the automation conditions of all three locations on the workspace-wide asset graph
-(as the daemon does), reporting materializations as the runs would.
+(as the daemon does), reporting the materializations the requested runs would make, hop after
+hop until nothing more is requested.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from dagster import AssetKey, AssetMaterialization, DagsterInstance, Definitions
 from dagster import evaluate_automation_conditions as evaluate
 
 from data_platform.graph import load_location_defs
+from shared.changes import UNKNOWN, changed_days_metadata
+from shared.partitions import day_of
 
-NOW = dt.datetime(2026, 1, 5, 12, tzinfo=dt.UTC)
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+HISTORY = 180
+#: Noon of the day after the history: its last day is the newest complete partition.
+NOW = dt.datetime.combine(day_of(HISTORY), dt.time(12), tzinfo=dt.UTC)
+DAILY = ("staging/stg_events", "marts/fct_daily_events", "analytics/daily_metrics")
+FULL = ("staging/stg_users", "marts/dim_users", "ml/user_features")
 
 
 def workspace_assets() -> Definitions:
@@ -30,53 +40,110 @@ def workspace_assets() -> Definitions:
     return Definitions(assets=assets, resources=resources)
 
 
-def requested(result) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in result.results:
-        if r.true_subset.size:
-            out[r.key.to_user_string()] = r.true_subset.size
-    return out
-
-
-def materialize(instance, key: str, partitions=None):
+def report(instance, key: str, partitions=None, metadata=None):
     for p in partitions or [None]:
         instance.report_runless_asset_event(
-            AssetMaterialization(AssetKey(key.split("/")), partition=p)
+            AssetMaterialization(AssetKey(key.split("/")), partition=p, metadata=metadata)
         )
 
 
-def test_an_ingestion_run_flows_through_the_whole_graph():
-    defs = workspace_assets()
-    instance = DagsterInstance.ephemeral()
-    first = evaluate(defs=defs, instance=instance, evaluation_time=NOW)
-    assert requested(first) == {}
+def raw_sync(instance, days):
+    """A raw sync as the ingestion location records it: the days its rows fall on."""
+    report(instance, "raw/users")
+    report(instance, "raw/events", metadata=changed_days_metadata(days))
 
-    materialize(instance, "raw/users")
-    materialize(instance, "raw/events")
-    hop1 = evaluate(defs=defs, instance=instance, cursor=first.cursor, evaluation_time=NOW)
-    got = requested(hop1)
-    # One tick requests the whole chain downstream of the raw tables, across both locations.
-    assert {
-        "staging/stg_users",
-        "staging/stg_events",
-        "marts/fct_daily_events",
-        "marts/dim_users",
-        "ml/user_features",
-    } <= set(got), got
-    # Every day up to the evaluation time, as one request (one single-run backfill).
-    assert got["staging/stg_events"] == got["marts/fct_daily_events"] == 4  # complete days
 
-    # The runs land; the daily analytics follow on the next tick.
-    days = [f"2026-01-0{d}" for d in range(1, 5)]
-    for key in ("staging/stg_users", "marts/dim_users", "ml/user_features"):
-        materialize(instance, key)
-    materialize(instance, "staging/stg_events", days)
-    materialize(instance, "marts/fct_daily_events", days)
-    hop2 = evaluate(defs=defs, instance=instance, cursor=hop1.cursor, evaluation_time=NOW)
-    got = requested(hop2)
-    assert got.get("analytics/daily_metrics") == 4, got
+class Automation:
+    """The daemon's loop: evaluate, run what was requested (reported as materialized), repeat."""
 
-    # Nothing new upstream: nothing more is requested.
-    materialize(instance, "analytics/daily_metrics", days)
-    hop3 = evaluate(defs=defs, instance=instance, cursor=hop2.cursor, evaluation_time=NOW)
-    assert requested(hop3) == {}
+    def __init__(self):
+        self.defs = workspace_assets()
+        self.instance = DagsterInstance.ephemeral()
+        self.cursor = None
+        assert self.tick() == {}  # the first evaluation only sets the cursor
+
+    def tick(self) -> dict[str, set]:
+        result = evaluate(
+            defs=self.defs, instance=self.instance, cursor=self.cursor, evaluation_time=NOW
+        )
+        self.cursor = result.cursor
+        requested = {}
+        for r in result.results:
+            if r.true_subset.size:
+                subset = r.true_subset
+                keys = (
+                    set(subset.expensively_compute_partition_keys())
+                    if subset.is_partitioned
+                    else {None}
+                )
+                requested[r.key.to_user_string()] = keys
+        return requested
+
+    def settle(self) -> dict[str, set]:
+        """Tick until quiet; every requested partition is materialized; all requests, merged."""
+        total: dict[str, set] = {}
+        for _ in range(10):
+            got = self.tick()
+            if not got:
+                return total
+            for key, partitions in got.items():
+                total.setdefault(key, set()).update(partitions)
+                report(self.instance, key, sorted(partitions) if None not in partitions else None)
+        raise AssertionError(f"automation did not settle: {total}")
+
+
+def days(*indexes: int) -> set[str]:
+    return {day_of(i).isoformat() for i in indexes}
+
+
+@pytest.fixture(scope="module")
+def history():
+    """180 days of history, built by the automation itself from one initial raw sync."""
+    auto = Automation()
+    raw_sync(auto.instance, [day_of(i) for i in range(HISTORY)])
+    built = auto.settle()
+    for key in DAILY:
+        assert built[key] == days(*range(HISTORY)), key
+    for key in FULL:
+        assert built[key] == {None}, key
+    return auto
+
+
+def test_a_one_day_sync_requests_that_day_plus_lookback_across_the_three_locations(history):
+    newest = HISTORY - 1
+    raw_sync(history.instance, [day_of(newest)])
+    got = history.settle()
+    # Default lookback: 1 day. The unpartitioned models are rebuilt once each.
+    assert got == {
+        **{key: days(newest - 1, newest) for key in DAILY},
+        **{key: {None} for key in FULL},
+    }
+    assert history.settle() == {}  # nothing new: nothing requested
+
+
+def test_a_late_row_for_an_old_day_requests_that_day(history):
+    old = HISTORY - 100
+    raw_sync(history.instance, [day_of(old)])
+    got = history.settle()
+    assert {key: got[key] for key in DAILY} == {key: days(old - 1, old) for key in DAILY}
+
+
+def test_lookback_is_configurable_and_zero_requests_exactly_the_changed_days(history, monkeypatch):
+    monkeypatch.setenv("DATA_PLATFORM_LATE_DATA_LOOKBACK_DAYS", "0")
+    raw_sync(history.instance, [day_of(7), day_of(120)])
+    got = history.settle()
+    assert {key: got[key] for key in DAILY} == {key: days(7, 120) for key in DAILY}
+
+
+def test_a_sync_that_added_no_event_rebuilds_no_day(history):
+    raw_sync(history.instance, [])
+    got = history.settle()
+    assert not set(got) & set(DAILY), got
+    assert {key: got[key] for key in FULL} == {key: {None} for key in FULL}
+
+
+def test_unknown_days_rebuild_every_day(history):
+    """A sync whose days could not be read (catalog unreachable) is taken as changing them all."""
+    raw_sync(history.instance, UNKNOWN)
+    got = history.settle()
+    assert {key: len(got[key]) for key in DAILY} == {key: HISTORY for key in DAILY}

@@ -56,3 +56,26 @@ def test_a_key_defined_twice_breaks_the_contract():
         {"ingestion": _defs(("raw", "users")), "analytics": _defs(("raw", "users"))}
     )
     assert any("produced by 2 locations" in p for p in contract_violations(graph))
+
+
+def test_raw_tables_read_by_daily_models_record_their_changed_days():
+    """The changed-days contract: every raw table a daily asset reads says which days each sync
+    changed (``shared.changes``), and the key is documented with the tables."""
+    from pathlib import Path
+
+    from ingestion.streams import STREAMS
+    from shared.changes import CHANGED_EVENT_DAYS
+
+    graph = build_location_graph(load_location_defs())
+    daily_parents = {
+        parent
+        for key, parents in graph.parents.items()
+        if graph.partitioned.get(key)
+        for parent in parents
+        if parent.path[0] == "raw"
+    }
+    assert daily_parents == {AssetKey(["raw", "events"])}
+    recording = {s.key for s in STREAMS if s.event_time_column}
+    assert daily_parents <= recording
+    doc = (Path(__file__).parents[1] / "docs" / "architecture.md").read_text()
+    assert f"`{CHANGED_EVENT_DAYS}`" in doc

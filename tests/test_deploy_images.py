@@ -1,15 +1,21 @@
 """The location images, without a Docker engine.
 
-- hadolint lints every Dockerfile (no finding allowed);
-- the root .dockerignore keeps everything but the inputs out of the build context;
-- each image's BUILD STAGE is replayed on this machine: a context filtered by .dockerignore, the
-  Dockerfile's own COPY and RUN instructions (its `uv sync --package <x> --frozen --no-dev ...`,
-  the dbt manifest preparation, the import check) in a fresh folder standing in for /app. Then
-  the environment is checked: the location's definitions load, the Kubernetes packages are there,
-  and nothing of another location (its package, its heavy dependencies) nor any dev tool is.
+- hadolint lints the one Dockerfile (no finding allowed);
+- each image's build context is computed with Docker's own .dockerignore rules (the `docker`
+  package) and must hold every file the location needs: its packages, the lock, and for
+  transformation every file `dbt parse` reads (a parse of the context gives the repository's
+  manifest, data tests included);
+- each image's BUILD STAGES are replayed on this machine: that context, the Dockerfile's own COPY
+  and RUN instructions for the location's build args (its `uv sync --package <x> --frozen
+  --no-dev ...`, its `prepared-<x>` stage, the import check) in a fresh folder standing in for
+  /app. Then the environment is checked: the location's definitions load, the Kubernetes packages
+  are there, and nothing of another location (its package, its heavy dependencies) nor any dev
+  tool is.
 
-The replay is slow (one fresh environment of about 0.5 GB per location, from the shared uv
-cache), so it runs once per location per session.
+This replay is THE test of "a location installs and loads alone, with its own closure only" (it
+replaced tests/test_location_envs.py, which built the same environments without the Dockerfile);
+`data-platform bench` only measures the environments' sizes. It is slow (one fresh environment
+of about 0.5 GB per location, from the shared uv cache), so it runs once per location per session.
 """
 
 from __future__ import annotations
@@ -57,12 +63,23 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+DOCKERFILE = REPO / plan.load_registry(REPO)["dockerfile"]
+
+
+def _instructions(name: str) -> list[ds.Instruction]:
+    return ds.image_instructions(BY_NAME[name])
+
+
+def _image_stages(name: str) -> list[str]:
+    """The build stages replayed for `name` (all of its image's stages but the runtime one)."""
+    return ds.image_stages(BY_NAME[name])[:-1]
+
+
 # ------------------------------------------------------------------------------------ lint
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_dockerfile_is_hadolint_clean(name):
-    dockerfile = REPO / BY_NAME[name]["dockerfile"]
+def test_dockerfile_is_hadolint_clean():
+    dockerfile = DOCKERFILE
     proc = subprocess.run(
         [_tool("hadolint"), "--no-color", "--failure-threshold", "style", str(dockerfile)],
         capture_output=True,
@@ -82,7 +99,7 @@ def test_hadolint_has_teeth(tmp_path):
 @pytest.mark.parametrize("name", NAMES)
 def test_dockerfile_shape(name):
     """Multi-stage, a non-root final user, no dev dependencies, only the build's results copied."""
-    instructions = ds.parse_dockerfile(REPO / BY_NAME[name]["dockerfile"])
+    instructions = _instructions(name)
     stages = [i.stage for i in instructions if i.keyword == "FROM"]
     assert len(stages) >= 2, "multi-stage build"
     final = [i for i in instructions if i.stage == stages[-1]]
@@ -95,34 +112,133 @@ def test_dockerfile_shape(name):
     assert not any(i.keyword == "RUN" and "uv " in i.args for i in final), "no uv at run time"
 
 
-# ---------------------------------------------------------------------------- .dockerignore
+# ---------------------------------------------------------------------------- build context
 
 
-def test_dockerignore_keeps_the_context_to_the_image_inputs():
-    ignore = ds.DockerIgnore.read(REPO / ".dockerignore")
-    for path in ("pyproject.toml", "uv.lock", "shared/shared/settings.py", "dbt/dbt_project.yml"):
-        assert not ignore.excluded(path), f"{path} must reach the build context"
-    for path in (
-        ".git/config",
-        ".venv/bin/python",
-        ".data-platform/catalog.db",
-        "docs/architecture.md",
-        "cli/data_platform/cli.py",
-        "shared/tests/test_settings.py",
-        "locations/analytics/tests/test_metrics.py",
-        "shared/shared/__pycache__/keys.cpython-311.pyc",
-        "dbt/target/manifest.json",
-        "dbt/logs/dbt.log",
-        "locations/ingestion/.env",
-    ):
-        assert ignore.excluded(path), f"{path} must stay out of the build context"
+@pytest.fixture(scope="module")
+def context() -> set[str]:
+    """The build context every image is built from (repository root + .dockerignore)."""
+    return ds.build_context(REPO)
+
+
+def _tracked(*paths: str) -> set[str]:
+    proc = subprocess.run(
+        ["git", "ls-files", "--", *paths], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return {line for line in proc.stdout.splitlines() if (REPO / line).is_file()}
+
+
+def _needed_by(name: str) -> set[str]:
+    """Files of the repository an image of `name` is built from: every tracked file of its image
+    inputs (member closure, lock, root pyproject, extra inputs such as dbt/) but the Python
+    packages' own tests."""
+    loc = BY_NAME[name]
+    inputs = [p for p in plan.image_inputs(loc, REPO) if p not in plan.PIPELINE_INPUTS]
+    inputs = [p for p in inputs if p not in {".dockerignore", loc["dockerfile"]}]
+    test_dirs = plan.python_test_dirs(loc, REPO)
+    return {
+        f for f in _tracked(*inputs) if not any(f == t or f.startswith(t + "/") for t in test_dirs)
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_every_copy_source_is_in_the_build_context(name):
-    ignore = ds.DockerIgnore.read(REPO / ".dockerignore")
-    context = set(ignore.context_files(REPO))
-    for ins in ds.parse_dockerfile(REPO / BY_NAME[name]["dockerfile"]):
+def test_build_context_holds_every_file_the_location_needs(name, context):
+    """Docker's own ignore rules (not a re-implementation) applied to the repository: the context
+    holds each tracked file of the location's inputs, dbt/tests/ included for transformation."""
+    missing = sorted(_needed_by(name) - context)
+    assert not missing, f"{name}: .dockerignore drops files the image needs: {missing[:20]}"
+
+
+def test_build_context_holds_nothing_else(context):
+    """Nothing but the locations' inputs: no .git, .venv, local data, docs, CLI, test packages,
+    generated dbt output."""
+    needed = set().union(*(_needed_by(name) for name in NAMES))
+    # The Docker client always sends the Dockerfile and .dockerignore themselves.
+    needed |= {DOCKERFILE.name, ".dockerignore"}
+    stray = sorted(context - needed)
+    assert not stray, f"in the build context but no image input: {stray[:20]}"
+    for path in context:
+        assert not path.startswith((".git/", ".venv/", "docs/", "cli/", "tests/")), path
+        assert not re.match(r"(shared|locations/[^/]+)/tests/", path), path
+        assert not path.startswith(("dbt/target/", "dbt/logs/")), path
+
+
+def test_the_dbt_data_tests_reach_the_context(context):
+    """The regression: `**/tests` once dropped dbt/tests/ (2 singular data tests)."""
+    data_tests = _tracked("dbt/tests")
+    assert data_tests, "dbt/tests/ holds the project's singular data tests"
+    assert data_tests <= context
+
+
+def _dbt_parse(project_dir: Path, target: Path) -> dict:
+    """`dbt parse` of `project_dir` (local target: parsing needs no server); the manifest."""
+    dbt = Path(sys.executable).parent / "dbt"
+    env = {
+        **os.environ,
+        "DBT_TARGET_PATH": str(target),
+        "DBT_LOG_PATH": str(target / "logs"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    env.pop("DBT_TARGET", None)
+    proc = subprocess.run(
+        [str(dbt), "parse", "--no-partial-parse", "--project-dir", str(project_dir)]
+        + ["--profiles-dir", str(project_dir)],
+        cwd=project_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+
+
+def _project_files(manifest: dict, project: str) -> set[str]:
+    """Files of the dbt project the manifest was parsed from (models, tests, macros, yml)."""
+    files = set()
+    for section in ("nodes", "sources", "macros", "exposures", "metrics", "semantic_models"):
+        for entry in manifest.get(section, {}).values():
+            if entry.get("package_name") != project:
+                continue
+            for key in ("original_file_path", "patch_path"):
+                value = entry.get(key)
+                if value:
+                    files.add(value.split("://", 1)[-1])
+    return files
+
+
+@pytest.mark.slow
+def test_transformation_context_parses_to_the_repositorys_manifest(context, tmp_path):
+    """The context's dbt/ parses to the same manifest as the repository's: every file `dbt parse`
+    reads is there, and the image's manifest has every test the repository has."""
+    repo_manifest = _dbt_parse(REPO / "dbt", tmp_path / "repo-target")
+    project = repo_manifest["metadata"].get("project_name") or next(
+        n["package_name"] for n in repo_manifest["nodes"].values()
+    )
+    read = {f"dbt/{f}" for f in _project_files(repo_manifest, project)}
+    read |= {"dbt/dbt_project.yml", "dbt/profiles.yml"}
+    assert read - context == set(), f"dbt parse reads files the image lacks: {read - context}"
+
+    image_root = tmp_path / "image"
+    for rel in context:
+        if rel.startswith("dbt/"):
+            (image_root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, image_root / rel)
+    image_manifest = _dbt_parse(image_root / "dbt", tmp_path / "image-target")
+    assert set(image_manifest["nodes"]) == set(repo_manifest["nodes"])
+    assert set(image_manifest["sources"]) == set(repo_manifest["sources"])
+    singular = [
+        n
+        for n in image_manifest["nodes"].values()
+        if n["resource_type"] == "test" and n["original_file_path"].startswith("tests/")
+    ]
+    assert singular, "the dbt project's singular data tests are in the image's manifest"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_copy_source_is_in_the_build_context(name, context):
+    for ins in _instructions(name):
         if ins.keyword != "COPY" or "from" in ins.flags:
             continue
         *sources, _ = ins.args.split()
@@ -144,12 +260,12 @@ def _expand(value: str, env: dict[str, str], stage_root: Path) -> str:
 
 
 def _replay_build_stage(name: str, root: Path) -> Path:
-    """Run the build stage of `name`'s Dockerfile with `root` as /app; return `root`."""
+    """Run the build stages of `name`'s image (build, prepared-<name>, prepared) with `root` as
+    /app; return `root`."""
     loc = BY_NAME[name]
-    ignore = ds.DockerIgnore.read(REPO / ".dockerignore")
-    context = ignore.context_files(REPO)
-    instructions = ds.parse_dockerfile(REPO / loc["dockerfile"])
-    build_stage = [i.stage for i in instructions if i.keyword == "FROM"][-2]
+    context = sorted(ds.build_context(REPO))
+    instructions = _instructions(name)
+    stages = _image_stages(name)
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", str(root)),
@@ -162,7 +278,7 @@ def _replay_build_stage(name: str, root: Path) -> Path:
             env[key] = os.environ[key]
     workdir = root
     for ins in instructions:
-        if ins.stage != build_stage:
+        if ins.stage not in stages:
             continue
         if ins.keyword == "ENV":
             for key, value in ds.parse_env(ins.args).items():
@@ -199,7 +315,7 @@ def _replay_build_stage(name: str, root: Path) -> Path:
                 timeout=900,
             )
             assert proc.returncode == 0, (
-                f"{loc['dockerfile']}: RUN {ins.args}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+                f"{loc['dockerfile']} ({name}): RUN {ins.args}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
             )
     return root
 
@@ -227,9 +343,12 @@ import importlib, importlib.metadata as md, json, sys
 import dagster_k8s, dagster_postgres  # what code images need on Kubernetes
 defs = importlib.import_module(sys.argv[1]).defs
 keys = defs.resolve_asset_graph().get_all_asset_keys()
+others = [m for m in ("ingestion", "transformation", "analytics", "data_platform")
+          if m != sys.argv[1].split(".")[0] and importlib.util.find_spec(m)]
 print(json.dumps({
     "installed": sorted({d.metadata["Name"] for d in md.distributions()}),
     "assets": len(keys),
+    "other_locations_importable": others,
 }))
 """
 
@@ -333,8 +452,10 @@ def test_image_environment_holds_exactly_its_location(name, inspected):
 @pytest.mark.parametrize("name", NAMES)
 def test_image_loads_its_definitions_with_k8s_support(name, inspected):
     """The code server's import works in the image environment, with dagster-k8s and
-    dagster-postgres importable, and the location has assets."""
+    dagster-postgres importable, the location has assets, and no other location (nor the CLI)
+    can be imported there."""
     assert inspected(name)["assets"] > 0
+    assert inspected(name)["other_locations_importable"] == []
 
 
 @pytest.mark.slow
@@ -343,14 +464,14 @@ def test_runtime_stage_has_what_the_environment_points_at(name, built):
     """The runtime stage copies the venv and a few folders; the venv's editable installs must
     point only into folders it copies (else the image would import nothing)."""
     root = built(name)
-    instructions = ds.parse_dockerfile(REPO / BY_NAME[name]["dockerfile"])
+    instructions = _instructions(name)
     final_stage = [i.stage for i in instructions if i.keyword == "FROM"][-1]
     copied = []
     for ins in instructions:
         if ins.stage == final_stage and ins.keyword == "COPY":
-            src = ins.args.split()[0]
-            assert src.startswith(APP + "/"), f"runtime COPY of {src} outside {APP}"
-            copied.append(root / src[len(APP) + 1 :])
+            src = ins.args.split()[0].rstrip("/")
+            assert src == APP or src.startswith(APP + "/"), f"runtime COPY of {src} outside {APP}"
+            copied.append(root / src[len(APP) + 1 :] if src != APP else root)
     for path in copied:
         assert path.exists(), f"runtime stage copies {path}, which the build did not produce"
     pth_targets = []
@@ -374,3 +495,14 @@ def test_transformation_image_carries_the_prepared_manifest(built):
     manifest = root / "dbt" / "target" / "manifest.json"
     assert manifest.is_file(), "the dbt manifest is prepared at build time"
     assert not (root / "dbt" / "logs").exists(), "build-time dbt logs are not shipped"
+    manifest = json.loads(manifest.read_text(encoding="utf-8"))
+    tests = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "test"}
+    data_tests = {p.stem for p in (REPO / "dbt" / "tests").glob("*.sql")}
+    assert data_tests and data_tests <= tests, f"data tests missing: {data_tests - tests}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "transformation"])
+def test_other_images_carry_no_dbt_project(name, built):
+    """The dbt project is baked into the transformation image only (its prepared- stage)."""
+    assert not (built(name) / "dbt").exists()

@@ -1,6 +1,6 @@
 """One source of truth for locations: deploy/locations.toml.
 
-workspace.yaml, the Helm values, the Dockerfiles and CI must name the same locations, modules,
+workspace.yaml, the Helm values, the Dockerfile and CI must name the same locations, modules,
 ports and images as the registry; any drift fails here. The CI planner's rules (what a change
 rebuilds) are checked against the uv workspace's dependency graph.
 """
@@ -42,10 +42,13 @@ def test_registry_entries_are_complete_and_unique():
         assert not missing, f"{loc.get('name')}: missing {missing}"
         assert loc["image"].startswith(registry["image_registry"] + "/"), loc["image"]
         assert loc["module"] == f"{loc['package']}.definitions"
+        # The one Dockerfile finds a location's code at locations/<LOCATION>/<LOCATION>.
+        assert loc["name"] == loc["package"], "the build arg LOCATION names both"
+        assert (REPO / "locations" / loc["name"] / loc["name"]).is_dir(), loc["name"]
         assert (REPO / loc["dockerfile"]).is_file(), loc["dockerfile"]
         for path in loc["extra_inputs"]:
             assert (REPO / path).exists(), f"{loc['name']}: extra input {path} does not exist"
-    for key in ("name", "port", "image", "dockerfile"):
+    for key in ("name", "port", "image"):
         values = [loc[key] for loc in LOCATIONS]
         assert len(set(values)) == len(values), f"duplicate {key} in deploy/locations.toml"
 
@@ -96,39 +99,60 @@ def test_location_values_match_the_registry(name):
 
 @pytest.mark.parametrize("name", list(BY_NAME))
 def test_dockerfile_matches_the_registry(name):
+    """Built with the location's build args, the one Dockerfile serves what the chart serves,
+    installs the location's package, and runs the registry's `prepare` in its own stage."""
     loc = BY_NAME[name]
-    instructions = ds.parse_dockerfile(REPO / loc["dockerfile"])
-    final_stage = instructions[-1].stage
-    final = [i for i in instructions if i.stage == final_stage]
+    instructions = ds.image_instructions(loc)
+    stages = ds.image_stages(loc)
+    assert f"prepared-{name}" in stages, f"Dockerfile has no `prepared-{name}` stage"
+    final = [i for i in instructions if i.stage == stages[-1]]
     exposed = [i.args for i in final if i.keyword == "EXPOSE"]
     assert exposed == [str(loc["port"])]
     (cmd,) = [ds.exec_form(i.args) for i in final if i.keyword == "CMD"]
-    assert cmd == ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", str(loc["port"])] + [
-        "-m",
-        loc["module"],
-    ], "the image's default command must serve what the chart serves"
-    syncs = [i.args for i in instructions if i.keyword == "RUN" and "uv sync" in i.args]
+    assert cmd == ["dagster", "api", "grpc"]
+    env = {}
+    for ins in final:
+        if ins.keyword == "ENV":
+            env.update(ds.parse_env(ins.args))
+    # `dagster api grpc` reads these (click envvars): the image's default command serves what
+    # the chart's `dagster api grpc -h 0.0.0.0 -p <port> -m <module>` serves.
+    assert env["DAGSTER_GRPC_PORT"] == str(loc["port"])
+    assert env["DAGSTER_GRPC_HOST"] == "0.0.0.0"
+    assert env["DAGSTER_MODULE_NAME"] == loc["module"]
+    used = [i for i in instructions if i.stage in stages]
+    syncs = [i.args for i in used if i.keyword == "RUN" and "uv sync" in i.args]
     assert syncs, "the image installs with uv sync"
     for sync in syncs:
         assert f"--package {loc['package']} --frozen --no-dev" in sync, sync
         assert "--package shared --extra k8s" in sync, "k8s packages (dagster-postgres/k8s)"
-    runs = [i.args for i in instructions if i.keyword == "RUN"]
+    own = [i.args for i in instructions if i.stage == f"prepared-{name}" and i.keyword == "RUN"]
     if loc["prepare"]:
         # CI's test job runs the same step (matrix.location.prepare) before the tests.
-        assert any(r.startswith(loc["prepare"]) for r in runs), (
-            f"{loc['dockerfile']} does not RUN the registry's prepare step {loc['prepare']!r}"
+        assert any(r.startswith(loc["prepare"]) for r in own), (
+            f"stage prepared-{name} does not RUN the registry's prepare step {loc['prepare']!r}"
         )
+    else:
+        assert own == [], f"prepared-{name} runs steps the registry does not declare: {own}"
+
+
+def test_dockerfile_has_a_stage_for_exactly_the_registrys_locations():
+    instructions = ds.parse_dockerfile(REPO / LOCATIONS[0]["dockerfile"])
+    prepared = {s.removeprefix("prepared-") for s in ds.stage_bases(instructions)}
+    prepared = {s for s in prepared if f"prepared-{s}" in ds.stage_bases(instructions)}
+    assert prepared == set(BY_NAME)
 
 
 @pytest.mark.parametrize("name", list(BY_NAME))
 def test_dockerfile_copies_only_its_declared_inputs(name):
-    """What the image bakes in is what CI watches: every COPY from the build context lies inside
-    the location's image inputs, and no other location's folder is copied."""
+    """What the image bakes in is what CI watches: every COPY from the build context in the
+    stages of this location's image lies inside the location's image inputs, and no other
+    location's folder is copied."""
     loc = BY_NAME[name]
     inputs = plan.image_inputs(loc, REPO)
     others = [plan.workspace_members(REPO)[o["package"]]["dir"] for o in LOCATIONS if o is not loc]
-    for ins in ds.parse_dockerfile(REPO / loc["dockerfile"]):
-        if ins.keyword != "COPY" or "from" in ins.flags:
+    stages = ds.image_stages(loc)
+    for ins in ds.image_instructions(loc):
+        if ins.stage not in stages or ins.keyword != "COPY" or "from" in ins.flags:
             continue
         *sources, _dest = ins.args.split()
         for src in sources:
@@ -199,6 +223,19 @@ def test_a_test_only_change_runs_tests_but_builds_nothing():
         "build": [],
         "test": ["analytics"],
     }
+    assert _planned(["shared/tests/test_keys.py"])["build"] == []
+
+
+def test_a_change_in_the_dbt_data_tests_rebuilds_transformation():
+    """dbt/tests/ holds singular data tests baked into the image's manifest: not test-only."""
+    assert _planned(["dbt/tests/assert_event_users_exist_in_dim_users.sql"]) == {
+        "build": ["transformation"],
+        "test": ["transformation"],
+    }
+
+
+def test_a_change_in_the_dockerfile_rebuilds_every_location():
+    assert _planned(["Dockerfile"])["build"] == list(BY_NAME)
 
 
 def test_unrelated_changes_build_nothing():

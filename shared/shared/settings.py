@@ -179,6 +179,32 @@ def _require(environ: Mapping[str, str], name: str, why: str) -> str:
     return value
 
 
+#: API bases that ``AIRBYTE_URL`` may end with (Airbyte's docs show the public one): the server
+#: root is what remains, and both APIs are derived from it (``AirbyteSettings``).
+_AIRBYTE_API_SUFFIXES = ("/api/public/v1", "/api/v1")
+
+
+def _airbyte_url(raw: str) -> str:
+    """The Airbyte server root from ``AIRBYTE_URL``: the root itself, or an API base."""
+    from urllib.parse import urlsplit
+
+    url = raw.strip().rstrip("/")
+    parts = urlsplit(url)
+    expected = (
+        "set AIRBYTE_URL to the Airbyte server root (e.g. http://airbyte-server:8000) or to its "
+        "public API base ending in /api/public/v1"
+    )
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise SettingsError(f"AIRBYTE_URL={raw.strip()!r} is not an http(s) URL: {expected}.")
+    for suffix in _AIRBYTE_API_SUFFIXES:
+        if parts.path.endswith(suffix):
+            return url[: -len(suffix)]
+    if parts.path.rstrip("/").rsplit("/", 1)[-1] in ("api", "public", "v1"):
+        # A partial API path would make every call 404 or 401: say what to set instead.
+        raise SettingsError(f"AIRBYTE_URL={raw.strip()!r} points into Airbyte's API: {expected}.")
+    return url
+
+
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     raw = environ.get(name, "").strip()
     if not raw:
@@ -255,7 +281,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     airbyte = None
     if env_vars.get("AIRBYTE_URL"):
         airbyte = AirbyteSettings(
-            url=env_vars["AIRBYTE_URL"].strip(),
+            url=_airbyte_url(env_vars["AIRBYTE_URL"]),
             workspace_id=_require(
                 env_vars, "AIRBYTE_WORKSPACE_ID", "the Airbyte workspace to sync"
             ),
@@ -272,3 +298,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 "or AIRBYTE_USERNAME and AIRBYTE_PASSWORD."
             )
     return Settings(env, home, catalog, store, airbyte, standin=standin)
+
+
+#: Default of ``DATA_PLATFORM_LATE_DATA_LOOKBACK_DAYS`` (see :func:`late_data_lookback_days`).
+LATE_DATA_LOOKBACK_DAYS = 1
+
+
+def late_data_lookback_days(environ: Mapping[str, str] | None = None) -> int:
+    """``DATA_PLATFORM_LATE_DATA_LOOKBACK_DAYS``: how many days before each day a raw sync changed
+    the daily assets re-run too (default 1; 0 runs exactly the changed days). Read when the
+    automation conditions are evaluated, never at import (``shared.automation``)."""
+    env_vars = os.environ if environ is None else environ
+    return _positive_int(env_vars, "DATA_PLATFORM_LATE_DATA_LOOKBACK_DAYS", LATE_DATA_LOOKBACK_DAYS)

@@ -63,6 +63,36 @@ def test_airbyte_needs_one_pair_of_credentials():
     assert ok.airbyte.configuration_api_base_url == "http://airbyte:8001/api/v1"
 
 
+@pytest.mark.parametrize(
+    "given",
+    [
+        "http://airbyte:8001",
+        "http://airbyte:8001/",
+        "http://airbyte:8001/api/public/v1",
+        "http://airbyte:8001/api/public/v1/",
+        "http://airbyte:8001/api/v1",
+    ],
+)
+def test_airbyte_url_may_be_the_server_root_or_an_api_base(given):
+    env = {**PROD, "AIRBYTE_URL": given, "AIRBYTE_WORKSPACE_ID": "w"}
+    s = load_settings({**env, "AIRBYTE_USERNAME": "u", "AIRBYTE_PASSWORD": "p"})
+    assert s.airbyte.url == "http://airbyte:8001"
+    assert s.airbyte.rest_api_base_url == "http://airbyte:8001/api/public/v1"
+    assert s.airbyte.configuration_api_base_url == "http://airbyte:8001/api/v1"
+
+
+@pytest.mark.parametrize(
+    "given", ["airbyte:8001", "http://airbyte:8001/api", "http://airbyte:8001/api/public"]
+)
+def test_an_unusable_airbyte_url_says_what_to_set(given):
+    env = {**PROD, "AIRBYTE_URL": given, "AIRBYTE_WORKSPACE_ID": "w"}
+    with pytest.raises(SettingsError) as err:
+        load_settings({**env, "AIRBYTE_USERNAME": "u", "AIRBYTE_PASSWORD": "p"})
+    message = str(err.value)
+    assert f"AIRBYTE_URL={given!r}" in message
+    assert "server root" in message and "/api/public/v1" in message
+
+
 def test_standin_sizes_are_validated():
     s = load_settings({"DATA_PLATFORM_STANDIN_DAYS": "3", "DATA_PLATFORM_STANDIN_USERS": "10"})
     assert (s.standin.days, s.standin.users) == (3, 10)

@@ -28,7 +28,7 @@ day downstream), named ``raw_<stream>_<check>``:
   such rows stay in raw, staging leaves them out (before deduplication), and marts and
   analytics, built on staging, never see them; this check counts them per column, with
   examples, so the rows left out are visible. Not blocking: the other rows are published.
-* ``outside_partitions`` (WARN; streams with ``RawStream.partition_column``): rows whose day is
+* ``outside_partitions`` (WARN; streams with ``RawStream.event_time_column``): rows whose day is
   not a partition the platform processes: before the first partition
   (``shared.partitions.FIRST_DAY``) or later than the check's time. They stay in raw and never
   reach the daily models; counted with examples over the whole table (pushed down to Iceberg's
@@ -585,16 +585,16 @@ def check_null_keys(stream: RawStream, iceberg: IcebergCatalogResource):
 
 
 def check_outside_partitions(stream: RawStream, iceberg: IcebergCatalogResource):
-    """Rows whose ``partition_column`` lies before the first daily partition or after the
+    """Rows whose ``event_time_column`` lies before the first daily partition or after the
     check's time: they never reach the daily models. Whole table, pushed down to file bounds."""
     from pyiceberg.expressions import GreaterThan, LessThan, Or
 
-    column = stream.partition_column
+    column = stream.event_time_column
     if column is None:
         return AssetCheckResult(passed=True, metadata={"partitioned": False})
     first, now = partition_start(), dt.datetime.now(dt.UTC)
     metadata: dict[str, Any] = {
-        "partition_column": column,
+        "event_time_column": column,
         "first_partition_start": first.isoformat(),
         "latest_allowed": now.isoformat(timespec="seconds"),
     }
@@ -700,7 +700,7 @@ CHECKS: dict[str, tuple[Callable[..., AssetCheckResult], str]] = {
     ),
     "outside_partitions": (
         check_outside_partitions,
-        "Counts, with examples, the rows of {table} whose {partition_column} is before the first "
+        "Counts, with examples, the rows of {table} whose {event_time_column} is before the first "
         "daily partition ({first_day}) or in the future: they stay in raw and no daily run "
         "processes them.",
     ),
@@ -710,7 +710,7 @@ CHECKS: dict[str, tuple[Callable[..., AssetCheckResult], str]] = {
 def checks_for(stream: RawStream) -> list[str]:
     """The check suffixes that apply to ``stream`` (``outside_partitions`` needs a partition
     column)."""
-    return [s for s in CHECKS if s != "outside_partitions" or stream.partition_column]
+    return [s for s in CHECKS if s != "outside_partitions" or stream.event_time_column]
 
 
 def check_name(stream: RawStream, suffix: str) -> str:
@@ -744,7 +744,7 @@ def build_checks(stream: RawStream) -> AssetChecksDefinition:
         "hours": stream.freshness.total_seconds() / 3600,
         "timestamps": ", ".join(timestamp_columns(stream)),
         "keys": ", ".join(stream.staging_keys),
-        "partition_column": stream.partition_column,
+        "event_time_column": stream.event_time_column,
         "first_day": FIRST_DAY.isoformat(),
     }
     specs = [

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dagster import (
@@ -24,20 +24,22 @@ from dagster import (
     ConfigurableResource,
     Failure,
     MaterializeResult,
+    MetadataValue,
 )
 from pydantic import Field
 
 from ingestion import landing
-from ingestion.streams import RawStream, stream_for_key
+from ingestion.streams import STREAMS, STREAMS_BY_NAME, RawStream, stream_for_key
 from shared import airbyte as shared_airbyte
-from shared.keys import table_key
 from shared.resources import IcebergCatalogResource, filesystem_for, store_path
 from shared.settings import Settings
 
 # pyarrow, pyiceberg, polars, fsspec and the run-time modules that use them are imported inside
 # the functions that need them: loading the definitions must stay cheap (docs/benchmarks.md).
 if TYPE_CHECKING:
-    from ingestion.airbyte import PlatformAirbyteWorkspace
+    from dagster_airbyte.types import AirbyteOutput
+
+    from ingestion.airbyte import ConnectionSync, PlatformAirbyteWorkspace, SnapshotState
 
 
 class AirbyteSyncResource(ConfigurableResource):
@@ -64,6 +66,17 @@ class AirbyteSyncResource(ConfigurableResource):
     )
     request_timeout: int = Field(default=30, description="Seconds before one API call times out.")
     max_items_per_page: int = Field(default=100, description="Page size of list calls (<=100).")
+    max_retry_after: float = Field(
+        default=120.0,
+        description="Longest wait honoured from a Retry-After header on 429/503 (seconds).",
+    )
+    max_api_outage: float = Field(
+        default=900.0,
+        description=(
+            "How long the Airbyte API may stay unreachable while jobs are followed before the "
+            "step fails (seconds). The jobs are not cancelled then: they go on in Airbyte."
+        ),
+    )
 
     def settings(self) -> tuple[Settings, list[str]]:
         """Run-time settings, and the prod settings missing that a sync can do without."""
@@ -90,6 +103,8 @@ class AirbyteSyncResource(ConfigurableResource):
             request_retry_delay=self.request_retry_delay,
             request_timeout=self.request_timeout,
             max_items_per_page=self.max_items_per_page,
+            max_retry_after=self.max_retry_after,
+            max_api_outage=self.max_api_outage,
             cancel_on_termination=True,
             poll_previous_running_sync=True,
         )
@@ -100,12 +115,17 @@ class AirbyteSyncResource(ConfigurableResource):
         streams: Sequence[RawStream],
         iceberg_resource: IcebergCatalogResource,
     ) -> Iterator[MaterializeResult | AssetMaterialization]:
-        """Sync ``streams`` and yield one materialization per landed table."""
+        """Sync ``streams`` and yield one materialization per landed table, each recording the
+        UTC event days of the rows the sync added (``shared.changes``)."""
         settings, missing = self.settings()
+        # Read before anything is written: the snapshots after these are what the sync added.
+        before = _snapshots_before(iceberg_resource, missing, context)
         if settings.is_local:
-            yield from self._sync_standin(context, settings, streams, iceberg_resource)
+            landed = self._sync_standin(context, settings, streams, iceberg_resource)
         else:
-            yield from self._sync_airbyte(context, settings, missing, streams, iceberg_resource)
+            landed = self._sync_airbyte(context, settings, missing, streams, iceberg_resource)
+        for event in landed:
+            yield _with_changed_days(event, before, iceberg_resource, context)
 
     # ---- local ---------------------------------------------------------------------------------
 
@@ -254,17 +274,21 @@ class AirbyteSyncResource(ConfigurableResource):
         streams: Sequence[RawStream],
         iceberg_resource: IcebergCatalogResource,
     ) -> Iterator[MaterializeResult | AssetMaterialization]:
-        from ingestion.airbyte import plan_connection_syncs, sync_metadata
+        from ingestion.airbyte import check_destination_tables, plan_connection_syncs
 
         workspace = self.workspace(settings)
         assert settings.airbyte is not None
         context.log.info(f"Syncing through {shared_airbyte.describe(settings.airbyte)}")
-        # dagster-airbyte's own fetch: workspace, connections (paged), connection details and
-        # destinations. Done here, at run time, so an unreachable Airbyte fails this step
-        # (naming the URL) instead of making the location's assets vanish at load.
-        data = workspace.fetch_airbyte_workspace_data()
-        plan = plan_connection_syncs(data, [s.name for s in streams])
         client = workspace.get_client()
+        # Done here, at run time, so an unreachable Airbyte fails this step (naming the URL)
+        # instead of making the location's assets vanish at load. Only what the requested
+        # streams need is fetched: the workspace, the paged connection list (it carries the
+        # selected streams, prefix and namespace settings), and the default namespace of the
+        # destinations involved; not every connection's and destination's details, as
+        # dagster-airbyte's fetch_airbyte_workspace_data does.
+        plan = plan_connection_syncs(client.list_connections(), [s.name for s in streams])
+        for warning in check_destination_tables(plan, client.destination_namespace):
+            context.log.warning(warning)
         selected = set(context.selected_asset_keys)
         for sync in plan:
             if sync.undeclared_streams:
@@ -273,8 +297,18 @@ class AirbyteSyncResource(ConfigurableResource):
                     f"{', '.join(sync.undeclared_streams)}, which ingestion.streams does not "
                     "declare: add them to STREAMS to get assets and checks for them."
                 )
+        # The tables' snapshots before any job starts: a table is recorded with a snapshot only
+        # if the job committed a newer one (never a snapshot the job did not write).
+        before = {
+            name: _snapshot_state(iceberg_resource, STREAMS_BY_NAME[name], missing, context)
+            for sync in plan
+            for name in sync.landed_streams
+        }
         # One job per connection, all running in Airbyte at once, waited for together.
-        outcomes = client.sync_connections([sync.connection_id for sync in plan])
+        outcomes = client.sync_connections(
+            [sync.connection_id for sync in plan],
+            {s.connection_id: s.connection.details() for s in plan if s.connection},
+        )
         failures = []
         for sync in plan:
             output = outcomes[sync.connection_id]
@@ -282,19 +316,14 @@ class AirbyteSyncResource(ConfigurableResource):
                 failures.append(output)
                 continue
             stats = client.get_stream_stats(int(output.job_details["jobId"]))
-            connection = data.connections_by_id[sync.connection_id]
+            landed = _verify_landed(context, iceberg_resource, sync, output, stats, before, missing)
+            if isinstance(landed, Failure):
+                failures.append(landed)
+                continue
             # A sync lands every selected stream of the connection, requested or not: record
             # each declared one, so the asset's state tells the truth.
-            for name in [s.name for s in connection.streams.values() if s.selected]:
-                key = table_key("raw", name)
-                try:
-                    declared = stream_for_key(key)
-                except KeyError:
-                    continue
-                metadata = {
-                    **sync_metadata(output, name, stats),
-                    **_table_metadata(iceberg_resource, declared, missing, context),
-                }
+            for name, metadata in landed.items():
+                key = STREAMS_BY_NAME[name].key
                 if key in selected:
                     yield MaterializeResult(asset_key=key, metadata=metadata)
                 else:
@@ -314,22 +343,186 @@ class AirbyteSyncResource(ConfigurableResource):
             )
 
 
-def _table_metadata(
+def _snapshots_before(
+    iceberg_resource: IcebergCatalogResource, missing: list[str], context: AssetExecutionContext
+) -> dict[str, int | None] | None:
+    """``{stream: current snapshot id}`` of every raw table with an event day, before a sync
+    (None for a table not created yet); None when the catalog cannot be read (days unknown)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from shared.changes import current_snapshot_id
+
+    if missing:
+        return None
+    before: dict[str, int | None] = {}
+    try:
+        for stream in STREAMS:
+            if stream.event_time_column is None:
+                continue
+            try:
+                table = iceberg_resource.load_table(stream.identifier)
+            except NoSuchTableError:
+                table = None
+            before[stream.name] = current_snapshot_id(table)
+    except Exception as exc:  # another system: the sync still runs, its days are "unknown"
+        context.log.warning(f"Cannot read the raw tables' snapshots before the sync: {exc}")
+        return None
+    return before
+
+
+def _with_changed_days(
+    event: MaterializeResult | AssetMaterialization,
+    before: dict[str, int | None] | None,
+    iceberg_resource: IcebergCatalogResource,
+    context: AssetExecutionContext,
+) -> MaterializeResult | AssetMaterialization:
+    """``event`` with the UTC event days of the rows its table gained since ``before``.
+
+    Computed from the snapshots the sync committed (the day column of the files they added), so
+    every path (stand-in, landing batch, Airbyte) records the same thing. When they cannot be
+    read, the days are recorded as unknown (``null``), which downstream treats as every day.
+    """
+    from shared.changes import UNKNOWN, changed_days, changed_days_metadata
+
+    stream = stream_for_key(event.asset_key)
+    if stream.event_time_column is None:
+        return event
+    try:
+        if before is None:
+            raise RuntimeError("the table's snapshot before the sync is unknown")
+        table = iceberg_resource.load_table(stream.identifier)
+        days = changed_days(table, before.get(stream.name), stream.event_time_column)
+        context.log.info(
+            f"{stream.identifier}: the sync changed {len(days)} event day(s)"
+            + (f", {days[0]}..{days[-1]}" if days else "")
+        )
+        extra = changed_days_metadata(days)
+    except Exception as exc:  # best effort: the sync itself succeeded
+        context.log.warning(f"{stream.identifier}: changed event days unknown: {exc}")
+        extra = changed_days_metadata(UNKNOWN)
+    metadata = {**(event.metadata or {}), **extra}
+    if isinstance(event, AssetMaterialization):
+        return event.with_metadata(metadata)
+    return event._replace(metadata=metadata)
+
+
+def _snapshot_state(
     iceberg_resource: IcebergCatalogResource,
     stream: RawStream,
     missing: list[str],
+    context: AssetExecutionContext,
+) -> SnapshotState | None:
+    """The table's current snapshot; ``SnapshotState(None)`` when the table does not exist,
+    None when it cannot be known (catalog not configured or unreadable: logged)."""
+    from ingestion.airbyte import SnapshotState
+
+    if missing:
+        return None
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        snapshot = iceberg_resource.load_table(stream.identifier).current_snapshot()
+    except NoSuchTableError:
+        return SnapshotState(None)
+    except Exception as exc:  # the catalog is another system: only a warning
+        context.log.warning(f"Could not read Iceberg table {stream.identifier}: {exc}")
+        return None
+    if snapshot is None:
+        return SnapshotState(None)
+    return SnapshotState(snapshot.snapshot_id, snapshot.timestamp_ms)
+
+
+def _verify_landed(
+    context: AssetExecutionContext,
+    iceberg_resource: IcebergCatalogResource,
+    sync: ConnectionSync,
+    output: AirbyteOutput,
+    stats: Mapping[str, Mapping[str, Any]],
+    before: Mapping[str, SnapshotState | None],
+    missing: list[str],
+) -> dict[str, dict[str, Any]] | Failure:
+    """Metadata of each declared stream a successful job landed, or the Failure saying that
+    the job did not write a table it reported records for.
+
+    A table's snapshot is recorded only when the job committed it (:func:`written_by_job`).
+    A table without a new snapshot is recorded without one when the job committed no record
+    for it (an incremental sync with nothing new); it fails the step when the job reported
+    records for it (they went to another table), or when the job synced rows but none of the
+    connection's tables moved (per-stream counts unknown). When the catalog cannot be read
+    (not configured, unreachable) nothing can be verified: recorded without a snapshot.
+    """
+    from ingestion.airbyte import job_start_time, sync_metadata, written_by_job
+
+    job = output.job_details
+    started = job_start_time(job)
+    landed: dict[str, dict[str, Any]] = {}
+    unverified: list[str] = []
+    wrong: list[str] = []
+    verified_any = False
+    for name in sync.landed_streams:
+        stream = STREAMS_BY_NAME[name]
+        metadata: dict[str, Any] = sync_metadata(output, name, stats)
+        landed[name] = metadata
+        if missing:
+            context.log.warning(
+                f"Not reading {stream.identifier} from the Iceberg catalog: "
+                f"{', '.join(missing)} not set; no snapshot recorded."
+            )
+            continue
+        after = _snapshot_state(iceberg_resource, stream, [], context)
+        if before.get(name) is None or after is None:
+            metadata["iceberg_snapshot"] = "not verified (catalog unreadable)"
+            continue
+        if written_by_job(before[name], after, started):
+            verified_any = True
+            metadata.update(_table_metadata(iceberg_resource, stream, context))
+            continue
+        committed = (stats.get(name) or {}).get("recordsCommitted")
+        describe = (
+            f"{stream.identifier} has no snapshot committed by job {job.get('jobId')} "
+            f"(current snapshot {after.snapshot_id}, before the job {before[name].snapshot_id})"
+        )
+        if committed is not None and int(committed) > 0:
+            wrong.append(f"{describe} although the job committed {committed} records of {name!r}")
+        elif committed is not None:
+            metadata["iceberg_snapshot"] = "unchanged: the job committed no record of it"
+        else:
+            unverified.append(describe)
+            metadata["iceberg_snapshot"] = f"unchanged: {describe}"
+    rows = job.get("rowsSynced")
+    if unverified and not verified_any and rows is not None and int(rows) > 0:
+        wrong.append(f"the job synced {rows} rows, yet {'; '.join(unverified)}")
+    elif unverified:
+        context.log.warning(
+            f"Airbyte gave no per-stream counts and {'; '.join(unverified)}: recorded without "
+            "a snapshot."
+        )
+    if wrong:
+        connection = sync.connection
+        naming = f" ({connection.describe_naming()})" if connection else ""
+        return Failure(
+            f"Airbyte job {job.get('jobId')} of connection {sync.connection_name!r} "
+            f"({sync.connection_id}) succeeded, but {'; '.join(wrong)}: the connection writes "
+            f"somewhere else{naming}. Expected tables: "
+            f"{', '.join(f'raw.{n}' for n in sync.landed_streams)}. Nothing was recorded for "
+            "this connection.",
+            metadata={
+                "airbyte_job_id": MetadataValue.int(int(job.get("jobId", -1))),
+                "airbyte_connection_id": sync.connection_id,
+            },
+        )
+    return landed
+
+
+def _table_metadata(
+    iceberg_resource: IcebergCatalogResource,
+    stream: RawStream,
     context: AssetExecutionContext,
 ) -> dict[str, Any]:
     """Row count, snapshot id and metadata location of the table Airbyte wrote (best effort:
     the sync succeeded whatever the catalog says; a failure here is logged, not raised)."""
     from shared import iceberg
 
-    if missing:
-        context.log.warning(
-            f"Not reading {stream.identifier} from the Iceberg catalog: {', '.join(missing)} "
-            "not set."
-        )
-        return {}
     try:
         table = iceberg_resource.load_table(stream.identifier)
         described = iceberg.describe_write(table, stream.identifier, 0).as_metadata()

@@ -110,9 +110,11 @@ class RawStream:
     #: Columns a row must have (not null) to reach staging: staging leaves out the other rows
     #: (before deduplication) and the raw check ``null_keys`` counts them with examples.
     staging_keys: tuple[str, ...] = ()
-    #: The source timestamp whose UTC day is the row's daily partition downstream (None: the
-    #: stream is not partitioned by day); rows outside the partitions are reported.
-    partition_column: str | None = None
+    #: The column whose UTC day is the row's event day: each sync records the days of the rows
+    #: it added (``shared.changes``), which the daily assets downstream run for. None: the
+    #: stream's rows belong to no day of a daily asset.
+    #: Rows whose event day is outside the daily partitions are reported (``outside_partitions``).
+    event_time_column: str | None = None
 
     @property
     def key(self) -> AssetKey:
@@ -180,7 +182,7 @@ EVENTS = RawStream(
     unique_version_key=("_airbyte_raw_id",),
     required_fields=("event_id", "user_id", "event_type", "event_ts"),
     staging_keys=("event_id", "user_id", "event_ts"),
-    partition_column="event_ts",
+    event_time_column="event_ts",
 )
 
 #: Every stream of this location, in the order they are synced and listed.

@@ -11,7 +11,10 @@ configuration API is internal and not in that spec: its payloads follow Airbyte'
 ``config.yaml`` shapes that dagster-airbyte reads.
 
 Faults are injected per route: ``server.fail(route, [503, 502])`` answers the next calls with
-those statuses, ``server.delay(route, seconds)`` answers the next call late (a timeout).
+those statuses (``retry_after=`` adds a ``Retry-After`` header), ``server.delay(route, seconds)``
+answers the next call late (a timeout), ``server.outage_after(route, n, seconds)`` makes the
+whole server drop every connection unanswered for ``seconds`` once ``route`` was called ``n``
+times (an API outage while a job goes on: jobs keep their state meanwhile).
 """
 
 from __future__ import annotations
@@ -76,6 +79,24 @@ class FakeConnection:
     connection_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     #: Streams present in the catalog but not selected for syncing.
     unselected: list[str] = field(default_factory=list)
+    #: Airbyte's table naming: ``prefix + stream`` in the namespace chosen by
+    #: ``namespace_definition`` (destination | source | custom_format).
+    prefix: str = ""
+    namespace_definition: str = "destination"
+    namespace_format: str | None = None
+    #: The namespace the source gives its streams (``source`` / ``${SOURCE_NAMESPACE}``).
+    source_namespace: str | None = None
+
+    def namespace(self, destination_default: str) -> str:
+        """Where Airbyte writes this connection's streams (Airbyte's documented rules)."""
+        if self.namespace_definition == "source":
+            return self.source_namespace or destination_default
+        if self.namespace_definition == "custom_format":
+            formatted = (self.namespace_format or "").replace(
+                "${SOURCE_NAMESPACE}", self.source_namespace or ""
+            )
+            return formatted or destination_default
+        return destination_default
 
 
 @dataclass
@@ -127,13 +148,29 @@ class FakeAirbyte(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str, dict[str, list[str]], Any]] = []
         self.violations: list[str] = []
-        self._failures: dict[str, list[int]] = {}
+        #: time.monotonic() of each request, in the order of ``requests``.
+        self.request_times: list[float] = []
+        self._failures: dict[str, list[tuple[int, str | None]]] = {}
+        self._outages: dict[str, tuple[int, float]] = {}
+        self.down_until = 0.0
+        #: Routes of the requests dropped unanswered during an outage.
+        self.dropped: list[str] = []
         self._delays: dict[str, list[float]] = {}
         #: How new jobs behave.
         self.next_final_status = "succeeded"
         self.next_polls = 2
         self.next_failure_message: str | None = None
         self.rows_per_stream = 100
+        #: The destination's default namespace, and whether its configuration shows it (a
+        #: destination whose configuration omits it still writes there).
+        self.destination_namespace = "raw"
+        self.destination_shows_namespace = True
+        #: A pyiceberg catalog standing for the destination's lakehouse: when set, a job that
+        #: succeeds writes its rows there, in the table Airbyte's naming rules give (none: the
+        #: job writes nothing anywhere).
+        self.catalog: Any = None
+        #: Write ``_airbyte_meta`` as a struct (as some v2 destinations do) instead of JSON text.
+        self.meta_as_struct = True
         #: Serve the configuration API (/api/v1); False answers it 404, like a gateway that
         #: exposes only the public API.
         self.config_api = True
@@ -161,9 +198,15 @@ class FakeAirbyte(ThreadingHTTPServer):
         self.jobs[job.job_id] = job
         return job
 
-    def fail(self, route: str, statuses: list[int]) -> None:
-        """Answer the next calls of ``route`` (e.g. ``"GET /jobs/{id}"``) with ``statuses``."""
-        self._failures.setdefault(route, []).extend(statuses)
+    def fail(self, route: str, statuses: list[int], retry_after: str | None = None) -> None:
+        """Answer the next calls of ``route`` (e.g. ``"GET /jobs/{id}"``) with ``statuses``,
+        with a ``Retry-After: <retry_after>`` header when given."""
+        self._failures.setdefault(route, []).extend((s, retry_after) for s in statuses)
+
+    def outage_after(self, route: str, calls: int, seconds: float) -> None:
+        """Go down for ``seconds`` (connections dropped unanswered) after ``calls`` calls of
+        ``route``."""
+        self._outages[route] = (calls, seconds)
 
     def delay(self, route: str, seconds: float) -> None:
         self._delays.setdefault(route, []).append(seconds)
@@ -208,10 +251,20 @@ class FakeAirbyte(ThreadingHTTPServer):
             "status": "active",
             "schedule": {"scheduleType": "manual"},
             "configurations": {
-                "streams": [{"name": s, "syncMode": "incremental_append"} for s in c.streams]
+                "streams": [
+                    {
+                        "name": s,
+                        "syncMode": "incremental_append",
+                        **({"namespace": c.source_namespace} if c.source_namespace else {}),
+                    }
+                    for s in c.streams
+                ]
             },
             "createdAt": 1767225600,
             "tags": [],
+            "namespaceDefinition": c.namespace_definition,
+            **({"namespaceFormat": c.namespace_format} if c.namespace_format else {}),
+            "prefix": c.prefix,
         }
 
     def connection_config(self, c: FakeConnection) -> dict[str, Any]:
@@ -235,8 +288,9 @@ class FakeAirbyte(ThreadingHTTPServer):
         return {
             "connectionId": c.connection_id,
             "name": c.name,
-            "namespaceDefinition": "destination",
-            "prefix": "",
+            "namespaceDefinition": c.namespace_definition,
+            "namespaceFormat": c.namespace_format,
+            "prefix": c.prefix,
             "sourceId": str(uuid.uuid5(uuid.NAMESPACE_URL, c.name)),
             "destinationId": c.destination_id,
             "status": "active",
@@ -273,6 +327,75 @@ class FakeAirbyte(ThreadingHTTPServer):
             "attempts": [{"attempt": attempt, "logs": {"logLines": []}}],
         }
 
+    def table_of(self, connection: FakeConnection, stream: str) -> str:
+        """``namespace.table`` Airbyte writes ``stream`` of ``connection`` to."""
+        return f"{connection.namespace(self.destination_namespace)}.{connection.prefix}{stream}"
+
+    def write_destination(self, job: FakeJob) -> None:
+        """What the destination connector does at the end of a successful job: append the
+        job's rows, with Airbyte's v2 columns, to each stream's table (one commit each)."""
+        if self.catalog is None:
+            return
+        connection = next(c for c in self.connections if c.connection_id == job.connection_id)
+        for stream, n in job.rows.items():
+            if n:
+                write_rows(self.catalog, self.table_of(connection, stream), stream, n, job,
+                           meta_as_struct=self.meta_as_struct)  # fmt: skip
+
+
+def write_rows(
+    catalog: Any, identifier: str, stream: str, n: int, job: FakeJob, *, meta_as_struct: bool
+) -> None:
+    """Append ``n`` rows of ``stream`` to ``identifier`` as a v2 Airbyte destination writes
+    them: the source columns, ``_airbyte_raw_id``, ``_airbyte_extracted_at``,
+    ``_airbyte_generation_id`` and ``_airbyte_meta`` (a struct, or JSON text)."""
+    import pyarrow as pa
+
+    from ingestion.streams import STREAMS_BY_NAME, arrow_type
+
+    now = dt.datetime.now(dt.UTC)
+    columns: dict[str, pa.Array] = {}
+    for name, type_name in STREAMS_BY_NAME[stream].source_columns:
+        kind = arrow_type(type_name)
+        if pa.types.is_integer(kind):
+            values: list[Any] = [job.job_id * 10_000 + i for i in range(n)]
+        elif pa.types.is_floating(kind):
+            values = [float(i) for i in range(n)]
+        elif pa.types.is_timestamp(kind):
+            values = [now - dt.timedelta(seconds=i) for i in range(n)]
+        else:
+            values = [f"{name}-{job.job_id}-{i}" for i in range(n)]
+        columns[name] = pa.array(values, kind)
+    columns["_airbyte_raw_id"] = pa.array([str(uuid.uuid4()) for _ in range(n)])
+    columns["_airbyte_extracted_at"] = pa.array([now] * n, pa.timestamp("us", tz="UTC"))
+    columns["_airbyte_generation_id"] = pa.array([0] * n, pa.int64())
+    meta = {"sync_id": job.job_id, "changes": []}
+    if meta_as_struct:
+        change = pa.struct([("field", pa.string()), ("change", pa.string()),
+                            ("reason", pa.string())])  # fmt: skip
+        columns["_airbyte_meta"] = pa.array(
+            [meta] * n, pa.struct([("sync_id", pa.int64()), ("changes", pa.list_(change))])
+        )
+    else:
+        columns["_airbyte_meta"] = pa.array([json.dumps(meta)] * n)
+    data = pa.table(columns)
+    namespace = identifier.rsplit(".", 1)[0]
+    catalog.create_namespace_if_not_exists(namespace)
+    table = catalog.create_table_if_not_exists(identifier, schema=data.schema)
+    table.append(data)
+
+
+def sql_catalog(root: Path) -> Any:
+    """A pyiceberg SQL catalog in ``root``: the lakehouse the fake destination writes to."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    root.mkdir(parents=True, exist_ok=True)
+    return SqlCatalog(
+        "fake-lakehouse",
+        uri=f"sqlite:///{root}/catalog.db",
+        warehouse=(root / "warehouse").as_uri(),
+    )
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: FakeAirbyte
@@ -291,10 +414,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---- plumbing ----------------------------------------------------------------------------------
 
-    def _send(self, status: int, body: Any = None) -> None:
+    def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body if body is not None else {"message": "error"}).encode()
         try:
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -332,13 +457,27 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw) if raw else None
         route = self._route(method, path)
         with srv.lock:
+            now = time.monotonic()
+            if now < srv.down_until:
+                # Down: drop the connection without an answer (the client sees a reset).
+                srv.dropped.append(route)
+                self.close_connection = True
+                return
             srv.requests.append((method, path, query, body))
-            status = srv._failures.get(route, []).pop(0) if srv._failures.get(route) else None
+            srv.request_times.append(now)
+            failure = srv._failures.get(route, []).pop(0) if srv._failures.get(route) else None
             delay = srv._delays.get(route, []).pop(0) if srv._delays.get(route) else None
+            if route in srv._outages:
+                calls, seconds = srv._outages[route]
+                if sum(1 for r in srv.requests if self._route(r[0], r[1]) == route) >= calls:
+                    del srv._outages[route]
+                    srv.down_until = now + seconds
         if delay:
             time.sleep(delay)
-        if status:
-            self._send(status, {"message": f"injected {status}"})
+        if failure:
+            status, retry_after = failure
+            headers = {"Retry-After": retry_after} if retry_after is not None else None
+            self._send(status, {"message": f"injected {status}"}, headers)
             return
         if path == f"{PUBLIC}/applications/token" and method == "POST":
             self._token(body)
@@ -412,7 +551,14 @@ class _Handler(BaseHTTPRequestHandler):
                     "destinationType": "iceberg",
                     "definitionId": str(uuid.uuid5(uuid.NAMESPACE_URL, "iceberg")),
                     "workspaceId": srv.workspace_id,
-                    "configuration": {"catalog_type": "REST", "namespace": "raw"},
+                    "configuration": {
+                        "catalog_type": "REST",
+                        **(
+                            {"namespace": srv.destination_namespace}
+                            if srv.destination_shows_namespace
+                            else {}
+                        ),
+                    },
                     "createdAt": 1767225600,
                 },
             )
@@ -471,6 +617,8 @@ class _Handler(BaseHTTPRequestHandler):
             elif job.status in ("pending", "queued", "running", "incomplete"):
                 if job.polls_left <= 0:
                     job.status = job.final_status
+                    if job.status == "succeeded":
+                        srv.write_destination(job)
                 else:
                     job.polls_left -= 1
                     job.status = "running"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from dagster import materialize
@@ -20,7 +21,7 @@ from shared.resources import IcebergCatalogResource, ObjectStoreResource
 ALL_KEYS = [s.key for s in STREAMS]
 
 
-def run_sync(keys=ALL_KEYS, **overrides):
+def run_sync(keys=ALL_KEYS, iceberg=None, **overrides):
     """Materialize raw assets with a fast-polling client (tests only)."""
     resource = AirbyteSyncResource(
         **{
@@ -35,11 +36,36 @@ def run_sync(keys=ALL_KEYS, **overrides):
         selection=keys,
         resources={
             "airbyte": resource,
-            "iceberg": IcebergCatalogResource(),
+            "iceberg": iceberg or IcebergCatalogResource(),
             "object_store": ObjectStoreResource(),
         },
         raise_on_error=False,
     )
+
+
+class FakeLakehouse(IcebergCatalogResource):
+    """The Iceberg catalog the fake Airbyte's destination writes to (a SQL catalog in tmp)
+    standing for prod's REST catalog (tests only)."""
+
+    root: str
+
+    def catalog(self):
+        from fake_airbyte import sql_catalog
+
+        return sql_catalog(Path(self.root))
+
+
+@pytest.fixture
+def lakehouse(prod_env, tmp_path, monkeypatch):
+    """Prod with a lakehouse: the fake destination writes each successful job's rows to the
+    table Airbyte's naming rules give, and the run reads the same catalog."""
+    from fake_airbyte import sql_catalog
+
+    monkeypatch.setenv("ICEBERG_REST_URI", "http://fake-lakehouse.invalid")
+    monkeypatch.setenv("GARAGE_S3_ENDPOINT", "http://fake-garage.invalid")
+    root = tmp_path / "lakehouse"
+    prod_env.catalog = sql_catalog(root)
+    return FakeLakehouse(root=str(root))
 
 
 def materializations(result):
@@ -382,7 +408,8 @@ def test_sync_works_with_the_public_api_only(prod_env):
     assert airbyte.sync_starts() == [connection.connection_id]
     meta = materializations(result)[USERS.key]
     assert meta["airbyte_job_rows_synced"].value == 200
-    assert airbyte.calls("GET", f"/api/public/v1/connections/{connection.connection_id}")
+    # Everything planning needs comes from the public connection list.
+    assert airbyte.calls("GET", "/api/public/v1/connections")
 
     airbyte.next_final_status = "failed"
     result = run_sync()
@@ -432,3 +459,312 @@ def test_fake_server_payloads_are_checked_against_the_spec(openapi_spec):
     with pytest.raises(ValidationError):
         # What dagster-airbyte sends without our override: no grant_type.
         validate("ApplicationTokenRequestWithGrant", {"client_id": "a", "client_secret": "b"})
+
+
+# ---- Retry-After, API base URL, outages, error classification (issue 12 items 3, 4, 6, 7) ----
+
+
+def _gaps(airbyte, method, prefix):
+    """Seconds between consecutive requests ``method prefix...`` received by the server."""
+    times = [
+        t
+        for (m, p, _, _), t in zip(airbyte.requests, airbyte.request_times, strict=True)
+        if m == method and p.startswith(prefix)
+    ]
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_honoured(prod_env, status):
+    """The server asks to wait 1 s; our own backoff would retry after 0.01 s."""
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"])
+    airbyte.fail("GET /connections", [status], retry_after="1")
+    airbyte.fail("GET /jobs/{id}", [status], retry_after="1")
+    result = run_sync(request_retry_delay=0.01)
+    assert result.success, failure_message(result)
+    (gap,) = _gaps(airbyte, "GET", "/api/public/v1/connections")
+    assert gap >= 0.95
+    assert max(_gaps(airbyte, "GET", "/api/public/v1/jobs/")) >= 0.95
+
+
+def test_retry_after_is_bounded(prod_env):
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"])
+    airbyte.fail("GET /connections", [429], retry_after="3600")
+    started = time.monotonic()
+    result = run_sync(request_retry_delay=0.01, max_retry_after=0.5)
+    assert result.success, failure_message(result)
+    (gap,) = _gaps(airbyte, "GET", "/api/public/v1/connections")
+    assert 0.45 <= gap < 3
+    assert time.monotonic() - started < 60
+
+
+def test_retry_after_as_an_http_date():
+    import email.utils
+
+    import requests
+
+    from ingestion.airbyte import retry_after_seconds
+
+    response = requests.Response()
+    response.headers["Retry-After"] = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= retry_after_seconds(response) <= 31
+    response.headers["Retry-After"] = "7"
+    assert retry_after_seconds(response) == 7
+    response.headers["Retry-After"] = "soon"
+    assert retry_after_seconds(response) is None
+
+
+def test_airbyte_url_given_as_the_public_api_base_works(prod_env, monkeypatch):
+    """Airbyte's docs show the API base (`.../api/public/v1`): it is accepted as AIRBYTE_URL."""
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"])
+    monkeypatch.setenv("AIRBYTE_URL", f"{airbyte.url}/api/public/v1/")
+    result = run_sync()
+    assert result.success, failure_message(result)
+    assert len(airbyte.sync_starts()) == 1
+    assert not [r for r in airbyte.requests if "/api/public/v1/api/" in r[1]]
+
+
+def test_airbyte_url_pointing_into_the_api_says_what_to_set(prod_env, monkeypatch):
+    airbyte = prod_env
+    monkeypatch.setenv("AIRBYTE_URL", f"{airbyte.url}/api/public")
+    result = run_sync()
+    assert not result.success
+    message = failure_message(result)
+    assert "AIRBYTE_URL" in message and "/api/public/v1" in message
+    assert "credentials" not in message.lower()
+    assert airbyte.requests == []
+
+
+def test_a_short_api_outage_while_following_a_job_does_not_cancel_it(prod_env):
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"])
+    airbyte.next_polls = 5
+    airbyte.outage_after("GET /jobs/{id}", 2, seconds=1.5)
+    result = run_sync(request_max_retries=1, request_retry_delay=0.05, max_api_outage=30)
+    assert result.success, failure_message(result)
+    assert airbyte.dropped, "the outage never happened"
+    assert airbyte.calls("DELETE", "/api/") == []
+    (job,) = airbyte.jobs.values()
+    assert job.status == "succeeded"
+    assert materializations(result)[USERS.key]["airbyte_job_id"].value == job.job_id
+
+
+def test_a_long_api_outage_fails_the_step_but_leaves_the_job_running(prod_env):
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"])
+    airbyte.next_polls = 50
+    airbyte.outage_after("GET /jobs/{id}", 2, seconds=4)
+    result = run_sync(request_max_retries=1, request_retry_delay=0.05, max_api_outage=0.5)
+    assert not result.success
+    message = failure_message(result)
+    assert "unreachable for more than" in message and "NOT cancelled" in message
+    assert not [r for r in airbyte.dropped if r.startswith("DELETE")]
+    assert airbyte.calls("DELETE", "/api/") == []
+    (job,) = airbyte.jobs.values()
+    assert job.status == "running"
+
+
+def test_errors_are_classified_by_status_not_by_message_text(airbyte):
+    """A 404 whose text mentions a 5xx is still a client error; a 503 that never heals is
+    transient; a 409 on job creation is recognised by its status."""
+    from ingestion.airbyte import AirbyteRequestError, RobustAirbyteClient
+
+    client = RobustAirbyteClient(
+        rest_api_base_url=f"{airbyte.url}/api/public/v1",
+        configuration_api_base_url=f"{airbyte.url}/api/v1",
+        workspace_id=airbyte.workspace_id,
+        client_id=airbyte.client_id,
+        client_secret=airbyte.client_secret,
+        request_max_retries=1,
+        request_retry_delay=0.01,
+        request_timeout=5,
+    )
+    url = f"{airbyte.url}/api/public/v1/destinations/{airbyte.destination_id}"
+    airbyte.fail("GET /destinations/{id}", [404])
+    with pytest.raises(AirbyteRequestError) as err:
+        client._single_request("GET", url)
+    assert err.value.status == 404 and err.value.is_client_error and not err.value.transient
+    airbyte.fail("GET /destinations/{id}", [503, 503])
+    with pytest.raises(AirbyteRequestError) as err:
+        client._single_request("GET", url)
+    assert err.value.status == 503 and err.value.transient and not err.value.is_client_error
+    airbyte.fail("GET /destinations/{id}", [429, 429])
+    with pytest.raises(AirbyteRequestError) as err:
+        client._single_request("GET", url)
+    assert err.value.status == 429 and not err.value.is_client_error
+    # The destination is only metadata: a 4xx is tolerated, whatever its text says.
+    airbyte.fail("GET /destinations/{id}", [404])
+    assert client.get_destination_details(airbyte.destination_id)["destinationType"] == "unknown"
+    airbyte.fail("GET /destinations/{id}", [503, 503])
+    with pytest.raises(AirbyteRequestError):
+        client.get_destination_details(airbyte.destination_id)
+
+
+# ---- tables actually written: prefix, namespace, snapshots (issue 12 item 1) ------------------
+
+
+def test_a_sync_records_the_snapshot_its_job_committed(lakehouse, prod_env):
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"])
+    first = run_sync(iceberg=lakehouse)
+    assert first.success, failure_message(first)
+    second = run_sync(iceberg=lakehouse)
+    assert second.success, failure_message(second)
+    catalog = lakehouse.catalog()
+    for stream in STREAMS:
+        table = catalog.load_table(stream.identifier)
+        meta = materializations(second)[stream.key]
+        assert meta["snapshot_id"].value == str(table.current_snapshot().snapshot_id)
+        assert meta["snapshot_id"] != materializations(first)[stream.key]["snapshot_id"]
+        assert meta["row_count"].value == 200
+
+
+@pytest.mark.parametrize(
+    ("settings", "actual"),
+    [
+        ({"prefix": "airbyte_"}, "raw.airbyte_users"),
+        ({"namespace_definition": "custom_format", "namespace_format": "lake"}, "lake.users"),
+        ({"namespace_definition": "source", "source_namespace": "public"}, "public.users"),
+        (
+            {
+                "namespace_definition": "custom_format",
+                "namespace_format": "${SOURCE_NAMESPACE}_raw",
+                "source_namespace": "crm",
+            },
+            "crm_raw.users",
+        ),
+    ],
+)
+def test_a_connection_writing_elsewhere_fails_before_any_sync(lakehouse, prod_env, settings,
+                                                              actual):  # fmt: skip
+    airbyte = prod_env
+    airbyte.add_connection("events", ["events"])
+    airbyte.add_connection("crm", ["users"], **settings)
+    result = run_sync(iceberg=lakehouse)
+    assert not result.success
+    message = failure_message(result)
+    assert "'crm'" in message and "'users'" in message
+    assert actual in message and "raw.users" in message
+    assert airbyte.sync_starts() == []
+    assert materializations(result) == {}
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"namespace_definition": "source"},  # the source has no namespace: destination's
+        {"namespace_definition": "source", "source_namespace": "raw"},
+        {"namespace_definition": "custom_format", "namespace_format": "raw"},
+        {
+            "namespace_definition": "custom_format",
+            "namespace_format": "${SOURCE_NAMESPACE}",
+            "source_namespace": "raw",
+        },
+    ],
+)
+def test_namespace_settings_that_land_in_raw_are_accepted(lakehouse, prod_env, settings):
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"], **settings)
+    result = run_sync(iceberg=lakehouse)
+    assert result.success, failure_message(result)
+    assert lakehouse.catalog().load_table("raw.users").current_snapshot() is not None
+    assert "snapshot_id" in materializations(result)[USERS.key]
+
+
+@pytest.mark.parametrize("config_api", [True, False])
+def test_a_job_that_wrote_another_table_never_records_the_old_snapshot(
+    lakehouse, prod_env, config_api
+):
+    """The destination's default namespace is not in its configuration, so the mismatch is
+    only visible afterwards: the job succeeded, raw.users kept its previous snapshot. The run
+    fails naming the connection, stream and tables, and records nothing for them."""
+    airbyte = prod_env
+    airbyte.config_api = config_api  # False: no per-stream counts, only the job's total
+    airbyte.add_connection("app-db", ["users", "events"])
+    assert run_sync(iceberg=lakehouse).success  # raw.* now have a snapshot
+    catalog = lakehouse.catalog()
+    old = catalog.load_table("raw.users").current_snapshot().snapshot_id
+    airbyte.destination_shows_namespace = False
+    airbyte.destination_namespace = "landing"  # where the destination really writes now
+    result = run_sync(iceberg=lakehouse)
+    assert not result.success
+    message = failure_message(result)
+    assert "'app-db'" in message and "raw.users" in message
+    assert str(old) in message  # the snapshot it would have recorded
+    assert materializations(result) == {}
+    assert catalog.load_table("landing.users").current_snapshot() is not None
+
+
+def test_a_job_that_committed_nothing_is_recorded_without_a_snapshot(lakehouse, prod_env):
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"])
+    assert run_sync(iceberg=lakehouse).success
+    airbyte.rows_per_stream = 0  # an incremental sync with nothing new: no commit
+    result = run_sync(iceberg=lakehouse)
+    assert result.success, failure_message(result)
+    meta = materializations(result)[USERS.key]
+    assert "snapshot_id" not in meta
+    assert "committed no record" in meta["iceberg_snapshot"].value
+
+
+def test_table_naming_follows_airbytes_rules():
+    from ingestion.airbyte import ConnectionInfo
+
+    def info(**kw):
+        return ConnectionInfo("c", "conn", "d", (("users", kw.pop("source_ns", None)),), **kw)
+
+    assert info().table_for("users", "raw") == ("raw", "users")
+    assert info(prefix="ab_").table_for("users", "raw") == ("raw", "ab_users")
+    assert info(namespace_definition="source").table_for("users", "raw") == ("raw", "users")
+    assert info(namespace_definition="source", source_ns="pg").table_for("users", "raw") == (
+        "pg",
+        "users",
+    )
+    custom = info(namespace_definition="custom_format", namespace_format="x_${SOURCE_NAMESPACE}")
+    assert custom.table_for("users", "raw") == ("x_", "users")
+    assert info().table_for("users", None) == (None, "users")
+
+
+def test_written_by_job_needs_a_new_snapshot_committed_after_the_job_started():
+    import datetime as dt
+
+    from ingestion.airbyte import SnapshotState, written_by_job
+
+    start = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
+    at = int(start.timestamp() * 1000)
+    assert written_by_job(SnapshotState(1, at - 1), SnapshotState(2, at + 5), start)
+    assert written_by_job(SnapshotState(None), SnapshotState(2, at + 5), start)
+    assert not written_by_job(SnapshotState(1, at), SnapshotState(1, at), start)
+    assert not written_by_job(None, SnapshotState(2, at), start)  # before unknown
+    assert not written_by_job(SnapshotState(1), SnapshotState(None), start)
+    day_before = at - 24 * 3600 * 1000
+    assert not written_by_job(SnapshotState(1), SnapshotState(2, day_before), start)
+
+
+# ---- requests per run (issue 12 item 5) -------------------------------------------------------
+
+
+def test_requests_per_run_do_not_grow_with_the_workspace(prod_env):
+    """102 connections, 2 of them hold the streams: the run lists connections (2 pages of
+    100) and reads one destination, then works on the 2 connections only."""
+    airbyte = prod_env
+    for i in range(100):
+        airbyte.add_connection(f"other-{i}", [f"stream_{i}"])
+    crm = airbyte.add_connection("crm", ["users"])
+    tracking = airbyte.add_connection("tracking", ["events"])
+    airbyte.next_polls = 0
+    result = run_sync()
+    assert result.success, failure_message(result)
+    routes = [f"{m} {p}" for m, p, _, _ in airbyte.requests]
+    assert len(airbyte.calls("GET", "/api/public/v1/connections")) == 2  # pages
+    assert not airbyte.calls("POST", "/api/v1/connections/get")
+    assert len(airbyte.calls("GET", "/api/public/v1/destinations/")) == 1
+    ours = {crm.connection_id, tracking.connection_id}
+    for _, path, query, body in airbyte.requests:
+        for cid in (query or {}).get("connectionId", []) + [(body or {}).get("connectionId")]:
+            assert cid in ours | {None}, path
+    # token, workspace, 2 pages, destination; per connection: job list, start, poll, stats.
+    assert len(routes) == 1 + 1 + 2 + 1 + 2 * 4, routes

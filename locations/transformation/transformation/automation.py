@@ -1,18 +1,15 @@
 """Cross-location automation: the dbt models update on their own when raw tables land.
 
-Declarative automation conditions, evaluated by :data:`transformation_automation_sensor` in the
-daemon (``dagster dev`` runs one; RUNNING by default so that one ingestion run flows through the
-whole graph), the same choice as the analytics location (see ``analytics.automation``): the
-daemon sees the workspace-wide graph, so ``raw/*`` materializations from the ingestion location
-trigger these models although this location never imports it.
+The conditions are the platform's one definition (``shared.automation``), evaluated by
+:data:`transformation_automation_sensor` in this location's code server (RUNNING by default, so
+that one ingestion run flows through the whole graph). The daemon sees the workspace-wide event
+log, so ``raw/*`` materializations from the ingestion location trigger these models although this
+location never imports it.
 
-Why not ``AutomationCondition.eager()``: it considers only the latest daily partition (today),
-while the data starts on 2026-01-01; and for the unpartitioned models its "no missing
-dependency" guard would wait until every day since 2026-01-01 of the daily models exists.
-
-* Daily models (``tag:daily``): a day is requested when an input changed (``raw/events`` is
-  unpartitioned, so a sync marks every day: the requests become one backfill, which the
-  single-run backfill policy turns into one ``dbt build`` over the whole range).
+* Daily models (``tag:daily``): the days each raw sync recorded as changed
+  (``changed_event_days``, plus the late-data lookback), not every day since the partition start
+  (``raw/*`` are unpartitioned, which Dagster maps to every day). The requests become one
+  backfill, which the single-run backfill policy turns into one ``dbt build`` per day range.
 * Unpartitioned models (``tag:full``): requested when an input changed, without waiting for
   missing days of the daily models.
 """
@@ -29,30 +26,25 @@ from dagster import (
     DefaultSensorStatus,
 )
 
+from shared.automation import daily_condition, full_condition
 from shared.keys import table_key
 
 #: The daily-partitioned models whose missing days must not hold back the unpartitioned ones.
 DAILY_MODEL_KEYS = (table_key("staging", "stg_events"), table_key("marts", "fct_daily_events"))
 
+#: The unpartitioned tables the daily models may read (the dbt sources): their recorded changed
+#: days, not "every day", trigger a daily model.
+RAW_INPUT_KEYS = (table_key("raw", "events"), table_key("raw", "users"))
+
 
 def daily_model_condition() -> AutomationCondition:
     """Run the changed days of a daily model once its inputs are present and idle."""
-    return (
-        AutomationCondition.any_deps_updated().since_last_handled()
-        & ~AutomationCondition.any_deps_missing()
-        & ~AutomationCondition.any_deps_in_progress()
-        & ~AutomationCondition.in_progress()
-    ).with_label("upstream_day_updated")
+    return daily_condition(unpartitioned_inputs=RAW_INPUT_KEYS)
 
 
 def full_model_condition() -> AutomationCondition:
     """Rebuild an unpartitioned model when an input changed; missing daily days do not block."""
-    return (
-        AutomationCondition.any_deps_updated().since_last_handled()
-        & ~AutomationCondition.any_deps_missing().ignore(AssetSelection.assets(*DAILY_MODEL_KEYS))
-        & ~AutomationCondition.any_deps_in_progress()
-        & ~AutomationCondition.in_progress()
-    ).with_label("upstream_updated")
+    return full_condition(ignore_missing=DAILY_MODEL_KEYS)
 
 
 def condition_for(dbt_resource_props: Mapping[str, Any]) -> AutomationCondition | None:
@@ -72,5 +64,7 @@ transformation_automation_sensor = AutomationConditionSensorDefinition(
     target=AssetSelection.all(),
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
+    # The changed-days condition is Python code of ours: evaluated in this code server.
+    use_user_code_server=True,
     description="Evaluates the automation conditions of the dbt models (runs by default).",
 )

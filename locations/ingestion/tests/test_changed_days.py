@@ -1,0 +1,76 @@
+"""Every raw sync records the UTC event days of the rows it added (``changed_event_days``).
+
+The stand-in and a landing batch are run through the location's real job; the prod path through
+the fake Airbyte server (whose Iceberg catalog is deliberately not configured: days unknown).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import fsspec
+
+from ingestion.definitions import defs
+from ingestion.streams import EVENTS, STREAMS, USERS
+from shared.changes import CHANGED_EVENT_DAYS, CHANGED_EVENT_DAYS_COUNT
+from shared.settings import load_settings
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def run(tags=None, keys=None):
+    job = defs.resolve_job_def("ingestion_job")
+    result = job.execute_in_process(tags=tags or {}, asset_selection=keys)
+    assert result.success
+    return {
+        e.asset_key: e.step_materialization_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+
+
+def days(metadata) -> list[str] | None:
+    return metadata[CHANGED_EVENT_DAYS].value
+
+
+def test_standin_syncs_record_the_days_they_added(home, monkeypatch):
+    monkeypatch.setenv("DATA_PLATFORM_STANDIN_DAYS", "3")
+    first = run()
+    assert days(first[EVENTS.key]) == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    assert first[EVENTS.key][CHANGED_EVENT_DAYS_COUNT].value == 3
+    # raw/users rows belong to no day of a daily asset: the key is absent, not empty.
+    assert CHANGED_EVENT_DAYS not in first[USERS.key]
+
+    assert days(run()[EVENTS.key]) == []  # nothing new: no day changed
+
+    monkeypatch.setenv("DATA_PLATFORM_STANDIN_DAYS", "4")
+    assert days(run()[EVENTS.key]) == ["2026-01-04"]
+
+
+def test_a_landing_batch_records_the_days_of_its_rows(home, monkeypatch):
+    monkeypatch.setenv("DATA_PLATFORM_STANDIN_DAYS", "3")
+    run()
+    root = str(load_settings().landing_dir)
+    fs = fsspec.filesystem("file")
+    fs.makedirs(f"{root}/late", exist_ok=True)
+    rows = [
+        # A late event for an old day, and one just before midnight UTC (at UTC+1 it is Jan 3).
+        {"event_id": "late-1", "user_id": 1, "event_type": "click",
+         "event_ts": "2026-01-02T08:00:00Z", "amount": None},
+        {"event_id": "late-2", "user_id": 1, "event_type": "click",
+         "event_ts": "2026-01-03T00:30:00+01:00", "amount": None},
+    ]  # fmt: skip
+    fs.pipe_file(f"{root}/late/events.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    landed = run(tags={"ingestion/landing_batch": "late"}, keys=[EVENTS.key])
+    assert days(landed[EVENTS.key]) == ["2026-01-02"]
+
+
+def test_prod_sync_without_a_readable_catalog_records_unknown_days(prod_env):
+    from test_airbyte_sync import materializations, run_sync
+
+    prod_env.add_connection("app-db to lakehouse", [s.name for s in STREAMS])
+    result = run_sync()
+    assert result.success
+    metadata = materializations(result)
+    # Unknown (null), which downstream treats as every day: never silently "no day".
+    assert days(metadata[EVENTS.key]) is None
+    assert CHANGED_EVENT_DAYS not in metadata[USERS.key]
