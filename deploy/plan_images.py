@@ -21,6 +21,11 @@ Standard library only (Python >= 3.11), so CI runs it before installing anything
 
 Prints {"build": [...], "test": [...]} (lists of location entries) and, under GitHub Actions,
 writes `build=<json>` and `test=<json>` to $GITHUB_OUTPUT.
+
+It also prints the one deploy command of a pushed image, with the pinned chart version and the
+image's real tag (a full commit sha; anything else is refused):
+
+    python3 deploy/plan_images.py --deploy-command ingestion --tag <40-hex commit sha>
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ COMMON_IMAGE_INPUTS = ("pyproject.toml", "uv.lock", ".dockerignore")
 # Changing how images are planned or built affects every location.
 PIPELINE_INPUTS = (REGISTRY, "deploy/plan_images.py", ".github/workflows/images.yml")
 _NULL_SHA = re.compile(r"^0*$")
+_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+NAMESPACE = "dagster"
 
 
 def load_registry(root: Path = REPO_ROOT) -> dict:
@@ -53,6 +60,27 @@ def load_locations(root: Path = REPO_ROOT) -> list[dict]:
     """The location entries of the registry, in file order, each with the shared `dockerfile`."""
     registry = load_registry(root)
     return [{**loc, "dockerfile": registry["dockerfile"]} for loc in registry["locations"]]
+
+
+def chart_version(root: Path = REPO_ROOT) -> str:
+    """The pinned version of Dagster's Helm charts (= the Dagster version in uv.lock)."""
+    return load_registry(root)["dagster_chart_version"]
+
+
+def deploy_command(name: str, tag: str, root: Path = REPO_ROOT) -> str:
+    """The helm command that deploys image tag `tag` of location `name`: pinned chart version,
+    the location's values file, the real tag. Refuses anything but a full commit sha (CI's tags),
+    so no printed command can deploy a placeholder."""
+    if not _COMMIT_SHA.match(tag or ""):
+        raise ValueError(f"image tag must be the full commit sha CI pushed, not {tag!r}")
+    if name not in {loc["name"] for loc in load_locations(root)}:
+        raise ValueError(f"{name!r} is not a location of {REGISTRY}")
+    return (
+        f"helm upgrade --install {name} dagster/dagster-user-deployments"
+        f" --version {chart_version(root)} -n {NAMESPACE}"
+        f" -f deploy/helm/{name}.values.yaml"
+        f" --set-string 'deployments[0].image.tag={tag}'"
+    )
 
 
 def _normalize(name: str) -> str:
@@ -177,7 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", default="HEAD", help="head commit (default HEAD)")
     parser.add_argument("--all", action="store_true", help="plan every location")
     parser.add_argument("--changed", nargs="*", help="changed paths instead of git diff")
+    parser.add_argument("--deploy-command", metavar="LOCATION", help="print its helm command")
+    parser.add_argument("--tag", help="with --deploy-command: the image tag (full commit sha)")
     args = parser.parse_args(argv)
+
+    if args.deploy_command:
+        try:
+            print(deploy_command(args.deploy_command, args.tag or ""))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
 
     if args.all:
         changed = None

@@ -16,7 +16,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 HELM_DIR = REPO / "deploy" / "helm"
-# In CI the repository is cloned next to a read-only copy of shared/ (reference data).
+# In CI the repository is cloned next to a read-only copy of shared/ (reference data); GitHub CI
+# has none (tests that need it skip, naming it, and the workflow renders with helm instead).
 HELM_REFERENCE = REPO.parent / "shared" / "reference" / "helm"
 
 
@@ -59,14 +60,6 @@ def helm_merge(defaults, overrides):
         else:
             merged[key] = copy.deepcopy(value)
     return merged
-
-
-def chart_reference(chart: str) -> tuple[dict, dict]:
-    """(default values, values schema) of `chart` from the reference copies."""
-    defaults = load_yaml(HELM_REFERENCE / f"{chart}.values.yaml")
-    with open(HELM_REFERENCE / f"{chart}.values.schema.json", encoding="utf-8") as f:
-        schema = json.load(f)
-    return defaults, schema
 
 
 # ------------------------------------------------------------- build context (.dockerignore)
@@ -197,3 +190,99 @@ def exec_form(args: str) -> list[str] | None:
     except json.JSONDecodeError:
         return None
     return value if isinstance(value, list) else None
+
+
+# ------------------------------------------------------------- the real charts (Helm engine)
+
+# The real Dagster chart with its subcharts, in the reference copy beside the repository.
+CHART_DIR = HELM_REFERENCE / "charts" / "dagster-1.12.19"
+USER_CHART_DIR = CHART_DIR / "charts" / "dagster-user-deployments"
+# Stands in for the sha CI pushes (a 40-hex commit sha, as deploy_command demands).
+EXAMPLE_SHA = (
+    "0123456789abcdef0123456789abcdef01234567"  # pragma: allowlist secret (a fake commit sha)
+)
+EXAMPLE_PG_HOST = "dagster.abc123.eu-west-1.rds.example.com"
+
+
+def locked_version(package: str) -> str:
+    """The version of `package` in uv.lock."""
+    import tomllib
+
+    with open(REPO / "uv.lock", "rb") as f:
+        lock = tomllib.load(f)
+    (version,) = {p["version"] for p in lock["package"] if p["name"] == package}
+    return version
+
+
+def set_string(values: dict, expression: str, *, typed: bool = False) -> dict:
+    """Apply one `helm --set-string path=value` (`typed`: `--set`, where true/false/numbers are
+    not strings) to values read from `-f` files, in place.
+
+    Helm's CLI parses --set INTO the values of the -f files (strvals.ParseIntoString), so
+    `deployments[0].image.tag=x` changes one key of an existing list entry. helm-python-sdk's
+    parse_set_string returns a standalone map instead (merging it would replace the whole list),
+    hence these few lines: `a.b[0].c=value` paths, string values, as the README's commands use."""
+    path, _, value = expression.partition("=")
+    if typed:
+        value = yaml.safe_load(value)
+    steps: list[str | int] = []
+    for part in path.split("."):
+        name, *indexes = re.split(r"\[(\d+)\]", part)
+        if name:
+            steps.append(name)
+        steps.extend(int(i) for i in indexes if i != "")
+    node = values
+    for step, following in zip(steps, steps[1:], strict=False):
+        if isinstance(step, int):
+            node = node[step]
+        else:
+            if not isinstance(node.get(step), (dict, list)):
+                node[step] = [] if isinstance(following, int) else {}
+            node = node[step]
+    node[steps[-1]] = value
+    return values
+
+
+def release_values(release: str, *sets: str) -> dict:
+    """A release's values file with the --set-string flags its documented command passes
+    (deploy/README.md): the database host for the platform, the image tag for a team; then
+    `sets`, as `--set` flags."""
+    values = load_yaml(HELM_DIR / f"{release}.values.yaml")
+    defaults = (
+        [f"postgresql.postgresqlHost={EXAMPLE_PG_HOST}"]
+        if release == "dagster"
+        else [f"deployments[0].image.tag={EXAMPLE_SHA}"]
+    )
+    for expression in defaults:
+        set_string(values, expression)
+    for expression in sets:
+        set_string(values, expression, typed=True)
+    return values
+
+
+def render(release: str, values: dict, namespace: str = "dagster") -> list[dict]:
+    """Render a release with the real chart through Helm's own template engine (the Go SDK,
+    offline, values validated against the chart's schema as `helm template` does); every
+    Kubernetes object, each with its template path under `__template`."""
+    import helm_python
+
+    chart_dir = CHART_DIR if release == "dagster" else USER_CHART_DIR
+    chart = helm_python.Chart.load(str(chart_dir))
+    rendered = chart.render(values, name=release, namespace=namespace)
+    objects = []
+    for template, text in sorted(rendered.items()):
+        if template.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc["__template"] = template
+                objects.append(doc)
+    return objects
+
+
+def find(objects: list[dict], kind: str, name: str | None = None) -> list[dict]:
+    return [
+        o
+        for o in objects
+        if o.get("kind") == kind and (name is None or o["metadata"]["name"] == name)
+    ]

@@ -24,10 +24,11 @@ from ingestion import standin
 from ingestion.definitions import defs
 from ingestion.jobs import landing_sensor
 from ingestion.landing import ERROR_FILE, REJECTED_DIR
+from ingestion.settings import StandInSettings, landing_dir
 from ingestion.streams import EVENTS, STREAMS, USERS
 from shared import iceberg
 from shared.resources import ObjectStoreResource
-from shared.settings import StandInSettings, load_settings
+from shared.settings import load_settings
 
 CORPUS = Path(__file__).parent / "bad_batches"
 #: The raw tables before each batch: one small stand-in day (all checks pass on it).
@@ -191,7 +192,7 @@ def failure_text(run) -> str:
 def test_bad_batch(case, platform):
     catalog = platform
     expected = CASES[case]
-    landing = load_settings().landing_dir
+    landing = landing_dir(load_settings())
     batch_dir = write_batch(case, landing)
     files = sorted(p.relative_to(batch_dir) for p in batch_dir.rglob("*") if p.is_file())
     before = {s.name: snapshot(catalog, s) for s in STREAMS}
@@ -253,7 +254,7 @@ def test_bad_batch(case, platform):
 def test_rerunning_a_batch_appends_it_once(platform):
     """A re-executed run (e.g. after a crash after the commit) finds its rows and skips them."""
     catalog = platform
-    write_batch("dup_event_id", load_settings().landing_dir)
+    write_batch("dup_event_id", landing_dir(load_settings()))
     instance = DagsterInstance.ephemeral()
     _, first = run_landing(instance)
     assert first.success
@@ -268,7 +269,7 @@ def test_rerunning_a_batch_appends_it_once(platform):
 def test_a_future_timestamp_does_not_freeze_the_stand_in(platform, monkeypatch):
     """Landed rows are another source: their cursor values do not move the stand-in's."""
     catalog = platform
-    write_batch("future_timestamp", load_settings().landing_dir)
+    write_batch("future_timestamp", landing_dir(load_settings()))
     _, run = run_landing(DagsterInstance.ephemeral())
     assert run.success
     before = snapshot(catalog, EVENTS)[1]
@@ -289,7 +290,7 @@ def test_accepted_bad_keys_do_not_corrupt_staging(platform, tmp_path, monkeypatc
     from transformation.assets import dbt_daily_models, dbt_models
 
     catalog = platform
-    landing = load_settings().landing_dir
+    landing = landing_dir(load_settings())
     instance = DagsterInstance.ephemeral()
     for case in ("null_user_id", "dup_user_version", "dup_event_id", "null_event_id"):
         shutil.rmtree(landing, ignore_errors=True)
@@ -338,7 +339,7 @@ def test_the_whole_corpus_dropped_at_once(platform):
     """Every bad batch at once, as an outside tester would drop them: one run per batch, each
     with its own outcome, and the next tick requests nothing (quarantine is not a batch)."""
     catalog = platform
-    landing = load_settings().landing_dir
+    landing = landing_dir(load_settings())
     before = {s.name: snapshot(catalog, s)[1] for s in STREAMS}
     for case in CASES:
         write_batch(case, landing)

@@ -59,3 +59,20 @@ def test_images_workflow_pushes_only_outside_pull_requests():
     assert build["permissions"] == {"contents": "read", "packages": "write"}
     assert workflow["permissions"] == {"contents": "read"}, "least privilege by default"
     assert build["needs"] == ["plan", "test"], "images are built after their tests"
+
+
+def test_ci_renders_the_pinned_chart_with_helm_and_validates_with_kubeconform():
+    """GitHub CI has no ../shared: its `helm` job renders the four releases with the real helm
+    from Dagster's chart repository at the pinned version, checks that a release without the
+    database host or the image tag is refused, and validates every manifest (kubeconform)."""
+    workflow = ds.load_yaml(ds.REPO / ".github" / "workflows" / "ci.yml")
+    job = workflow["jobs"]["helm"]
+    steps = job["steps"]
+    assert any(s.get("uses", "").startswith("azure/setup-helm@") for s in steps)
+    script = "\n".join(s.get("run", "") for s in steps)
+    assert "dagster_chart_version" in script and '"$CHART_VERSION" = "$LOCKED"' in script
+    assert "helm repo add dagster https://dagster-io.github.io/helm" in script
+    assert script.count('--version "$CHART_VERSION"') >= 5, "all releases and the refusals"
+    assert "deploy/locations.toml" in script, "the team releases come from the registry"
+    assert "kubeconform -strict" in script.replace("\n", " ")
+    assert "rendered/*.yaml" in script

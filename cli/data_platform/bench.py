@@ -53,6 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.settings import env_str, environment
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCATIONS = ("ingestion", "transformation", "analytics")
 MEASUREMENTS = ("ingestion", "analytics", "incremental", "load_time", "install")
@@ -105,7 +107,7 @@ class Bench:
 
     def cleanup(self, path: Path) -> None:
         """Delete a measurement's files (kept when DATA_PLATFORM_BENCH_KEEP is set)."""
-        if os.environ.get("DATA_PLATFORM_BENCH_KEEP"):
+        if env_str(environment(), "DATA_PLATFORM_BENCH_KEEP"):
             return
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -764,7 +766,7 @@ def run_bench(quick: bool, output: str, only: list[str] | None = None) -> int:
     try:
         errors = run_measurements(Bench(quick=quick, work=work, log=log), names, out_path)
     finally:
-        if not os.environ.get("DATA_PLATFORM_BENCH_KEEP"):
+        if not env_str(environment(), "DATA_PLATFORM_BENCH_KEEP"):
             shutil.rmtree(work, ignore_errors=True)
     log(f"done: results in {out_path}")
     return 1 if errors else 0

@@ -56,9 +56,9 @@ def generate_events(args: dict[str, Any]) -> dict[str, Any]:
     uncompressed Arrow IPC file: the one source both writers read, batch by batch."""
     import pyarrow as pa
 
+    from ingestion.settings import StandInSettings
     from ingestion.standin import generate_events as gen
     from ingestion.streams import EVENTS
-    from shared.settings import StandInSettings
 
     per_day = int(args["events_per_day"])
     days = int(args["rows"]) // per_day
@@ -196,10 +196,11 @@ def analytics_setup(args: dict[str, Any]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from ingestion.settings import StandInSettings
     from ingestion.standin import generate_events as gen
     from ingestion.standin import generate_users_base
     from shared.iceberg import open_catalog, write_table
-    from shared.settings import StandInSettings, load_settings
+    from shared.settings import load_settings
 
     os.environ["DATA_PLATFORM_HOME"] = args["home"]
     standin = StandInSettings(

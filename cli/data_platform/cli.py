@@ -30,12 +30,13 @@ def _apply_env(args: argparse.Namespace) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from data_platform.demo import DemoFailed, format_report, run_demo
+    from ingestion.settings import load_standin_settings
     from shared.settings import SettingsError, load_settings
 
     try:
         settings = load_settings()
         if not args.json:
-            s = settings.standin
+            s = load_standin_settings()
             print(
                 f"data-platform demo: home={settings.home} users={s.users} "
                 f"events/day={s.events_per_day} days={s.days} seed={s.seed}"

@@ -1,13 +1,17 @@
 """``data-platform demo``: materialize the whole cross-location graph locally.
 
-Runs each planned run (see :func:`data_platform.graph.plan_runs`) in process against a Dagster
-instance kept under ``DATA_PLATFORM_HOME/dagster``, with the location's own ``defs``: the same
-runs, in the same order, that the daemon would launch from the UI. Daily-partitioned assets run
-as one run over the whole range of demo days (their backfill policy is single-run).
+Runs in process against a Dagster instance kept under ``DATA_PLATFORM_HOME/dagster``, with each
+location's own ``defs``, what a deployment would run: the raw syncs (the ingestion schedule),
+then what the automation conditions request (``shared.automation``), evaluated on the
+workspace-wide graph tick after tick like the daemon does, until nothing more is requested. So
+the daily assets run for the days the syncs changed (plus the late-data lookback): every day on a
+fresh home, the new day on a demo with one more day (see :class:`DemoAutomation`). Each requested
+day range of a daily asset is one run (its backfill policy is single-run).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -19,10 +23,12 @@ from typing import Any
 from dagster import DagsterInstance
 
 from data_platform.graph import (
-    PlannedRun,
+    RequestedRun,
     build_location_graph,
     load_location_defs,
+    plan_requested_runs,
     plan_runs,
+    workspace_definitions,
 )
 
 # Dagster's run tags for a partition range (what a single-run backfill sets); public tag names,
@@ -61,15 +67,6 @@ class DemoReport:
         }
 
 
-def partition_range(days: int) -> tuple[str, str]:
-    """First and last partition key of the demo's ``days`` days."""
-    from shared.partitions import day_of
-
-    if days < 1:
-        raise ValueError("the demo needs at least one day of data")
-    return day_of(0).isoformat(), day_of(days - 1).isoformat()
-
-
 def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     """Materialize every asset of every location, in dependency order, and report.
 
@@ -88,8 +85,15 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     os.environ["DATA_PLATFORM_HOME"] = str(settings.home)
 
     location_defs = load_location_defs()
-    plan = plan_runs(build_location_graph(location_defs))
-    first_day, last_day = partition_range(settings.standin.days)
+    graph = build_location_graph(location_defs)
+    plan = plan_runs(graph)
+    # The raw syncs: the runs whose assets read nothing another location produces (in a
+    # deployment, the ingestion schedule starts them; the automation does the rest).
+    syncs = [
+        RequestedRun(p.location, p.asset_keys)
+        for p in plan
+        if not any(graph.parents[k] & set(graph.owner) for k in p.asset_keys)
+    ]
     report = DemoReport()
     instance_dir = settings.home / "dagster"
     instance_dir.mkdir(parents=True, exist_ok=True)
@@ -104,29 +108,36 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
         }
     }
     with DagsterInstance.local_temp(tempdir=str(instance_dir), overrides=no_capture) as instance:
+        automation = DemoAutomation(
+            workspace_definitions(location_defs), instance, instance_dir / AUTOMATION_CURSOR
+        )
         _load_landing_batches(location_defs, instance, instance_dir, log_dir, log, report)
-        for number, planned in enumerate(plan, start=1):
-            log(_describe(number, len(plan), planned, first_day, last_day))
-            run_log = log_dir / f"demo-run-{number}-{planned.location}.log"
-            with _output_to(run_log):
-                result = _execute(
-                    location_defs[planned.location], planned, instance, first_day, last_day
+        number = 0
+        # Lazily: each tick is evaluated after the runs of the one before have landed.
+        for runs in itertools.chain([syncs], automation.ticks(plan)):
+            for requested in runs:
+                number += 1
+                log(_describe(number, requested))
+                run_log = log_dir / f"demo-run-{number}-{requested.location}.log"
+                with _output_to(run_log):
+                    result = _execute(location_defs[requested.location], requested, instance)
+                report.runs.append(
+                    {
+                        "location": requested.location,
+                        "assets": [k.to_user_string() for k in requested.asset_keys],
+                        "partitions": list(requested.partition_range)
+                        if requested.partition_range
+                        else None,
+                        "run_id": result.run_id,
+                        "success": result.success,
+                    }
                 )
-            report.runs.append(
-                {
-                    "location": planned.location,
-                    "assets": [k.to_user_string() for k in planned.asset_keys],
-                    "partitions": [first_day, last_day] if planned.partitioned else None,
-                    "run_id": result.run_id,
-                    "success": result.success,
-                }
-            )
-            report.checks.extend(_check_outcomes(result))
-            if not result.success:
-                raise DemoFailed(
-                    f"run {number} ({planned.location}) failed: {_failure_message(result)} "
-                    f"(full log: {run_log})"
-                )
+                report.checks.extend(_check_outcomes(result))
+                if not result.success:
+                    raise DemoFailed(
+                        f"run {number} ({requested.location}) failed: "
+                        f"{_failure_message(result)} (full log: {run_log})"
+                    )
     report.tables = list_tables(open_catalog(settings))
     return report
 
@@ -199,28 +210,94 @@ def _load_landing_batches(location_defs, instance, instance_dir, log_dir, log, r
             log(f"landing batch {batch}: rejected (quarantined, nothing written): {message}")
 
 
-def _describe(number: int, total: int, planned: PlannedRun, first: str, last: str) -> str:
-    keys = ", ".join(k.to_user_string() for k in planned.asset_keys)
-    window = f" [{first}..{last}]" if planned.partitioned else ""
-    return f"run {number}/{total} {planned.location}{window}: {keys}"
+def _describe(number: int, run: RequestedRun) -> str:
+    keys = ", ".join(k.to_user_string() for k in run.asset_keys)
+    window = f" [{run.partition_range[0]}..{run.partition_range[1]}]" if run.partition_range else ""
+    return f"run {number} {run.location}{window}: {keys}"
 
 
-def _execute(defs, planned: PlannedRun, instance, first_day: str, last_day: str):
-    job = defs.resolve_implicit_job_def_def_for_assets(list(planned.asset_keys))
+def _execute(defs, run: RequestedRun, instance):
+    job = defs.resolve_implicit_job_def_def_for_assets(list(run.asset_keys))
     if job is None:
-        raise DemoFailed(f"{planned.location} has no job for {planned.asset_keys}")
+        raise DemoFailed(f"{run.location} has no job for {run.asset_keys}")
     tags = {}
-    if planned.partitioned:
-        tags = {ASSET_PARTITION_RANGE_START_TAG: first_day, ASSET_PARTITION_RANGE_END_TAG: last_day}
+    if run.partition_range:
+        first, last = run.partition_range
+        tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
     return job.execute_in_process(
         instance=instance,
-        asset_selection=list(planned.asset_keys),
+        asset_selection=list(run.asset_keys),
         tags=tags,
         raise_on_error=False,
         # The summary is the demo's output; the full event log stays in the instance (and in
         # the UI under `dagster dev` with DAGSTER_HOME=<home>/dagster).
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
+
+
+#: The automation cursor of the demo, kept beside its instance (what the daemon keeps in its own
+#: storage): the next demo sees only what happened since.
+AUTOMATION_CURSOR = "automation.cursor"
+#: Hops of the graph after the raw syncs (raw -> dbt -> analytics takes two or three).
+MAX_TICKS = 10
+
+
+class DemoAutomation:
+    """Plans the demo's runs the way the deployment's automation does: evaluates the automation
+    conditions of every location on the workspace-wide graph against the demo's instance.
+
+    The cursor advances (is written) only after the runs of a tick have succeeded, so a demo
+    killed or failed in between is asked for the same work again by the next one (re-running a
+    day is idempotent). On a fresh home, the first evaluation happens before anything is synced
+    (as the daemon's first tick sets its cursor), so the first sync's days are all requested.
+    """
+
+    def __init__(self, defs, instance, cursor_file: Path):
+        from dagster import deserialize_value, evaluate_automation_conditions
+
+        self.defs, self.instance, self.cursor_file = defs, instance, cursor_file
+        self._evaluate = evaluate_automation_conditions
+        self.cursor = None
+        if cursor_file.exists():
+            from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
+
+            self.cursor = deserialize_value(cursor_file.read_text(), AssetDaemonCursor)
+        else:
+            self._tick()
+            self._commit()
+
+    def _tick(self) -> dict:
+        result = self._evaluate(defs=self.defs, instance=self.instance, cursor=self.cursor)
+        self.cursor = result.cursor
+        requested = {}
+        for r in result.results:
+            subset = r.true_subset
+            if subset.size:
+                requested[r.key] = (
+                    set(subset.expensively_compute_partition_keys())
+                    if subset.is_partitioned
+                    else None
+                )
+        return requested
+
+    def _commit(self) -> None:
+        from dagster import serialize_value
+
+        tmp = self.cursor_file.with_suffix(".tmp")
+        tmp.write_text(serialize_value(self.cursor))
+        tmp.replace(self.cursor_file)  # atomic: a killed demo leaves the old cursor or the new
+
+    def ticks(self, plan) -> Iterator[list[RequestedRun]]:
+        """The runs of each tick, until nothing more is requested; the caller runs them before
+        asking for the next tick (which commits the cursor of the previous one)."""
+        for _ in range(MAX_TICKS):
+            runs = plan_requested_runs(plan, self._tick())
+            if not runs:
+                self._commit()
+                return
+            yield runs
+            self._commit()
+        raise DemoFailed(f"the automation still requested runs after {MAX_TICKS} ticks")
 
 
 def _check_outcomes(result) -> list[CheckOutcome]:

@@ -144,3 +144,74 @@ def plan_runs(graph: LocationGraph) -> list[PlannedRun]:
         done |= batch
         remaining -= batch
     return runs
+
+
+def workspace_definitions(location_defs: dict[str, Definitions]) -> Definitions:
+    """Every location's assets in one graph, as the daemon sees the workspace, to evaluate the
+    automation conditions on (nothing runs from it).
+
+    The locations' resources are equal but distinct objects under the same keys (``iceberg``),
+    which ``Definitions.merge`` refuses; one of each key is enough to evaluate conditions.
+    """
+    assets: list = []
+    resources: dict = {}
+    for defs in location_defs.values():
+        assets.extend(defs.assets or [])
+        for key, resource in (defs.resources or {}).items():
+            resources.setdefault(key, resource)
+    return Definitions(assets=assets, resources=resources)
+
+
+@dataclass(frozen=True)
+class RequestedRun:
+    """One run the automation asked for: some assets of a planned run, and for partitioned ones
+    one contiguous range of days (``first``..``last``, inclusive partition keys)."""
+
+    location: str
+    asset_keys: tuple[AssetKey, ...]
+    partition_range: tuple[str, str] | None = None
+
+
+def contiguous_ranges(partition_keys: set[str]) -> list[tuple[str, str]]:
+    """Daily partition keys (ISO dates) grouped into inclusive ``(first, last)`` runs of
+    consecutive days: each is one single-run backfill.
+
+    >>> contiguous_ranges({"2026-01-03", "2026-01-01", "2026-01-02", "2026-03-01"})
+    [('2026-01-01', '2026-01-03'), ('2026-03-01', '2026-03-01')]
+    """
+    import datetime as dt
+
+    days = sorted(dt.date.fromisoformat(k) for k in partition_keys)
+    ranges: list[tuple[str, str]] = []
+    for day in days:
+        if ranges and dt.date.fromisoformat(ranges[-1][1]) + dt.timedelta(days=1) == day:
+            ranges[-1] = (ranges[-1][0], day.isoformat())
+        else:
+            ranges.append((day.isoformat(), day.isoformat()))
+    return ranges
+
+
+def plan_requested_runs(
+    plan: list[PlannedRun], requested: dict[AssetKey, set[str] | None]
+) -> list[RequestedRun]:
+    """The runs that carry out one automation tick's requests, in the plan's dependency order.
+
+    ``requested``: per asset key, the requested partition keys (None: an unpartitioned asset).
+    Assets of one planned run with the same requested days run together; non-contiguous days
+    (a late day and the newest) become one run per contiguous range.
+    """
+    runs: list[RequestedRun] = []
+    for planned in plan:
+        keys = [k for k in planned.asset_keys if k in requested]
+        if not keys:
+            continue
+        if not planned.partitioned:
+            runs.append(RequestedRun(planned.location, tuple(keys)))
+            continue
+        by_days: dict[frozenset[str], list[AssetKey]] = {}
+        for key in keys:
+            by_days.setdefault(frozenset(requested[key] or ()), []).append(key)
+        for days, group in sorted(by_days.items(), key=lambda item: sorted(item[0])):
+            for first, last in contiguous_ranges(set(days)):
+                runs.append(RequestedRun(planned.location, tuple(group), (first, last)))
+    return runs

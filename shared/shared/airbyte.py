@@ -6,11 +6,10 @@ it: only the ingestion location (which depends on ``dagster-airbyte``) calls the
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from shared.settings import AirbyteSettings, Settings, SettingsError, load_settings
+from shared.settings import AirbyteSettings, Settings, SettingsError, environment, load_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from dagster_airbyte import AirbyteWorkspace
@@ -23,7 +22,9 @@ _NOT_NEEDED_FOR_A_SYNC = {
 }
 
 
-def settings_for_sync(environ: Mapping[str, str] | None = None) -> tuple[Settings, list[str]]:
+def settings_for_sync(
+    environ: Mapping[str, str] | None = None, *, home: str | None = None
+) -> tuple[Settings, list[str]]:
     """Settings for an Airbyte sync, and the names of missing settings it could do without.
 
     An Airbyte sync needs only ``AIRBYTE_*``; the Iceberg catalog and Garage are used afterwards,
@@ -32,16 +33,16 @@ def settings_for_sync(environ: Mapping[str, str] | None = None) -> tuple[Setting
     catalog or object store then. Every value is still read and validated by
     :func:`shared.settings.load_settings`, the one place that reads the environment.
     """
-    env = dict(os.environ if environ is None else environ)
+    env = dict(environment(environ))
     try:
-        return load_settings(env), []
+        return load_settings(env, home=home), []
     except SettingsError:
         missing = [name for name in _NOT_NEEDED_FOR_A_SYNC if not env.get(name, "").strip()]
         if not missing:
             raise
         patched = {**env, **{name: _NOT_NEEDED_FOR_A_SYNC[name] for name in missing}}
         # Raises again, with its own clear message, if something an Airbyte sync needs is wrong.
-        return load_settings(patched), missing
+        return load_settings(patched, home=home), missing
 
 
 def workspace_kwargs(airbyte: AirbyteSettings) -> dict[str, Any]:

@@ -45,7 +45,6 @@ that the location images install; they are imported only when a sensor runs.
 from __future__ import annotations
 
 import json
-import os
 import re
 import urllib.error
 import urllib.request
@@ -56,7 +55,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
 
-from shared.settings import Secret
+from shared.settings import Secret, env_str, environment
 
 PUSHGATEWAY_ENV = "DATA_PLATFORM_PUSHGATEWAY_URL"
 WEBHOOK_ENV = "DATA_PLATFORM_ALERT_WEBHOOK_URL"
@@ -94,19 +93,15 @@ class MonitoringConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MonitoringConfig:
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
-
-        webhook, token = get(WEBHOOK_ENV), get(SLACK_TOKEN_ENV)
+        """Read through :mod:`shared.settings`, the one reader of the environment."""
+        env = environment(environ)
+        webhook, token = env_str(env, WEBHOOK_ENV), env_str(env, SLACK_TOKEN_ENV)
         return cls(
-            pushgateway_url=get(PUSHGATEWAY_ENV),
+            pushgateway_url=env_str(env, PUSHGATEWAY_ENV),
             webhook_url=Secret(webhook) if webhook else None,
             slack_token=Secret(token) if token else None,
-            slack_channel=get(SLACK_CHANNEL_ENV),
-            webserver_url=get(WEBSERVER_URL_ENV),
+            slack_channel=env_str(env, SLACK_CHANNEL_ENV),
+            webserver_url=env_str(env, WEBSERVER_URL_ENV),
         )
 
     @property

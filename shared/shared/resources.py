@@ -41,11 +41,7 @@ class IcebergCatalogResource(ConfigurableResource):
     _catalog: Catalog | None = PrivateAttr(default=None)
 
     def settings(self) -> Settings:
-        if self.home:
-            import os
-
-            return load_settings({**os.environ, "DATA_PLATFORM_HOME": self.home})
-        return load_settings()
+        return load_settings(home=self.home)
 
     def catalog(self) -> Catalog:
         from shared import iceberg
@@ -92,11 +88,7 @@ class ObjectStoreResource(ConfigurableResource):
     home: str | None = None
 
     def settings(self) -> Settings:
-        if self.home:
-            import os
-
-            return load_settings({**os.environ, "DATA_PLATFORM_HOME": self.home})
-        return load_settings()
+        return load_settings(home=self.home)
 
     def filesystem(self) -> fsspec.AbstractFileSystem:
         return filesystem_for(self.settings())

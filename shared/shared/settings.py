@@ -4,6 +4,13 @@ Every setting of the platform is read from the environment here, validated, and 
 frozen :class:`Settings`. Nothing reads the environment at import time: callers (resources at run
 time, the CLI, tests) call :func:`load_settings`, so a test sets variables and calls it again.
 
+This module is also the *mechanism* every other setting goes through: :func:`environment` is the
+only reader of ``os.environ`` in the platform's code, and :func:`env_str`, :func:`env_int`,
+:func:`env_secret` and :func:`env_path` parse and validate one variable each, with one clear
+:class:`SettingsError` naming the variable and what is allowed. A location declares its own
+section with them (``ingestion.settings`` for the Airbyte stand-in and the landing zone):
+``shared`` knows no location.
+
 Modes:
 
 * ``local`` (default): everything embedded. A pyiceberg SQL catalog on SQLite and a warehouse
@@ -94,20 +101,6 @@ class AirbyteSettings:
 
 
 @dataclass(frozen=True)
-class StandInSettings:
-    """Size of the data the local Airbyte stand-in generates (local mode only).
-
-    Generation is seeded and done one day at a time, so day ``k`` has the same rows whether it is
-    generated alone or with the days before it.
-    """
-
-    users: int = 200
-    events_per_day: int = 500
-    days: int = 14
-    seed: int = 42
-
-
-@dataclass(frozen=True)
 class Settings:
     """Validated settings for one process."""
 
@@ -116,7 +109,6 @@ class Settings:
     catalog: CatalogSettings
     object_store: ObjectStoreSettings
     airbyte: AirbyteSettings | None
-    standin: StandInSettings = StandInSettings()
 
     @property
     def is_local(self) -> bool:
@@ -126,11 +118,6 @@ class Settings:
     def warehouse_dir(self) -> Path:
         """The local warehouse folder (local mode)."""
         return self.home / "warehouse"
-
-    @property
-    def landing_dir(self) -> Path:
-        """The local landing zone watched by the ingestion sensor (local mode)."""
-        return self.object_store.local_root / "landing"
 
     def catalog_properties(self) -> dict[str, str]:
         """Properties for ``pyiceberg.catalog.load_catalog`` (credentials included: do not log)."""
@@ -167,9 +154,56 @@ def default_home() -> Path:
     return here / ".data-platform"
 
 
-def _secret(environ: Mapping[str, str], name: str) -> Secret | None:
+def environment(environ: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """The environment to read settings from: ``environ`` if given (tests), else ``os.environ``.
+
+    The only place of the platform's code that touches ``os.environ`` for reading.
+    """
+    return os.environ if environ is None else environ
+
+
+def env_str(environ: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    """``name``'s value, stripped; ``default`` when unset or blank."""
+    value = environ.get(name, "").strip()
+    return value or default
+
+
+def env_secret(environ: Mapping[str, str], name: str) -> Secret | None:
+    """``name``'s value as a :class:`Secret` (never shown in a repr), or None when unset."""
     value = environ.get(name)
     return Secret(value) if value else None
+
+
+def env_int(
+    environ: Mapping[str, str], name: str, default: int, *, minimum: int = 0, maximum: int
+) -> int:
+    """``name`` as a whole number in ``[minimum, maximum]``; ``default`` when unset.
+
+    Anything else (not a number, out of range, absurdly large) is one :class:`SettingsError`
+    naming the variable and the allowed range, never a ``ValueError`` or ``OverflowError`` later.
+    """
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value: int | None = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not minimum <= value <= maximum:
+        raise SettingsError(
+            f"{name}={raw!r} is not allowed: a whole number from {minimum} to {maximum}."
+        )
+    return value
+
+
+def env_path(environ: Mapping[str, str], name: str) -> Path | None:
+    """``name`` as an absolute path (``~`` expanded), or None when unset."""
+    raw = env_str(environ, name)
+    return Path(raw).expanduser().resolve() if raw else None
+
+
+def _secret(environ: Mapping[str, str], name: str) -> Secret | None:
+    return env_secret(environ, name)
 
 
 def _require(environ: Mapping[str, str], name: str, why: str) -> str:
@@ -205,42 +239,30 @@ def _airbyte_url(raw: str) -> str:
     return url
 
 
-def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise SettingsError(f"{name}={raw!r} must be a whole number >= 0.")
-    return value
-
-
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, home: str | Path | None = None
+) -> Settings:
     """Read and validate the platform's settings from ``environ`` (default: ``os.environ``).
+
+    ``home``, when given, overrides ``DATA_PLATFORM_HOME`` (the resources' ``home`` field, the
+    CLI, tests): the one place that override is applied.
 
     Raises :class:`SettingsError` with one clear message for a bad value.
     """
-    env_vars = os.environ if environ is None else environ
+    env_vars = environment(environ)
+    if home:
+        env_vars = {**env_vars, "DATA_PLATFORM_HOME": str(home)}
     env = env_vars.get("DATA_PLATFORM_ENV", "local").strip().lower() or "local"
     if env not in MODES:
         raise SettingsError(
             f"DATA_PLATFORM_ENV={env_vars.get('DATA_PLATFORM_ENV')!r} is not a mode of the "
             f"platform; allowed values: {', '.join(MODES)}."
         )
-    home_raw = env_vars.get("DATA_PLATFORM_HOME", "").strip()
-    home = Path(home_raw).expanduser().resolve() if home_raw else default_home()
+    home_dir = env_path(env_vars, "DATA_PLATFORM_HOME") or default_home()
+    return _settings_for(env, env_vars, home_dir)
 
-    standin = StandInSettings(
-        users=_positive_int(env_vars, "DATA_PLATFORM_STANDIN_USERS", StandInSettings.users),
-        events_per_day=_positive_int(
-            env_vars, "DATA_PLATFORM_STANDIN_EVENTS_PER_DAY", StandInSettings.events_per_day
-        ),
-        days=_positive_int(env_vars, "DATA_PLATFORM_STANDIN_DAYS", StandInSettings.days),
-        seed=_positive_int(env_vars, "DATA_PLATFORM_STANDIN_SEED", StandInSettings.seed),
-    )
+
+def _settings_for(env: str, env_vars: Mapping[str, str], home: Path) -> Settings:
 
     if env == "local":
         catalog = CatalogSettings(
@@ -258,7 +280,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             bucket=None,
             local_root=home / "objects",
         )
-        return Settings(env, home, catalog, store, airbyte=None, standin=standin)
+        return Settings(env, home, catalog, store, airbyte=None)
 
     catalog = CatalogSettings(
         name=env_vars.get("ICEBERG_CATALOG_NAME", "lakehouse"),
@@ -297,7 +319,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 "Airbyte credentials missing: set AIRBYTE_CLIENT_ID and AIRBYTE_CLIENT_SECRET, "
                 "or AIRBYTE_USERNAME and AIRBYTE_PASSWORD."
             )
-    return Settings(env, home, catalog, store, airbyte, standin=standin)
+    return Settings(env, home, catalog, store, airbyte)
 
 
 #: Default of ``DATA_PLATFORM_LATE_DATA_LOOKBACK_DAYS`` (see :func:`late_data_lookback_days`).
@@ -308,5 +330,10 @@ def late_data_lookback_days(environ: Mapping[str, str] | None = None) -> int:
     """``DATA_PLATFORM_LATE_DATA_LOOKBACK_DAYS``: how many days before each day a raw sync changed
     the daily assets re-run too (default 1; 0 runs exactly the changed days). Read when the
     automation conditions are evaluated, never at import (``shared.automation``)."""
-    env_vars = os.environ if environ is None else environ
-    return _positive_int(env_vars, "DATA_PLATFORM_LATE_DATA_LOOKBACK_DAYS", LATE_DATA_LOOKBACK_DAYS)
+    return env_int(
+        environment(environ),
+        "DATA_PLATFORM_LATE_DATA_LOOKBACK_DAYS",
+        LATE_DATA_LOOKBACK_DAYS,
+        minimum=0,
+        maximum=366,
+    )

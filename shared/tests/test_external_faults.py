@@ -17,7 +17,7 @@ from pyiceberg.catalog import load_catalog
 from shared.iceberg import IcebergError, open_catalog, read_table, write_table
 from shared.resources import ObjectStoreError, filesystem_for, object_store_errors
 from shared.settings import load_settings
-from shared.testing import RcloneS3Server, free_port
+from tests.s3_server import RcloneS3Server, free_port
 
 pytestmark = pytest.mark.slow
 

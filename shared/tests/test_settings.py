@@ -1,8 +1,17 @@
+import re
 from pathlib import Path
 
 import pytest
 
-from shared.settings import Secret, SettingsError, load_settings
+from shared.settings import (
+    Secret,
+    SettingsError,
+    env_int,
+    env_path,
+    env_secret,
+    env_str,
+    load_settings,
+)
 
 
 def test_local_is_the_default_and_lives_under_home(tmp_path):
@@ -93,11 +102,49 @@ def test_an_unusable_airbyte_url_says_what_to_set(given):
     assert "server root" in message and "/api/public/v1" in message
 
 
-def test_standin_sizes_are_validated():
-    s = load_settings({"DATA_PLATFORM_STANDIN_DAYS": "3", "DATA_PLATFORM_STANDIN_USERS": "10"})
-    assert (s.standin.days, s.standin.users) == (3, 10)
-    with pytest.raises(SettingsError, match="DATA_PLATFORM_STANDIN_DAYS='-1'"):
-        load_settings({"DATA_PLATFORM_STANDIN_DAYS": "-1"})
+def test_home_override_is_applied_in_one_place(tmp_path):
+    s = load_settings({"DATA_PLATFORM_HOME": "/elsewhere"}, home=str(tmp_path))
+    assert s.home == tmp_path.resolve()
+    assert load_settings({"DATA_PLATFORM_HOME": str(tmp_path)}, home=None).home == s.home
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "x", "1.5", "99999999999999999999"])
+def test_env_int_names_the_variable_and_the_allowed_range(raw):
+    with pytest.raises(SettingsError) as err:
+        env_int({"SOME_VAR": raw}, "SOME_VAR", 3, minimum=1, maximum=3650)
+    assert str(err.value) == (f"SOME_VAR={raw!r} is not allowed: a whole number from 1 to 3650.")
+
+
+def test_env_helpers_parse_values():
+    env = {"N": " 7 ", "S": " x ", "K": "secret-value", "P": "~/somewhere"}
+    assert env_int(env, "N", 3, maximum=10) == 7
+    assert env_int(env, "MISSING", 3, maximum=10) == 3
+    assert env_str(env, "S") == "x"
+    assert env_str(env, "MISSING", "d") == "d"
+    assert env_secret(env, "K").reveal() == "secret-value"
+    assert env_path(env, "P") == (Path.home() / "somewhere").resolve()
+    assert env_path(env, "MISSING") is None
+
+
+#: A read of one variable: os.getenv(...), environ.get(...), environ[...] not being assigned.
+READS_ENV = re.compile(r"getenv\(|environ\.get\(|environ\[[^\]]*\](?!\s*=[^=])")
+
+
+def test_only_settings_reads_the_environment():
+    """Installed packages read the environment only through shared.settings (issue 14 item 3)."""
+    repo = Path(__file__).resolve().parents[2]
+    packages = [repo / "shared" / "shared", repo / "cli" / "data_platform"]
+    packages += [p for p in (repo / "locations").glob("*/*") if (p / "__init__.py").exists()]
+    readers = []
+    for package in packages:
+        for module in package.rglob("*.py"):
+            if module == repo / "shared" / "shared" / "settings.py":
+                continue
+            for number, line in enumerate(module.read_text().splitlines(), 1):
+                code = line.split("#")[0]
+                if READS_ENV.search(code):
+                    readers.append(f"{module.relative_to(repo)}:{number}: {line.strip()}")
+    assert readers == []
 
 
 def test_default_home_is_repo_root(monkeypatch):

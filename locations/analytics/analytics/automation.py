@@ -22,10 +22,13 @@ Requests for many days of ``daily_metrics`` become one backfill (``emit_backfill
 
 from __future__ import annotations
 
+import warnings
+
 from dagster import (
     AssetSelection,
     AutomationCondition,
     AutomationConditionSensorDefinition,
+    BetaWarning,
     DefaultSensorStatus,
 )
 
@@ -48,12 +51,16 @@ def user_features_condition() -> AutomationCondition:
     return full_condition(ignore_missing=[STG_EVENTS.key])
 
 
-analytics_automation_sensor = AutomationConditionSensorDefinition(
-    "analytics_automation_sensor",
-    target=AssetSelection.assets(USER_FEATURES_KEY, DAILY_METRICS_KEY),
-    default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    # The shared daily condition is Python code of ours: evaluated in this code server.
-    use_user_code_server=True,
-    description="Evaluates the automation conditions of the analytics assets (runs by default).",
-)
+# `use_user_code_server` is beta in Dagster 1.13; custom conditions need it, so its warning is
+# silenced here rather than shown on every load.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", BetaWarning)
+    analytics_automation_sensor = AutomationConditionSensorDefinition(
+        "analytics_automation_sensor",
+        target=AssetSelection.assets(USER_FEATURES_KEY, DAILY_METRICS_KEY),
+        default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        # The shared daily condition is Python code of ours: evaluated in this code server.
+        use_user_code_server=True,
+        description="Evaluates the automation conditions of the analytics assets (runs by default).",
+    )

@@ -22,7 +22,8 @@ from dagster import (
     sensor,
 )
 
-from ingestion.landing import LANDING_BATCH_TAG, LANDING_PREFIX, streams_named_by
+from ingestion.landing import LANDING_BATCH_TAG, streams_named_by
+from ingestion.settings import LANDING_PREFIX
 from ingestion.streams import STREAMS, STREAMS_BY_NAME
 from shared.resources import ObjectStoreResource
 

@@ -48,9 +48,6 @@ if TYPE_CHECKING:
 
     from shared import iceberg
 
-#: Prefix of the landing zone in the object store (a folder locally, a prefix of the bucket on
-#: Garage), matching ``Settings.landing_dir`` in local mode.
-LANDING_PREFIX = "landing"
 #: Run tag naming the landing batch a run loads (set by ``ingestion.jobs.landing_sensor``).
 LANDING_BATCH_TAG = "ingestion/landing_batch"
 #: Top-level folder (under ``landing/``) of rejected batches; the sensor ignores ``_`` names.

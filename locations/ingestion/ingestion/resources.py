@@ -14,7 +14,6 @@ modes have the same assets and the location loads without touching Airbyte:
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ from dagster import (
 from pydantic import Field
 
 from ingestion import landing
+from ingestion.settings import LANDING_PREFIX, load_standin_settings
 from ingestion.streams import STREAMS, STREAMS_BY_NAME, RawStream, stream_for_key
 from shared import airbyte as shared_airbyte
 from shared.resources import IcebergCatalogResource, filesystem_for, store_path
@@ -80,10 +80,7 @@ class AirbyteSyncResource(ConfigurableResource):
 
     def settings(self) -> tuple[Settings, list[str]]:
         """Run-time settings, and the prod settings missing that a sync can do without."""
-        environ: dict[str, str] | None = None
-        if self.home:
-            environ = {**os.environ, "DATA_PLATFORM_HOME": self.home}
-        return shared_airbyte.settings_for_sync(environ)
+        return shared_airbyte.settings_for_sync(home=self.home)
 
     def workspace(self, settings: Settings) -> PlatformAirbyteWorkspace:
         """dagster-airbyte's workspace for the configured Airbyte (prod)."""
@@ -150,15 +147,14 @@ class AirbyteSyncResource(ConfigurableResource):
             f"Local mode: the local Airbyte stand-in syncs {', '.join(s.name for s in streams)} "
             f"into {settings.catalog.uri.split('?')[0]}"
         )
+        sizes = load_standin_settings()
         for stream in streams:
-            result = standin.sync_stream(catalog, stream, settings.standin)
+            result = standin.sync_stream(catalog, stream, sizes)
             context.log.info(
                 f"stand-in {stream.identifier}: {result.write.rows_written} new rows, "
                 f"{result.write.row_count} in total"
             )
-            yield MaterializeResult(
-                asset_key=stream.key, metadata=result.as_metadata(settings.standin)
-            )
+            yield MaterializeResult(asset_key=stream.key, metadata=result.as_metadata(sizes))
 
     def _load_landing(
         self,
@@ -171,7 +167,7 @@ class AirbyteSyncResource(ConfigurableResource):
         from ingestion.jobs import list_batches  # jobs imports the assets' streams only
 
         fs = filesystem_for(settings)
-        root = store_path(settings, landing.LANDING_PREFIX)
+        root = store_path(settings, LANDING_PREFIX)
         files = list_batches(fs, root).get(batch)
         previous = landing.previous_rejection(fs, root, batch)
         if previous is not None:

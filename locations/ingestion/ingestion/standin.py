@@ -35,10 +35,10 @@ from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import NotStartsWith, StartsWith
 
 from ingestion.landing import LANDING_META_PREFIX
+from ingestion.settings import StandInSettings
 from ingestion.streams import EVENTS, USERS, RawStream
 from shared import iceberg
 from shared.partitions import FIRST_DAY, day_of
-from shared.settings import StandInSettings
 
 US_PER_DAY = 86_400_000_000
 #: Records of day ``k`` are "extracted" a few minutes after the day ends, like a nightly sync.

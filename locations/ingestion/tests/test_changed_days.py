@@ -11,6 +11,7 @@ from pathlib import Path
 import fsspec
 
 from ingestion.definitions import defs
+from ingestion.settings import landing_dir
 from ingestion.streams import EVENTS, STREAMS, USERS
 from shared.changes import CHANGED_EVENT_DAYS, CHANGED_EVENT_DAYS_COUNT
 from shared.settings import load_settings
@@ -49,7 +50,7 @@ def test_standin_syncs_record_the_days_they_added(home, monkeypatch):
 def test_a_landing_batch_records_the_days_of_its_rows(home, monkeypatch):
     monkeypatch.setenv("DATA_PLATFORM_STANDIN_DAYS", "3")
     run()
-    root = str(load_settings().landing_dir)
+    root = str(landing_dir(load_settings()))
     fs = fsspec.filesystem("file")
     fs.makedirs(f"{root}/late", exist_ok=True)
     rows = [

@@ -19,10 +19,11 @@ from ingestion.checks import (
     run_check,
     schema_drift,
 )
+from ingestion.settings import StandInSettings
 from ingestion.streams import EVENTS, USERS
 from shared import iceberg
 from shared.resources import IcebergCatalogResource
-from shared.settings import StandInSettings, load_settings
+from shared.settings import load_settings
 
 SMALL = StandInSettings(users=30, events_per_day=300, days=2, seed=7)
 

@@ -12,10 +12,11 @@ from ingestion.checks import (
     latest_commit_rows,
     run_check,
 )
+from ingestion.settings import StandInSettings
 from ingestion.streams import EVENTS, USERS
 from shared import iceberg
 from shared.resources import IcebergCatalogResource
-from shared.settings import StandInSettings, load_settings
+from shared.settings import load_settings
 
 SMALL = StandInSettings(users=30, events_per_day=200, days=3, seed=11)
 

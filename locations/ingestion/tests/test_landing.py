@@ -23,10 +23,11 @@ from ingestion.checks import (
 from ingestion.definitions import defs
 from ingestion.jobs import landing_sensor, list_batches
 from ingestion.landing import LandingRejected, classify, parse_file, plan_batch
+from ingestion.settings import StandInSettings, landing_dir
 from ingestion.streams import EVENTS, USERS
 from shared import iceberg
 from shared.resources import ObjectStoreResource
-from shared.settings import StandInSettings, load_settings
+from shared.settings import load_settings
 
 NOW = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
 USER = {"id": 1, "email": "a@x.org", "name": "Ann", "country": "DE", "plan": "free",
@@ -169,7 +170,7 @@ def test_raw_rows_carry_deterministic_airbyte_columns():
 def zone(home):
     settings = load_settings()
     catalog = iceberg.open_catalog(settings)
-    return catalog, fsspec.filesystem("file"), str(settings.landing_dir)
+    return catalog, fsspec.filesystem("file"), str(landing_dir(settings))
 
 
 def put(root: str, relative: str, data: bytes) -> None:
@@ -272,7 +273,7 @@ def test_landed_rows_do_not_move_the_stand_in_cursor(zone):
 
 
 def test_sensor_selects_the_batch_streams_and_ignores_the_quarantine(home):
-    root = load_settings().landing_dir
+    root = landing_dir(load_settings())
     put(str(root), "b1/events.jsonl", b"{}\n")
     put(str(root), "b2/orders.jsonl", b"{}\n")
     put(str(root), "_rejected/b0/users.jsonl", b"{}\n")
@@ -318,7 +319,7 @@ def test_implausible_timestamps_and_oversized_strings():
 
 def test_a_quarantine_interrupted_halfway_is_finished_by_the_next_run(home):
     """Killed while moving a rejected batch: the re-run must not load the files left behind."""
-    root = str(load_settings().landing_dir)
+    root = str(landing_dir(load_settings()))
     fs = fsspec.filesystem("file")
     put(root, "b6/events.jsonl", b'{"event_id": "e", "user_id": "x"}\n')
     put(root, "b6/users.jsonl", jsonl(USER))
@@ -345,7 +346,7 @@ def test_csv_cells_over_the_csv_module_limit_are_kept():
 
 
 def test_marker_files_are_reported_not_loaded(home):
-    root = str(load_settings().landing_dir)
+    root = str(landing_dir(load_settings()))
     put(root, "b7/_SUCCESS", b"")
     put(root, "b7/users.jsonl", jsonl(USER))
     job = defs.resolve_job_def("ingestion_job")

@@ -19,6 +19,7 @@ from ingestion.jobs import (
     raw_sync_schedule,
     run_key,
 )
+from ingestion.settings import landing_dir
 from shared.resources import ObjectStoreResource
 from shared.settings import load_settings
 
@@ -70,7 +71,7 @@ def assert_exactly_once(write_file) -> None:
 
 
 def test_sensor_exactly_once_on_a_local_folder(home):
-    landing = load_settings().landing_dir
+    landing = landing_dir(load_settings())
 
     def write_file(relative: str, data: bytes) -> None:
         path = landing / relative
@@ -166,4 +167,4 @@ def test_sensor_and_schedule_ship_stopped():
 
 
 def test_landing_dir_is_where_the_sensor_looks(home):
-    assert Path(ObjectStoreResource().path("landing")) == load_settings().landing_dir
+    assert Path(ObjectStoreResource().path("landing")) == landing_dir(load_settings())

@@ -7,10 +7,11 @@ import pyarrow.compute as pc
 
 from ingestion import standin
 from ingestion.definitions import defs
+from ingestion.settings import StandInSettings
 from ingestion.streams import EVENTS, STREAMS, USERS
 from shared import iceberg
 from shared.partitions import FIRST_DAY, day_of
-from shared.settings import StandInSettings, load_settings
+from shared.settings import load_settings
 
 S = StandInSettings()
 

@@ -16,6 +16,7 @@ location never imports it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from dagster import (
     AssetSelection,
     AutomationCondition,
     AutomationConditionSensorDefinition,
+    BetaWarning,
     DefaultSensorStatus,
 )
 
@@ -59,12 +61,16 @@ def condition_for(dbt_resource_props: Mapping[str, Any]) -> AutomationCondition 
     return None
 
 
-transformation_automation_sensor = AutomationConditionSensorDefinition(
-    "transformation_automation_sensor",
-    target=AssetSelection.all(),
-    default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    # The changed-days condition is Python code of ours: evaluated in this code server.
-    use_user_code_server=True,
-    description="Evaluates the automation conditions of the dbt models (runs by default).",
-)
+# `use_user_code_server` is beta in Dagster 1.13; custom conditions need it, so its warning is
+# silenced here rather than shown on every load.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", BetaWarning)
+    transformation_automation_sensor = AutomationConditionSensorDefinition(
+        "transformation_automation_sensor",
+        target=AssetSelection.all(),
+        default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        # The changed-days condition is Python code of ours: evaluated in this code server.
+        use_user_code_server=True,
+        description="Evaluates the automation conditions of the dbt models (runs by default).",
+    )

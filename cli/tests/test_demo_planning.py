@@ -1,0 +1,45 @@
+"""The demo plans runs from the automation's requests: only the requested days, in order."""
+
+from dagster import AssetKey
+
+from data_platform.graph import PlannedRun, contiguous_ranges, plan_requested_runs
+
+STG, FCT = AssetKey(["staging", "stg_events"]), AssetKey(["marts", "fct_daily_events"])
+USERS, METRICS = AssetKey(["staging", "stg_users"]), AssetKey(["analytics", "daily_metrics"])
+PLAN = [
+    PlannedRun("ingestion", (AssetKey(["raw", "events"]),), False),
+    PlannedRun("transformation", (USERS,), False),
+    PlannedRun("transformation", (FCT, STG), True),
+    PlannedRun("analytics", (METRICS,), True),
+]
+
+
+def test_contiguous_days_become_one_range_each():
+    assert contiguous_ranges(set()) == []
+    assert contiguous_ranges({"2026-02-28", "2026-03-01", "2026-01-05"}) == [
+        ("2026-01-05", "2026-01-05"),
+        ("2026-02-28", "2026-03-01"),
+    ]
+
+
+def test_only_requested_assets_and_days_run_in_plan_order():
+    requested = {
+        STG: {"2026-06-28", "2026-06-29", "2026-03-21"},
+        FCT: {"2026-06-28", "2026-06-29", "2026-03-21"},
+        USERS: None,
+    }
+    runs = plan_requested_runs(PLAN, requested)
+    assert [(r.location, r.asset_keys, r.partition_range) for r in runs] == [
+        ("transformation", (USERS,), None),
+        ("transformation", (FCT, STG), ("2026-03-21", "2026-03-21")),
+        ("transformation", (FCT, STG), ("2026-06-28", "2026-06-29")),
+    ]
+    assert plan_requested_runs(PLAN, {}) == []
+
+
+def test_assets_of_one_run_with_different_days_run_apart():
+    runs = plan_requested_runs(PLAN, {STG: {"2026-01-02"}, FCT: {"2026-01-03"}})
+    assert [(r.asset_keys, r.partition_range) for r in runs] == [
+        ((STG,), ("2026-01-02", "2026-01-02")),
+        ((FCT,), ("2026-01-03", "2026-01-03")),
+    ]
