@@ -55,8 +55,10 @@ def helm_merge(defaults, overrides):
     for key, value in overrides.items():
         if value is None:
             merged.pop(key, None)
-        elif key in merged and isinstance(merged[key], dict) and isinstance(value, dict):
-            merged[key] = helm_merge(merged[key], value)
+        elif isinstance(value, dict):
+            # Nested nulls delete too, whether or not the defaults have the map.
+            base = merged.get(key)
+            merged[key] = helm_merge(base if isinstance(base, dict) else {}, value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged

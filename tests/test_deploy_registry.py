@@ -7,6 +7,7 @@ rebuilds) are checked against the uv workspace's dependency graph.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -140,6 +141,20 @@ def test_dockerfile_has_a_stage_for_exactly_the_registrys_locations():
     prepared = {s.removeprefix("prepared-") for s in ds.stage_bases(instructions)}
     prepared = {s for s in prepared if f"prepared-{s}" in ds.stage_bases(instructions)}
     assert prepared == set(BY_NAME)
+
+
+def test_dockerfile_names_no_location_outside_its_own_stage():
+    """No drift between teams: every shared instruction is written with ${LOCATION}/${PORT};
+    a location's name or port appears only in its own `prepared-<name>` stage."""
+    instructions = ds.parse_dockerfile(REPO / LOCATIONS[0]["dockerfile"])  # no build args
+    for ins in instructions:
+        own = ins.stage.removeprefix("prepared-") if ins.stage.startswith("prepared-") else None
+        text = ins.args if ins.keyword != "FROM" else ins.args.split()[0]
+        for loc in LOCATIONS:
+            if loc["name"] == own:
+                continue
+            assert not re.search(rf"\b{loc['name']}\b", text), f"{ins.keyword} {ins.args}"
+            assert str(loc["port"]) not in text, f"{ins.keyword} {ins.args}"
 
 
 @pytest.mark.parametrize("name", list(BY_NAME))

@@ -404,12 +404,10 @@ def test_compute_logs_go_to_garage(platform, teams):
     assert config["local_dir"].startswith("/tmp/"), "captured inside the writable /tmp"
     # boto3 reads the region and the credentials from the environment of every process that
     # writes or reads run logs: webserver, daemon (env ConfigMaps + Secret) and run pods.
-    for component in ("webserver", "daemon"):
-        (env_map,) = ds.find(platform, "ConfigMap", f"dagster-{component}-env")
-        assert env_map["data"]["AWS_DEFAULT_REGION"] == "garage"
     for name in ("dagster-dagster-webserver", "dagster-daemon"):
-        env_from = _container(_deployment(platform, name))["envFrom"]
-        assert {"secretRef": {"name": "dagster-compute-logs"}} in env_from, name
+        container = _container(_deployment(platform, name))
+        assert _env(container)["AWS_DEFAULT_REGION"]["value"] == "garage", name
+        assert {"secretRef": {"name": "dagster-compute-logs"}} in container["envFrom"], name
     launcher = _instance(platform)["run_launcher"]["config"]
     assert "dagster-compute-logs" in launcher["env_secrets"]
     assert "AWS_DEFAULT_REGION=garage" in launcher["env_vars"]

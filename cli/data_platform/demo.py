@@ -169,45 +169,88 @@ LANDING_LOCATION, LANDING_SENSOR, LANDING_JOB = "ingestion", "landing_sensor", "
 
 
 def _load_landing_batches(location_defs, instance, instance_dir, log_dir, log, report) -> None:
-    """Do what the landing sensor does under the daemon: one tick, one run per new batch.
+    """Do what the landing sensor does under the daemon: one tick, one run per batch to load.
 
-    The sensor ships stopped; the demo ticks it once so that files dropped into the landing zone
-    are loaded (or rejected into quarantine, with the reason) before the graph runs. Its cursor
-    is kept beside the instance, so a batch is loaded once across demos. A rejected batch is
-    reported, not fatal: it is quarantined with its error and the rest of the graph still runs.
+    The sensor ships stopped; the demo ticks it once so that complete batches dropped into the
+    landing zone are loaded (or rejected into quarantine, with the reason) before the graph
+    runs. Whether a batch is loaded is read from what the loader committed (its ledger and the
+    tables' snapshot summaries), never from a cursor saved beforehand, so a demo killed at any
+    moment loads each batch exactly once on its next start. Each batch runs on its own: one that
+    fails is reported and the others still load; the rest of the graph still runs.
     """
-    from dagster import RunRequest, build_sensor_context
+    from dagster import RunRequest, SkipReason, build_sensor_context
 
     defs = location_defs.get(LANDING_LOCATION)
     if defs is None:
         return
     sensor = defs.resolve_sensor_def(LANDING_SENSOR)
-    cursor_file = instance_dir / f"{LANDING_SENSOR}.cursor"
-    cursor = cursor_file.read_text() if cursor_file.exists() else None
-    context = build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources)
+    context = build_sensor_context(instance=instance, resources=defs.resources)
     result = sensor(context)
+    if isinstance(result, SkipReason) and "waiting" in (result.skip_message or ""):
+        log(f"landing: {result.skip_message}")
     requests = [
         r for r in (result if isinstance(result, list) else []) if isinstance(r, RunRequest)
     ]
-    if context.cursor is not None:
-        cursor_file.write_text(context.cursor)
     job = defs.resolve_job_def(LANDING_JOB)
     for request in requests:
         batch = request.tags.get("ingestion/landing_batch", request.run_key)
         log(f"landing batch {batch}: loading")
-        with _output_to(log_dir / f"demo-landing-{batch}.log"):
-            result = job.execute_in_process(
-                instance=instance,
-                tags=request.tags,
-                asset_selection=request.asset_selection,
-                raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        try:
+            with _output_to(log_dir / landing_log_name(batch)):
+                result = job.execute_in_process(
+                    instance=instance,
+                    tags=request.tags,
+                    asset_selection=request.asset_selection,
+                    raise_on_error=False,
+                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                )
+        except Exception as exc:  # the run could not even start: the batch was not touched
+            message = f"{type(exc).__name__}: {exc}"
+            report.landing.append(
+                {"batch": batch, "success": False, "outcome": "pending", "message": message}
             )
+            log(f"landing batch {batch}: NOT LOADED, stays pending (retried next run): {message}")
+            continue
         report.checks.extend(_check_outcomes(result))
+        outcome = "loaded" if result.success else _landing_outcome(result)
         message = "" if result.success else _failure_message(result)
-        report.landing.append({"batch": batch, "success": result.success, "message": message})
-        if not result.success:
+        report.landing.append(
+            {"batch": batch, "success": result.success, "outcome": outcome, "message": message}
+        )
+        if outcome == "rejected":
             log(f"landing batch {batch}: rejected (quarantined, nothing written): {message}")
+        elif not result.success:
+            log(f"landing batch {batch}: NOT LOADED, stays pending (retried next run): {message}")
+
+
+#: Longest batch name used as is in a log file name (file names are limited to 255 bytes).
+LOG_NAME_CHARS = 80
+
+
+def landing_log_name(batch: str) -> str:
+    """The log file of a batch's run: its name when short and plain, else a cut, cleaned name
+    and a hash of the whole (names up to 255 bytes are legal batch folders)."""
+    import hashlib
+    import re
+
+    plain = re.sub(r"[^A-Za-z0-9._-]", "_", batch)
+    if plain == batch and len(batch) <= LOG_NAME_CHARS:
+        return f"demo-landing-{batch}.log"
+    digest = hashlib.sha256(batch.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f"demo-landing-{plain[:LOG_NAME_CHARS]}-{digest}.log"
+
+
+def _landing_outcome(result) -> str:
+    """``rejected`` (quarantined) or ``pending`` (left in place, retried), as the loader's
+    failure says; ``pending`` when the failure carries no outcome (the batch was not moved)."""
+    for event in result.all_events:
+        if not event.is_step_failure:
+            continue
+        data = getattr(event.event_specific_data, "user_failure_data", None)
+        value = data.metadata.get("landing_outcome") if data is not None else None
+        if value is not None:
+            return str(value.value)
+    return "pending"
 
 
 def _describe(number: int, run: RequestedRun) -> str:
@@ -329,7 +372,12 @@ def format_report(report: DemoReport) -> str:
     if report.landing:
         lines += ["", "Landing batches:"]
         for b in report.landing:
-            status = "loaded" if b["success"] else f"REJECTED: {b['message']}"
+            if b["success"]:
+                status = "loaded"
+            elif b.get("outcome") == "rejected":
+                status = f"REJECTED (quarantined): {b['message']}"
+            else:
+                status = f"NOT LOADED (pending, retried on the next run): {b['message']}"
             lines.append(f"  {b['batch']}: {status}")
     lines += ["", "Iceberg tables written:"]
     width = max((len(t["identifier"]) for t in report.tables), default=10)

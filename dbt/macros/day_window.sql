@@ -1,11 +1,24 @@
 {#
-  The day window processed by the daily models: [var('window_start'), var('window_end')), ISO
-  dates, end exclusive (Dagster's partition time window). Both unset means every day.
+  The day window processed by the daily models: [start, end), ISO dates, end exclusive (Dagster's
+  partition time window). Neither set means every day.
+
+  Dagster passes it as dbt's own flags `--event-time-start/--event-time-end`, read here from
+  `invocation_args_dict` when the model EXECUTES: flags are not part of what dbt's partial parsing
+  compares, so a new window each day keeps the saved parse (the dbt vars `window_start` and
+  `window_end`, which still work for manual runs, change dbt's config and force a full re-parse
+  on every run). At parse time (`execute` false) only the vars count, so no window of a run is
+  baked into the saved manifest.
 #}
 
 {% macro day_window() -%}
     {%- set start = var('window_start', none) -%}
     {%- set end = var('window_end', none) -%}
+    {%- if start is none and end is none and execute -%}
+        {%- set start = invocation_args_dict.get('event_time_start') -%}
+        {%- set end = invocation_args_dict.get('event_time_end') -%}
+        {%- if start is not none -%}{%- set start = (start | string)[:10] -%}{%- endif -%}
+        {%- if end is not none -%}{%- set end = (end | string)[:10] -%}{%- endif -%}
+    {%- endif -%}
     {%- if start is none and end is none -%}
         {{ return(none) }}
     {%- endif -%}

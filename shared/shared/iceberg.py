@@ -228,6 +228,8 @@ def write_table(
     schema: pa.Schema | None = None,
     partition_by_day: str | None = None,
     attempts: int = 8,
+    snapshot_properties: dict[str, str] | None = None,
+    precondition: Callable[[Table], None] | None = None,
 ) -> TableWriteResult:
     """Write ``data`` to ``identifier`` in one atomic Iceberg commit.
 
@@ -240,6 +242,12 @@ def write_table(
     required then). Batches are written one data file at a time inside a single transaction, so
     memory stays bounded by a batch while the commit stays atomic; on a commit conflict the
     function is called again to replay the write.
+
+    ``snapshot_properties`` are recorded in the new snapshot's summary (in the same commit as the
+    rows: a fact about the write that is true exactly when the rows are there). ``precondition``
+    is called with the table as loaded for each attempt, before anything is written; it may raise
+    to abort the write. The commit asserts that the table is still at that snapshot, so a
+    precondition that looks at the table's history holds at the moment of the commit.
     """
     if isinstance(data, pa.Table):
         table_data = to_iceberg_compatible(data)
@@ -261,11 +269,14 @@ def write_table(
     if mode not in ("overwrite", "append"):
         raise ValueError(f"write_table: unknown mode {mode!r}")
     rows_written = 0
+    properties = dict(snapshot_properties or {})
 
     def attempt() -> Table:
         nonlocal rows_written
         rows_written = 0
         table = ensure_table(catalog, identifier, arrow_schema, partition_by_day=partition_by_day)
+        if precondition is not None:
+            precondition(table)
         with table.transaction() as tx:
             if mode == "overwrite":
                 with warnings.catch_warnings():
@@ -277,7 +288,7 @@ def write_table(
                 # ones): one snapshot per chunk, all in the same atomic metadata commit.
                 for chunk in chunks():
                     if chunk.num_rows:
-                        tx.append(_align(chunk, table))
+                        tx.append(_align(chunk, table), snapshot_properties=properties)
                         rows_written += chunk.num_rows
             else:
                 # One streaming append: one snapshot, memory bounded by one data file's batches.
@@ -288,7 +299,7 @@ def write_table(
                         rows_written += chunk.num_rows
                         yield from _align(chunk, table).to_batches()
 
-                _append_streaming(tx, table, aligned())
+                _append_streaming(tx, table, aligned(), properties)
         return catalog.load_table(identifier)
 
     table = _retry_commit(f"write {identifier}", attempt, attempts)
@@ -299,7 +310,9 @@ def write_table(
 STREAM_BIN_BYTES = 128 * 1024 * 1024
 
 
-def _append_streaming(tx: Any, table: Table, batches: Iterable[pa.RecordBatch]) -> None:
+def _append_streaming(
+    tx: Any, table: Table, batches: Iterable[pa.RecordBatch], properties: dict[str, str]
+) -> None:
     """Append ``batches`` as one snapshot, writing one data file at a time.
 
     Why not ``tx.append(RecordBatchReader)``: pyiceberg 0.12 hands the reader's bins to
@@ -326,7 +339,7 @@ def _append_streaming(tx: Any, table: Table, batches: Iterable[pa.RecordBatch]) 
     )
     arrow_schema = table.schema().as_arrow()
     counter = itertools.count(0)
-    with tx.update_snapshot().fast_append() as append_files:
+    with tx.update_snapshot(snapshot_properties=properties).fast_append() as append_files:
         for bin_batches in bin_pack_record_batches(batches, target_size):
             # The bin's own schema (string columns may be `string`, see _align); a batch that
             # differs (a source switching types mid-stream) is cast to the bin's first.

@@ -51,7 +51,7 @@ from dagster_airbyte.resources import AirbyteClient
 from dagster_airbyte.translator import AirbyteJob
 from dagster_airbyte.types import AirbyteOutput
 from dagster_shared.utils.cached_method import cached_method
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from ingestion.streams import RAW_NAMESPACE, STREAMS_BY_NAME
 from shared.keys import table_key
@@ -71,6 +71,13 @@ MAX_BACKOFF_SECONDS = 30.0
 MAX_RETRY_AFTER_SECONDS = 120.0
 #: How long the API may be unreachable while jobs are followed (see ``max_api_outage``).
 DEFAULT_MAX_API_OUTAGE_SECONDS = 900.0
+
+
+#: What AIRBYTE_URL must be, for errors that suggest it points to the wrong place.
+_URL_HINT = (
+    "AIRBYTE_URL: the Airbyte server root (e.g. http://airbyte-server:8001) or its public API "
+    "base ending in /api/public/v1."
+)
 
 
 class AirbyteRequestError(Failure):
@@ -127,6 +134,10 @@ class RobustAirbyteClient(AirbyteClient):
         ),
     )
 
+    _destination_namespaces: dict[str, str | None] = PrivateAttr(default_factory=dict)
+    #: Jobs this client followed without starting them (already in progress).
+    _adopted_job_ids: set[int] = PrivateAttr(default_factory=set)
+
     # ---- HTTP ---------------------------------------------------------------------------------
 
     def _request_once(
@@ -148,6 +159,12 @@ class RobustAirbyteClient(AirbyteClient):
             return None, _Attempt(f"no answer within {self.request_timeout}s")
         except requests.ConnectionError as exc:
             return None, _Attempt(f"connection failed ({type(exc).__name__}: {_root_cause(exc)})")
+        except (
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            # The answer broke off mid-way (a proxy or server restarting): worth another try.
+            return None, _Attempt(f"answer cut short ({type(exc).__name__}: {_root_cause(exc)})")
         status = response.status_code
         if status in RETRYABLE_STATUS:
             return None, _Attempt(
@@ -158,10 +175,16 @@ class RobustAirbyteClient(AirbyteClient):
             if status in (401, 403):
                 hint = (
                     " Check AIRBYTE_CLIENT_ID/AIRBYTE_CLIENT_SECRET or "
-                    "AIRBYTE_USERNAME/AIRBYTE_PASSWORD."
+                    "AIRBYTE_USERNAME/AIRBYTE_PASSWORD"
                 )
+                # Airbyte refuses unauthenticated calls before routing them, so a URL with a
+                # wrong path also gets a 401 here.
+                hint += f", and {_URL_HINT}"
             elif status == 404 and "/workspaces/" in url:
-                hint = " Check AIRBYTE_WORKSPACE_ID."
+                hint = f" Check AIRBYTE_WORKSPACE_ID, and {_URL_HINT}"
+            elif status in (404, 405) and url.endswith("/applications/token"):
+                # Nothing answers the token endpoint there: the URL, not the credentials.
+                hint = f" Check {_URL_HINT}"
             raise AirbyteRequestError(
                 f"Airbyte API {method} {url} answered HTTP {status}: {_snippet(response)}.{hint}",
                 status=status,
@@ -272,9 +295,14 @@ class RobustAirbyteClient(AirbyteClient):
     def destination_namespace(self, destination_id: str) -> str | None:
         """The destination's default namespace (where ``namespaceDefinition: destination``
         writes), or None when the destination cannot be read or names none we recognise."""
-        cache = self.__dict__.setdefault("_destination_namespaces", {})
+        cache = self._destination_namespaces
         if destination_id not in cache:
-            details = self.get_destination_details(destination_id)
+            try:
+                details = self.get_destination_details(destination_id)
+            except AirbyteRequestError as exc:
+                # Only a pre-check: the tables are verified after the sync all the same.
+                self._log.warning(f"Destination {destination_id} not readable: {exc}")
+                details = {}
             cache[destination_id] = default_namespace(details.get("configuration") or {})
         return cache[destination_id]
 
@@ -415,6 +443,7 @@ class RobustAirbyteClient(AirbyteClient):
                 f"Airbyte job {job.id} is already {job.status} for connection {name}: waiting "
                 "for it instead of starting a second sync."
             )
+            self._adopted_job_ids.add(int(job.id))
             return SyncHandle(connection_id, name, connection_details, job, started_here=False)
         job = AirbyteJob.from_job_details(job_details=self.start_sync_job(connection_id))
         self._log.info(f"Started Airbyte job {job.id} for connection {name} ({connection_id}).")
@@ -559,6 +588,11 @@ class RobustAirbyteClient(AirbyteClient):
             self.cancel_unfinished(handles)
             raise
         return self.wait(handles)
+
+    def was_adopted(self, job_id: int) -> bool:
+        """Whether job ``job_id`` was already in progress when this client began to follow it
+        (so tables may have been committed before this run looked at them)."""
+        return int(job_id) in self._adopted_job_ids
 
     def sync_and_poll(self, connection_id: str) -> AirbyteOutput:
         """dagster-airbyte's entry point, for one connection: raises :class:`dagster.Failure`
@@ -717,22 +751,21 @@ class ConnectionInfo:
 
 
 def default_namespace(configuration: Mapping[str, Any]) -> str | None:
-    """The default namespace in a destination's configuration, for the destinations a
-    lakehouse uses: Iceberg / S3 Data Lake (``namespace``, under ``catalog_type`` for some
-    catalogs), the older Iceberg destination (``catalog_config.database``), and SQL warehouses
-    (``schema``, ``dataset_id``). None when none is there (the check after the sync then
-    verifies the table instead)."""
+    """The default Iceberg namespace in a destination's configuration: S3 Data Lake / Iceberg
+    (``namespace`` or ``database_name`` under ``catalog_type``) and the older Iceberg
+    destination (``catalog_config.database``). A SQL warehouse's ``schema`` is not read: it
+    names no namespace of the lakehouse's catalog, and guessing wrong would refuse good syncs.
+    None when none is there (the check after the sync then verifies the table instead)."""
+    catalog_type = configuration.get("catalog_type")
+    catalog_type = catalog_type if isinstance(catalog_type, Mapping) else {}
+    catalog_config = configuration.get("catalog_config")
+    catalog_config = catalog_config if isinstance(catalog_config, Mapping) else {}
     candidates: list[Any] = [
         configuration.get("namespace"),
         configuration.get("default_namespace"),
-        (configuration.get("catalog_type") or {}).get("namespace")
-        if isinstance(configuration.get("catalog_type"), Mapping)
-        else None,
-        (configuration.get("catalog_config") or {}).get("database")
-        if isinstance(configuration.get("catalog_config"), Mapping)
-        else None,
-        configuration.get("schema"),
-        configuration.get("dataset_id"),
+        catalog_type.get("namespace"),  # S3 Data Lake: REST, Nessie, Polaris catalogs
+        catalog_type.get("database_name"),  # S3 Data Lake: Glue catalog
+        catalog_config.get("database"),  # the older Iceberg destination
     ]
     return next((str(c) for c in candidates if isinstance(c, str) and c.strip()), None)
 

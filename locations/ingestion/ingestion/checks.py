@@ -22,7 +22,9 @@ day downstream), named ``raw_<stream>_<check>``:
 * ``timestamps_plausible`` (ERROR): no source timestamp before 1970-01-01 or more than a day
   after the check runs. Such values are kept (raw data is never dropped) but they would corrupt
   "latest version" logic downstream (staging keeps the latest ``updated_at``) and cursors.
-  Pushed down to Iceberg's per-file bounds: healthy files are not read.
+  Pushed down to Iceberg's per-file bounds: healthy files are not read. Also flagged: values of
+  the latest commit more than a year outside the range of the table's earlier data (from the
+  manifests' column bounds), such as epoch seconds read as microseconds (January 1970).
 * ``null_keys`` (WARN): rows of the latest commit lacking a column staging needs
   (``RawStream.staging_keys``; events: ``event_id``, ``user_id``, ``event_ts``). The contract:
   such rows stay in raw, staging leaves them out (before deduplication), and marts and
@@ -65,7 +67,13 @@ from dagster import (
     multi_asset_check,
 )
 
-from ingestion.streams import OPTIONAL_META_COLUMNS, STREAMS, RawStream
+from ingestion.streams import (
+    OPTIONAL_AIRBYTE_COLUMNS,
+    OPTIONAL_META_COLUMNS,
+    STREAMS,
+    RawStream,
+    airbyte_column_variant,
+)
 from shared.partitions import FIRST_DAY
 from shared.resources import IcebergCatalogResource
 
@@ -180,11 +188,15 @@ def schema_drift(
     actual_names = set(actual.names) - {name for name, _ in OPTIONAL_META_COLUMNS}
     added = sorted(actual_names - expected_names)
     missing = sorted(expected_names - actual_names)
+    # Airbyte v2 variants are not drift (ingestion.streams): a struct _airbyte_meta, and no
+    # _airbyte_generation_id from an older destination.
+    missing = [c for c in missing if c not in OPTIONAL_AIRBYTE_COLUMNS]
     type_changes = {
         f.name: f"{_normalise_type(expected.field(f.name).type)} -> {_normalise_type(f.type)}"
         for f in actual
         if f.name in expected_names
         and _normalise_type(f.type) != _normalise_type(expected.field(f.name).type)
+        and not airbyte_column_variant(f.name, f.type)
     }
     stopped: list[str] = []
     if latest_batch is not None and latest_batch.num_rows:
@@ -225,6 +237,58 @@ def implausible_timestamps(
     bad = pc.filter(values, pc.or_(early, late))
     examples = [v.isoformat() for v in bad.slice(0, 5).to_pylist() if v is not None]
     return int(pc.sum(early).as_py() or 0), int(pc.sum(late).as_py() or 0), examples
+
+
+#: A timestamp further than this outside the range of its column's earlier data is implausible.
+RANGE_TOLERANCE = dt.timedelta(days=366)
+
+
+def outside_range(
+    values: "pa.ChunkedArray | pa.Array",
+    low: dt.datetime,
+    high: dt.datetime,
+    tolerance: dt.timedelta = RANGE_TOLERANCE,
+) -> tuple[int, list[str]]:
+    """(values more than ``tolerance`` before ``low`` or after ``high``, a few examples)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(values) == 0:
+        return 0, []
+    far = pc.or_(
+        pc.less(values, pa.scalar(low - tolerance, values.type)),
+        pc.greater(values, pa.scalar(high + tolerance, values.type)),
+    )
+    bad = pc.filter(values, far)
+    return len(bad), [v.isoformat() for v in bad.slice(0, 5).to_pylist() if v is not None]
+
+
+def earlier_range(table: Any, column: str) -> tuple[dt.datetime, dt.datetime] | None:
+    """The range of a timestamp column over the data files of commits before the current one,
+    from the manifests' per-file bounds (no data file read); None without earlier data."""
+    from pyiceberg.conversions import from_bytes
+    from pyiceberg.manifest import DataFileContent
+
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return None
+    field = table.schema().find_field(column)
+    lows, highs = [], []
+    for manifest in snapshot.manifests(table.io):
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            data = entry.data_file
+            if entry.snapshot_id == snapshot.snapshot_id or data.content != DataFileContent.DATA:
+                continue
+            if data.lower_bounds and field.field_id in data.lower_bounds:
+                lows.append(from_bytes(field.field_type, data.lower_bounds[field.field_id]))
+            if data.upper_bounds and field.field_id in data.upper_bounds:
+                highs.append(from_bytes(field.field_type, data.upper_bounds[field.field_id]))
+    if not lows or not highs:
+        return None
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return epoch + dt.timedelta(microseconds=min(lows)), epoch + dt.timedelta(
+        microseconds=max(highs)
+    )
 
 
 def oversized_strings(
@@ -445,7 +509,7 @@ def check_schema_drift(stream: RawStream, iceberg: IcebergCatalogResource):
         if newest is not None and newest.is_valid:
             latest = rows.filter(pc.equal(rows["_airbyte_extracted_at"], newest)).select(present)
     result = schema_drift(actual, stream.schema, latest, stream.required_fields)
-    if latest is not None and "_airbyte_meta" in latest.column_names:
+    if latest is not None and _is_text(latest.schema, "_airbyte_meta"):
         # A landed file says which declared columns it lacked, required or not.
         reported = landed_missing_columns(pc.unique(latest["_airbyte_meta"]).to_pylist())
         declared = set(stream.schema.names)
@@ -467,12 +531,23 @@ def check_schema_drift(stream: RawStream, iceberg: IcebergCatalogResource):
     )
 
 
+def _is_text(schema: "pa.Schema", name: str) -> bool:
+    """Whether ``schema`` has column ``name`` as text (``_airbyte_meta`` may be a struct)."""
+    import pyarrow as pa
+
+    if name not in schema.names:
+        return False
+    kind = schema.field(name).type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
 def check_timestamps_plausible(stream: RawStream, iceberg: IcebergCatalogResource):
     from pyiceberg.expressions import GreaterThan, LessThan, Or
 
     now = dt.datetime.now(dt.UTC)
     latest = now + FUTURE_TOLERANCE
-    present = set(iceberg.load_table(stream.identifier).schema().as_arrow().names)
+    table = iceberg.load_table(stream.identifier)
+    present = set(table.schema().as_arrow().names)
     metadata: dict[str, Any] = {
         "earliest_allowed": EARLIEST_PLAUSIBLE.isoformat(),
         "latest_allowed": latest.isoformat(timespec="seconds"),
@@ -493,9 +568,17 @@ def check_timestamps_plausible(stream: RawStream, iceberg: IcebergCatalogResourc
         early, late, examples = implausible_timestamps(rows[column], EARLIEST_PLAUSIBLE, latest)
         metadata[f"before_1970_{column}"] = MetadataValue.int(early)
         metadata[f"future_{column}"] = MetadataValue.int(late)
-        if early or late:
+        reference = earlier_range(table, column)
+        far = 0
+        if reference is not None:
+            far, far_examples = outside_range(
+                latest_commit_rows(table, [column])[column], *reference
+            )
+            examples = examples + [e for e in far_examples if e not in examples]
+            metadata[f"far_outside_earlier_range_{column}"] = MetadataValue.int(far)
+        if early or late or far:
             failing.append(column)
-            metadata[f"examples_{column}"] = MetadataValue.json(examples)
+            metadata[f"examples_{column}"] = MetadataValue.json(examples[:5])
     return AssetCheckResult(
         passed=not failing,
         severity=AssetCheckSeverity.ERROR,
@@ -685,8 +768,9 @@ CHECKS: dict[str, tuple[Callable[..., AssetCheckResult], str]] = {
     ),
     "timestamps_plausible": (
         check_timestamps_plausible,
-        "No source timestamp of {table} ({timestamps}) is before 1970 or more than a day in "
-        "the future (such rows are kept and reported).",
+        "No source timestamp of {table} ({timestamps}) is before 1970, more than a day in "
+        "the future, or (latest commit) a year outside the earlier data's range (such rows are "
+        "kept and reported).",
     ),
     "string_sizes": (
         check_string_sizes,

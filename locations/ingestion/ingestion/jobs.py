@@ -6,9 +6,7 @@ UI when its Airbyte connections are ready, so deploying the location never start
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import Any
 
 from dagster import (
     AssetSelection,
@@ -22,15 +20,17 @@ from dagster import (
     sensor,
 )
 
-from ingestion.landing import LANDING_BATCH_TAG, streams_named_by
+from ingestion.landing import (
+    LANDING_BATCH_TAG,
+    SUCCESS_MARKER,
+    Batch,
+    Zone,
+    scan_zone,
+    streams_named_by,
+)
 from ingestion.settings import LANDING_PREFIX
 from ingestion.streams import STREAMS, STREAMS_BY_NAME
 from shared.resources import ObjectStoreResource
-
-# pyarrow, pyiceberg, polars, fsspec and the run-time modules that use them are imported inside
-# the functions that need them: loading the definitions must stay cheap (docs/benchmarks.md).
-if TYPE_CHECKING:
-    import fsspec
 
 #: Materializes every raw stream (and runs their checks).
 ingestion_job = define_asset_job(
@@ -49,51 +49,37 @@ raw_sync_schedule = ScheduleDefinition(
 )
 
 
-def list_batches(fs: fsspec.AbstractFileSystem, root: str) -> dict[str, list[str]]:
-    """The landing zone's batches: ``{batch id: [files]}``.
+def run_key(batch_id: str, listing: str = "", attempt: int = 0) -> str:
+    """The run key of a batch: the same on every tick until a run for it finishes, so Dagster
+    launches at most one run per batch at a time; a finished run that left the batch pending
+    (failed, killed and reaped) moves ``attempt`` on, so the next tick retries it."""
+    return f"landing:{batch_id}:{listing}:{attempt}"
 
-    A batch is a first-level folder of the landing prefix (``landing/<batch>/...``), or a single
-    file directly under it (its name is the batch id). Names starting with ``.`` are uploads in
-    progress and ignored; names starting with ``_`` are the loader's own (``_rejected/``, the
-    quarantine of rejected batches) and ignored too.
-    """
-    root = root.rstrip("/")
-    try:
-        if hasattr(fs, "invalidate_cache"):
-            fs.invalidate_cache(root)  # s3fs caches listings between ticks
-        files = fs.find(root)
-    except FileNotFoundError:
-        return {}
-    batches: dict[str, list[str]] = {}
-    for path in sorted(files):
-        relative = path[len(root) :].lstrip("/") if path.startswith(root) else path
-        parts = [p for p in relative.split("/") if p]
-        if not parts or any(p.startswith(".") for p in parts) or parts[0].startswith("_"):
+
+def finished_runs(instance: Any, batch_id: str) -> int:
+    """Runs of this batch that have finished, whatever their outcome."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    statuses = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
+    return instance.get_runs_count(
+        RunsFilter(tags={LANDING_BATCH_TAG: batch_id}, statuses=statuses)
+    )
+
+
+def pending_batches(zone: Zone) -> tuple[list[Batch], list[str]]:
+    """(complete batches not recorded as loaded with their current listing, names of batches
+    still waiting for their ``_SUCCESS`` marker), in name order."""
+    pending: list[Batch] = []
+    waiting: list[str] = []
+    for name in sorted(zone.batches):
+        batch = zone.batches[name]
+        if zone.is_loaded(batch):
             continue
-        batches.setdefault(parts[0], []).append(relative)
-    return batches
-
-
-def new_batches(batches: Mapping[str, list[str]], seen: Iterable[str]) -> list[str]:
-    """Batch ids not requested before, in name order (the cursor holds the requested ids)."""
-    done = set(seen)
-    return sorted(b for b in batches if b not in done)
-
-
-def run_key(batch_id: str) -> str:
-    """The run key of a batch: the same on every tick, so Dagster launches at most one run per
-    batch even if the cursor were lost."""
-    return f"landing:{batch_id}"
-
-
-def parse_cursor(cursor: str | None) -> list[str]:
-    if not cursor:
-        return []
-    try:
-        value = json.loads(cursor)
-    except ValueError:
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else []
+        if batch.complete:
+            pending.append(batch)
+        else:
+            waiting.append(name)
+    return pending, waiting
 
 
 @sensor(
@@ -101,31 +87,42 @@ def parse_cursor(cursor: str | None) -> list[str]:
     job=ingestion_job,
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.STOPPED,
-    description="Requests one ingestion run per new batch in the landing zone (stopped by default).",
+    description="Requests one ingestion run per complete landing batch not loaded yet (stopped by "
+    "default).",
 )
 def landing_sensor(context: SensorEvaluationContext, object_store: ObjectStoreResource):
     """Watch ``landing/`` (a local folder, or Garage through s3fs in prod) and request one
-    ingestion run per new batch of files; run keys and the cursor make it exactly once."""
+    ingestion run per complete batch that is not loaded yet (``ingestion.landing``).
+
+    Keeps no cursor: whether a batch is loaded is read from the ledger the loader writes after
+    its commit (``landing/_loaded/``), so the state never grows here, survives a lost cursor, and
+    a batch whose run was killed before committing is requested again."""
     fs = object_store.filesystem()
     root = object_store.path(LANDING_PREFIX)
-    batches = list_batches(fs, root)
-    seen = parse_cursor(context.cursor)
-    fresh = new_batches(batches, seen)
-    if not fresh:
-        return SkipReason(f"no new batch under {root} ({len(batches)} known)")
-    requests = [
+    zone = scan_zone(fs, root)
+    pending, waiting = pending_batches(zone)
+    if waiting:
+        shown = ", ".join(waiting[:5]) + (
+            f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
+        )
+        context.log.info(f"waiting for {SUCCESS_MARKER} in {len(waiting)} batch folder(s): {shown}")
+    if not pending:
+        return SkipReason(
+            f"no batch to load under {root} ({len(zone.batches)} listed, {len(waiting)} waiting "
+            f"for {SUCCESS_MARKER})"
+        )
+    return [
         RunRequest(
-            run_key=run_key(batch),
+            run_key=run_key(
+                batch.name, batch.listing_signature, finished_runs(context.instance, batch.name)
+            ),
             # Only the streams the batch has files for (their checks come with them); a batch
             # naming none runs every stream, and the loader says what is wrong with it.
-            asset_selection=[STREAMS_BY_NAME[n].key for n in streams_named_by(batches[batch])]
-            or None,
+            asset_selection=[STREAMS_BY_NAME[n].key for n in streams_named_by(batch.files)] or None,
             tags={
-                LANDING_BATCH_TAG: batch,
-                "ingestion/landing_files": str(len(batches[batch])),
+                LANDING_BATCH_TAG: batch.name,
+                "ingestion/landing_files": str(len(batch.data_files)),
             },
         )
-        for batch in fresh
+        for batch in pending
     ]
-    context.update_cursor(json.dumps(sorted({*seen, *fresh})))
-    return requests

@@ -164,11 +164,9 @@ class AirbyteSyncResource(ConfigurableResource):
         catalog: Any,
         batch: str,
     ) -> Iterator[MaterializeResult | AssetMaterialization]:
-        from ingestion.jobs import list_batches  # jobs imports the assets' streams only
-
         fs = filesystem_for(settings)
         root = store_path(settings, LANDING_PREFIX)
-        files = list_batches(fs, root).get(batch)
+        files = landing.list_batches(fs, root).get(batch)
         previous = landing.previous_rejection(fs, root, batch)
         if previous is not None:
             # Rejected by an earlier run of this batch (re-executed, or killed while moving
@@ -176,12 +174,21 @@ class AirbyteSyncResource(ConfigurableResource):
             where = landing.quarantine(fs, root, batch, files or [], previous, resume=True)
             raise Failure(
                 f"Landing batch {batch!r} was rejected by an earlier run: {previous} Its files "
-                f"are in {where}; drop a fixed batch under a new name."
+                f"are in {where}; drop a fixed batch under a new name.",
+                metadata={"landing_batch": batch, "landing_outcome": "rejected"},
             )
         if not files:
             raise Failure(
                 f"landing batch {batch!r}: no file under {root}/{batch} (a rejected batch is "
-                f"moved to {root}/{landing.REJECTED_DIR}/; drop a fixed batch under a new name)"
+                f"moved to {root}/{landing.REJECTED_DIR}/; drop a fixed batch under a new name)",
+                metadata={"landing_batch": batch, "landing_outcome": "missing"},
+            )
+        if not landing.Batch(batch, tuple(files)).complete:
+            raise Failure(
+                f"landing batch {batch!r} is not complete: a batch folder is loaded once its "
+                f"producer has written {landing.SUCCESS_MARKER} into it, last (so a file still "
+                "being written is never loaded in part). Nothing was loaded; it stays pending.",
+                metadata={"landing_batch": batch, "landing_outcome": "pending"},
             )
         context.log.info(
             f"Local mode: loading landing batch {batch!r} ({len(files)} files under {root}) "
@@ -198,15 +205,34 @@ class AirbyteSyncResource(ConfigurableResource):
                 ),
                 metadata={
                     "landing_batch": batch,
+                    "landing_outcome": "rejected",
                     "table": exc.table or "",
                     "column": exc.column or "",
                     "file": exc.file or "",
                     "quarantined_to": where,
                 },
             ) from None
-        # Markers (_SUCCESS...) are not data; named in the log and metadata all the same, so
-        # that a data file given such a name by mistake is visible rather than silently unread.
-        skipped = ", ".join(f for f in files if landing.is_marker(f)) or "none"
+        except Exception as exc:
+            # Not a verdict on the data (a catalog or store outage, a bug): nothing is moved or
+            # recorded, so the batch stays pending and the sensor's next tick retries it.
+            raise Failure(
+                description=(
+                    f"Landing batch {batch!r} was not loaded: {type(exc).__name__}: {exc}. "
+                    "This is not a rejection: the batch stays pending in the landing zone (not "
+                    "quarantined, not recorded as loaded) and is retried on the next tick."
+                ),
+                metadata={"landing_batch": batch, "landing_outcome": "pending"},
+            ) from exc
+        # Files named _* other than the _SUCCESS marker are not data: named in the log and
+        # metadata, so that a data file given such a name by mistake is visible, not unread.
+        skipped = (
+            ", ".join(
+                f
+                for f in files
+                if landing.is_marker(f) and f != f"{batch}/{landing.SUCCESS_MARKER}"
+            )
+            or "none"
+        )
         if skipped != "none":
             context.log.warning(f"landing batch {batch!r}: marker files not loaded: {skipped}")
         selected = {s.name for s in streams}
@@ -312,7 +338,10 @@ class AirbyteSyncResource(ConfigurableResource):
                 failures.append(output)
                 continue
             stats = client.get_stream_stats(int(output.job_details["jobId"]))
-            landed = _verify_landed(context, iceberg_resource, sync, output, stats, before, missing)
+            adopted = client.was_adopted(int(output.job_details["jobId"]))
+            landed = _verify_landed(
+                context, iceberg_resource, sync, output, stats, before, missing, adopted
+            )
             if isinstance(landed, Failure):
                 failures.append(landed)
                 continue
@@ -337,6 +366,23 @@ class AirbyteSyncResource(ConfigurableResource):
                 + " | ".join(f.description or str(f) for f in failures),
                 metadata=failures[0].metadata,
             )
+        batch = context.run.tags.get(landing.LANDING_BATCH_TAG)
+        if batch:
+            # The sensor's run for a landing batch: Airbyte's S3 source read the zone after the
+            # batch was complete. Recorded (after the sync succeeded) so the sensor stops
+            # requesting it; a failed sync records nothing and the batch is retried.
+            try:
+                fs = filesystem_for(settings)
+                root = store_path(settings, LANDING_PREFIX)
+                files = landing.list_batches(fs, root).get(batch)
+                if files:
+                    names = [s.connection_name for s in plan]
+                    landing.record_synced(fs, root, batch, files, names)
+            except Exception as exc:  # the data is synced: at worst the sensor asks again
+                context.log.warning(
+                    f"landing batch {batch!r} synced, but not recorded in the landing ledger "
+                    f"({type(exc).__name__}: {exc}): the sensor will request it again"
+                )
 
 
 def _snapshots_before(
@@ -436,6 +482,7 @@ def _verify_landed(
     stats: Mapping[str, Mapping[str, Any]],
     before: Mapping[str, SnapshotState | None],
     missing: list[str],
+    adopted: bool = False,
 ) -> dict[str, dict[str, Any]] | Failure:
     """Metadata of each declared stream a successful job landed, or the Failure saying that
     the job did not write a table it reported records for.
@@ -447,7 +494,7 @@ def _verify_landed(
     connection's tables moved (per-stream counts unknown). When the catalog cannot be read
     (not configured, unreachable) nothing can be verified: recorded without a snapshot.
     """
-    from ingestion.airbyte import job_start_time, sync_metadata, written_by_job
+    from ingestion.airbyte import SnapshotState, job_start_time, sync_metadata, written_by_job
 
     job = output.job_details
     started = job_start_time(job)
@@ -469,7 +516,15 @@ def _verify_landed(
         if before.get(name) is None or after is None:
             metadata["iceberg_snapshot"] = "not verified (catalog unreadable)"
             continue
-        if written_by_job(before[name], after, started):
+        reference = before[name]
+        if adopted:
+            # The job was running before this run looked: it may have committed already, so
+            # "not the snapshot seen before" proves nothing; committed after its start does.
+            if started is None:
+                metadata["iceberg_snapshot"] = "not verified (job start time unknown)"
+                continue
+            reference = SnapshotState(None)
+        if written_by_job(reference, after, started):
             verified_any = True
             metadata.update(_table_metadata(iceberg_resource, stream, context))
             continue

@@ -2,8 +2,8 @@
 
 This is a stand-in, not Airbyte. In local mode (the default) the ``raw/*`` assets run it instead
 of an Airbyte sync. It writes the same Iceberg tables with the same schemas, including Airbyte's
-``_airbyte_raw_id`` / ``_airbyte_extracted_at`` / ``_airbyte_meta`` columns, so downstream code
-cannot tell the difference.
+``_airbyte_raw_id`` / ``_airbyte_extracted_at`` / ``_airbyte_meta`` / ``_airbyte_generation_id``
+(v2 destinations) columns, so downstream code cannot tell the difference.
 
 Generation is pure and vectorised (numpy + pyarrow, no per-row Python), so benchmarks can call
 :func:`generate_events` for millions of rows:
@@ -105,6 +105,11 @@ def _airbyte_meta(sync_id: int) -> str:
     return json.dumps({"sync_id": sync_id, "changes": []}, separators=(",", ":"))
 
 
+def _generation_ids(n: int) -> pa.Array:
+    """``_airbyte_generation_id``: 0, the generation of a connection never refreshed or cleared."""
+    return pa.array(np.zeros(n, dtype=np.int64))
+
+
 def generate_events(standin: StandInSettings, day_index: int) -> pa.Table:
     """The raw.events rows of day ``day_index`` (0 is ``FIRST_DAY``): exactly
     ``standin.events_per_day`` rows, of which ``events_per_day // 250`` re-deliver an earlier
@@ -147,6 +152,7 @@ def generate_events(standin: StandInSettings, day_index: int) -> pa.Table:
         "_airbyte_raw_id": uuid_strings(rng, n),
         "_airbyte_extracted_at": _timestamps(extracted),
         "_airbyte_meta": _constant_strings(_airbyte_meta(day_index + 1), n),
+        "_airbyte_generation_id": _generation_ids(n),
     }
     return pa.Table.from_pydict(columns, schema=EVENTS.schema)
 
@@ -194,6 +200,7 @@ def generate_users_base(standin: StandInSettings) -> pa.Table:
         ),
         "_airbyte_extracted_at": _timestamps(np.full(n, first_sync, dtype=np.int64)),
         "_airbyte_meta": _constant_strings(_airbyte_meta(0), n),
+        "_airbyte_generation_id": _generation_ids(n),
     }
     return pa.Table.from_pydict(columns, schema=USERS.schema)
 
@@ -233,6 +240,7 @@ def generate_user_updates(standin: StandInSettings, day_index: int) -> pa.Table:
             np.full(k, start + US_PER_DAY + EXTRACT_DELAY_US, dtype=np.int64)
         ),
         "_airbyte_meta": _constant_strings(_airbyte_meta(day_index + 1), k),
+        "_airbyte_generation_id": _generation_ids(k),
     }
     return pa.Table.from_pydict(columns, schema=USERS.schema).sort_by("updated_at")
 

@@ -37,7 +37,11 @@ TIMESTAMP_TYPE = "timestamp[us, tz=UTC]"
 AIRBYTE_META_COLUMNS: tuple[tuple[str, str], ...] = (
     ("_airbyte_raw_id", "string"),
     ("_airbyte_extracted_at", TIMESTAMP_TYPE),
-    ("_airbyte_meta", "string"),  # JSON: {"sync_id": ..., "changes": [...]}
+    # JSON text {"sync_id": ..., "changes": [...]}; some v2 destinations write it as a struct
+    # of the same fields instead (accepted: see airbyte_column_variant).
+    ("_airbyte_meta", "string"),
+    # v2 destinations: the generation (bumped by a refresh or clear) that wrote the record.
+    ("_airbyte_generation_id", "int64"),
 )
 
 #: The record's position in its delivery (files in name order, then rows in file order, from 0),
@@ -48,6 +52,23 @@ AIRBYTE_META_COLUMNS: tuple[tuple[str, str], ...] = (
 RECORD_INDEX_COLUMN = "_ab_record_index"
 #: Columns some writers add and others do not: neither expected nor drift (``ingestion.checks``).
 OPTIONAL_META_COLUMNS: tuple[tuple[str, str], ...] = ((RECORD_INDEX_COLUMN, "int64"),)
+
+#: Airbyte columns a raw table may lack without drift: destinations from before Airbyte's
+#: "generations" (refreshes) do not write ``_airbyte_generation_id``.
+OPTIONAL_AIRBYTE_COLUMNS = frozenset({"_airbyte_generation_id"})
+
+
+def airbyte_column_variant(name: str, actual: pa.DataType) -> bool:
+    """Whether ``actual`` is an accepted other type of Airbyte column ``name`` (not drift):
+    ``_airbyte_meta`` as a struct (``{sync_id, changes: [{field, change, reason}]}``), as some
+    v2 destinations write it, and ``_airbyte_generation_id`` as any integer."""
+    import pyarrow as pa
+
+    if name == "_airbyte_meta":
+        return pa.types.is_struct(actual)
+    if name == "_airbyte_generation_id":
+        return pa.types.is_integer(actual)
+    return False
 
 
 def arrow_type(name: str) -> pa.DataType:

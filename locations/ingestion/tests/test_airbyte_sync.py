@@ -772,3 +772,103 @@ def test_requests_per_run_do_not_grow_with_the_workspace(prod_env):
             assert cid in ours | {None}, path
     # token, workspace, 2 pages, destination; per connection: job list, start, poll, stats.
     assert len(routes) == 1 + 1 + 2 + 1 + 2 * 4, routes
+
+
+# ---- Airbyte v2 destination columns (issue 12 item 2) -----------------------------------------
+
+
+@pytest.mark.parametrize("meta_as_struct", [True, False])
+def test_schema_drift_passes_on_a_v2_prod_sync(lakehouse, prod_env, meta_as_struct):
+    """The fake destination writes `_airbyte_generation_id` and `_airbyte_meta` (a struct, or
+    JSON text): the raw checks accept the tables as they are."""
+    from ingestion.checks import check_schema_drift
+
+    airbyte = prod_env
+    airbyte.meta_as_struct = meta_as_struct
+    airbyte.add_connection("app-db", ["users", "events"])
+    result = run_sync(iceberg=lakehouse)
+    assert result.success, failure_message(result)
+    for stream in STREAMS:
+        schema = lakehouse.load_table(stream.identifier).schema().as_arrow()
+        assert "_airbyte_generation_id" in schema.names
+        evaluation = check_schema_drift(stream, lakehouse)
+        assert evaluation.passed, evaluation.description
+
+
+def test_schema_drift_accepts_airbytes_column_variants_and_nothing_else():
+    import pyarrow as pa
+
+    from ingestion.checks import schema_drift
+
+    expected = USERS.schema
+    meta_struct = pa.struct([("sync_id", pa.int64()), ("changes", pa.list_(pa.string()))])
+    v2 = pa.schema([f.with_type(meta_struct) if f.name == "_airbyte_meta" else f
+                    for f in expected])  # fmt: skip
+    assert not schema_drift(v2, expected).has_drift
+    older = pa.schema([f for f in expected if f.name != "_airbyte_generation_id"])
+    assert not schema_drift(older, expected).has_drift
+    # A source column changing type, or dropped, is still drift.
+    changed = pa.schema([f.with_type(pa.int64()) if f.name == "plan" else f for f in expected])
+    assert schema_drift(changed, expected).type_changes == {"plan": "string -> int64"}
+    dropped = pa.schema([f for f in expected if f.name != "email"])
+    assert schema_drift(dropped, expected).dropped == ["email"]
+
+
+def test_destination_default_namespaces_are_found_where_destinations_keep_them():
+    from ingestion.airbyte import default_namespace
+
+    assert default_namespace({"catalog_type": {"catalog_type": "REST", "namespace": "raw"}}) == (
+        "raw"
+    )
+    assert default_namespace({"catalog_type": {"database_name": "raw"}}) == "raw"
+    assert default_namespace({"catalog_config": {"database": "raw"}}) == "raw"
+    assert default_namespace({"schema": "public"}) is None  # a SQL warehouse: not a guess
+    assert default_namespace({"catalog_type": "REST"}) is None
+    assert default_namespace({}) is None
+
+
+def test_a_job_already_running_is_verified_by_its_commit_time(lakehouse, prod_env):
+    """Followed, not started: the table may have moved before the run looked, so the check is
+    "committed after the job started"; the snapshot it committed is recorded."""
+    airbyte = prod_env
+    connection = airbyte.add_connection("app-db", ["users", "events"])
+    airbyte.add_job(connection, "running", polls_left=2, rows={"users": 5, "events": 7})
+    result = run_sync(iceberg=lakehouse)
+    assert result.success, failure_message(result)
+    assert airbyte.sync_starts() == []
+    table = lakehouse.load_table("raw.events")
+    meta = materializations(result)[EVENTS.key]
+    assert meta["snapshot_id"].value == str(table.current_snapshot().snapshot_id)
+    assert meta["row_count"].value == 7
+
+
+def test_airbyte_url_on_a_wrong_path_names_the_url_to_check(prod_env, monkeypatch):
+    """Nothing is served under /airbyte: like Airbyte, the fake refuses the call (401) before
+    routing it, so the message names AIRBYTE_URL beside the credentials."""
+    airbyte = prod_env
+    airbyte.add_connection("app-db", ["users", "events"])
+    monkeypatch.setenv("AIRBYTE_URL", f"{airbyte.url}/airbyte")
+    result = run_sync()
+    assert not result.success
+    message = failure_message(result)
+    assert "HTTP 401" in message
+    assert "AIRBYTE_URL: the Airbyte server root" in message and "/api/public/v1" in message
+
+
+def test_a_404_on_the_token_endpoint_says_to_check_the_url(airbyte):
+    from ingestion.airbyte import AirbyteRequestError, RobustAirbyteClient
+
+    client = RobustAirbyteClient(
+        rest_api_base_url=f"{airbyte.url}/api/public/v1",
+        workspace_id=airbyte.workspace_id,
+        client_id=airbyte.client_id,
+        client_secret=airbyte.client_secret,
+        request_max_retries=0,
+        request_retry_delay=0.01,
+        request_timeout=5,
+    )
+    airbyte.fail("POST /applications/token", [404])
+    with pytest.raises(AirbyteRequestError) as err:
+        client.validate_workspace_id()
+    assert err.value.status == 404
+    assert "Check AIRBYTE_URL" in str(err.value) and "CLIENT_SECRET" not in str(err.value)

@@ -61,6 +61,7 @@ def test_a_landing_batch_records_the_days_of_its_rows(home, monkeypatch):
          "event_ts": "2026-01-03T00:30:00+01:00", "amount": None},
     ]  # fmt: skip
     fs.pipe_file(f"{root}/late/events.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    fs.pipe_file(f"{root}/late/_SUCCESS", b"")  # the batch is complete (landing protocol)
     landed = run(tags={"ingestion/landing_batch": "late"}, keys=[EVENTS.key])
     assert days(landed[EVENTS.key]) == ["2026-01-02"]
 

@@ -21,8 +21,8 @@ from ingestion.checks import (
     oversized_strings,
 )
 from ingestion.definitions import defs
-from ingestion.jobs import landing_sensor, list_batches
-from ingestion.landing import LandingRejected, classify, parse_file, plan_batch
+from ingestion.jobs import landing_sensor
+from ingestion.landing import LandingRejected, classify, list_batches, parse_file, plan_batch
 from ingestion.settings import StandInSettings, landing_dir
 from ingestion.streams import EVENTS, USERS
 from shared import iceberg
@@ -275,7 +275,9 @@ def test_landed_rows_do_not_move_the_stand_in_cursor(zone):
 def test_sensor_selects_the_batch_streams_and_ignores_the_quarantine(home):
     root = landing_dir(load_settings())
     put(str(root), "b1/events.jsonl", b"{}\n")
+    put(str(root), "b1/_SUCCESS", b"")
     put(str(root), "b2/orders.jsonl", b"{}\n")
+    put(str(root), "b2/_SUCCESS", b"")
     put(str(root), "_rejected/b0/users.jsonl", b"{}\n")
     context = build_sensor_context(
         resources={"object_store": ObjectStoreResource()}, instance=DagsterInstance.ephemeral()
@@ -346,13 +348,15 @@ def test_csv_cells_over_the_csv_module_limit_are_kept():
 
 
 def test_marker_files_are_reported_not_loaded(home):
+    """``_SUCCESS`` is the completion marker; any other ``_*`` file is named as not loaded."""
     root = str(landing_dir(load_settings()))
     put(root, "b7/_SUCCESS", b"")
+    put(root, "b7/_notes.jsonl", jsonl(USER))
     put(root, "b7/users.jsonl", jsonl(USER))
     job = defs.resolve_job_def("ingestion_job")
     result = job.execute_in_process(
         tags={"ingestion/landing_batch": "b7"}, asset_selection=[USERS.key]
     )
     meta = result.get_asset_materialization_events()[0].step_materialization_data
-    assert meta.materialization.metadata["landing_skipped_files"].value == "b7/_SUCCESS"
+    assert meta.materialization.metadata["landing_skipped_files"].value == "b7/_notes.jsonl"
     assert meta.materialization.metadata["rows_written"].value == 1

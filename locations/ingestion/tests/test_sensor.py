@@ -5,69 +5,78 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
+import fsspec
 import pytest
-from dagster import DagsterInstance, DefaultSensorStatus, RunRequest, build_sensor_context
+from dagster import (
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    build_sensor_context,
+)
 
 from ingestion.definitions import defs
-from ingestion.jobs import (
-    landing_sensor,
-    list_batches,
-    new_batches,
-    parse_cursor,
-    raw_sync_schedule,
-    run_key,
-)
+from ingestion.jobs import landing_sensor, raw_sync_schedule
+from ingestion.landing import LANDING_BATCH_TAG, list_batches, scan_zone
+from ingestion.landing.batch import write_ledger
 from ingestion.settings import landing_dir
 from shared.resources import ObjectStoreResource
 from shared.settings import load_settings
 
 
-def evaluate(cursor: str | None):
-    """One sensor tick: (run requests, new cursor)."""
+def evaluate(instance: DagsterInstance | None = None):
+    """One sensor tick: its run requests (the sensor keeps no cursor)."""
     context = build_sensor_context(
-        cursor=cursor,
         resources={"object_store": ObjectStoreResource()},
-        instance=DagsterInstance.ephemeral(),
+        instance=instance or DagsterInstance.ephemeral(),
     )
     result = landing_sensor(context)
-    requests = [
-        r for r in (result if isinstance(result, list) else []) if isinstance(r, RunRequest)
-    ]
-    return requests, context.cursor
+    assert context.cursor is None  # nothing grows with the batches ever seen
+    return [r for r in (result if isinstance(result, list) else []) if isinstance(r, RunRequest)]
 
 
-def assert_exactly_once(write_file) -> None:
-    """Shared scenario: batches arrive over ticks; each is requested once, never again."""
-    requests, cursor = evaluate(None)
-    assert requests == []
+def assert_exactly_once(write_file, fs, root: str) -> None:
+    """Shared scenario: batches arrive over ticks; a batch is requested once it is complete and
+    until the loader records it loaded; a finished run that left it pending is retried."""
+    instance = DagsterInstance.ephemeral()
+    assert evaluate(instance) == []
 
     write_file("batch-001/users.jsonl", b'{"id": 1}\n')
     write_file("batch-001/events.jsonl", b'{"event_id": "a"}\n')
     write_file("batch-002/events.jsonl", b'{"event_id": "b"}\n')
-    requests, cursor = evaluate(cursor)
-    assert [r.run_key for r in requests] == [run_key("batch-001"), run_key("batch-002")]
+    # Still being written: no _SUCCESS yet, so nothing is requested.
+    assert evaluate(instance) == []
+    write_file("batch-001/_SUCCESS", b"")
+    write_file("batch-002/_SUCCESS", b"")
+    write_file(".upload-in-progress/x.jsonl", b"{}\n")
+    requests = evaluate(instance)
+    assert [r.tags["ingestion/landing_batch"] for r in requests] == ["batch-001", "batch-002"]
     assert requests[0].tags["ingestion/landing_files"] == "2"
     assert all(r.job_name in (None, "ingestion_job") for r in requests)
 
-    # Same files, next tick: nothing new.
-    requests, cursor = evaluate(cursor)
-    assert requests == []
+    # Next tick, no run finished yet: the same run keys, which Dagster launches once.
+    again = evaluate(instance)
+    assert [r.run_key for r in again] == [r.run_key for r in requests]
 
-    # A later file in a known batch does not re-trigger it; a new batch does, alone.
+    # batch-001's run committed and recorded it; batch-002's run failed (left pending).
+    zone = scan_zone(fs, root)
+    write_ledger(fs, root, zone.batches["batch-001"], "f" * 64, {}, {})
+    instance.add_run(
+        DagsterRun(job_name="ingestion_job", run_id=str(uuid.uuid4()),
+                   tags={LANDING_BATCH_TAG: "batch-002"}, status=DagsterRunStatus.FAILURE)
+    )  # fmt: skip
+    retry = evaluate(instance)
+    assert [r.tags["ingestion/landing_batch"] for r in retry] == ["batch-002"]
+    assert retry[0].run_key != requests[1].run_key  # a new attempt, not deduplicated
+
+    # A file added to a loaded batch changes its listing: requested again (the loader then
+    # rejects the changed content under a used name, see test_landing_protocol.py).
     write_file("batch-001/late.jsonl", b"{}\n")
-    write_file("batch-003/events.jsonl", b"{}\n")
-    write_file(".upload-in-progress/x.jsonl", b"{}\n")
-    requests, cursor = evaluate(cursor)
-    assert [r.run_key for r in requests] == [run_key("batch-003")]
-    assert parse_cursor(cursor) == ["batch-001", "batch-002", "batch-003"]
-
-    # Even with the cursor lost, the run keys are the same ones, which Dagster launches once.
-    requests, _ = evaluate(None)
-    assert {r.run_key for r in requests} == {
-        run_key(b) for b in ("batch-001", "batch-002", "batch-003")
-    }
+    assert "batch-001" in [r.tags["ingestion/landing_batch"] for r in evaluate(instance)]
 
 
 def test_sensor_exactly_once_on_a_local_folder(home):
@@ -78,7 +87,7 @@ def test_sensor_exactly_once_on_a_local_folder(home):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 
-    assert_exactly_once(write_file)
+    assert_exactly_once(write_file, fsspec.filesystem("file"), str(landing))
 
 
 def _free_port() -> int:
@@ -140,9 +149,10 @@ def test_sensor_exactly_once_on_s3(home, monkeypatch, s3_server):
     def write_file(relative: str, data: bytes) -> None:
         fs.pipe(store.path(f"landing/{relative}"), data)
 
-    assert_exactly_once(write_file)
-    # The objects really went through the S3 API into the served folder.
-    assert (root / "lakehouse" / "landing" / "batch-003" / "events.jsonl").is_file()
+    assert_exactly_once(write_file, fs, store.path("landing"))
+    # The objects really went through the S3 API into the served folder, the ledger too.
+    assert (root / "lakehouse" / "landing" / "batch-002" / "events.jsonl").is_file()
+    assert list((root / "lakehouse" / "landing" / "_loaded" / "batch-001").glob("*.json"))
 
 
 def test_batches_are_first_level_folders_or_single_files(tmp_path):
@@ -154,7 +164,6 @@ def test_batches_are_first_level_folders_or_single_files(tmp_path):
         (root / rel).write_text("1")
     batches = list_batches(fsspec.filesystem("file"), str(root))
     assert batches == {"b1": ["b1/sub/y.csv", "b1/x.csv"], "single.csv": ["single.csv"]}
-    assert new_batches(batches, ["b1"]) == ["single.csv"]
     assert list_batches(fsspec.filesystem("file"), str(tmp_path / "missing")) == {}
 
 
@@ -170,3 +179,38 @@ def test_sensor_and_schedule_ship_stopped():
 
 def test_landing_dir_is_where_the_sensor_looks(home):
     assert Path(ObjectStoreResource().path("landing")) == landing_dir(load_settings())
+
+
+def test_prod_a_synced_batch_is_recorded_and_not_requested_again(home, monkeypatch, s3_server,
+                                                                  airbyte):  # fmt: skip
+    """In prod Airbyte's S3 source reads the batch: once its sync succeeded, the batch is in the
+    ledger and the sensor stops requesting it (no sync every minute)."""
+    from dagster import materialize
+
+    from ingestion.assets import airbyte_raw_sync
+    from ingestion.resources import AirbyteSyncResource
+    from shared.resources import IcebergCatalogResource
+
+    endpoint, _ = s3_server
+    for name, value in airbyte.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("GARAGE_S3_ENDPOINT", endpoint)
+    monkeypatch.setenv("GARAGE_ACCESS_KEY_ID", "KEY")
+    monkeypatch.setenv("GARAGE_SECRET_ACCESS_KEY", "SECRET")
+    monkeypatch.setenv("GARAGE_BUCKET", "lakehouse")
+    monkeypatch.setenv("ICEBERG_REST_URI", "http://iceberg-rest.invalid:8181")
+    airbyte.add_connection("files", ["users", "events"])
+    store = ObjectStoreResource()
+    fs = store.filesystem()
+    fs.pipe(store.path("landing/drop-1/events.jsonl"), b'{"event_id": "a"}\n')
+    fs.pipe(store.path("landing/drop-1/_SUCCESS"), b"")
+    instance = DagsterInstance.ephemeral()
+    [request] = evaluate(instance)
+    result = materialize(
+        [airbyte_raw_sync], selection=request.asset_selection, tags=request.tags,
+        instance=instance, raise_on_error=False,
+        resources={"airbyte": AirbyteSyncResource(poll_interval=0.02, request_retry_delay=0.01),
+                   "iceberg": IcebergCatalogResource(), "object_store": store},
+    )  # fmt: skip
+    assert result.success
+    assert evaluate(instance) == []

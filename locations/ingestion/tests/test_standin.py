@@ -30,6 +30,13 @@ def test_events_have_the_contract_schema_and_size():
     assert pc.min(day["user_id"]).as_py() >= 1 and pc.max(day["user_id"]).as_py() <= S.users
 
 
+def test_the_standin_writes_airbytes_v2_columns():
+    for table in (standin.generate_events(S, 0), standin.generate_users_base(S)):
+        assert table.schema.field("_airbyte_generation_id").type == pa.int64()
+        assert table["_airbyte_generation_id"].null_count == 0
+        assert set(table["_airbyte_generation_id"].to_pylist()) == {0}
+
+
 def test_only_purchases_have_an_amount():
     day = standin.generate_events(S, 0)
     purchase = pc.equal(day["event_type"], "purchase")

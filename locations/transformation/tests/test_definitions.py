@@ -87,6 +87,9 @@ def test_window_vars_cover_a_partition_range():
         window_vars(dt.datetime(2026, 1, 1, 6, tzinfo=utc), dt.datetime(2026, 1, 2, tzinfo=utc))
 
 
+WINDOW = (dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+
+
 def test_target_follows_the_mode():
     local = load_settings({"DATA_PLATFORM_ENV": "local", "DATA_PLATFORM_HOME": "/tmp/x"})
     prod = load_settings(
@@ -97,6 +100,13 @@ def test_target_follows_the_mode():
         }
     )
     assert build_args(local, {}) == ["build", "--target", "duckdb"]
-    args = build_args(prod, {"window_start": "2026-01-01", "window_end": "2026-01-02"})
+    args = build_args(prod, {"data_platform_home": "/h"}, window_vars(*WINDOW))
     assert args[:3] == ["build", "--target", "trino"]
-    assert json.loads(args[4]) == {"window_start": "2026-01-01", "window_end": "2026-01-02"}
+    assert json.loads(args[4]) == {"data_platform_home": "/h"}
+    # The window goes in dbt's event-time flags, not --vars (which defeat partial parsing).
+    assert args[5:] == [
+        "--event-time-start",
+        "2026-01-01",
+        "--event-time-end",
+        "2026-01-02",
+    ]

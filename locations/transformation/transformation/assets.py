@@ -4,8 +4,9 @@ Two ``@dbt_assets`` over the one dbt project:
 
 * :func:`dbt_daily_models`: the models tagged ``daily`` (``staging/stg_events``,
   ``marts/fct_daily_events``), daily-partitioned with a single-run backfill policy. A run of a
-  partition range is ONE dbt invocation over the whole window ``[start, end)``, passed as the dbt
-  vars ``window_start``/``window_end``; each model replaces exactly those days.
+  partition range is ONE dbt invocation over the whole window ``[start, end)``, passed as dbt's
+  ``--event-time-start/--event-time-end`` flags (not ``--vars``, which would defeat dbt's partial
+  parsing on every run: ``dbt/macros/day_window.sql``); each model replaces exactly those days.
 * :func:`dbt_models`: every other model (``staging/stg_users``, ``marts/dim_users``), rebuilt in
   full.
 
@@ -95,30 +96,48 @@ def window_vars(start: dt.datetime, end: dt.datetime) -> dict[str, str]:
     return {"window_start": start_day.isoformat(), "window_end": end_day.isoformat()}
 
 
-def build_args(settings: Settings, dbt_vars: Mapping[str, str]) -> list[str]:
-    """``dbt build`` arguments for a run (selection is added by dagster-dbt)."""
+def window_args(window: Mapping[str, str]) -> list[str]:
+    """dbt's event-time flags for a day window (``window_vars``); none without a window.
+
+    >>> window_args({"window_start": "2026-01-01", "window_end": "2026-01-02"})
+    ['--event-time-start', '2026-01-01', '--event-time-end', '2026-01-02']
+    """
+    if not window:
+        return []
+    return ["--event-time-start", window["window_start"], "--event-time-end", window["window_end"]]
+
+
+def build_args(
+    settings: Settings, dbt_vars: Mapping[str, str], window: Mapping[str, str] | None = None
+) -> list[str]:
+    """``dbt build`` arguments for a run (selection is added by dagster-dbt).
+
+    The day window goes in dbt's event-time flags, which partial parsing ignores; ``dbt_vars``
+    (constant across runs, if any) go in ``--vars``.
+    """
     args = ["build", "--target", dbt_target(settings)]
     if dbt_vars:
         args += ["--vars", json.dumps(dict(dbt_vars), sort_keys=True)]
-    return args
+    return args + window_args(window or {})
 
 
 def run_dbt(
     context: AssetExecutionContext,
     dbt: DbtCliResource,
     iceberg: IcebergCatalogResource,
-    dbt_vars: Mapping[str, str],
+    window: Mapping[str, str],
 ) -> Iterator[Any]:
-    """Run ``dbt build`` for the selected models and tests; stream materializations and checks.
+    """Run ``dbt build`` for the selected models and tests over the day ``window``
+    (``window_vars``; empty: every day); stream materializations and checks.
 
     Each model's materialization carries its Iceberg table's snapshot and row count.
     """
     settings = iceberg.settings()
-    all_vars = dict(dbt_vars)
+    all_vars = {}
     if iceberg.home:
         # The dbt process reads the catalog itself (its DuckDB plugin): tell it the same home.
         all_vars["data_platform_home"] = str(settings.home)
-    args = build_args(settings, all_vars)
+    args = build_args(settings, all_vars, window)
     if not _checks_excluded_on_selected_assets(context):
         # Run a test only if every model it reads is built in this run or upstream of it. dbt's
         # default (eager) would also run, say, dim_users' relationships test when only stg_users

@@ -1,30 +1,4 @@
-"""The LANDING-BATCH LOADER: the local stand-in for Airbyte's file / S3 source connector.
-
-In production, files dropped under ``landing/`` on Garage are read by an Airbyte source
-connector. Locally there is no Airbyte, so when an ingestion run carries a landing batch (the
-``ingestion/landing_batch`` tag the landing sensor sets), the local stand-in loads that batch's
-files into the raw tables with this module instead of generating data.
-
-Landing format (see the README): ``landing/<batch>/<stream>[.<anything>].<jsonl|csv|parquet>``;
-the stream is the file name up to its first dot. ``jsonl``: one JSON object per line (UTF-8);
-``csv``: a header row, UTF-8, empty cell = null; ``parquet``: any Arrow-readable types.
-
-What happens to bad input (every rule names the table, the column and the file):
-
-* the whole batch is validated before anything is written: one bad file rejects the batch and
-  no table changes (:class:`LandingRejected`); the caller then moves the batch to
-  ``landing/_rejected/<batch>/`` with an ``_error.txt``: nothing is ever deleted;
-* rejected: a value that cannot be cast to its declared column type (with an example value and
-  its line), bytes that are not UTF-8 (Iceberg strings are UTF-8; replacing them would alter raw
-  data silently), unparseable lines, reserved ``_airbyte_*`` columns, unknown streams/formats;
-* accepted and flagged by a named check: null or duplicate keys, added columns (kept as strings
-  for jsonl/csv, typed for parquet), dropped columns (nulls, and listed in ``_airbyte_meta``),
-  timestamps before 1970 or in the future, oversized strings;
-* empty files: accepted as a no-op and reported in the materialization metadata.
-
-Loading is idempotent: ``_airbyte_raw_id`` is derived from (batch, file, row), so a re-executed
-run sees its rows already in the table and skips them instead of appending them twice.
-"""
+"""How landing files are parsed: read and validated against their stream's schema."""
 
 from __future__ import annotations
 
@@ -33,55 +7,20 @@ import datetime as dt
 import io
 import json
 import re
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ingestion.streams import STREAMS_BY_NAME, RawStream
+from ingestion.landing.batch import LandingFile, LandingRejected
+from ingestion.streams import RawStream
 
 # pyarrow, pyiceberg, polars, fsspec and the run-time modules that use them are imported inside
 # the functions that need them: loading the definitions must stay cheap (docs/benchmarks.md).
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyiceberg.catalog import Catalog
 
-    from shared import iceberg
-
-#: Run tag naming the landing batch a run loads (set by ``ingestion.jobs.landing_sensor``).
-LANDING_BATCH_TAG = "ingestion/landing_batch"
-#: Top-level folder (under ``landing/``) of rejected batches; the sensor ignores ``_`` names.
-REJECTED_DIR = "_rejected"
-#: Written beside a rejected batch's files: why it was rejected.
-ERROR_FILE = "_error.txt"
-FORMATS = ("jsonl", "ndjson", "json", "csv", "parquet")
-#: Every ``_airbyte_meta`` value of a landed row starts with this (the stand-in's generated rows
-#: start with ``{"sync_id"``): lets the stand-in's cursor ignore landed rows cheaply.
-LANDING_META_PREFIX = '{"landing_batch":'
-#: Namespace of the deterministic ``_airbyte_raw_id`` of landed rows.
-RAW_ID_NAMESPACE = uuid.UUID("5a0c2a57-6d1e-4c53-9a8e-6c2b1f0d4e11")
 #: Examples quoted in an error are cut to this many characters.
 EXAMPLE_CHARS = 80
-
-
-class LandingRejected(ValueError):
-    """A landing batch that cannot be loaded; the message names table, column, file and value."""
-
-    def __init__(self, message: str, *, table: str | None = None, column: str | None = None,
-                 file: str | None = None) -> None:  # fmt: skip
-        super().__init__(message)
-        self.table = table
-        self.column = column
-        self.file = file
-
-
-@dataclass(frozen=True)
-class LandingFile:
-    """One file of a batch: its path relative to ``landing/``, stream and format."""
-
-    relative: str
-    stream: RawStream
-    fmt: str
 
 
 @dataclass
@@ -102,63 +41,6 @@ class ParsedFile:
 def _example(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= EXAMPLE_CHARS else text[: EXAMPLE_CHARS - 3] + "..."
-
-
-# ---- batch layout ----------------------------------------------------------------------------
-
-
-def classify(relative: str) -> LandingFile:
-    """The stream and format of a landing file from its name (``<stream>[.x].<ext>``)."""
-    name = relative.rsplit("/", 1)[-1]
-    stem, _, ext = name.partition(".")
-    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    if ext not in FORMATS:
-        raise LandingRejected(
-            f"landing file {relative}: unknown format {ext or '(no extension)'!r}; name files "
-            f"<stream>.<{'|'.join(FORMATS)}>",
-            file=relative,
-        )
-    stream = STREAMS_BY_NAME.get(stem)
-    if stream is None:
-        raise LandingRejected(
-            f"landing file {relative}: no raw stream named {stem!r} (the file name up to its "
-            f"first dot); known streams: {', '.join(sorted(STREAMS_BY_NAME))}",
-            file=relative,
-        )
-    return LandingFile(relative, stream, ext)
-
-
-def is_marker(relative: str) -> bool:
-    """Files named ``_*`` (``_SUCCESS`` of Spark and Hadoop writers, ``_error.txt``) are
-    markers, not data: never loaded (and not a reason to reject the batch)."""
-    return relative.rsplit("/", 1)[-1].startswith("_")
-
-
-def plan_batch(files: Iterable[str]) -> dict[str, list[LandingFile]]:
-    """``{stream name: [files]}`` of a batch (``files`` relative to ``landing/``); any file
-    that does not name a stream and format rejects the whole batch (markers, ``_*``, are
-    skipped)."""
-    plan: dict[str, list[LandingFile]] = {}
-    for relative in sorted(files):
-        if is_marker(relative):
-            continue
-        f = classify(relative)
-        plan.setdefault(f.stream.name, []).append(f)
-    return plan
-
-
-def streams_named_by(files: Iterable[str]) -> list[str]:
-    """The streams a batch's file names refer to (unknown names are left out, not rejected:
-    the sensor uses this only to select assets; the loader rejects them)."""
-    names = set()
-    for relative in files:
-        if is_marker(relative):
-            continue
-        try:
-            names.add(classify(relative).stream.name)
-        except LandingRejected:
-            continue
-    return sorted(names)
 
 
 # ---- value conversion (jsonl and csv) --------------------------------------------------------
@@ -539,6 +421,19 @@ def _cast_parquet(stream: RawStream, f: pa.Field, column: pa.ChunkedArray,
     import pyarrow as pa
 
     source = column.type
+    if pa.types.is_timestamp(f.type) and (
+        pa.types.is_integer(source) or pa.types.is_floating(source)
+    ):
+        # Arrow would read the numbers in the target's unit (microseconds): epoch seconds
+        # became 1970-01-01 00:29. A number carries no unit, so none is guessed.
+        raise LandingRejected(
+            f"{stream.identifier}: column {f.name} is {source} in {relative}: a number is not a "
+            f"timestamp without a unit (seconds? milliseconds?); write {f.name} as a Parquet "
+            "timestamp (or an ISO-8601 string); the batch was not loaded",
+            table=stream.identifier,
+            column=f.name,
+            file=relative,
+        )
     if pa.types.is_timestamp(source) and pa.types.is_timestamp(f.type) and source.tz is None:
         column = column.cast(pa.timestamp(source.unit, tz="UTC"))  # naive: read as UTC
     try:
@@ -583,275 +478,3 @@ def parse_file(f: LandingFile, data: bytes) -> ParsedFile:
     parsed = PARSERS[f.fmt](data, f.stream, f.relative)
     parsed.file = f
     return parsed
-
-
-# ---- to raw rows -----------------------------------------------------------------------------
-
-
-def raw_ids(batch: str, relative: str, n: int) -> pa.Array:
-    """Deterministic ``_airbyte_raw_id`` values of a file's rows (uuid5 of batch, file, row)."""
-    import pyarrow as pa
-
-    return pa.array(
-        [str(uuid.uuid5(RAW_ID_NAMESPACE, f"{batch}\x00{relative}\x00{i}")) for i in range(n)],
-        pa.string(),
-    )
-
-
-def airbyte_meta(batch: str, parsed: ParsedFile) -> str:
-    """``_airbyte_meta`` of a landed file's rows: where they came from and what the file lacked
-    or added, beside Airbyte's usual ``changes`` list. Starts with :data:`LANDING_META_PREFIX`."""
-    meta = {
-        "landing_batch": batch,
-        "landing_file": parsed.file.relative,
-        "missing_columns": parsed.missing,
-        "added_columns": parsed.added,
-        "changes": [],
-    }
-    return json.dumps(meta, separators=(",", ":"))
-
-
-def to_raw(batch: str, parsed: ParsedFile, extracted_at: dt.datetime) -> pa.Table:
-    """The file's rows with Airbyte's three metadata columns, in the raw table's column order
-    (declared source columns, Airbyte's columns, then added columns)."""
-    import pyarrow as pa
-
-    from ingestion.streams import AIRBYTE_META_FIELDS, TIMESTAMP
-
-    n = parsed.rows
-    source = parsed.data
-    declared = [f.name for f in parsed.file.stream.source_fields]
-    meta = airbyte_meta(batch, parsed)
-    columns = [source[name] for name in declared]
-    columns += [
-        raw_ids(batch, parsed.file.relative, n),
-        pa.array([extracted_at] * n, TIMESTAMP),
-        pa.array([meta] * n, pa.string()),
-    ]
-    fields = [source.schema.field(name) for name in declared] + list(AIRBYTE_META_FIELDS)
-    for name in parsed.added:
-        columns.append(source[name])
-        fields.append(source.schema.field(name))
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
-
-
-def with_record_index(data: pa.Table) -> pa.Table:
-    """``data`` (a stream's rows of one batch, files in name order) with the delivery order in
-    ``_ab_record_index``: staging resolves conflicting duplicates of one batch (same key, same
-    extraction time) to the record delivered last (see ``ingestion.streams``)."""
-    import pyarrow as pa
-
-    from ingestion.streams import RECORD_INDEX_COLUMN
-
-    index = pa.array(range(data.num_rows), pa.int64())
-    return data.append_column(pa.field(RECORD_INDEX_COLUMN, pa.int64()), index)
-
-
-def align_to_table(stream: RawStream, raw: pa.Table, table_schema: pa.Schema | None,
-                   relative: str) -> pa.Table:  # fmt: skip
-    """Cast columns the raw table already has to the table's types (an added column may exist
-    from an earlier batch): a value that does not fit rejects, naming the column."""
-    import pyarrow as pa
-
-    if table_schema is None:
-        return raw
-    for i, name in enumerate(raw.column_names):
-        if name not in table_schema.names:
-            continue
-        target = table_schema.field(name).type
-        if raw.schema.field(name).type == target:
-            continue
-        try:
-            raw = raw.set_column(i, pa.field(name, target), raw[name].cast(target, safe=True))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-            raise LandingRejected(
-                f"{stream.identifier}: column {name} of {relative} ({raw.schema.field(name).type}) "
-                f"does not fit the table's {target}: {exc}",
-                table=stream.identifier,
-                column=name,
-                file=relative,
-            ) from None
-    return raw
-
-
-def combine(tables: Sequence[pa.Table], stream: RawStream) -> pa.Table:
-    """One table from the files of one stream (added columns unioned by name)."""
-    import pyarrow as pa
-
-    if len(tables) == 1:
-        return tables[0]
-    try:
-        return pa.concat_tables(tables, promote_options="default")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise LandingRejected(
-            f"{stream.identifier}: the batch's files disagree on a column's type: {exc}",
-            table=stream.identifier,
-        ) from None
-
-
-# ---- loading a batch (I/O) ------------------------------------------------------------------
-
-
-@dataclass
-class StreamLoad:
-    """What loading one stream of a batch did, for logs and Dagster metadata."""
-
-    stream: RawStream
-    files: list[str]
-    empty_files: list[str]
-    rows: int
-    added: list[str]
-    missing: list[str]
-    #: The batch's rows were already in the table (a re-executed run): nothing appended.
-    already_loaded: bool = False
-    write: iceberg.TableWriteResult | None = None
-
-    def as_metadata(self, batch: str) -> dict[str, Any]:
-        meta: dict[str, Any] = dict(self.write.as_metadata()) if self.write else {}
-        meta.update(
-            {
-                "source": "local Airbyte stand-in: landing batch loader",
-                "landing_batch": batch,
-                "landing_files": ", ".join(self.files),
-                "landing_rows": self.rows,
-                "landing_empty_files": ", ".join(self.empty_files) or "none",
-                "landing_added_columns": ", ".join(self.added) or "none",
-                "landing_missing_columns": ", ".join(self.missing) or "none",
-                "landing_already_loaded": self.already_loaded,
-            }
-        )
-        if not self.write or self.already_loaded:
-            meta["rows_written"] = 0
-        return meta
-
-
-def _join(root: str, relative: str) -> str:
-    return f"{root.rstrip('/')}/{relative}"
-
-
-def _table_schema(catalog: Catalog, stream: RawStream) -> pa.Schema | None:
-    from pyiceberg.exceptions import NoSuchTableError
-
-    try:
-        return catalog.load_table(stream.identifier).schema().as_arrow()
-    except NoSuchTableError:
-        return None
-
-
-def _already_loaded(catalog: Catalog, stream: RawStream, first_raw_id: str) -> bool:
-    """Whether a row with this (deterministic) raw id is in the table: pushed down, so only
-    files whose id bounds could hold it are read."""
-    from pyiceberg.expressions import EqualTo
-
-    from shared import iceberg
-
-    try:
-        found = iceberg.read_table(
-            catalog,
-            stream.identifier,
-            columns=["_airbyte_raw_id"],
-            row_filter=EqualTo("_airbyte_raw_id", first_raw_id),
-        )
-    except iceberg.IcebergError:
-        return False
-    return found.num_rows > 0
-
-
-def load_batch(catalog: Catalog, fs: Any, root: str, batch: str, files: Sequence[str],
-               extracted_at: dt.datetime) -> dict[str, StreamLoad]:  # fmt: skip
-    """Load landing batch ``batch`` (``files`` relative to ``root``, the landing prefix).
-
-    Every file is read and validated, and aligned with its table, before anything is written:
-    a bad file raises :class:`LandingRejected` with no table changed. Then each stream is
-    appended in one Iceberg commit, unless the batch's rows are already there.
-    """
-    from pyiceberg.exceptions import NoSuchTableError
-
-    from shared import iceberg
-
-    plan = plan_batch(files)
-    prepared: dict[str, tuple[pa.Table | None, StreamLoad]] = {}
-    for name, stream_files in plan.items():
-        stream = STREAMS_BY_NAME[name]
-        schema = _table_schema(catalog, stream)
-        raws: list[pa.Table] = []
-        empty: list[str] = []
-        added: set[str] = set()
-        missing: set[str] = set()
-        for f in stream_files:
-            parsed = parse_file(f, fs.cat_file(_join(root, f.relative)))
-            if parsed.rows == 0:
-                empty.append(f.relative)
-                continue
-            added.update(parsed.added)
-            missing.update(parsed.missing)
-            raws.append(align_to_table(stream, to_raw(batch, parsed, extracted_at), schema,
-                                       f.relative))  # fmt: skip
-        data = with_record_index(combine(raws, stream)) if raws else None
-        load = StreamLoad(
-            stream=stream,
-            files=[f.relative for f in stream_files],
-            empty_files=empty,
-            rows=data.num_rows if data is not None else 0,
-            added=sorted(added),
-            missing=sorted(missing),
-        )
-        prepared[name] = (data, load)
-
-    loads: dict[str, StreamLoad] = {}
-    for name, (data, load) in prepared.items():
-        stream = load.stream
-        if data is not None and _already_loaded(
-            catalog, stream, data["_airbyte_raw_id"][0].as_py()
-        ):
-            load.already_loaded = True
-        elif data is not None:
-            load.write = iceberg.write_table(catalog, stream.identifier, data, mode="append")
-        if load.write is None:
-            try:
-                table = catalog.load_table(stream.identifier)
-                load.write = iceberg.describe_write(table, stream.identifier, 0)
-            except NoSuchTableError:
-                pass
-        loads[name] = load
-    return loads
-
-
-def previous_rejection(fs: Any, root: str, batch: str) -> str | None:
-    """The recorded reason if ``batch`` was rejected before (its ``_error.txt`` exists)."""
-    path = _join(root, f"{REJECTED_DIR}/{batch}/{ERROR_FILE}")
-    try:
-        return fs.cat_file(path).decode("utf-8", "replace").strip() if fs.exists(path) else None
-    except FileNotFoundError:
-        return None
-
-
-def quarantine(fs: Any, root: str, batch: str, files: Sequence[str], error: str, *,
-               resume: bool = False) -> str:  # fmt: skip
-    """Move a rejected batch's files to ``<root>/_rejected/<batch>/`` with ``_error.txt``
-    saying why; returns that folder. Nothing is deleted; a name already used gets a suffix.
-
-    ``_error.txt`` is written first, so a quarantine interrupted halfway is recognised by the
-    next run of the batch (:func:`previous_rejection`), which finishes it with ``resume=True``
-    instead of loading the files left behind (a part of a rejected batch).
-    """
-    dest = _join(root, f"{REJECTED_DIR}/{batch}")
-    if not resume:
-        if fs.exists(dest):
-            dest = f"{dest}.{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
-        fs.makedirs(dest, exist_ok=True)
-        fs.pipe_file(_join(dest, ERROR_FILE), (error.rstrip() + "\n").encode("utf-8"))
-    prefix = f"{batch}/"
-    for relative in files:
-        inside = relative[len(prefix) :] if relative.startswith(prefix) else relative
-        target = _join(dest, inside)
-        fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-        fs.mv(_join(root, relative), target)
-    # Remove the batch's now empty folders (local folders; object stores have none).
-    folder = _join(root, batch)
-    try:
-        if fs.isdir(folder) and not fs.find(folder):
-            fs.rm(folder, recursive=True)
-    except OSError:
-        pass
-    return dest
