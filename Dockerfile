@@ -46,12 +46,12 @@ FROM build AS prepared-ingestion
 FROM build AS prepared-analytics
 
 FROM build AS prepared-transformation
-# The dbt project, and its manifest prepared now: @dbt_assets reads target/manifest.json at import
-# and the image must never need dbt deps/parse (network, write access) at start-up.
+# The dbt project, and its manifest prepared now (dbt parse): the location declares its assets
+# from target/manifest.json at import, and the image must never parse (write access) at start-up.
 COPY dbt dbt
 ENV DBT_SEND_ANONYMOUS_USAGE_STATS=false \
     DO_NOT_TRACK=1
-RUN dagster-dbt project prepare-and-package --file locations/transformation/transformation/project.py \
+RUN python -m transformation.project prepare \
     && test -f dbt/target/manifest.json \
     && rm -rf dbt/logs
 

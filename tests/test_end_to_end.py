@@ -20,6 +20,7 @@ from pyiceberg.table import StaticTable
 
 from ingestion.settings import StandInSettings
 from ingestion.standin import SyncPlan, plan_batches
+from shared.partitions import day_of
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +57,10 @@ def run_demo(home, days: int = STANDIN.days) -> dict:
         str(STANDIN.seed),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATA_PLATFORM_")}
+    # The demo's days end yesterday by default; pinned here to end `days` days after the
+    # stand-in's first day, so the figures below are the same any day and one more day is the
+    # next day (as a demo run the next day adds).
+    env["DATA_PLATFORM_STANDIN_END"] = day_of(days - 1).isoformat()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, f"demo failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -166,6 +171,82 @@ def test_tables_command_lists_the_same_tables(demo):
     assert {t["identifier"]: t["snapshot_id"] for t in listed} == {
         t["identifier"]: t["snapshot_id"] for t in second["tables"]
     }
+
+
+DEMO_RUNS_QUERY = """
+{ runsOrError { ... on Runs { results {
+    runId jobName status pipelineSnapshotId parentPipelineSnapshotId
+    repositoryOrigin { repositoryLocationName repositoryName }
+    stepStats { stepKey }
+} } } }
+"""
+
+JOB_SNAPSHOTS_QUERY = """
+{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError {
+    ... on RepositoryLocation { repositories { name pipelines { name pipelineSnapshotId } } }
+} } } } }
+"""
+
+CAPTURED_LOGS_QUERY = """
+query($runId: ID!) { logsForRun(runId: $runId) { ... on EventConnection { events {
+    __typename ... on LogsCapturedEvent { fileKey } } } } }
+"""
+
+CAPTURED_LOG = """
+query($logKey: [String!]!) { capturedLogs(logKey: $logKey) { stdout stderr } }
+"""
+
+MATERIALIZED_PARTITIONS = """
+query($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) { ... on AssetNode {
+    partitionStats { numMaterialized } assetMaterializations(limit: 1) { runId } } } }
+"""
+
+
+def test_the_ui_on_the_demo_instance_shows_its_runs_with_their_code_locations(demo):
+    """What `data-platform ui` serves (the webserver over workspace.yaml with DAGSTER_HOME at the
+    demo's instance): every demo run belongs to its code location and matches the job the
+    location serves now (the UI's test before offering re-execution without a warning), its
+    step output is captured, and the assets show their materializations and partitions."""
+    from tests.webserver import REPO, running_webserver
+
+    home, _, second = demo
+    with running_webserver(
+        REPO / "workspace.yaml", home / "dagster", env={"DATA_PLATFORM_HOME": str(home)}
+    ) as server:
+        server.wait_loaded({"ingestion", "transformation", "analytics"})
+        runs = server.graphql(DEMO_RUNS_QUERY)["runsOrError"]["results"]
+        snapshots = {
+            (entry["name"], repo["name"], job["name"]): job["pipelineSnapshotId"]
+            for entry in server.graphql(JOB_SNAPSHOTS_QUERY)["workspaceOrError"]["locationEntries"]
+            for repo in entry["locationOrLoadError"]["repositories"]
+            for job in repo["pipelines"]
+        }
+        by_id = {r["runId"]: r for r in runs}
+        for reported in second["runs"]:
+            run = by_id[reported["run_id"]]
+            origin = run["repositoryOrigin"]
+            assert origin and origin["repositoryLocationName"] == reported["location"], run
+            current = snapshots[(reported["location"], origin["repositoryName"], run["jobName"])]
+            assert (run["parentPipelineSnapshotId"] or run["pipelineSnapshotId"]) == current
+            assert run["status"] == "SUCCESS"
+            events = server.graphql(CAPTURED_LOGS_QUERY, {"runId": run["runId"]})
+            file_keys = [
+                e["fileKey"]
+                for e in events["logsForRun"]["events"]
+                if e["__typename"] == "LogsCapturedEvent"
+            ]
+            assert file_keys, f"no captured step output for run {run['runId']}"
+            log = server.graphql(
+                CAPTURED_LOG, {"logKey": [run["runId"], "compute_logs", file_keys[0]]}
+            )["capturedLogs"]
+            assert (log["stdout"] or "") + (log["stderr"] or ""), run["runId"]
+        # The demo's own log files keep each run's output too.
+        assert any((home / "logs").glob("demo-run-*-transformation.log"))
+        node = server.graphql(MATERIALIZED_PARTITIONS, {"path": ["raw", "events"]})
+        asset = node["assetNodeOrError"]
+        assert asset["assetMaterializations"], "raw/events shows no materialization"
+        fct = server.graphql(MATERIALIZED_PARTITIONS, {"path": ["marts", "fct_daily_events"]})
+        assert fct["assetNodeOrError"]["partitionStats"]["numMaterialized"] == STANDIN.days
 
 
 def materialized_partitions(home, report) -> dict[str, list]:

@@ -92,3 +92,42 @@ def test_a_broken_location_does_not_take_down_the_others(tmp_path):
         # ... and keep running: a run of the ingestion location succeeds through the webserver.
         assert server.run_job("ingestion", "ingestion_job") == "SUCCESS"
         assert (tmp_path / "lake" / "warehouse" / "raw" / "events").is_dir()
+
+
+CATALOG_QUERY = """
+{ assetNodes { assetKey { path } isMaterializable description
+    owners { __typename ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
+    tags { key value }
+    metadataEntries { label __typename
+        ... on TextMetadataEntry { text }
+        ... on TableSchemaMetadataEntry { schema { columns { name type description } } }
+        ... on CodeReferencesMetadataEntry { codeReferences {
+            __typename ... on LocalFileCodeReference { filePath } ... on UrlCodeReference { url } } }
+    }
+    assetChecksOrError { ... on AssetChecks { checks { name description } } }
+} }
+"""
+
+
+def test_catalog_through_graphql(webserver):
+    """What the UI's catalog shows, for every asset of the three locations: an owner team, the
+    `layer` tag, typed and described columns, the Iceberg table name, code references, and a
+    description on every check."""
+    nodes = [n for n in webserver.graphql(CATALOG_QUERY)["assetNodes"] if n["isMaterializable"]]
+    assert len(nodes) == 8
+    checks = 0
+    for node in nodes:
+        path = node["assetKey"]["path"]
+        key = "/".join(path)
+        assert any(o.get("team") for o in node["owners"]), key
+        assert {"key": "layer", "value": path[0]} in node["tags"], key
+        assert node["description"] and "``" not in node["description"], key
+        meta = {m["label"]: m for m in node["metadataEntries"]}
+        assert meta["dagster/table_name"]["text"] == ".".join(path), key
+        columns = meta["dagster/column_schema"]["schema"]["columns"]
+        assert columns and all(c["type"] and c["description"] for c in columns), key
+        assert meta["dagster/code_references"]["codeReferences"], key
+        for check in node["assetChecksOrError"]["checks"]:
+            assert check["description"], (key, check["name"])
+            checks += 1
+    assert checks >= 32 + 12

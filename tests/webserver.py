@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from data_platform.processes import dagster_process, free_port
+
 REPO = Path(__file__).resolve().parents[1]
 
-# A background process started by a non-interactive shell inherits an ignored SIGINT; restore the
-# default so the webserver (and the code servers it spawns) stop when signalled.
-_LAUNCHER = (
-    "import signal, sys, os; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-    "os.execvp(sys.argv[1], sys.argv[1:])"
-)
 
 WORKSPACE_QUERY = """
 { workspaceOrError { __typename ... on Workspace { locationEntries {
@@ -46,12 +39,6 @@ mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
 RUN_STATUS = """
 query($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Webserver:
@@ -131,36 +118,6 @@ def running_webserver(workspace: Path, dagster_home: Path, env: dict[str, str] |
     )
     log = dagster_home / "webserver.log"
     full_env = {**os.environ, "DAGSTER_HOME": str(dagster_home), **(env or {})}
-    exe = str(Path(sys.executable).parent / "dagster-webserver")
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _LAUNCHER,
-                exe,
-                "-w",
-                str(workspace),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
-            cwd=REPO,
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    args = ["-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
+    with dagster_process("dagster-webserver", args, env=full_env, cwd=REPO, log=log) as proc:
         yield Webserver(f"http://127.0.0.1:{port}", proc, log)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)

@@ -1,22 +1,18 @@
-"""Incremental cost: the whole graph run for ONE new day after N days of history.
+"""Incremental cost: what production runs after a one-day sync, after N days of history.
 
-History is built once, in order: days ``[0, h1)`` are materialized (untimed), day ``h1`` is run
-alone and timed, then history is caught up to ``h2`` days and day ``h2`` is timed, and so on. A
-timed run is what a daily schedule per location does: one run per location, in the order of
-:func:`data_platform.graph.plan_runs`, each over all of the location's assets, with the
-daily-partitioned ones restricted to the new day's partition and the unpartitioned ones (the raw
-sync, full-refresh models, ``user_features``) run as they always run.
-
-Why one run per location rather than ``plan_runs``' split of partitioned and unpartitioned
-assets: it is what a daily schedule per location launches, and it started dbt once per dbt
-multi-asset per day instead of once per planned run. (While this was written, the split plan's
-first build also failed: ``stg_users`` run alone selected the relationships test it shares with
-``dim_users`` before ``dim_users`` existed; transformation has since restricted tests to
-buildable ones.)
+History is built once, in order, the way production builds it: a raw sync, then what the
+automation conditions request (``shared.automation``, evaluated tick after tick on the
+workspace-wide graph as the daemon does, and as ``data-platform demo`` does: the same
+:class:`data_platform.demo.DemoAutomation`), until nothing more is requested. After ``h`` days
+the stand-in is given one more day and the same cycle is timed: the raw sync (one new day), then
+exactly the runs the automation requests: the changed day plus the late-data lookback of each
+daily asset, and the unpartitioned models and features. The figures say how many partitions of
+each daily asset were requested, and the seconds, per location, per step and per dbt model.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from pathlib import Path
@@ -24,101 +20,92 @@ from typing import Any
 
 from dagster import DagsterInstance
 
-from data_platform.demo import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from data_platform.graph import PlannedRun, build_location_graph, load_location_defs, plan_runs
+from data_platform.demo import AUTOMATION_CURSOR, DemoAutomation, _execute
+from data_platform.graph import (
+    RequestedRun,
+    build_location_graph,
+    load_location_defs,
+    plan_runs,
+    sync_runs,
+    workspace_definitions,
+)
 
 
 class RunFailed(RuntimeError):
-    """A planned run failed; the message names the run, the window and the failing steps."""
+    """A run failed; the message names the run, the window and the failing steps."""
 
 
-def run_window(
+def run_cycle(
     location_defs: dict[str, Any],
-    plan: list[PlannedRun],
+    syncs: list[RequestedRun],
+    automation: DemoAutomation,
+    plan: list,
     instance: DagsterInstance,
-    first_day: str,
-    last_day: str,
 ) -> dict[str, Any]:
-    """Execute every planned run, partitioned ones over ``[first_day, last_day]``; timings.
+    """The raw syncs, then every run the automation requests until it is quiet; timings.
 
-    Returns ``{"seconds", "by_location": {location: seconds}, "steps": {step: seconds},
-    "dbt_models": {asset: seconds}}``: a step's time is Dagster's own measure of the step
-    (STEP_SUCCESS duration), a model's is dbt's (dagster-dbt's "Execution Duration").
+    Returns ``{"seconds", "by_location", "steps", "dbt_models", "partitions", "runs"}``: a step's
+    time is Dagster's own measure of the step (STEP_SUCCESS duration), a model's is dbt's
+    (dagster-dbt's "Execution Duration"), ``partitions`` the number of partitions of each daily
+    asset that the runs materialized.
     """
     by_location: dict[str, float] = {}
     steps: dict[str, float] = {}
     models: dict[str, float] = {}
+    partitions: dict[str, int] = {}
+    runs = 0
     started = time.perf_counter()
-    for planned in plan:
-        defs = location_defs[planned.location]
-        job = defs.resolve_implicit_job_def_def_for_assets(list(planned.asset_keys))
-        if job is None:
-            raise RunFailed(f"{planned.location} has no job for {planned.asset_keys}")
-        tags = {}
-        if planned.partitioned:
-            tags = {
-                ASSET_PARTITION_RANGE_START_TAG: first_day,
-                ASSET_PARTITION_RANGE_END_TAG: last_day,
-            }
-        t0 = time.perf_counter()
-        result = job.execute_in_process(
-            instance=instance,
-            asset_selection=list(planned.asset_keys),
-            tags=tags,
-            raise_on_error=False,
-        )
-        elapsed = time.perf_counter() - t0
-        by_location[planned.location] = by_location.get(planned.location, 0.0) + elapsed
-        failures = []
-        for event in result.all_events:
-            if event.event_type_value == "STEP_SUCCESS" and event.step_key:
-                duration = getattr(event.event_specific_data, "duration_ms", None)
-                if duration is not None:
-                    steps[event.step_key] = round(duration / 1000, 3)
-            if event.event_type_value == "ASSET_MATERIALIZATION":
-                # dagster-dbt records each model's own time: the rest of a dbt step is dbt's
-                # start-up, parsing and the tests.
-                mat = event.event_specific_data.materialization
-                duration = mat.metadata.get("Execution Duration")
-                if duration is not None:
-                    models[mat.asset_key.to_user_string()] = round(float(duration.value), 3)
-            if event.is_step_failure and event.step_key:
-                error = event.event_specific_data.error
-                failures.append(f"{event.step_key}: {error.message.strip() if error else ''}")
-        if not result.success:
-            raise RunFailed(
-                f"{planned.location} run over [{first_day}..{last_day}] failed: "
-                + ("; ".join(failures) or "see the run's logs")[:3000]
-            )
+    for batch in itertools.chain([syncs], automation.ticks(plan)):
+        for run in batch:
+            t0 = time.perf_counter()
+            result = _execute(location_defs[run.location], run, instance)
+            elapsed = time.perf_counter() - t0
+            runs += 1
+            by_location[run.location] = by_location.get(run.location, 0.0) + elapsed
+            failures = []
+            for event in result.all_events:
+                if event.event_type_value == "STEP_SUCCESS" and event.step_key:
+                    duration = getattr(event.event_specific_data, "duration_ms", None)
+                    if duration is not None:
+                        steps[event.step_key] = round(
+                            steps.get(event.step_key, 0.0) + duration / 1000, 3
+                        )
+                if event.event_type_value == "ASSET_MATERIALIZATION":
+                    mat = event.event_specific_data.materialization
+                    key = mat.asset_key.to_user_string()
+                    if mat.partition is not None:
+                        partitions[key] = partitions.get(key, 0) + 1
+                    # dagster-dbt records each model's own time: the rest of a dbt step is
+                    # dbt's start-up, parsing and the tests.
+                    duration = mat.metadata.get("Execution Duration")
+                    if duration is not None:
+                        models[key] = round(models.get(key, 0.0) + float(duration.value), 3)
+                if event.is_step_failure and event.step_key:
+                    error = event.event_specific_data.error
+                    failures.append(f"{event.step_key}: {error.message.strip() if error else ''}")
+            if not result.success:
+                window = f" over {run.partition_range}" if run.partition_range else ""
+                raise RunFailed(
+                    f"{run.location} run{window} failed: "
+                    + ("; ".join(failures) or "see the run's logs")[:3000]
+                )
     return {
         "seconds": time.perf_counter() - started,
         "by_location": {k: round(v, 3) for k, v in by_location.items()},
         "steps": steps,
         "dbt_models": models,
+        "partitions": partitions,
+        "runs": runs,
     }
-
-
-def per_location(plan: list[PlannedRun]) -> list[PlannedRun]:
-    """One run per location, in the order locations first appear in ``plan``."""
-    order: list[str] = []
-    for planned in plan:
-        if planned.location not in order:
-            order.append(planned.location)
-    return [
-        PlannedRun(
-            location,
-            tuple(k for p in plan if p.location == location for k in p.asset_keys),
-            any(p.partitioned for p in plan if p.location == location),
-        )
-        for location in order
-    ]
 
 
 def measure_incremental(
     home: str, histories: list[int], users: int, events_per_day: int, seed: int
 ) -> dict[str, Any]:
-    """Time one new day after each history length in ``histories`` (ascending)."""
+    """Time the cycle of one new day after each history length in ``histories`` (ascending),
+    and the bare floor of the same day's work (:func:`bare_day`)."""
     from shared.partitions import day_of
+    from shared.settings import late_data_lookback_days
 
     if histories != sorted(histories) or histories[0] < 1:
         raise ValueError(f"histories must be ascending and >= 1, got {histories}")
@@ -129,27 +116,153 @@ def measure_incremental(
         DATA_PLATFORM_STANDIN_EVENTS_PER_DAY=str(events_per_day),
         DATA_PLATFORM_STANDIN_SEED=str(seed),
     )
+    lookback = late_data_lookback_days()
     location_defs = load_location_defs()
-    plan = per_location(plan_runs(build_location_graph(location_defs)))
-    runs = []
+    graph = build_location_graph(location_defs)
+    plan = plan_runs(graph)
+    syncs = sync_runs(graph, plan)
+    results = []
     done = 0  # days materialized so far
-    (Path(home) / "dagster").mkdir(parents=True, exist_ok=True)
-    with DagsterInstance.local_temp(tempdir=str(Path(home) / "dagster")) as instance:
+    instance_dir = Path(home) / "dagster"
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    with DagsterInstance.local_temp(tempdir=str(instance_dir)) as instance:
+        automation = DemoAutomation(
+            workspace_definitions(location_defs), instance, instance_dir / AUTOMATION_CURSOR
+        )
         for h in histories:
             build = 0.0
             if h > done:  # catch the history up to h days (untimed for the comparison)
                 os.environ["DATA_PLATFORM_STANDIN_DAYS"] = str(h)
-                built = run_window(
-                    location_defs, plan, instance, day_of(done).isoformat(),
-                    day_of(h - 1).isoformat(),
-                )  # fmt: skip
-                build = built["seconds"]
+                build = run_cycle(location_defs, syncs, automation, plan, instance)["seconds"]
             os.environ["DATA_PLATFORM_STANDIN_DAYS"] = str(h + 1)
-            new_day = day_of(h).isoformat()
-            timed = run_window(location_defs, plan, instance, new_day, new_day)
+            timed = run_cycle(location_defs, syncs, automation, plan, instance)
             done = h + 1
-            runs.append(
-                {"history_days": h, "new_day": new_day, "history_build_seconds": round(build, 2),
-                 **timed}
+            # The floor for the same day, right after (the tables hold the same days; the bare
+            # process rewrites the same partitions with the same contents).
+            sql = compile_models(
+                home, day_of(h - lookback).isoformat(), day_of(h + 1).isoformat(),
+                Path(home) / f"bare-target-{h}",
             )  # fmt: skip
-    return {"runs": runs, "plan": [f"{p.location}:{len(p.asset_keys)}" for p in plan]}
+            floor = bare_day(home, h, lookback, sql)
+            results.append(
+                {"history_days": h, "history_build_seconds": round(build, 2), **timed,
+                 "bare": floor}
+            )  # fmt: skip
+    return {"runs": results}
+
+
+#: The dbt models in the order one bare process builds them, with their day column (None: full).
+BARE_MODELS = (
+    ("staging", "stg_events", "event_date"),
+    ("staging", "stg_users", None),
+    ("marts", "fct_daily_events", "event_date"),
+    ("marts", "dim_users", None),
+)
+
+
+def compile_models(home: str, start: str, end: str, target: Path) -> dict[str, str]:
+    """The SQL dbt runs for the four models over the day window ``[start, end)`` (untimed).
+
+    ``dbt compile`` with the window as vars: the very SQL the platform's run executes.
+    """
+    import json
+    import subprocess
+    import sys
+
+    from transformation.project import dbt_project
+
+    project = Path(dbt_project.project_dir)
+    cmd = [
+        str(Path(sys.executable).with_name("dbt")), "compile", "--profiles-dir", str(project),
+        "--project-dir", str(project), "--target", "duckdb", "--target-path", str(target),
+        "--select", *[m for _, m, _ in BARE_MODELS],
+        "--vars", json.dumps({"window_start": start, "window_end": end}),
+    ]  # fmt: skip
+    env = {**os.environ, "DATA_PLATFORM_HOME": home}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=project)
+    if out.returncode != 0:
+        raise RunFailed(f"dbt compile failed: {out.stdout[-2000:]}")
+    compiled = target / "compiled" / "data_platform" / "models"
+    return {m: (compiled / s / f"{m}.sql").read_text() for s, m, _ in BARE_MODELS}
+
+
+def bare_day(home: str, day_index: int, lookback: int, sql: dict[str, str]) -> dict[str, float]:
+    """The floor: the same day's work in one Python process with the same engines, no
+    orchestration (no Dagster, no dbt, no checks or tests).
+
+    * raw: the stand-in's generator for the day, one pyiceberg append (to a scratch table
+      ``bench.raw_events``: appending the day to ``raw.events`` again would duplicate it);
+    * dbt models: the compiled SQL on DuckDB over views of the same Iceberg files
+      (``scan_sql``), each result written by the plugin's own writer (``store_batch``: the same
+      pyiceberg overwrite of the window's days, or of the whole table);
+    * analytics: the same reads (``read_upstream``) and polars functions, the same writes, for
+      the same days as the platform's run (the new day plus the lookback).
+    """
+    import datetime as dt
+    import tempfile
+
+    import duckdb
+
+    from analytics import features as feature_defs
+    from analytics import metrics as metric_defs
+    from analytics.io import day_range_filter, read_upstream, to_arrow
+    from analytics.sources import DIM_USERS, STG_EVENTS
+    from ingestion import standin
+    from ingestion.settings import load_standin_settings
+    from shared import iceberg
+    from shared.partitions import day_of
+    from shared.resources import IcebergCatalogResource
+    from transformation.duckdb_iceberg import quote_identifier, scan_sql, store_batch
+
+    parts: dict[str, float] = {}
+    t0 = time.perf_counter()
+    resource = IcebergCatalogResource(home=home)
+    catalog = resource.catalog()
+    events = standin.generate_events(load_standin_settings(), day_index)
+    iceberg.write_table(catalog, "bench.raw_events", events, mode="append")
+    t1 = time.perf_counter()
+    parts["raw"] = t1 - t0
+
+    start, end = day_of(day_index - lookback), day_of(day_index + 1)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-bare-"))
+    con = duckdb.connect()
+    con.execute("set TimeZone = 'UTC'")
+    for ns in ("raw", "staging", "marts"):
+        con.execute(f"create schema if not exists {ns}")
+        for ident in catalog.list_tables(ns):
+            view = f"{ns}.{quote_identifier(ident[-1])}"
+            table_sql = scan_sql(catalog.load_table(".".join(ident)), scratch)
+            con.execute(f"create or replace view {view} as select * from {table_sql}")
+    for schema, model, day_column in BARE_MODELS:
+        path = scratch / f"{model}.parquet"
+        con.execute(f"copy ({sql[model]}) to '{path}' (format parquet)")
+        window = (
+            {"window_start": start.isoformat(), "window_end": end.isoformat()} if day_column else {}
+        )
+        store_batch(catalog, f"{schema}.{model}", path, day_partition_column=day_column, **window)
+        table_sql = scan_sql(catalog.load_table(f"{schema}.{model}"), scratch)
+        con.execute(f"create or replace view {schema}.{model} as select * from {table_sql}")
+    con.close()
+    t2 = time.perf_counter()
+    parts["dbt_models"] = t2 - t1
+
+    ev = read_upstream(
+        resource, STG_EVENTS, window_column="event_ts", start=start, end=end,
+        pruning_column="event_date",
+    )  # fmt: skip
+    us = read_upstream(resource, DIM_USERS, window_column="signup_at", start=start, end=end)
+    metrics = metric_defs.daily_metrics(ev.frame, us.frame, start, end).collect()
+    iceberg.write_table(
+        catalog, "analytics.daily_metrics", to_arrow(metrics), mode="overwrite",
+        overwrite_filter=day_range_filter("metric_date", start, end),
+        partition_by_day="metric_date",
+    )  # fmt: skip
+    events_all = read_upstream(resource, STG_EVENTS)
+    users_all = read_upstream(resource, DIM_USERS)
+    as_of = feature_defs.latest_event_date(events_all.frame) or dt.date.min
+    features = feature_defs.user_features(users_all.frame, events_all.frame, as_of).collect()
+    iceberg.write_table(catalog, "ml.user_features", to_arrow(features), mode="overwrite")
+    t3 = time.perf_counter()
+    parts["analytics"] = t3 - t2
+    parts["seconds"] = t3 - t0
+    return {k: round(v, 3) for k, v in parts.items()}

@@ -1,4 +1,4 @@
-"""The ``data-platform`` command: local work on the whole platform (demo, tables, bench).
+"""The ``data-platform`` command: local work on the whole platform (demo, ui, tables, bench).
 
 Options set the same environment variables that ``shared.settings`` reads, so the runs the
 command starts (and dbt's subprocesses) see one consistent configuration.
@@ -29,7 +29,13 @@ def _apply_env(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from data_platform.demo import DemoFailed, format_report, run_demo
+    from data_platform.demo import (
+        EXIT_FAILED,
+        DemoFailed,
+        format_report,
+        partition_range,
+        run_demo,
+    )
     from ingestion.settings import load_standin_settings
     from shared.settings import SettingsError, load_settings
 
@@ -37,19 +43,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         settings = load_settings()
         if not args.json:
             s = load_standin_settings()
+            first, last = partition_range(s)
             print(
                 f"data-platform demo: home={settings.home} users={s.users} "
-                f"events/day={s.events_per_day} days={s.days} seed={s.seed}"
+                f"events/day={s.events_per_day} days={s.days} ({first}..{last}) seed={s.seed}"
             )
         report = run_demo(log=(lambda _m: None) if args.json else print)
     except (DemoFailed, SettingsError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     if args.json:
         print(json.dumps(report.as_dict(), default=str))
     else:
         print(format_report(report))
-    return 0 if all(c.passed for c in report.checks) else 2
+    return report.exit_code()
 
 
 def _cmd_tables(args: argparse.Namespace) -> int:
@@ -70,6 +77,44 @@ def _cmd_tables(args: argparse.Namespace) -> int:
             print(f"{t['identifier']:<28} rows={t['row_count']:<9} snapshot={t['snapshot_id']}")
             print(f"  {t['metadata_location']}")
     return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    """``dagster dev -w workspace.yaml`` on the demo's instance, so the UI shows its runs."""
+    import shutil
+
+    from data_platform.demo import demo_instance_dir
+    from data_platform.graph import WORKSPACE_FILE
+    from shared.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    instance_dir = demo_instance_dir(settings.home)
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
+    cmd = [dagster, "dev", "-w", str(WORKSPACE_FILE), "--host", args.host, "--port", str(args.port)]
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(instance_dir),
+        "DATA_PLATFORM_HOME": str(settings.home),
+    }
+    # This environment's executables first (dbt for the transformation location), also when the
+    # command is run without `uv run`.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    # `dagster dev` is what serves workspace.yaml (`dg dev` serves dg.toml); its notice that
+    # `dg dev` supersedes it is not news here.
+    quiet = "ignore:Function `dev_command` is superseded"
+    env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), quiet]))
+    print(
+        f"data-platform ui: http://{args.host}:{args.port} once the three code locations have "
+        f"loaded (about a minute); Dagster instance {instance_dir} (DAGSTER_HOME), shared with "
+        "`data-platform demo`. Ctrl-C stops it.",
+        flush=True,
+    )
+    os.execve(dagster, cmd, env)
+    return 0  # not reached: exec replaces this process
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -96,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     tables.add_argument("--json", action="store_true", help="one JSON object per table")
     tables.set_defaults(func=_cmd_tables)
 
+    ui = sub.add_parser(
+        "ui", help="the Dagster UI over workspace.yaml, on the demo's instance (dagster dev)"
+    )
+    ui.add_argument("--home", help="local lakehouse folder (DATA_PLATFORM_HOME)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    ui.add_argument("--port", type=int, default=3000, help="port (3000)")
+    ui.set_defaults(func=_cmd_ui)
+
     bench = sub.add_parser("bench", help="run the benchmarks; one JSON line per measurement")
     bench.add_argument("--quick", action="store_true", help="small sizes (under 2 minutes)")
     bench.add_argument("--output", default="bench-results/results.jsonl", help="results file")
@@ -104,13 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pin_standin_end() -> None:
+    """The demo's data ends yesterday unless ``DATA_PLATFORM_STANDIN_END`` says otherwise: set it
+    to that day's date for this process and every process it starts (code servers, dbt), so a
+    demo crossing midnight writes one range, and the UI's runs agree with the demo's data."""
+    from ingestion.settings import STANDIN_END, yesterday
+
+    if not os.environ.get(STANDIN_END, "").strip():
+        os.environ[STANDIN_END] = yesterday().isoformat()
+
+
 def main(argv: list[str] | None = None) -> int:
     # Dagster flags beta/preview parameters (backfill_policy, ...) on every import; they are
     # deliberate choices here, not news for someone running the demo.
     warnings.filterwarnings("ignore", module="dagster")
-    warnings.filterwarnings("ignore", category=UserWarning, message=".*beta.*")
+    warnings.filterwarnings("ignore", message=r".*\b(beta|preview)\b")
     args = build_parser().parse_args(argv)
     _apply_env(args)
+    if args.command in ("demo", "ui"):
+        _pin_standin_end()
     return args.func(args)
 
 

@@ -7,6 +7,11 @@ workspace-wide graph tick after tick like the daemon does, until nothing more is
 the daily assets run for the days the syncs changed (plus the late-data lookback): every day on a
 fresh home, the new day on a demo with one more day (see :class:`DemoAutomation`). Each requested
 day range of a daily asset is one run (its backfill policy is single-run).
+
+Each run is a run of its code location (the locations of ``workspace.yaml``, created from the
+location's job as the UI creates it, see :mod:`data_platform.launch`), on the instance
+``data-platform ui`` opens: the UI shows the demo's runs, materializations, checks and
+partitions.
 """
 
 from __future__ import annotations
@@ -20,21 +25,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance
-
 from data_platform.graph import (
+    WORKSPACE_FILE,
     RequestedRun,
     build_location_graph,
     load_location_defs,
     plan_requested_runs,
     plan_runs,
+    sync_runs,
     workspace_definitions,
+    workspace_locations,
 )
+from data_platform.instance import PID_TAG, ensure_instance, open_instance
+from data_platform.launch import WorkspaceLauncher
 
 # Dagster's run tags for a partition range (what a single-run backfill sets); public tag names,
 # though dagster exports the constants only from a private module.
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+#: Exit codes of ``data-platform demo`` (documented in the README).
+EXIT_OK = 0  # the platform ran; failed WARN checks, if any, are listed as warnings
+EXIT_FAILED = 1  # a run failed (or a blocking check failed it), or the settings are wrong
+EXIT_NEEDS_ATTENTION = 2  # every run succeeded, but an ERROR check failed or a batch was rejected
 
 
 class DemoFailed(RuntimeError):
@@ -58,6 +72,27 @@ class DemoReport:
     checks: list[CheckOutcome] = field(default_factory=list)
     tables: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def warnings(self) -> list[CheckOutcome]:
+        """Failed checks of severity WARN: listed, but the platform ran."""
+        return [c for c in self.checks if not c.passed and c.severity != "ERROR"]
+
+    @property
+    def errors(self) -> list[CheckOutcome]:
+        """Failed checks of severity ERROR (a blocking one also fails its run)."""
+        return [c for c in self.checks if not c.passed and c.severity == "ERROR"]
+
+    @property
+    def rejected_batches(self) -> list[dict[str, Any]]:
+        return [b for b in self.landing if not b["success"]]
+
+    def exit_code(self) -> int:
+        """:data:`EXIT_OK` when every run succeeded and only warnings fired, else
+        :data:`EXIT_NEEDS_ATTENTION` (an ERROR check failed or a landing batch was rejected).
+        A failed run of the graph stops the demo with :class:`DemoFailed` (:data:`EXIT_FAILED`).
+        """
+        return EXIT_NEEDS_ATTENTION if self.errors or self.rejected_batches else EXIT_OK
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "runs": self.runs,
@@ -65,6 +100,16 @@ class DemoReport:
             "checks": [c.__dict__ for c in self.checks],
             "tables": self.tables,
         }
+
+
+def partition_range(standin) -> tuple[str, str]:
+    """First and last partition key of the stand-in's days of data (``StandInSettings``)."""
+    from shared.partitions import day_of
+
+    days = standin.day_indexes
+    if not days:
+        raise ValueError("the demo needs at least one day of data")
+    return day_of(days[0]).isoformat(), day_of(days[-1]).isoformat()
 
 
 def run_demo(log: Callable[[str], None] = print) -> DemoReport:
@@ -87,31 +132,20 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     location_defs = load_location_defs()
     graph = build_location_graph(location_defs)
     plan = plan_runs(graph)
-    # The raw syncs: the runs whose assets read nothing another location produces (in a
-    # deployment, the ingestion schedule starts them; the automation does the rest).
-    syncs = [
-        RequestedRun(p.location, p.asset_keys)
-        for p in plan
-        if not any(graph.parents[k] & set(graph.owner) for k in p.asset_keys)
-    ]
+    syncs = sync_runs(graph, plan)
     report = DemoReport()
-    instance_dir = settings.home / "dagster"
-    instance_dir.mkdir(parents=True, exist_ok=True)
+    instance_dir = demo_instance_dir(settings.home)
     log_dir = settings.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    # The demo keeps each run's stdout/stderr in logs/ itself (see _output_to); Dagster's own
-    # capture would swap the process's streams under it.
-    no_capture = {
-        "compute_logs": {
-            "module": "dagster._core.storage.noop_compute_log_manager",
-            "class": "NoOpComputeLogManager",
-        }
-    }
-    with DagsterInstance.local_temp(tempdir=str(instance_dir), overrides=no_capture) as instance:
+    # Created once under a lock (several demos may start together on a fresh home), with the
+    # raw syncs' concurrency pool; runs a killed demo left holding a pool slot are released.
+    # Step output is captured by the instance (the runs' stdout/stderr in the UI).
+    with open_instance(instance_dir) as instance:
+        launcher = WorkspaceLauncher(instance, workspace_locations(), WORKSPACE_FILE.parent)
         automation = DemoAutomation(
             workspace_definitions(location_defs), instance, instance_dir / AUTOMATION_CURSOR
         )
-        _load_landing_batches(location_defs, instance, instance_dir, log_dir, log, report)
+        _load_landing_batches(location_defs, launcher, instance_dir, log_dir, log, report)
         number = 0
         # Lazily: each tick is evaluated after the runs of the one before have landed.
         for runs in itertools.chain([syncs], automation.ticks(plan)):
@@ -119,8 +153,10 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
                 number += 1
                 log(_describe(number, requested))
                 run_log = log_dir / f"demo-run-{number}-{requested.location}.log"
+                # The run's output (its event log, dbt's output) goes to the run's log file
+                # here and, captured by Dagster, to the run's stdout/stderr in the UI.
                 with _output_to(run_log):
-                    result = _execute(location_defs[requested.location], requested, instance)
+                    result = _execute(location_defs[requested.location], requested, launcher)
                 report.runs.append(
                     {
                         "location": requested.location,
@@ -168,7 +204,7 @@ def _output_to(path: Path) -> Iterator[None]:
 LANDING_LOCATION, LANDING_SENSOR, LANDING_JOB = "ingestion", "landing_sensor", "ingestion_job"
 
 
-def _load_landing_batches(location_defs, instance, instance_dir, log_dir, log, report) -> None:
+def _load_landing_batches(location_defs, launcher, instance_dir, log_dir, log, report) -> None:
     """Do what the landing sensor does under the daemon: one tick, one run per batch to load.
 
     The sensor ships stopped; the demo ticks it once so that complete batches dropped into the
@@ -184,7 +220,7 @@ def _load_landing_batches(location_defs, instance, instance_dir, log_dir, log, r
     if defs is None:
         return
     sensor = defs.resolve_sensor_def(LANDING_SENSOR)
-    context = build_sensor_context(instance=instance, resources=defs.resources)
+    context = build_sensor_context(instance=launcher.instance, resources=defs.resources)
     result = sensor(context)
     if isinstance(result, SkipReason) and "waiting" in (result.skip_message or ""):
         log(f"landing: {result.skip_message}")
@@ -197,12 +233,12 @@ def _load_landing_batches(location_defs, instance, instance_dir, log_dir, log, r
         log(f"landing batch {batch}: loading")
         try:
             with _output_to(log_dir / landing_log_name(batch)):
-                result = job.execute_in_process(
-                    instance=instance,
-                    tags=request.tags,
-                    asset_selection=request.asset_selection,
-                    raise_on_error=False,
-                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                # A run of the ingestion location, as the sensor's run request would make it.
+                result = launcher.launch(
+                    LANDING_LOCATION,
+                    job.name,
+                    request.asset_selection,
+                    {**request.tags, PID_TAG: str(os.getpid())},
                 )
         except Exception as exc:  # the run could not even start: the batch was not touched
             message = f"{type(exc).__name__}: {exc}"
@@ -259,23 +295,25 @@ def _describe(number: int, run: RequestedRun) -> str:
     return f"run {number} {run.location}{window}: {keys}"
 
 
-def _execute(defs, run: RequestedRun, instance):
+def _execute(defs, run: RequestedRun, launcher: WorkspaceLauncher):
     job = defs.resolve_implicit_job_def_def_for_assets(list(run.asset_keys))
     if job is None:
         raise DemoFailed(f"{run.location} has no job for {run.asset_keys}")
-    tags = {}
+    # The demo's pid: a later process frees the pool slot of a run whose process died.
+    tags = {PID_TAG: str(os.getpid())}
     if run.partition_range:
         first, last = run.partition_range
-        tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
-    return job.execute_in_process(
-        instance=instance,
-        asset_selection=list(run.asset_keys),
-        tags=tags,
-        raise_on_error=False,
-        # The summary is the demo's output; the full event log stays in the instance (and in
-        # the UI under `dagster dev` with DAGSTER_HOME=<home>/dagster).
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-    )
+        tags[ASSET_PARTITION_RANGE_START_TAG] = first
+        tags[ASSET_PARTITION_RANGE_END_TAG] = last
+    # A run of the location's job, as the UI makes it: it belongs to its code location there.
+    return launcher.launch(run.location, job.name, run.asset_keys, tags)
+
+
+def demo_instance_dir(home: Path) -> Path:
+    """The Dagster instance of the local platform, ``DATA_PLATFORM_HOME/dagster``: the
+    ``DAGSTER_HOME`` of ``data-platform ui`` too, so the UI shows the demo's runs. Created if
+    missing (see :func:`data_platform.instance.ensure_instance`)."""
+    return ensure_instance(home / "dagster")
 
 
 #: The automation cursor of the demo, kept beside its instance (what the daemon keeps in its own
@@ -387,8 +425,19 @@ def format_report(report: DemoReport) -> str:
         )
     lines.append("")
     passed = sum(c.passed for c in report.checks)
-    lines.append(f"Asset checks: {passed} passed, {len(report.checks) - passed} failed")
+    failed = len(report.checks) - passed
+    lines.append(
+        f"Asset checks: {passed} passed, {failed} failed "
+        f"({len(report.errors)} errors, {len(report.warnings)} warnings)"
+    )
     for c in sorted(report.checks, key=lambda c: (c.asset, c.name)):
         status = "PASS" if c.passed else f"FAIL ({c.severity})"
         lines.append(f"  {status:<14} {c.asset} :: {c.name}")
+    for kind, failed_checks in (("warning", report.warnings), ("error", report.errors)):
+        for c in failed_checks:
+            detail = f": {c.description}" if c.description else ""
+            lines.append(f"{kind}: {c.asset} :: {c.name} failed ({c.severity}){detail}")
+    for b in report.rejected_batches:
+        outcome = "rejected" if b.get("outcome") == "rejected" else "not loaded"
+        lines.append(f"error: landing batch {b['batch']} {outcome}: {b['message']}")
     return "\n".join(lines)

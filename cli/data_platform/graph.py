@@ -112,6 +112,9 @@ def plan_runs(graph: LocationGraph) -> list[PlannedRun]:
 
     Greedy: take the ready keys of one (location, partitioned) group, then keep adding keys of
     the same group whose parents are done or in the batch, so a location's chain runs together.
+    A group that could run now only in part (some of its keys wait for another group) waits while
+    a group that can run whole is ready: so transformation's unpartitioned models run as one dbt
+    invocation after the daily ones, not as two around them (each dbt process costs seconds).
     """
     owner = graph.owner
     remaining = set(owner)
@@ -128,16 +131,28 @@ def plan_runs(graph: LocationGraph) -> list[PlannedRun]:
         )
         if not candidates:
             raise RuntimeError(f"cycle in the asset graph among {sorted(remaining)}")
-        first = candidates[0]
-        group = (owner[first], graph.partitioned[first])
-        batch = {first}
-        grew = True
-        while grew:
-            grew = False
-            for key in sorted(remaining - batch, key=AssetKey.to_user_string):
-                if (owner[key], graph.partitioned[key]) == group and ready(key, batch):
-                    batch.add(key)
-                    grew = True
+
+        def grow(
+            first: AssetKey, remaining: set[AssetKey]
+        ) -> tuple[tuple[str, bool], set[AssetKey]]:
+            group = (owner[first], graph.partitioned[first])
+            batch = {first}
+            grew = True
+            while grew:
+                grew = False
+                for key in sorted(remaining - batch, key=AssetKey.to_user_string):
+                    if (owner[key], graph.partitioned[key]) == group and ready(key, batch):
+                        batch.add(key)
+                        grew = True
+            return group, batch
+
+        options = [grow(first, remaining) for first in candidates]
+        whole = [
+            (group, batch)
+            for group, batch in options
+            if not any((owner[k], graph.partitioned[k]) == group for k in remaining - batch)
+        ]
+        group, batch = (whole or options)[0]
         runs.append(
             PlannedRun(group[0], tuple(sorted(batch, key=AssetKey.to_user_string)), group[1])
         )
@@ -215,3 +230,14 @@ def plan_requested_runs(
             for first, last in contiguous_ranges(set(days)):
                 runs.append(RequestedRun(planned.location, tuple(group), (first, last)))
     return runs
+
+
+def sync_runs(graph: LocationGraph, plan: list[PlannedRun]) -> list[RequestedRun]:
+    """The runs whose assets read nothing another location produces: the raw syncs (in a
+    deployment the ingestion schedule or the landing sensor starts them; automation the rest)."""
+    produced = set(graph.owner)
+    return [
+        RequestedRun(p.location, p.asset_keys)
+        for p in plan
+        if not any(graph.parents[k] & produced for k in p.asset_keys)
+    ]

@@ -154,23 +154,15 @@ def test_worker_failure_names_the_task(tmp_path):
         )  # fmt: skip
 
 
-def test_incremental_runs_one_run_per_location_in_plan_order():
+def test_incremental_times_the_sync_then_what_the_automation_requests():
+    """The raw syncs are the runs reading nothing produced by another location; the rest is
+    requested by the automation (see tests/test_automation.py and the demo's planning)."""
     from dagster import AssetKey
 
-    from data_platform.bench_incremental import per_location
-    from data_platform.graph import PlannedRun
+    from data_platform.graph import build_location_graph, load_location_defs, plan_runs, sync_runs
 
-    k = AssetKey
-    plan = [
-        PlannedRun("ingestion", (k(["raw", "events"]), k(["raw", "users"])), False),
-        PlannedRun("transformation", (k(["staging", "stg_users"]),), False),
-        PlannedRun("transformation", (k(["staging", "stg_events"]),), True),
-        PlannedRun("analytics", (k(["analytics", "daily_metrics"]),), True),
-        PlannedRun("transformation", (k(["marts", "dim_users"]),), False),
+    graph = build_location_graph(load_location_defs())
+    syncs = sync_runs(graph, plan_runs(graph))
+    assert [(r.location, set(r.asset_keys), r.partition_range) for r in syncs] == [
+        ("ingestion", {AssetKey(["raw", "events"]), AssetKey(["raw", "users"])}, None)
     ]
-    merged = per_location(plan)
-    assert [p.location for p in merged] == ["ingestion", "transformation", "analytics"]
-    assert merged[1].asset_keys == (
-        k(["staging", "stg_users"]), k(["staging", "stg_events"]), k(["marts", "dim_users"])
-    )  # fmt: skip
-    assert [p.partitioned for p in merged] == [False, True, True]

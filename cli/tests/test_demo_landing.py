@@ -9,6 +9,8 @@ import pytest
 from dagster import DagsterInstance
 
 from data_platform.demo import DemoReport, _load_landing_batches, format_report, landing_log_name
+from data_platform.graph import WORKSPACE_FILE, workspace_locations
+from data_platform.launch import WorkspaceLauncher
 
 
 @pytest.fixture
@@ -42,7 +44,9 @@ def test_each_batch_on_its_own_and_log_names_bounded(ingestion_defs, tmp_path):
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
     with DagsterInstance.ephemeral() as instance:
-        _load_landing_batches({"ingestion": ingestion_defs}, instance, tmp_path, log_dir,
+        # Runs of the ingestion code location, as the demo makes them.
+        launcher = WorkspaceLauncher(instance, workspace_locations(), WORKSPACE_FILE.parent)
+        _load_landing_batches({"ingestion": ingestion_defs}, launcher, tmp_path, log_dir,
                               lines.append, report)  # fmt: skip
         outcomes = {b["batch"]: (b["success"], b["outcome"]) for b in report.landing}
         assert outcomes == {
@@ -52,11 +56,15 @@ def test_each_batch_on_its_own_and_log_names_bounded(ingestion_defs, tmp_path):
         }
         assert all(len(p.name) < 255 for p in log_dir.iterdir())
         assert "REJECTED (quarantined)" in format_report(report)
-        # A second demo: nothing left to load (loaded batches are recorded, not re-requested).
+        # A second demo: nothing left to load (loaded batches are recorded, not re-requested);
+        # a folder still being written (no _SUCCESS) is named, not read.
+        (landing / "d-incomplete").mkdir()
+        (landing / "d-incomplete" / "events.jsonl").write_bytes(b'{"event_id": "e3"}\n')
         again = DemoReport()
-        _load_landing_batches({"ingestion": ingestion_defs}, instance, tmp_path, log_dir,
+        _load_landing_batches({"ingestion": ingestion_defs}, launcher, tmp_path, log_dir,
                               lines.append, again)  # fmt: skip
         assert again.landing == []
+        assert any("waiting for _SUCCESS: d-incomplete" in line for line in lines), lines
 
 
 def test_landing_log_names():

@@ -43,3 +43,23 @@ def test_assets_of_one_run_with_different_days_run_apart():
         ((STG,), ("2026-01-02", "2026-01-02")),
         ((FCT,), ("2026-01-03", "2026-01-03")),
     ]
+
+
+def test_the_real_plan_starts_dbt_twice_per_cycle():
+    """transformation's unpartitioned models wait for the daily ones and run as ONE invocation
+    (stg_users alone, then dim_users, would start a third dbt process each day)."""
+    from data_platform.graph import build_location_graph, load_location_defs, plan_runs
+
+    plan = plan_runs(build_location_graph(load_location_defs()))
+    dbt_runs = [(r.partitioned, r.asset_keys) for r in plan if r.location == "transformation"]
+    assert dbt_runs == [
+        (True, (FCT, STG)),
+        (False, (AssetKey(["marts", "dim_users"]), USERS)),
+    ]
+    assert [r.location for r in plan] == [
+        "ingestion",
+        "transformation",
+        "transformation",
+        "analytics",
+        "analytics",
+    ]

@@ -5,7 +5,12 @@ must write tables the same way, so that the same guarantees hold everywhere:
 
 * a write is one Iceberg commit: a reader sees the old snapshot or the new one, never part of a
   write (a process killed mid-write leaves the table at its previous snapshot);
-* commit conflicts with a concurrent writer are retried with backoff, a bounded number of times;
+* commit conflicts with a concurrent writer are retried with backoff, a bounded number of times,
+  by re-planning the write against the table as it now is (never by replaying a stale plan):
+  an append planned from a cursor commits only if the table is still at the snapshot the cursor
+  was read from (:func:`append_new`), an overwrite is planned again on the new snapshot;
+* a table is created together with its first commit: a reader never sees a registered table
+  with no snapshot because a first write failed half-way (disk full, killed process);
 * new source columns are added to the table (schema evolution), never dropped on the floor;
 * nanosecond timestamps are cast to microseconds, which is all Iceberg v2 stores.
 """
@@ -24,8 +29,14 @@ from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+    ValidationException,
+)
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.io import load_file_io
 from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform
 
@@ -164,45 +175,67 @@ def ensure_table(
 ) -> Table:
     """Load ``identifier``, creating it (and its namespace) from ``schema`` if missing.
 
-    An existing table gains any column of ``schema`` that it lacks (schema evolution by name),
-    so a source that adds a column never loses that column's data.
+    The table is created empty (no snapshot); writes create their table together with its first
+    commit instead (:func:`write_table`). An existing table gains any column of ``schema`` that
+    it lacks (schema evolution by name), so a source that adds a column never loses that
+    column's data.
     """
     namespace = identifier.split(".", 1)[0]
     try:
-        table = catalog.load_table(identifier)
+        return _evolve(catalog.load_table(identifier), schema)
     except NoSuchTableError:
         ensure_namespace(catalog, namespace)
         # Every column optional: a lakehouse table outlives the batch that created it, and a
         # column that had no nulls on day one (a user's first event, say) may have them later.
-        table = catalog.create_table_if_not_exists(identifier, schema=_all_optional(schema))
+        table = catalog.create_table_if_not_exists(
+            identifier, schema=_all_optional(schema), properties=TABLE_PROPERTIES
+        )
         if partition_by_day and len(table.spec().fields) == 0:
             with table.update_spec() as spec:
                 spec.add_field(partition_by_day, DayTransform(), f"{partition_by_day}_day")
             table = catalog.load_table(identifier)
         return table
-    existing = {f.name for f in table.schema().fields}
-    required = [f.name for f in table.schema().fields if f.required]
-    if required or any(name not in existing for name in schema.names):
-        with table.update_schema() as update:
-            # Tables made before columns were created optional: relax them once.
-            for name in required:
-                update.make_column_optional(name)
-            update.union_by_name(_all_optional(schema))
-        table = catalog.load_table(identifier)
-    return table
 
 
 def _all_optional(schema: pa.Schema) -> pa.Schema:
     return pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
 
 
-def _retry_commit(what: str, attempt_fn: Callable[[], Table], attempts: int) -> Table:
-    """Run ``attempt_fn`` and retry it on Iceberg commit conflicts and SQLite lock errors."""
+#: Table properties of every table the platform creates. pyiceberg's own commit retry re-bases
+#: a failed commit onto the new head as it is: a fast append is then committed on top of a
+#: concurrent one (both syncs appended the same days: issue "concurrent runs duplicate raw
+#: rows"), and an overwrite fails its re-validation ("Added data files were found matching the
+#: filter"). The platform's write path retries itself instead, by planning the whole write again
+#: on the new snapshot (:func:`_retry_commit`), so pyiceberg's retry is off.
+TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
+
+#: Conflicts a new attempt (re-planned on the table as it now is) resolves.
+_CONFLICTS = (CommitFailedException, ValidationException, TableAlreadyExistsError)
+
+
+def _disable_library_retry(table: Table) -> Table:
+    """Set :data:`TABLE_PROPERTIES` on a table made before they existed (one metadata commit)."""
+    props = table.properties
+    missing = {k: v for k, v in TABLE_PROPERTIES.items() if props.get(k) != v}
+    if not missing:
+        return table
+    with table.transaction() as tx:
+        tx.set_properties(missing)
+    return table.refresh()
+
+
+def _retry_commit(what: str, attempt_fn: Callable[[], Table | None], attempts: int) -> Table | None:
+    """Run ``attempt_fn`` and run it again on Iceberg commit conflicts and SQLite lock errors.
+
+    Each attempt loads the table and plans its write again: a conflict means another writer
+    committed first, so what to write may have changed (an append's cursor moved, an
+    overwrite's files were replaced).
+    """
     delay = 0.05
     for attempt in range(1, attempts + 1):
         try:
             return attempt_fn()
-        except CommitFailedException as exc:
+        except _CONFLICTS as exc:
             err: Exception = exc
         except Exception as exc:  # SQLAlchemy OperationalError: "database is locked"
             if "database is locked" not in str(exc):
@@ -216,6 +249,11 @@ def _retry_commit(what: str, attempt_fn: Callable[[], Table], attempts: int) -> 
         time.sleep(delay + random.uniform(0, delay))
         delay = min(delay * 2, 2.0)
     raise AssertionError("unreachable")
+
+
+#: What a write plan returns: the chunks to write (called once per attempt), or None when there
+#: is nothing to write.
+Chunks = Callable[[], Iterable[pa.Table]]
 
 
 def write_table(
@@ -236,74 +274,195 @@ def write_table(
     * ``mode="overwrite"`` without a filter replaces the table's contents.
     * ``mode="overwrite"`` with ``overwrite_filter`` replaces only the rows matching it (for
       example one day), so re-running a partition replaces it and never duplicates it.
-    * ``mode="append"`` adds rows.
+    * ``mode="append"`` adds rows (unconditionally: an append that depends on what the table
+      holds, such as a sync from a cursor, uses :func:`append_new`).
 
     ``data`` is one Arrow table, or a function returning an iterable of batches (``schema``
     required then). Batches are written one data file at a time inside a single transaction, so
     memory stays bounded by a batch while the commit stays atomic; on a commit conflict the
-    function is called again to replay the write.
+    write is planned again on the table as it now is (an overwrite deletes what the filter now
+    matches) and ``data`` is called again.
 
     ``snapshot_properties`` are recorded in the new snapshot's summary (in the same commit as the
     rows: a fact about the write that is true exactly when the rows are there). ``precondition``
-    is called with the table as loaded for each attempt, before anything is written; it may raise
-    to abort the write. The commit asserts that the table is still at that snapshot, so a
-    precondition that looks at the table's history holds at the moment of the commit.
+    is called with the table as loaded for each attempt, before anything is written (not when
+    the table does not exist yet: it has no history); it may raise to abort the write. The
+    commit asserts that the table is still at that snapshot, so a precondition that looks at the
+    table's history holds at the moment of the commit.
     """
-    if isinstance(data, pa.Table):
-        table_data = to_iceberg_compatible(data)
-        arrow_schema = table_data.schema
-
-        def chunks() -> Iterable[pa.Table]:
-            return [table_data]
-
-    else:
-        if schema is None:
-            raise ValueError("write_table: pass schema= when writing batches")
-        arrow_schema = to_iceberg_compatible(schema.empty_table()).schema
-
-        def chunks() -> Iterable[pa.Table]:
-            for b in data():
-                t = b if isinstance(b, pa.Table) else pa.Table.from_batches([b])
-                yield to_iceberg_compatible(t)
-
     if mode not in ("overwrite", "append"):
         raise ValueError(f"write_table: unknown mode {mode!r}")
+    arrow_schema, chunks = _chunks_of(data, schema, "write_table")
+    overwrite: BooleanExpression | str | None = None
+    if mode == "overwrite":
+        overwrite = overwrite_filter if overwrite_filter is not None else AlwaysTrue()
+
+    def plan(table: Table | None) -> Chunks:
+        if precondition is not None and table is not None:
+            precondition(table)
+        return chunks
+
+    return _write(
+        catalog,
+        identifier,
+        plan,
+        arrow_schema,
+        overwrite=overwrite,
+        partition_by_day=partition_by_day,
+        attempts=attempts,
+        snapshot_properties=snapshot_properties,
+    )
+
+
+def append_new(
+    catalog: Catalog,
+    identifier: str,
+    new_data: Callable[[Table | None], pa.Table | Callable[[], Iterable[Any]] | None],
+    *,
+    schema: pa.Schema,
+    attempts: int = 8,
+) -> TableWriteResult:
+    """Append what ``new_data`` says the table lacks, only onto the snapshot it was told about.
+
+    ``new_data(table)`` gets the table as loaded (``None`` if it does not exist yet), reads its
+    cursor from it (what the table already holds) and returns the rows to append: an Arrow table,
+    a function returning batches, or ``None`` for nothing. The append commits only if the table
+    is still at that snapshot; if another writer committed in between (a concurrent sync of the
+    same stream), the table is loaded again and ``new_data`` asked again, so rows already there
+    are skipped instead of appended twice (optimistic concurrency: Iceberg's snapshot
+    requirement, checked by the catalog at commit, is the guard).
+    """
+    arrow_schema = to_iceberg_compatible(schema.empty_table()).schema
+
+    def plan(table: Table | None) -> Chunks | None:
+        data = new_data(table)
+        if data is None:
+            return None
+        return _chunks_of(data, schema, "append_new")[1]
+
+    return _write(catalog, identifier, plan, arrow_schema, overwrite=None, attempts=attempts)
+
+
+def _chunks_of(
+    data: pa.Table | Callable[[], Iterable[pa.RecordBatch | pa.Table]],
+    schema: pa.Schema | None,
+    caller: str,
+) -> tuple[pa.Schema, Chunks]:
+    """The Iceberg-compatible Arrow schema of ``data`` and a function yielding its chunks."""
+    if isinstance(data, pa.Table):
+        table_data = to_iceberg_compatible(data)
+        return table_data.schema, lambda: [table_data]
+    if schema is None:
+        raise ValueError(f"{caller}: pass schema= when writing batches")
+
+    def chunks() -> Iterable[pa.Table]:
+        for b in data():
+            t = b if isinstance(b, pa.Table) else pa.Table.from_batches([b])
+            yield to_iceberg_compatible(t)
+
+    return to_iceberg_compatible(schema.empty_table()).schema, chunks
+
+
+def _write(
+    catalog: Catalog,
+    identifier: str,
+    plan: Callable[[Table | None], Chunks | None],
+    arrow_schema: pa.Schema,
+    *,
+    overwrite: BooleanExpression | str | None,
+    partition_by_day: str | None = None,
+    attempts: int,
+    snapshot_properties: dict[str, str] | None = None,
+) -> TableWriteResult:
+    """One write, planned and committed per attempt (see :func:`_retry_commit`).
+
+    Each attempt loads the table, asks ``plan`` what to write on that snapshot and commits in
+    one transaction based on it. A missing table is created *in the same commit* as its first
+    data (pyiceberg's create-table transaction): a failure before the commit (disk full, a kill)
+    leaves no table rather than a registered table with no snapshot.
+    """
     rows_written = 0
     properties = dict(snapshot_properties or {})
 
-    def attempt() -> Table:
+    def attempt() -> Table | None:
         nonlocal rows_written
         rows_written = 0
-        table = ensure_table(catalog, identifier, arrow_schema, partition_by_day=partition_by_day)
-        if precondition is not None:
-            precondition(table)
-        with table.transaction() as tx:
-            if mode == "overwrite":
-                with warnings.catch_warnings():
-                    # "Delete operation did not match any records" is expected on a first write.
-                    warnings.simplefilter("ignore", UserWarning)
-                    tx.delete(overwrite_filter if overwrite_filter is not None else AlwaysTrue())
-            if table.spec().fields:
-                # Partitioned tables take whole Arrow tables (pyiceberg streams only unpartitioned
-                # ones): one snapshot per chunk, all in the same atomic metadata commit.
-                for chunk in chunks():
-                    if chunk.num_rows:
-                        tx.append(_align(chunk, table), snapshot_properties=properties)
-                        rows_written += chunk.num_rows
-            else:
-                # One streaming append: one snapshot, memory bounded by one data file's batches.
+        try:
+            table: Table | None = _evolve(catalog.load_table(identifier), arrow_schema)
+        except NoSuchTableError:
+            table = None
+        chunks = plan(table)
+        if chunks is None:
+            return table
 
-                def aligned() -> Iterable[pa.RecordBatch]:
-                    nonlocal rows_written
-                    for chunk in chunks():
-                        rows_written += chunk.num_rows
-                        yield from _align(chunk, table).to_batches()
+        def counted() -> Iterable[pa.Table]:
+            nonlocal rows_written
+            for chunk in chunks():
+                rows_written += chunk.num_rows
+                yield chunk
 
-                _append_streaming(tx, table, aligned(), properties)
+        if table is None:
+            ensure_namespace(catalog, identifier.split(".", 1)[0])
+            tx = catalog.create_table_transaction(
+                identifier, schema=_all_optional(arrow_schema), properties=TABLE_PROPERTIES
+            )
+            if partition_by_day:
+                with tx.update_spec() as spec:
+                    spec.add_field(partition_by_day, DayTransform(), f"{partition_by_day}_day")
+            metadata = tx.table_metadata
+            io = load_file_io({**catalog.properties, **metadata.properties}, metadata.location)
+            with tx:
+                _add_chunks(tx, io, counted(), properties)
+        else:
+            with table.transaction() as tx:
+                if overwrite is not None:
+                    with warnings.catch_warnings():
+                        # "Delete operation did not match any records" is expected on a first
+                        # write.
+                        warnings.simplefilter("ignore", UserWarning)
+                        tx.delete(overwrite)
+                _add_chunks(tx, table.io, counted(), properties)
         return catalog.load_table(identifier)
 
     table = _retry_commit(f"write {identifier}", attempt, attempts)
+    if table is None:
+        return TableWriteResult(identifier, None, 0, 0, "")
     return describe_write(table, identifier, rows_written)
+
+
+def _evolve(table: Table, schema: pa.Schema) -> Table:
+    """``table`` with pyiceberg's own retry off and every column of ``schema`` it lacks added
+    (by name, optional): a source that adds a column never loses that column's data."""
+    table = _disable_library_retry(table)
+    existing = {f.name for f in table.schema().fields}
+    required = [f.name for f in table.schema().fields if f.required]
+    if required or any(name not in existing for name in schema.names):
+        with table.update_schema() as update:
+            # Tables made before columns were created optional: relax them once.
+            for name in required:
+                update.make_column_optional(name)
+            update.union_by_name(_all_optional(schema))
+        table = table.refresh()
+    return table
+
+
+def _add_chunks(tx: Any, io: Any, chunks: Iterable[pa.Table], properties: dict[str, str]) -> None:
+    """Add ``chunks`` to ``tx`` with the table's schema and spec as ``tx`` sees them."""
+    iceberg_schema = tx.table_metadata.schema()
+    if not tx.table_metadata.spec().is_unpartitioned():
+        # Partitioned tables take whole Arrow tables (pyiceberg streams only unpartitioned
+        # ones): one snapshot per chunk, all in the same atomic metadata commit.
+        for chunk in chunks:
+            if chunk.num_rows:
+                tx.append(_align(chunk, iceberg_schema), snapshot_properties=properties)
+        return
+
+    # One streaming append: one snapshot, memory bounded by one data file's batches.
+    def aligned() -> Iterable[pa.RecordBatch]:
+        for chunk in chunks:
+            yield from _align(chunk, iceberg_schema).to_batches()
+
+    _append_streaming(tx, io, aligned(), properties)
 
 
 #: Largest in-memory Arrow size written as one data file by a streaming (batches) write.
@@ -311,7 +470,7 @@ STREAM_BIN_BYTES = 128 * 1024 * 1024
 
 
 def _append_streaming(
-    tx: Any, table: Table, batches: Iterable[pa.RecordBatch], properties: dict[str, str]
+    tx: Any, io: Any, batches: Iterable[pa.RecordBatch], properties: dict[str, str]
 ) -> None:
     """Append ``batches`` as one snapshot, writing one data file at a time.
 
@@ -337,7 +496,7 @@ def _append_streaming(
             TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT,
         ),
     )
-    arrow_schema = table.schema().as_arrow()
+    arrow_schema = tx.table_metadata.schema().as_arrow()
     counter = itertools.count(0)
     with tx.update_snapshot(snapshot_properties=properties).fast_append() as append_files:
         for bin_batches in bin_pack_record_batches(batches, target_size):
@@ -348,7 +507,7 @@ def _append_streaming(
             files = _dataframe_to_data_files(
                 table_metadata=tx.table_metadata,
                 df=pa.RecordBatchReader.from_batches(bin_schema, bin_batches),
-                io=table.io,
+                io=io,
                 write_uuid=append_files.commit_uuid,
                 counter=counter,
             )
@@ -356,7 +515,7 @@ def _append_streaming(
                 append_files.append_data_file(data_file)
 
 
-def _align(chunk: pa.Table, table: Table) -> pa.Table:
+def _align(chunk: pa.Table, iceberg_schema: Any) -> pa.Table:
     """Order columns as the table does; columns the batch lacks are written as nulls.
 
     A source that drops a column keeps the column in the table (with nulls from then on) rather
@@ -368,7 +527,7 @@ def _align(chunk: pa.Table, table: Table) -> pa.Table:
     to 64-bit offsets made Parquet writes about 14% slower (docs/benchmarks.md). Other types are
     cast to the table's (e.g. int32 to a long column).
     """
-    arrow_schema = table.schema().as_arrow()
+    arrow_schema = iceberg_schema.as_arrow()
     fields = []
     cols = []
     for target in arrow_schema:

@@ -337,3 +337,30 @@ def late_data_lookback_days(environ: Mapping[str, str] | None = None) -> int:
         minimum=0,
         maximum=366,
     )
+
+
+@dataclass(frozen=True)
+class CodeReferenceSettings:
+    """Where the catalog's "source code" links point: the git repository, when configured."""
+
+    git_url: str | None
+    git_branch: str
+
+
+def load_code_reference_settings(environ: Mapping[str, str] | None = None) -> CodeReferenceSettings:
+    """``DATA_PLATFORM_GIT_URL`` (e.g. ``https://github.com/org/data-platform``) and
+    ``DATA_PLATFORM_GIT_BRANCH`` (default ``main``).
+
+    The one setting read when definitions load (by ``shared.catalog``), not when a run starts:
+    code references are part of the asset definitions the UI shows. It reads two variables and
+    makes no call; unset, the links stay local file paths.
+    """
+    env_vars = environment(environ)
+    url = (env_str(env_vars, "DATA_PLATFORM_GIT_URL") or "").rstrip("/") or None
+    if url and not url.startswith(("https://", "http://")):
+        raise SettingsError(
+            f"DATA_PLATFORM_GIT_URL={url!r} must be the repository's web URL "
+            "(https://...), used to link assets to their source files."
+        )
+    branch = env_str(env_vars, "DATA_PLATFORM_GIT_BRANCH", "main") or "main"
+    return CodeReferenceSettings(git_url=url, git_branch=branch)

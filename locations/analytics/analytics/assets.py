@@ -19,6 +19,7 @@ from dagster import (
     TimeWindowPartitionMapping,
     asset,
 )
+from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
 from pydantic import Field
 
 # polars and analytics.io/features/metrics/frames are imported inside the asset bodies: loading
@@ -31,6 +32,7 @@ from analytics.checks import (
     check_user_features,
     reconcile_features_with_dim_users,
 )
+from analytics.columns import DAILY_METRICS_COLUMNS, USER_FEATURES_COLUMNS, table_schema
 from analytics.sources import (
     DAILY_METRICS_KEY,
     DIM_USERS,
@@ -39,6 +41,7 @@ from analytics.sources import (
     STG_EVENTS,
     USER_FEATURES_KEY,
 )
+from shared.catalog import layer_tags, owners
 from shared.keys import table_identifier
 from shared.partitions import daily_partitions
 from shared.resources import IcebergCatalogResource
@@ -65,7 +68,7 @@ def _blocking_failure(
 
 
 class UserFeaturesConfig(Config):
-    """Run configuration of ``ml/user_features``."""
+    """Run configuration of `ml/user_features`."""
 
     as_of_date: str | None = Field(
         default=None,
@@ -81,34 +84,41 @@ class UserFeaturesConfig(Config):
     kinds={"polars", "iceberg"},
     check_specs=USER_FEATURES_CHECKS,
     automation_condition=user_features_condition(),
-    tags={"layer": "ml"},
+    owners=owners("analytics"),
+    tags=layer_tags("ml"),
+    metadata={
+        **TableMetadataSet(
+            column_schema=table_schema(USER_FEATURES_COLUMNS),
+            table_name=table_identifier(USER_FEATURES_KEY),
+        )
+    },
 )
 def user_features(
     context: AssetExecutionContext, config: UserFeaturesConfig, iceberg: IcebergCatalogResource
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
-    """ML features per user as of the end of day D (table ``ml.user_features``, full overwrite).
+    """ML features per user as of the end of day D (table `ml.user_features`, full overwrite).
 
-    An event's day ``event_date`` is the UTC date of its ``event_ts``. D = run config
-    ``as_of_date``, else the latest event day in ``staging.stg_events``. Events E = rows of
+    An event's day `event_date` is the UTC date of its `event_ts`. D = run config
+    `as_of_date`, else the latest event day in `staging.stg_events`. Events E = rows of
     stg_events with event_id and user_id not null (staging's contract: rows without them are
-    left out, before deduplication), one per ``event_id``, with ``event_date <= D``.
-    7d = ``event_date`` in [D-6, D]; 30d = ``event_date`` in [D-29, D]. One row per user of
-    ``marts.dim_users`` whose ``signup_at`` is null or has UTC date <= D:
+    left out, before deduplication), one per `event_id`, with `event_date <= D`.
+    7d = `event_date` in [D-6, D]; 30d = `event_date` in [D-29, D]. One row per user of
+    `marts.dim_users` whose `signup_at` is null or has UTC date <= D:
 
-    - ``country``, ``plan`` (dim_users); ``signup_date`` = UTC date of signup_at;
-      ``tenure_days`` = D - signup_date; ``as_of_date`` = D
-    - ``first_event_date`` / ``last_event_date`` = min / max event_date of the user's E;
-      ``days_since_first_event`` / ``days_since_last_event`` = D - those (null without events)
-    - ``events_total`` / ``events_7d`` / ``events_30d`` = count of the user's E (in the window)
-    - ``active_days_7d`` / ``active_days_30d`` = distinct event_date in the window
-    - ``page_views_30d``, ``clicks_30d``, ``add_to_carts_30d``, ``purchases_30d`` = count by
-      event_type (page_view, click, add_to_cart, purchase) in 30d; ``purchases_total`` all time
-    - ``revenue_30d`` / ``revenue_total`` = sum(amount) of purchase events (0.0 if none),
+    - `country`, `plan` (dim_users); `signup_date` = UTC date of signup_at;
+      `tenure_days` = D - signup_date; `as_of_date` = D
+    - `first_event_date` / `last_event_date` = min / max event_date of the user's E;
+      `days_since_first_event` / `days_since_last_event` = D - those (null without events)
+    - `events_total` / `events_7d` / `events_30d` = count of the user's E (in the window)
+    - `active_days_7d` / `active_days_30d` = distinct event_date in the window
+    - `page_views_30d`, `clicks_30d`, `add_to_carts_30d`, `purchases_30d` = count by
+      event_type (page_view, click, add_to_cart, purchase) in 30d; `purchases_total` all time
+    - `revenue_30d` / `revenue_total` = sum(amount) of purchase events (0.0 if none),
       rounded to 6 decimals
-    - ``avg_order_value`` = revenue_total / purchases with a non-null amount (null if none:
+    - `avg_order_value` = revenue_total / purchases with a non-null amount (null if none:
       a purchase without an amount counts in purchases_* but not in the average)
-    - ``is_active_7d`` = events_7d > 0, ``is_active_30d`` = events_30d > 0,
-      ``has_purchased`` = purchases_total > 0, ``purchased_30d`` = purchases_30d > 0
+    - `is_active_7d` = events_7d > 0, `is_active_30d` = events_30d > 0,
+      `has_purchased` = purchases_total > 0, `purchased_30d` = purchases_30d > 0
 
     Counts are 0 (not null) for users without events. Sorted by user_id.
     """
@@ -186,27 +196,34 @@ def user_features(
     kinds={"polars", "iceberg"},
     check_specs=DAILY_METRICS_CHECKS,
     automation_condition=daily_metrics_condition(),
-    tags={"layer": "analytics"},
+    owners=owners("analytics"),
+    tags=layer_tags("analytics"),
+    metadata={
+        **TableMetadataSet(
+            column_schema=table_schema(DAILY_METRICS_COLUMNS),
+            table_name=table_identifier(DAILY_METRICS_KEY),
+        )
+    },
 )
 def daily_metrics(
     context: AssetExecutionContext, iceberg: IcebergCatalogResource
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
-    """Business metrics per UTC day (table ``analytics.daily_metrics``, partitioned by day).
+    """Business metrics per UTC day (table `analytics.daily_metrics`, partitioned by day).
 
     A run covers the partition window [start, end) (one day, or a range in one run) and
     overwrites exactly those days of the table; other days are untouched. For each day d, with
-    E_d = rows of ``staging.stg_events`` with event_id and user_id not null (staging's contract),
-    one per ``event_id``, whose ``event_ts`` falls on d (UTC):
+    E_d = rows of `staging.stg_events` with event_id and user_id not null (staging's contract),
+    one per `event_id`, whose `event_ts` falls on d (UTC):
 
-    - ``metric_date`` = d
-    - ``active_users`` = count distinct non-null user_id in E_d
-    - ``events_total`` = count of E_d (a row without a user_id is no event: not counted)
-    - ``page_views``, ``clicks``, ``add_to_carts``, ``purchases`` = count of E_d by event_type
-    - ``purchasers`` = count distinct non-null user_id of purchase events in E_d
-    - ``revenue`` = sum(amount) of purchase events in E_d (0.0 if none), rounded to 6 decimals
-    - ``signups`` = count distinct user_id of ``marts.dim_users`` with UTC date(signup_at) = d
-    - ``conversion_rate`` = purchasers / active_users (null if 0 active users)
-    - ``avg_order_value`` = revenue / purchases with a non-null amount (null if none)
+    - `metric_date` = d
+    - `active_users` = count distinct non-null user_id in E_d
+    - `events_total` = count of E_d (a row without a user_id is no event: not counted)
+    - `page_views`, `clicks`, `add_to_carts`, `purchases` = count of E_d by event_type
+    - `purchasers` = count distinct non-null user_id of purchase events in E_d
+    - `revenue` = sum(amount) of purchase events in E_d (0.0 if none), rounded to 6 decimals
+    - `signups` = count distinct user_id of `marts.dim_users` with UTC date(signup_at) = d
+    - `conversion_rate` = purchasers / active_users (null if 0 active users)
+    - `avg_order_value` = revenue / purchases with a non-null amount (null if none)
 
     A day has a row iff it has at least one event or one signup. Sorted by metric_date.
     """
@@ -214,7 +231,7 @@ def daily_metrics(
 
     from analytics import metrics as metric_defs
     from analytics.frames import IS_EVENT, with_utc_event_date
-    from analytics.io import day_range_filter, output_metadata, read_upstream, to_arrow
+    from analytics.io import output_metadata, read_upstream, to_arrow
 
     window = context.partition_time_window
     start, end = window.start.date(), window.end.date()
@@ -254,7 +271,8 @@ def daily_metrics(
         raise failure
 
     identifier = table_identifier(DAILY_METRICS_KEY)
-    overwrite = day_range_filter("metric_date", start, end)
+    # Replaces exactly the run's days (an Iceberg row filter, applied by pyiceberg's overwrite).
+    overwrite = f"metric_date >= '{start.isoformat()}' and metric_date < '{end.isoformat()}'"
     written = iceberg.write(
         identifier,
         to_arrow(frame),

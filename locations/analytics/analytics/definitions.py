@@ -11,6 +11,7 @@ from dagster import Definitions
 from analytics.assets import daily_metrics, user_features
 from analytics.automation import analytics_automation_sensor
 from analytics.schedules import daily_metrics_job, daily_metrics_schedule
+from shared.catalog import with_code_references
 from shared.monitoring import monitoring_definitions
 from shared.resources import IcebergCatalogResource
 
@@ -18,7 +19,7 @@ from shared.resources import IcebergCatalogResource
 # One module-level Definitions: Dagster refuses a module that defines two.
 defs = Definitions.merge(
     Definitions(
-        assets=[user_features, daily_metrics],
+        assets=with_code_references([user_features, daily_metrics]),
         jobs=[daily_metrics_job],
         schedules=[daily_metrics_schedule],
         sensors=[analytics_automation_sensor],

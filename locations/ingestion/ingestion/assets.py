@@ -25,13 +25,19 @@ from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
 
 from ingestion.resources import AirbyteSyncResource
 from ingestion.streams import RAW_NAMESPACE, STREAMS, RawStream, stream_for_key
+from shared.catalog import layer_tags, owners
 from shared.resources import IcebergCatalogResource
 
 
 def column_schema(stream: RawStream) -> TableSchema:
     """The raw table's columns as Dagster table-schema metadata (Arrow type names, from the
     declared columns: no pyarrow needed at load)."""
-    return TableSchema(columns=[TableColumn(name=n, type=t) for n, t in stream.columns])
+    return TableSchema(
+        columns=[
+            TableColumn(name=n, type=t, description=stream.column_description(n))
+            for n, t in stream.columns
+        ]
+    )
 
 
 def raw_spec(stream: RawStream) -> AssetSpec:
@@ -41,6 +47,8 @@ def raw_spec(stream: RawStream) -> AssetSpec:
         description=stream.description,
         group_name=RAW_NAMESPACE,
         kinds={"airbyte", "iceberg"},
+        owners=owners("ingestion"),
+        tags=layer_tags(RAW_NAMESPACE),
         metadata={
             **TableMetadataSet(column_schema=column_schema(stream), table_name=stream.identifier),
             "primary_key": ", ".join(stream.primary_key),
@@ -49,10 +57,18 @@ def raw_spec(stream: RawStream) -> AssetSpec:
     )
 
 
+#: Dagster concurrency pool of the raw syncs. The instance limits it to one step at a time (the
+#: local instance's dagster.yaml, written by the data-platform CLI, and the Helm values' default
+#: pool limit), so two runs never sync the raw tables at once. One pool for all streams: one op
+#: syncs them together (one Airbyte sync per connection), and Dagster gives an op one pool.
+RAW_SYNC_POOL = "raw_sync"
+
+
 @multi_asset(
     name="airbyte_raw_sync",
     specs=[raw_spec(stream) for stream in STREAMS],
     can_subset=True,
+    pool=RAW_SYNC_POOL,
 )
 def airbyte_raw_sync(
     context: AssetExecutionContext,

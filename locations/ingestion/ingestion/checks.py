@@ -820,7 +820,7 @@ def run_check(stream: RawStream, suffix: str, iceberg: IcebergCatalogResource) -
 
 def build_checks(stream: RawStream) -> AssetChecksDefinition:
     """The raw-table checks of ``stream``, as one multi-check: one step (one process under
-    the multiprocess executor) per table instead of one per check."""
+    the multiprocess executor) per table instead of one per check (see ``CHECKS``)."""
     fmt = {
         "table": stream.identifier,
         "pk": ", ".join(stream.primary_key),

@@ -13,6 +13,7 @@ from ingestion.checks import RAW_CHECKS
 from ingestion.jobs import ingestion_job, landing_sensor, raw_sync_schedule
 from ingestion.resources import AirbyteSyncResource
 from ingestion.streams import STREAMS
+from shared.catalog import with_code_references
 from shared.monitoring import monitoring_definitions
 from shared.resources import IcebergCatalogResource, ObjectStoreResource
 
@@ -20,7 +21,7 @@ from shared.resources import IcebergCatalogResource, ObjectStoreResource
 # One module-level Definitions: Dagster refuses a module that defines two.
 defs = Definitions.merge(
     Definitions(
-        assets=[airbyte_raw_sync],
+        assets=with_code_references([airbyte_raw_sync]),
         asset_checks=RAW_CHECKS,
         jobs=[ingestion_job],
         schedules=[raw_sync_schedule],

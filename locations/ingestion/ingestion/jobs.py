@@ -101,6 +101,7 @@ def landing_sensor(context: SensorEvaluationContext, object_store: ObjectStoreRe
     root = object_store.path(LANDING_PREFIX)
     zone = scan_zone(fs, root)
     pending, waiting = pending_batches(zone)
+    shown = ""
     if waiting:
         shown = ", ".join(waiting[:5]) + (
             f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
@@ -108,8 +109,9 @@ def landing_sensor(context: SensorEvaluationContext, object_store: ObjectStoreRe
         context.log.info(f"waiting for {SUCCESS_MARKER} in {len(waiting)} batch folder(s): {shown}")
     if not pending:
         return SkipReason(
-            f"no batch to load under {root} ({len(zone.batches)} listed, {len(waiting)} waiting "
-            f"for {SUCCESS_MARKER})"
+            f"no batch to load under {root} ({len(zone.batches)} listed"
+            + (f"; {len(waiting)} waiting for {SUCCESS_MARKER}: {shown}" if waiting else "")
+            + ")"
         )
     return [
         RunRequest(

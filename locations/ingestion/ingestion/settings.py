@@ -8,11 +8,13 @@ in :mod:`shared.settings` beside the Airbyte resource helpers of :mod:`shared.ai
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.settings import Settings, env_int, environment
+from shared.partitions import FIRST_DAY
+from shared.settings import Settings, SettingsError, env_int, env_str, environment
 
 #: Prefix of the landing zone in the object store (a folder locally, a prefix of the bucket on
 #: Garage).
@@ -40,6 +42,20 @@ class StandInSettings:
     events_per_day: int = 500
     days: int = 14
     seed: int = 42
+    #: The last day of data (``DATA_PLATFORM_STANDIN_END``), so the data is current like a live
+    #: source's: the ``days`` days counted back from it. ``data-platform demo`` and
+    #: ``data-platform ui`` set it to yesterday when unset. ``None``: the ``days`` days from
+    #: ``FIRST_DAY`` (fixed data, for tests and benchmarks).
+    end: dt.date | None = None
+
+    @property
+    def day_indexes(self) -> range:
+        """Indexes (0 = ``FIRST_DAY``) of the days of data: ``days`` days ending with ``end``,
+        never before ``FIRST_DAY`` (fewer days, then)."""
+        if self.end is None:
+            return range(self.days)
+        last = (self.end - FIRST_DAY).days
+        return range(max(0, last - self.days + 1), last + 1)
 
 
 def load_standin_settings(environ: Mapping[str, str] | None = None) -> StandInSettings:
@@ -62,7 +78,33 @@ def load_standin_settings(environ: Mapping[str, str] | None = None) -> StandInSe
         seed=env_int(
             env, "DATA_PLATFORM_STANDIN_SEED", StandInSettings.seed, minimum=0, maximum=MAX_SEED
         ),
+        end=_end_day(env),
     )
+
+
+STANDIN_END = "DATA_PLATFORM_STANDIN_END"
+
+
+def yesterday() -> dt.date:
+    """The last whole day (UTC): where the demo's data ends by default."""
+    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+
+
+def _end_day(env: Mapping[str, str]) -> dt.date | None:
+    """``DATA_PLATFORM_STANDIN_END`` (an ISO date or ``yesterday``), or None when unset."""
+    raw = env_str(env, STANDIN_END)
+    if raw is None:
+        return None
+    try:
+        end = yesterday() if raw.lower() == "yesterday" else dt.date.fromisoformat(raw)
+    except ValueError:
+        end = None
+    if end is None or end < FIRST_DAY:
+        raise SettingsError(
+            f"{STANDIN_END}={raw!r} is not allowed: a date (YYYY-MM-DD) from "
+            f"{FIRST_DAY.isoformat()} on, or 'yesterday': the last day of the stand-in's data."
+        )
+    return end
 
 
 def landing_dir(settings: Settings) -> Path:

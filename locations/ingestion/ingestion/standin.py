@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import NotStartsWith, StartsWith
+from pyiceberg.table import Table
 
 from ingestion.landing import LANDING_META_PREFIX
 from ingestion.settings import StandInSettings
@@ -276,8 +277,9 @@ def plan_sync(stream: RawStream, standin: StandInSettings, cursor: dt.datetime |
     table, ``None`` if empty). Days are whole: the cursor's day was written in full by an
     earlier sync (one commit per sync), so only later days are new.
     """
-    first_new = 0 if cursor is None else max(0, day_index_of(cursor) + 1)
-    days = tuple(range(first_new, standin.days))
+    window = standin.day_indexes
+    first_new = window.start if cursor is None else max(window.start, day_index_of(cursor) + 1)
+    days = tuple(range(first_new, window.stop))
     if stream.name == USERS.name:
         return SyncPlan(stream.name, initial_load=not table_exists or cursor is None, days=days)
     if stream.name == EVENTS.name:
@@ -300,18 +302,24 @@ def plan_batches(plan: SyncPlan, standin: StandInSettings) -> Iterator[pa.Table]
 
 
 def read_cursor(catalog: Catalog, stream: RawStream) -> tuple[bool, dt.datetime | None]:
-    """(table exists, max of the stream's cursor field over the stand-in's own rows) read from
-    the raw table itself, so the cursor can never disagree with the data (Airbyte keeps it in
-    its own state instead).
+    """(table exists, cursor) of ``stream``'s raw table as the catalog has it now
+    (:func:`cursor_of`)."""
+    try:
+        table = catalog.load_table(stream.identifier)
+    except NoSuchTableError:
+        return False, None
+    return True, cursor_of(table, stream)
+
+
+def cursor_of(table: Table, stream: RawStream) -> dt.datetime | None:
+    """The max of the stream's cursor field over the stand-in's own rows in ``table`` (at the
+    snapshot it was loaded at), read from the raw table itself, so the cursor can never disagree
+    with the data (Airbyte keeps it in its own state instead).
 
     Rows loaded from landing batches (:mod:`ingestion.landing`) are another source, like
     another Airbyte connection: they do not move this cursor. Otherwise one landed row dated
     2999 would stop the stand-in from ever generating a day again.
     """
-    try:
-        table = catalog.load_table(stream.identifier)
-    except NoSuchTableError:
-        return False, None
     field = stream.cursor_field
     # Landed rows' _airbyte_meta starts with a fixed prefix, and Iceberg keeps per-file bounds
     # of that column: the common case (no landed rows) prunes every file and reads nothing.
@@ -323,8 +331,7 @@ def read_cursor(catalog: Catalog, stream: RawStream) -> tuple[bool, dt.datetime 
         column = table.scan(row_filter=row_filter, selected_fields=(field,)).to_arrow()[field]
     else:
         column = table.scan(selected_fields=(field,)).to_arrow()[field]
-    value = pc.max(column).as_py() if len(column) else None
-    return True, value
+    return pc.max(column).as_py() if len(column) else None
 
 
 @dataclass(frozen=True)
@@ -346,24 +353,26 @@ class StandInSyncResult:
             "standin_initial_load": self.plan.initial_load,
             "standin_settings": (
                 f"users={standin.users} events_per_day={standin.events_per_day} "
-                f"days={standin.days} seed={standin.seed}"
+                f"days={standin.days} seed={standin.seed} end={standin.end or 'fixed'}"
             ),
         }
 
 
 def sync_stream(catalog: Catalog, stream: RawStream, standin: StandInSettings) -> StandInSyncResult:
     """Run one incremental stand-in sync of ``stream`` into ``raw.<stream>``: one Iceberg commit
-    appending the new days (nothing when the table is up to date)."""
-    exists, cursor = read_cursor(catalog, stream)
-    plan = plan_sync(stream, standin, cursor, exists)
-    if plan.is_noop:
-        table = catalog.load_table(stream.identifier)
-        return StandInSyncResult(plan, iceberg.describe_write(table, stream.identifier, 0))
-    write = iceberg.write_table(
-        catalog,
-        stream.identifier,
-        lambda: plan_batches(plan, standin),
-        mode="append",
-        schema=stream.schema,
-    )
-    return StandInSyncResult(plan, write)
+    appending the new days (nothing when the table is up to date).
+
+    The days are planned from the cursor of the snapshot the append commits onto
+    (:func:`shared.iceberg.append_new`): when a concurrent sync of the stream commits first, the
+    cursor is read again and the days it wrote are skipped, never appended twice.
+    """
+    plans: list[SyncPlan] = []
+
+    def new_days(table: Table | None) -> Callable[[], Iterator[pa.Table]] | None:
+        cursor = cursor_of(table, stream) if table is not None else None
+        plan = plan_sync(stream, standin, cursor, table is not None)
+        plans.append(plan)
+        return None if plan.is_noop else (lambda: plan_batches(plan, standin))
+
+    write = iceberg.append_new(catalog, stream.identifier, new_days, schema=stream.schema)
+    return StandInSyncResult(plans[-1], write)

@@ -71,6 +71,15 @@ def airbyte_column_variant(name: str, actual: pa.DataType) -> bool:
     return False
 
 
+#: Descriptions of Airbyte's columns, for the catalog.
+AIRBYTE_META_DESCRIPTIONS: dict[str, str] = {
+    "_airbyte_raw_id": "Airbyte's id of the record (unique per synced record).",
+    "_airbyte_extracted_at": "When Airbyte extracted the record (UTC).",
+    "_airbyte_meta": "Airbyte's record metadata: the sync id and the changes made to the record.",
+    "_airbyte_generation_id": "The generation (bumped by a refresh or clear) that wrote the record.",
+}
+
+
 def arrow_type(name: str) -> pa.DataType:
     """The Arrow type of a declared type name (``int64``, ``string``, ``double``, timestamps)."""
     import pyarrow as pa
@@ -136,6 +145,12 @@ class RawStream:
     #: stream's rows belong to no day of a daily asset.
     #: Rows whose event day is outside the daily partitions are reported (``outside_partitions``).
     event_time_column: str | None = None
+    #: What each source column holds (the catalog's column descriptions).
+    column_descriptions: tuple[tuple[str, str], ...] = ()
+
+    def column_description(self, name: str) -> str | None:
+        """The description of one of the raw table's columns."""
+        return dict(self.column_descriptions).get(name) or AIRBYTE_META_DESCRIPTIONS.get(name)
 
     @property
     def key(self) -> AssetKey:
@@ -183,6 +198,15 @@ USERS = RawStream(
     unique_version_key=("id", "updated_at"),
     required_fields=("id", "email", "name", "country", "plan", "signup_at", "updated_at"),
     staging_keys=("id",),
+    column_descriptions=(
+        ("id", "The user's id in the source system."),
+        ("email", "The user's email address."),
+        ("name", "The user's full name."),
+        ("country", "The user's country code."),
+        ("plan", "The user's subscription plan: free, pro or enterprise."),
+        ("signup_at", "When the user signed up (UTC)."),
+        ("updated_at", "When the source last changed the user (UTC); Airbyte's cursor."),
+    ),
 )
 
 EVENTS = RawStream(
@@ -204,6 +228,13 @@ EVENTS = RawStream(
     required_fields=("event_id", "user_id", "event_type", "event_ts"),
     staging_keys=("event_id", "user_id", "event_ts"),
     event_time_column="event_ts",
+    column_descriptions=(
+        ("event_id", "The event's id in the source system (may repeat: at-least-once delivery)."),
+        ("user_id", "The user who produced the event."),
+        ("event_type", "What happened: page_view, click, add_to_cart or purchase."),
+        ("event_ts", "When the event happened (UTC); Airbyte's cursor."),
+        ("amount", "Purchase amount; null for other event types."),
+    ),
 )
 
 #: Every stream of this location, in the order they are synced and listed.

@@ -275,14 +275,14 @@ def test_a_file_changing_while_it_is_read_is_not_loaded(zone, monkeypatch):
     catalog, fs, root = zone
     (root / "single.jsonl").parent.mkdir(parents=True, exist_ok=True)
     (root / "events.jsonl").write_bytes(events(100))
-    real = landing_load.parse_file
+    real = landing_load.iter_chunks
 
-    def writer_goes_on(f, data):
+    def writer_goes_on(f, open_file):
         with (root / "events.jsonl").open("ab") as out:
             out.write(events(100, "late"))
-        return real(f, data)
+        return real(f, open_file)
 
-    monkeypatch.setattr(landing_load, "parse_file", writer_goes_on)
+    monkeypatch.setattr(landing_load, "iter_chunks", writer_goes_on)
     with pytest.raises(landing.BatchChanged, match="changed while they were read"):
         landing.load_batch(catalog, fs, str(root), "events.jsonl", ["events.jsonl"],
                            landing_load.dt.datetime.now())  # fmt: skip
@@ -373,3 +373,60 @@ def test_the_plausibility_check_flags_values_far_outside_the_earlier_range(zone)
     assert result.metadata["far_outside_earlier_range_event_ts"].value == 1
     assert result.metadata["before_1970_event_ts"].value == 0
     assert "1970-01-01T00:29:27+00:00" in result.metadata["examples_event_ts"].value
+
+
+# ---- large files: bounded chunks -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_files_are_read_in_bounded_chunks_with_the_same_result(zone, monkeypatch, fmt):
+    """Chunks (here tiny) give the rows, raw ids and metadata of one whole read; a bad value in
+    a later chunk is named with its own line."""
+    from ingestion.landing import parse as landing_parse
+
+    catalog, fs, root = zone
+    rows = [{"event_id": f"c{i}", "user_id": i, "event_type": "click",
+             "event_ts": "2026-01-02T10:00:00Z", "referrer": f"r{i}"} for i in range(500)]  # fmt: skip
+    (root / "big").mkdir()
+    path = root / "big" / f"events.{fmt}"
+    if fmt == "jsonl":
+        path.write_bytes(jsonl(rows))
+    elif fmt == "csv":
+        path.write_text("event_id,user_id,event_type,event_ts,referrer\n" + "".join(
+            f"{r['event_id']},{r['user_id']},click,{r['event_ts']},{r['referrer']}\n" for r in rows))  # fmt: skip
+    else:
+        table = pa.Table.from_pylist(rows)
+        pq.write_table(table.set_column(3, "event_ts", table["event_ts"].cast(
+            pa.timestamp("us", "UTC"))), path)  # fmt: skip
+    whole = landing.parse_file(landing.classify(f"big/events.{fmt}"), path.read_bytes())
+    monkeypatch.setattr(landing_parse, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(landing_parse, "CHUNK_ROWS", 64)
+    chunks = list(landing_parse.iter_chunks(landing.classify(f"big/events.{fmt}"),
+                                            lambda: path.open("rb")))  # fmt: skip
+    assert len(chunks) > 5
+    assert pa.concat_tables([c.data for c in chunks]).to_pylist() == whole.data.to_pylist()
+    (root / "big" / landing.SUCCESS_MARKER).touch()
+    loads = landing.load_batch(catalog, fs, str(root), "big",
+                               landing.list_batches(fs, str(root))["big"],
+                               landing_load.dt.datetime.now())  # fmt: skip
+    assert loads["events"].rows == 500 and loads["events"].added == ["referrer"]
+    landed = iceberg.read_table(catalog, EVENTS.identifier)
+    assert sorted(landed["event_id"].to_pylist()) == sorted(r["event_id"] for r in rows)
+    ids = landed["_airbyte_raw_id"].to_pylist()
+    assert len(set(ids)) == 500
+    assert set(ids) == set(landing_load.raw_ids("big", f"big/events.{fmt}", 500).to_pylist())
+    if fmt == "jsonl":
+        bad = jsonl(rows[:400]) + b'{"event_id": "x", "user_id": "many"}\n'
+        with pytest.raises(landing.LandingRejected, match="line 401"):
+            list(landing_parse.iter_chunks(landing.classify("b/events.jsonl"),
+                                           lambda: __import__("io").BytesIO(bad)))  # fmt: skip
+
+
+def test_a_json_array_over_the_limit_is_refused(monkeypatch):
+    from ingestion.landing import parse as landing_parse
+
+    monkeypatch.setattr(landing_parse, "MAX_JSON_ARRAY_BYTES", 100)
+    with pytest.raises(landing.LandingRejected, match="write JSON lines"):
+        landing.parse_file(
+            landing.classify("b/events.json"), json.dumps([{"event_id": "x" * 200}]).encode()
+        )

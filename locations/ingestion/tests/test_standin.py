@@ -99,6 +99,16 @@ def test_sync_plan_appends_only_days_after_the_cursor():
     assert users.initial_load and users.days == tuple(range(S.days))
 
 
+def test_a_window_ending_later_appends_the_new_day_only():
+    """Data ending on a given day (yesterday by default): a sync the next day adds one day."""
+    monday = StandInSettings(days=3, end=day_of(40))
+    assert standin.plan_sync(EVENTS, monday, None, False).days == (38, 39, 40)
+    cursor = dt.datetime.combine(day_of(40), dt.time(22), tzinfo=dt.UTC)
+    tuesday = StandInSettings(days=3, end=day_of(41))
+    assert standin.plan_sync(EVENTS, tuesday, cursor, True).days == (41,)
+    assert standin.plan_sync(EVENTS, monday, cursor, True).is_noop
+
+
 # ---- local-mode runs of the location's own definitions ---------------------------------------
 
 

@@ -23,7 +23,7 @@ def pytest_configure(config) -> None:
     ensure_manifest()
 
 
-from transformation.project import dbt_project  # noqa: E402
+from transformation.project import MANIFEST_PATH  # noqa: E402
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def home(tmp_path, monkeypatch) -> Path:
     # comes along so unchanged parses stay fast.
     target = tmp_path / "dbt-target"
     target.mkdir()
-    partial = dbt_project.manifest_path.with_name("partial_parse.msgpack")
+    partial = MANIFEST_PATH.with_name("partial_parse.msgpack")
     if partial.exists():
         shutil.copy(partial, target / partial.name)
     monkeypatch.setenv("DBT_TARGET_PATH", str(target))

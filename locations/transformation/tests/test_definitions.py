@@ -12,7 +12,7 @@ from shared.partitions import daily_partitions
 from shared.settings import load_settings
 from transformation.assets import build_args, dbt_daily_models, dbt_models, window_vars
 from transformation.definitions import defs
-from transformation.project import dbt_project
+from transformation.project import MANIFEST_PATH
 
 MODELS = {
     AssetKey(["staging", "stg_users"]),
@@ -46,7 +46,7 @@ def test_every_model_is_in_exactly_one_dbt_assets_definition():
     assert daily == {AssetKey(["staging", "stg_events"]), AssetKey(["marts", "fct_daily_events"])}
     assert not daily & full
     assert daily | full == MODELS
-    manifest = json.loads(dbt_project.manifest_path.read_text())
+    manifest = json.loads(MANIFEST_PATH.read_text())
     for node in manifest["nodes"].values():
         if node["resource_type"] == "model":
             assert len({"daily", "full"} & set(node["tags"])) == 1, node["name"]

@@ -1,6 +1,8 @@
 """The dbt models as Dagster assets, the dbt tests as asset checks.
 
-Two ``@dbt_assets`` over the one dbt project:
+Two multi-assets over the one dbt project, declared from ``dbt/target/manifest.json`` by
+:mod:`transformation.manifest` (no dbt import at load); dbt runs through dagster-dbt inside the
+bodies (:mod:`transformation.dbt_run`):
 
 * :func:`dbt_daily_models`: the models tagged ``daily`` (``staging/stg_events``,
   ``marts/fct_daily_events``), daily-partitioned with a single-run backfill policy. A run of a
@@ -21,24 +23,20 @@ from typing import Any
 
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
-    AutomationCondition,
     BackfillPolicy,
+    ConfigurableResource,
     Output,
+    multi_asset,
 )
-from dagster_dbt import (
-    DagsterDbtTranslator,
-    DagsterDbtTranslatorSettings,
-    DbtCliResource,
-    dbt_assets,
-)
+from pydantic import Field
 
-from shared.keys import table_identifier, table_key
+from shared.keys import table_identifier
 from shared.partitions import daily_partitions
 from shared.resources import IcebergCatalogResource
 from shared.settings import Settings
 from transformation.automation import condition_for
-from transformation.project import dbt_project
+from transformation.manifest import TagSelection, build_specs, load_manifest
+from transformation.project import DBT_EXECUTABLE, DBT_PROJECT_DIR, ensure_manifest
 
 #: dbt selection of the daily-partitioned models (tag set in their config).
 DAILY_SELECT = "tag:daily"
@@ -50,30 +48,27 @@ FULL_SELECT = "tag:full"
 #: the daily ones; the daily step must not pick them up through indirect selection.
 CROSS_PARTITIONING_TAG = "tag:cross_partitioning"
 
+DAILY_SELECTION = TagSelection(select=DAILY_SELECT, exclude=CROSS_PARTITIONING_TAG)
+FULL_SELECTION = TagSelection(select=f"{FULL_SELECT} {CROSS_PARTITIONING_TAG}")
 
-class PlatformDbtTranslator(DagsterDbtTranslator):
-    """Keys are ``[schema, model]`` (the Iceberg table); groups are the layers; automation
-    conditions by the model's ``daily``/``full`` tag (``transformation.automation``)."""
-
-    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
-        if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot"):
-            table = dbt_resource_props.get("alias") or dbt_resource_props["name"]
-            return table_key(dbt_resource_props["schema"], table)
-        return super().get_asset_key(dbt_resource_props)
-
-    def get_automation_condition(
-        self, dbt_resource_props: Mapping[str, Any]
-    ) -> AutomationCondition | None:
-        return condition_for(dbt_resource_props)
-
-    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        group = super().get_group_name(dbt_resource_props)
-        if group or dbt_resource_props["resource_type"] != "model":
-            return group
-        return dbt_resource_props["schema"]
+#: The manifest the specs are built from (prepared here if missing: a fresh clone).
+MANIFEST_PATH = ensure_manifest()
 
 
-TRANSLATOR = PlatformDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+class DbtProjectResource(ConfigurableResource):
+    """The dbt project and the dbt executable a run invokes (dagster-dbt's ``DbtCliResource``,
+    built when a run starts so that loading the definitions never imports dbt)."""
+
+    project_dir: str = Field(default=str(DBT_PROJECT_DIR), description="The dbt project folder.")
+    dbt_executable: str = Field(
+        default=DBT_EXECUTABLE, description="The dbt CLI of this Python environment."
+    )
+
+    def cli_resource(self) -> Any:
+        """dagster-dbt's ``DbtCliResource`` over the project (imports dbt)."""
+        from transformation.dbt_run import dbt_cli_resource
+
+        return dbt_cli_resource(self.project_dir, self.dbt_executable)
 
 
 def dbt_target(settings: Settings) -> str:
@@ -110,7 +105,7 @@ def window_args(window: Mapping[str, str]) -> list[str]:
 def build_args(
     settings: Settings, dbt_vars: Mapping[str, str], window: Mapping[str, str] | None = None
 ) -> list[str]:
-    """``dbt build`` arguments for a run (selection is added by dagster-dbt).
+    """``dbt build`` arguments for a run (selection is added by ``dbt_run.selection_args``).
 
     The day window goes in dbt's event-time flags, which partial parsing ignores; ``dbt_vars``
     (constant across runs, if any) go in ``--vars``.
@@ -123,45 +118,33 @@ def build_args(
 
 def run_dbt(
     context: AssetExecutionContext,
-    dbt: DbtCliResource,
+    dbt: DbtProjectResource,
     iceberg: IcebergCatalogResource,
     window: Mapping[str, str],
+    selection: TagSelection,
 ) -> Iterator[Any]:
     """Run ``dbt build`` for the selected models and tests over the day ``window``
     (``window_vars``; empty: every day); stream materializations and checks.
 
     Each model's materialization carries its Iceberg table's snapshot and row count.
     """
+    from transformation import dbt_run  # dagster-dbt and dbt: at run time only
+
     settings = iceberg.settings()
     all_vars = {}
     if iceberg.home:
         # The dbt process reads the catalog itself (its DuckDB plugin): tell it the same home.
         all_vars["data_platform_home"] = str(settings.home)
     args = build_args(settings, all_vars, window)
-    if not _checks_excluded_on_selected_assets(context):
-        # Run a test only if every model it reads is built in this run or upstream of it. dbt's
-        # default (eager) would also run, say, dim_users' relationships test when only stg_users
-        # is selected, against a dim_users that may not exist yet. (When some checks of the
-        # selected assets are deselected, dagster-dbt lists the tests itself and turns indirect
-        # selection off; we leave that alone.)
-        args += ["--indirect-selection", "buildable"]
+    manifest = load_manifest(str(MANIFEST_PATH))
+    args += dbt_run.selection_args(context, manifest, selection.select, selection.exclude)
     context.log.info(f"dbt {' '.join(args)}")
-    invocation = dbt.cli(args, context=context)
-    for event in invocation.stream():
+    for event in dbt_run.stream(context, dbt.cli_resource(), args, str(MANIFEST_PATH)):
         if isinstance(event, Output):
             event = event.with_metadata(
                 {**event.metadata, **_iceberg_metadata(context, iceberg, event)}
             )
         yield event
-
-
-def _checks_excluded_on_selected_assets(context: AssetExecutionContext) -> bool:
-    """True if some asset check of a selected asset is not selected (a check subset)."""
-    selected_checks = context.selected_asset_check_keys
-    return any(
-        check.asset_key in context.selected_asset_keys and check not in selected_checks
-        for check in context.assets_def.check_keys
-    )
 
 
 def _iceberg_metadata(
@@ -184,18 +167,30 @@ def _iceberg_metadata(
     }
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    select=DAILY_SELECT,
-    exclude=CROSS_PARTITIONING_TAG,
+def _specs(selection: TagSelection, **kwargs: Any):
+    return build_specs(
+        load_manifest(str(MANIFEST_PATH)),
+        selection,
+        project_dir=DBT_PROJECT_DIR,
+        automation_condition=condition_for,
+        **kwargs,
+    )
+
+
+_DAILY = _specs(DAILY_SELECTION, partitions_def=daily_partitions)
+_FULL = _specs(FULL_SELECTION)
+
+
+@multi_asset(
     name="dbt_daily_models",
+    specs=_DAILY.specs,
+    check_specs=_DAILY.check_specs,
+    can_subset=True,
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
-    dagster_dbt_translator=TRANSLATOR,
 )
 def dbt_daily_models(
-    context: AssetExecutionContext, dbt: DbtCliResource, iceberg: IcebergCatalogResource
+    context: AssetExecutionContext, dbt: DbtProjectResource, iceberg: IcebergCatalogResource
 ):
     """Daily dbt models (stg_events, fct_daily_events): one dbt build over the partition window.
 
@@ -203,18 +198,17 @@ def dbt_daily_models(
     exactly the days of the window in its Iceberg table, so re-running a day never duplicates it.
     """
     start, end = context.partition_time_window
-    yield from run_dbt(context, dbt, iceberg, window_vars(start, end))
+    yield from run_dbt(context, dbt, iceberg, window_vars(start, end), DAILY_SELECTION)
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    select=f"{FULL_SELECT} {CROSS_PARTITIONING_TAG}",
+@multi_asset(
     name="dbt_models",
-    dagster_dbt_translator=TRANSLATOR,
+    specs=_FULL.specs,
+    check_specs=_FULL.check_specs,
+    can_subset=True,
 )
 def dbt_models(
-    context: AssetExecutionContext, dbt: DbtCliResource, iceberg: IcebergCatalogResource
+    context: AssetExecutionContext, dbt: DbtProjectResource, iceberg: IcebergCatalogResource
 ):
     """Unpartitioned dbt models (stg_users, dim_users), rebuilt in full from the Iceberg tables."""
-    yield from run_dbt(context, dbt, iceberg, {})
+    yield from run_dbt(context, dbt, iceberg, {}, FULL_SELECTION)

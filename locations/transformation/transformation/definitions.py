@@ -1,8 +1,9 @@
 """The transformation code location: the dbt project as assets and asset checks.
 
-Cheap to import: the dbt manifest is read from ``dbt/target/manifest.json`` (prepared at image
-build time with ``python -m transformation.project prepare``), nothing connects anywhere, and
-settings are read when a run uses the resources.
+Cheap to import: the assets are declared from ``dbt/target/manifest.json`` (prepared at image
+build time with ``python -m transformation.project prepare``, or on first load of a fresh clone)
+without importing dbt or dagster-dbt (``transformation.manifest``), nothing connects anywhere,
+and settings are read when a run uses the resources.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 import datetime as dt
 
 from dagster import Definitions
-from dagster_dbt import DbtCliResource
 
+from shared.catalog import with_code_references
 from shared.keys import table_key
 from shared.monitoring import monitoring_definitions
 from shared.resources import IcebergCatalogResource
-from transformation.assets import dbt_daily_models, dbt_models
+from transformation.assets import DbtProjectResource, dbt_daily_models, dbt_models
 from transformation.automation import transformation_automation_sensor
-from transformation.project import DBT_EXECUTABLE, dbt_project
 
 #: The marts are rebuilt whenever raw data arrives (hourly syncs, automation conditions): older
 #: than a day and two hours means syncs or dbt stopped, as for the raw tables.
@@ -30,10 +30,10 @@ MARTS_FRESHNESS = {
 # One module-level Definitions: Dagster refuses a module that defines two.
 defs = Definitions.merge(
     Definitions(
-        assets=[dbt_daily_models, dbt_models],
+        assets=with_code_references([dbt_daily_models, dbt_models]),
         sensors=[transformation_automation_sensor],
         resources={
-            "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
+            "dbt": DbtProjectResource(),
             "iceberg": IcebergCatalogResource(),
         },
     ),

@@ -33,6 +33,9 @@ The protocol (each rule holds if any process is killed at any moment):
   to ``landing/_rejected/<batch>/`` with an ``_error.txt``: nothing is ever deleted.
 * **failed** (anything else: a catalog outage, a bug): nothing is moved or recorded, the batch
   stays pending and the next run retries it.
+* **bounded memory**: files are read in chunks (pyarrow's JSON and CSV readers against the
+  stream's schema, the row-by-row scan only where pyarrow fails: it names line, column and
+  value), twice: once to validate the whole batch, once streamed into each table's commit.
 
 Accepted and flagged by a named check: null or duplicate keys, added columns (kept as strings
 for jsonl/csv, typed for parquet), dropped columns (nulls, and listed in ``_airbyte_meta``),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from ingestion.landing.batch import (
     stamp,
     write_ledger,
 )
-from ingestion.landing.parse import ParsedFile, parse_file
+from ingestion.landing.parse import ParsedFile, iter_chunks
 from ingestion.streams import STREAMS_BY_NAME, RawStream
 
 # pyarrow, pyiceberg, polars, fsspec and the run-time modules that use them are imported inside
@@ -39,32 +39,38 @@ if TYPE_CHECKING:
 # ---- to raw rows -----------------------------------------------------------------------------
 
 
-def raw_ids(batch: str, relative: str, n: int) -> pa.Array:
-    """Deterministic ``_airbyte_raw_id`` values of a file's rows (uuid5 of batch, file, row)."""
+def raw_ids(batch: str, relative: str, n: int, start: int = 0) -> pa.Array:
+    """Deterministic ``_airbyte_raw_id`` values of a file's rows ``start`` to ``start + n``
+    (uuid5 of batch, file, row)."""
     import pyarrow as pa
 
     return pa.array(
-        [str(uuid.uuid5(RAW_ID_NAMESPACE, f"{batch}\x00{relative}\x00{i}")) for i in range(n)],
+        [
+            str(uuid.uuid5(RAW_ID_NAMESPACE, f"{batch}\x00{relative}\x00{i}"))
+            for i in range(start, start + n)
+        ],
         pa.string(),
     )
 
 
-def airbyte_meta(batch: str, parsed: ParsedFile) -> str:
+def airbyte_meta(batch: str, relative: str, missing: Sequence[str], added: Sequence[str]) -> str:
     """``_airbyte_meta`` of a landed file's rows: where they came from and what the file lacked
     or added, beside Airbyte's usual ``changes`` list. Starts with :data:`LANDING_META_PREFIX`."""
     meta = {
         "landing_batch": batch,
-        "landing_file": parsed.file.relative,
-        "missing_columns": parsed.missing,
-        "added_columns": parsed.added,
+        "landing_file": relative,
+        "missing_columns": list(missing),
+        "added_columns": list(added),
         "changes": [],
     }
     return json.dumps(meta, separators=(",", ":"))
 
 
-def to_raw(batch: str, parsed: ParsedFile, extracted_at: dt.datetime) -> pa.Table:
-    """The file's rows with Airbyte's metadata columns, in the raw table's column order
-    (declared source columns, Airbyte's columns, then added columns)."""
+def to_raw(batch: str, parsed: ParsedFile, extracted_at: dt.datetime, start: int = 0,
+           whole: FileSummary | None = None) -> pa.Table:  # fmt: skip
+    """The rows of a file (or of its chunk starting at row ``start``; ``whole`` says what the
+    whole file lacked or added) with Airbyte's metadata columns, in the raw table's
+    column order (declared source columns, Airbyte's columns, then added columns)."""
     import pyarrow as pa
 
     from ingestion.streams import AIRBYTE_META_FIELDS, TIMESTAMP
@@ -72,10 +78,11 @@ def to_raw(batch: str, parsed: ParsedFile, extracted_at: dt.datetime) -> pa.Tabl
     n = parsed.rows
     source = parsed.data
     declared = [f.name for f in parsed.file.stream.source_fields]
-    meta = airbyte_meta(batch, parsed)
+    missing, added = (whole.missing, whole.added) if whole else (parsed.missing, parsed.added)
+    meta = airbyte_meta(batch, parsed.file.relative, missing, added)
     columns = [source[name] for name in declared]
     columns += [
-        raw_ids(batch, parsed.file.relative, n),
+        raw_ids(batch, parsed.file.relative, n, start),
         pa.array([extracted_at] * n, TIMESTAMP),
         pa.array([meta] * n, pa.string()),
         pa.array([0] * n, pa.int64()),  # _airbyte_generation_id: never refreshed
@@ -85,18 +92,6 @@ def to_raw(batch: str, parsed: ParsedFile, extracted_at: dt.datetime) -> pa.Tabl
         columns.append(source[name])
         fields.append(source.schema.field(name))
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
-
-
-def with_record_index(data: pa.Table) -> pa.Table:
-    """``data`` (a stream's rows of one batch, files in name order) with the delivery order in
-    ``_ab_record_index``: staging resolves conflicting duplicates of one batch (same key, same
-    extraction time) to the record delivered last (see ``ingestion.streams``)."""
-    import pyarrow as pa
-
-    from ingestion.streams import RECORD_INDEX_COLUMN
-
-    index = pa.array(range(data.num_rows), pa.int64())
-    return data.append_column(pa.field(RECORD_INDEX_COLUMN, pa.int64()), index)
 
 
 def align_to_table(stream: RawStream, raw: pa.Table, table_schema: pa.Schema | None,
@@ -124,30 +119,6 @@ def align_to_table(stream: RawStream, raw: pa.Table, table_schema: pa.Schema | N
                 file=relative,
             ) from None
     return raw
-
-
-def combine(tables: Sequence[pa.Table], stream: RawStream) -> pa.Table:
-    """One table from the files of one stream (added columns unioned by name).
-
-    An added column null in every row of every file (Parquet's null type), and not in the
-    table yet, has no type Iceberg can store: it is kept as text, like jsonl and csv columns.
-    """
-    import pyarrow as pa
-
-    if len(tables) == 1:
-        out = tables[0]
-    else:
-        try:
-            out = pa.concat_tables(tables, promote_options="default")
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise LandingRejected(
-                f"{stream.identifier}: the batch's files disagree on a column's type: {exc}",
-                table=stream.identifier,
-            ) from None
-    for i, f in enumerate(out.schema):
-        if pa.types.is_null(f.type):
-            out = out.set_column(i, pa.field(f.name, pa.string()), out[f.name].cast(pa.string()))
-    return out
 
 
 # ---- loading a batch (I/O) ------------------------------------------------------------------
@@ -256,6 +227,128 @@ def _listed(fs: Any, root: str, batch: str, files: Sequence[str]) -> Batch:
     return Batch(batch, tuple(sorted(files)), stamps)
 
 
+@dataclass
+class FileSummary:
+    """What reading a whole file found (pass 1 of :func:`load_batch`)."""
+
+    relative: str
+    rows: int
+    #: Declared columns no row of the file has.
+    missing: list[str]
+    #: Columns the stream does not declare, in first-seen order, with their types.
+    added: list[str]
+    added_types: dict[str, Any]
+
+
+def _open(fs: Any, root: str, relative: str) -> Any:
+    return lambda: fs.open(_join(root, relative), "rb")
+
+
+def _summarise(fs: Any, root: str, batch: str, f: Any, table_schema: pa.Schema | None,
+               extracted_at: dt.datetime) -> FileSummary:  # fmt: skip
+    """Read and validate one file chunk by chunk (also against the table's column types),
+    keeping only its summary."""
+    rows = 0
+    missing: set[str] | None = None
+    added: dict[str, Any] = {}
+    for chunk in iter_chunks(f, _open(fs, root, f.relative)):
+        missing = set(chunk.missing) if missing is None else missing & set(chunk.missing)
+        for name in chunk.added:
+            added.setdefault(name, chunk.data.schema.field(name).type)
+        if chunk.rows:  # the file's columns fit the table's types (Airbyte's are ours)
+            align_to_table(f.stream, chunk.data, table_schema, f.relative)
+        rows += chunk.rows
+    declared = [x.name for x in f.stream.source_fields]
+    return FileSummary(
+        relative=f.relative,
+        rows=rows,
+        missing=[c for c in declared if c in (missing or set())],
+        added=list(added),
+        added_types=added,
+    )
+
+
+def _raw_schema(stream: RawStream, summaries: Sequence[FileSummary],
+                table_schema: pa.Schema | None) -> pa.Schema:  # fmt: skip
+    """The schema of the stream's raw rows from this batch: declared columns, Airbyte's, then
+    the added columns of its files with non-empty rows (one type each: files that disagree
+    reject the batch; the table's type where it has the column; text when only nulls)."""
+    import pyarrow as pa
+
+    from ingestion.streams import AIRBYTE_META_FIELDS, RECORD_INDEX_COLUMN
+
+    # The delivery order (see _raw_chunks) follows Airbyte's columns.
+    record_index = pa.field(RECORD_INDEX_COLUMN, pa.int64())
+    fields = [*stream.source_fields, *AIRBYTE_META_FIELDS, record_index]
+    types: dict[str, list[Any]] = {}
+    for summary in summaries:
+        if summary.rows:
+            for name in summary.added:
+                types.setdefault(name, []).append(summary.added_types[name])
+    for name, candidates in types.items():
+        if table_schema is not None and name in table_schema.names:
+            fields.append(pa.field(name, table_schema.field(name).type))
+            continue
+        try:
+            unified = (
+                pa.unify_schemas(
+                    [pa.schema([pa.field(name, t)]) for t in candidates], promote_options="default"
+                )
+                .field(name)
+                .type
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise LandingRejected(
+                f"{stream.identifier}: the batch's files disagree on a column's type: {exc}",
+                table=stream.identifier,
+            ) from None
+        # An added column null in every row (Parquet's null type) has no type Iceberg can
+        # store: kept as text, like the added columns of jsonl and csv.
+        fields.append(pa.field(name, pa.string() if pa.types.is_null(unified) else unified))
+    return pa.schema(fields)
+
+
+def _raw_chunks(fs: Any, root: str, batch: str, stream_files: Sequence[Any],
+                summaries: Sequence[FileSummary], table_schema: pa.Schema | None,
+                schema: pa.Schema, extracted_at: dt.datetime,
+                unchanged: Any) -> Any:  # fmt: skip
+    """A function giving the stream's raw rows chunk by chunk, in ``schema`` (what
+    ``shared.iceberg.write_table`` streams into one commit); it checks last that the files
+    did not change since they were fingerprinted."""
+    import pyarrow as pa
+
+    from ingestion.streams import RECORD_INDEX_COLUMN
+
+    def chunks() -> Iterator[pa.Table]:
+        # _ab_record_index: the row's position in the batch's delivery of this stream (files in
+        # name order, rows in file order): staging resolves conflicting duplicates of one batch
+        # (same key, same extraction time) to the record delivered last.
+        position = 0
+        for f, summary in zip(stream_files, summaries, strict=True):
+            start = 0
+            for chunk in iter_chunks(f, _open(fs, root, f.relative)):
+                if not chunk.rows:
+                    continue
+                raw = to_raw(batch, chunk, extracted_at, start, summary)
+                raw = align_to_table(f.stream, raw, table_schema, f.relative)
+                index = pa.array(range(position, position + raw.num_rows), pa.int64())
+                raw = raw.append_column(pa.field(RECORD_INDEX_COLUMN, pa.int64()), index)
+                start += chunk.rows
+                position += raw.num_rows
+                yield pa.Table.from_arrays(
+                    [
+                        raw[x.name].cast(x.type)
+                        if x.name in raw.column_names
+                        else pa.nulls(raw.num_rows, x.type)
+                        for x in schema
+                    ],
+                    schema=schema,
+                )
+        unchanged()
+
+    return chunks
+
+
 def load_batch(catalog: Catalog, fs: Any, root: str, batch: str, files: Sequence[str],
                extracted_at: dt.datetime) -> dict[str, StreamLoad]:  # fmt: skip
     """Load landing batch ``batch`` (``files`` relative to ``root``, the landing prefix).
@@ -292,43 +385,27 @@ def load_batch(catalog: Catalog, fs: Any, root: str, batch: str, files: Sequence
             raise _reused(batch, old, fingerprint)
         committed[name] = old == fingerprint or fingerprint in recorded
 
-    prepared: dict[str, tuple[pa.Table | None, StreamLoad]] = {}
+    # Pass 1: read and validate every file, chunk by chunk, keeping only what each file is.
+    summaries: dict[str, list[FileSummary]] = {}
+    schemas: dict[str, pa.Schema] = {}
     for name, stream_files in plan.items():
         stream = STREAMS_BY_NAME[name]
-        schema = _table_schema(catalog, stream)
-        raws: list[pa.Table] = []
-        empty: list[str] = []
-        added: set[str] = set()
-        missing: set[str] = set()
-        for f in stream_files:
-            parsed = parse_file(f, fs.cat_file(_join(root, f.relative)))
-            if parsed.rows == 0:
-                empty.append(f.relative)
-                continue
-            added.update(parsed.added)
-            missing.update(parsed.missing)
-            raws.append(align_to_table(stream, to_raw(batch, parsed, extracted_at), schema,
-                                       f.relative))  # fmt: skip
-        data = with_record_index(combine(raws, stream)) if raws else None
-        load = StreamLoad(
-            stream=stream,
-            files=[f.relative for f in stream_files],
-            empty_files=empty,
-            rows=data.num_rows if data is not None else 0,
-            added=sorted(added),
-            missing=sorted(missing),
-            already_loaded=committed[name],
-        )
-        prepared[name] = (data, load)
+        table_schema = _table_schema(catalog, stream)
+        summaries[name] = [
+            _summarise(fs, root, batch, f, table_schema, extracted_at) for f in stream_files
+        ]
+        schemas[name] = _raw_schema(stream, summaries[name], table_schema)
 
     # A producer still writing (no _SUCCESS protocol for single files, or one not followed):
     # what was read is not what is there now, so nothing is committed and the batch stays.
-    if _listed(fs, root, batch, files).stamps != listed.stamps:
-        raise BatchChanged(
-            f"landing batch {batch!r}: its files changed while they were read (still being "
-            "written?); nothing was loaded"
-        )
+    def unchanged() -> None:
+        if _listed(fs, root, batch, files).stamps != listed.stamps:
+            raise BatchChanged(
+                f"landing batch {batch!r}: its files changed while they were read (still being "
+                "written?); nothing was loaded"
+            )
 
+    unchanged()
     properties = {BATCH_PROPERTY: batch, FINGERPRINT_PROPERTY: fingerprint}
 
     def precondition(table: Any) -> None:
@@ -338,16 +415,33 @@ def load_batch(catalog: Catalog, fs: Any, root: str, batch: str, files: Sequence
         if old is not None:
             raise _reused(batch, old, fingerprint)
 
+    # Pass 2: per stream, the files are read again chunk by chunk into one streaming append
+    # (memory bounded by a chunk and a data file, whatever the files' sizes): one commit.
     loads: dict[str, StreamLoad] = {}
-    for name, (data, load) in prepared.items():
-        stream = load.stream
-        if data is not None and not load.already_loaded:
-            if _legacy_loaded(catalog, stream, data["_airbyte_raw_id"][0].as_py()):
+    for name, stream_files in plan.items():
+        stream = STREAMS_BY_NAME[name]
+        table_schema = _table_schema(catalog, stream)
+        files_summary = summaries[name]
+        rows = sum(s.rows for s in files_summary)
+        load = StreamLoad(
+            stream=stream,
+            files=[f.relative for f in stream_files],
+            empty_files=[s.relative for s in files_summary if s.rows == 0],
+            rows=rows,
+            added=sorted({c for s in files_summary if s.rows for c in s.added}),
+            missing=sorted({c for s in files_summary if s.rows for c in s.missing}),
+            already_loaded=committed[name],
+        )
+        first = next((s for s in files_summary if s.rows), None)
+        if first is not None and not load.already_loaded:
+            if _legacy_loaded(catalog, stream, raw_ids(batch, first.relative, 1)[0].as_py()):
                 load.already_loaded = True
             else:
+                chunks = _raw_chunks(fs, root, batch, stream_files, files_summary, table_schema,
+                                     schemas[name], extracted_at, unchanged)  # fmt: skip
                 try:
                     load.write = iceberg.write_table(
-                        catalog, stream.identifier, data, mode="append",
+                        catalog, stream.identifier, chunks, schema=schemas[name], mode="append",
                         snapshot_properties=properties, precondition=precondition,
                     )  # fmt: skip
                 except _AlreadyCommitted:

@@ -7,9 +7,9 @@ import datetime as dt
 import io
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ingestion.landing.batch import LandingFile, LandingRejected
 from ingestion.streams import RawStream
@@ -260,14 +260,16 @@ def _reject_array_bytes(body: bytes, stream: RawStream, relative: str, line: int
 
 
 def parse_jsonl(
-    data: bytes, stream: RawStream, relative: str, row_label: str = "line"
+    data: bytes, stream: RawStream, relative: str, row_label: str = "line", first_line: int = 1
 ) -> ParsedFile:
-    """One JSON object per line; blank lines are skipped."""
+    """One JSON object per line; blank lines are skipped. The row-by-row reading, which words
+    every rejection (what, where, which value): used where pyarrow's reader fails
+    (:func:`_jsonl_arrow`), and for ``.json`` arrays."""
     records: list[dict[str, Any]] = []
     line_numbers: list[int] = []
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]  # a UTF-8 byte order mark
-    for number, line in enumerate(data.split(b"\n"), start=1):
+    for number, line in enumerate(data.split(b"\n"), start=first_line):
         if not line.strip():
             continue
         try:
@@ -305,85 +307,31 @@ def parse_jsonl(
     return _records_table(stream, columns, len(records), relative, line_numbers, row_label)
 
 
-def parse_csv(data: bytes, stream: RawStream, relative: str) -> ParsedFile:
-    """A header row, then one record per row; an empty cell is null."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        start = data.rfind(b"\n", 0, exc.start) + 1
-        end = data.find(b"\n", exc.start)
-        raw_line = data[start : end if end >= 0 else len(data)]
-        column = None
-        header = data.split(b"\n", 1)[0].decode("utf-8", "replace").strip("\r")
-        names = next(csv.reader([header]), [])
-        cells = next(csv.reader([raw_line.decode("utf-8", "surrogateescape")]), [])
-        for name, cell in zip(names, cells, strict=False):
-            if any("\udc80" <= ch <= "\udcff" for ch in cell):
-                column = name
-                raw_line = cell.encode("utf-8", "surrogateescape")
-                break
-        raise _non_utf8(stream, relative, f"line {line}", column, raw_line) from None
-    # The csv module refuses cells over 128 KiB by default; an oversized value is accepted
-    # and flagged by the string_sizes check instead, like in the other formats.
-    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-    try:
-        return _parse_csv_text(text, stream, relative)
-    except csv.Error as exc:
-        raise LandingRejected(
-            f"{stream.identifier}: {relative} is not valid CSV: {exc}",
-            table=stream.identifier, file=relative,
-        ) from None  # fmt: skip
-
-
-def _parse_csv_text(text: str, stream: RawStream, relative: str) -> ParsedFile:
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    header = next(reader, None)
-    if header is None:
-        return _records_table(stream, {}, 0, relative, [], "line")
-    if len(set(header)) != len(header):
-        dupes = sorted({h for h in header if header.count(h) > 1})
-        raise LandingRejected(
-            f"{stream.identifier}: {relative} repeats the header column(s) {dupes}",
-            table=stream.identifier, column=dupes[0], file=relative,
-        )  # fmt: skip
-    _reject_reserved(stream, header, relative)
-    rows: list[list[str]] = []
-    line_numbers: list[int] = []
-    for row in reader:
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise LandingRejected(
-                f"{stream.identifier}: {relative}, line {reader.line_num} has {len(row)} cells "
-                f"for {len(header)} header columns",
-                table=stream.identifier,
-                file=relative,
-            )
-        rows.append(row)
-        line_numbers.append(reader.line_num)
-    columns = {
-        name: [row[i] if row[i] != "" else None for row in rows] for i, name in enumerate(header)
-    }
-    return _records_table(stream, columns, len(rows), relative, line_numbers, "line")
-
-
 def parse_parquet(data: bytes, stream: RawStream, relative: str) -> ParsedFile:
     """A Parquet file: declared columns are cast to their type (a lossy or impossible cast
     rejects), added columns keep their Parquet type."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(io.BytesIO(data))
     except Exception as exc:
-        raise LandingRejected(
-            f"{stream.identifier}: {relative} is not a readable Parquet file: {exc}",
-            table=stream.identifier,
-            file=relative,
-        ) from None
+        raise _unreadable_parquet(stream, relative, exc) from None
+    return parse_parquet_table(table, stream, relative)
+
+
+def _unreadable_parquet(stream: RawStream, relative: str, exc: Exception) -> LandingRejected:
+    return LandingRejected(
+        f"{stream.identifier}: {relative} is not a readable Parquet file: {exc}",
+        table=stream.identifier,
+        file=relative,
+    )
+
+
+def parse_parquet_table(table: pa.Table, stream: RawStream, relative: str,
+                        first_row: int = 1) -> ParsedFile:  # fmt: skip
+    """Validate rows of a Parquet file (``first_row``: the number of the first, for messages)."""
+    import pyarrow as pa
+
     _reject_reserved(stream, table.column_names, relative)
     for name in table.column_names:
         column = table[name]
@@ -393,7 +341,7 @@ def parse_parquet(data: bytes, stream: RawStream, relative: str) -> ParsedFile:
             except pa.ArrowInvalid:
                 values = column.cast(pa.binary() if pa.types.is_string(column.type)
                                      else pa.large_binary()).to_pylist()  # fmt: skip
-                for row, raw in enumerate(values, start=1):
+                for row, raw in enumerate(values, start=first_row):
                     if raw is not None:
                         try:
                             raw.decode("utf-8")
@@ -406,7 +354,7 @@ def parse_parquet(data: bytes, stream: RawStream, relative: str) -> ParsedFile:
             missing.append(f.name)
             arrays.append(pa.nulls(table.num_rows, f.type))
         else:
-            arrays.append(_cast_parquet(stream, f, table[f.name], relative))
+            arrays.append(_cast_parquet(stream, f, table[f.name], relative, first_row))
         fields.append(f)
     added = [c for c in table.column_names if c not in declared]
     for name in added:
@@ -417,7 +365,7 @@ def parse_parquet(data: bytes, stream: RawStream, relative: str) -> ParsedFile:
 
 
 def _cast_parquet(stream: RawStream, f: pa.Field, column: pa.ChunkedArray,
-                  relative: str) -> pa.ChunkedArray:  # fmt: skip
+                  relative: str, first_row: int = 1) -> pa.ChunkedArray:  # fmt: skip
     import pyarrow as pa
 
     source = column.type
@@ -442,7 +390,7 @@ def _cast_parquet(stream: RawStream, f: pa.Field, column: pa.ChunkedArray,
         pass
     # Find the first value that does not convert, to name it.
     convert = converter(f.type)
-    for row, value in enumerate(column.to_pylist(), start=1):
+    for row, value in enumerate(column.to_pylist(), start=first_row):
         if value is None:
             continue
         if isinstance(value, dt.datetime):
@@ -464,17 +412,370 @@ def _cast_parquet(stream: RawStream, f: pa.Field, column: pa.ChunkedArray,
     )
 
 
-PARSERS: dict[str, Callable[[bytes, RawStream, str], ParsedFile]] = {
-    "jsonl": parse_jsonl,
-    "ndjson": parse_jsonl,
-    "json": parse_json,
-    "csv": parse_csv,
-    "parquet": parse_parquet,
-}
+# ---- bounded reading: chunks -----------------------------------------------------------------
+
+#: Bytes of JSON lines parsed at once (a chunk ends at a line end): memory follows this, not the
+#: file's size.
+CHUNK_BYTES = 16 * 1024 * 1024
+#: Rows per chunk of the row-by-row CSV reading and of Parquet.
+CHUNK_ROWS = 65_536
+#: A ``.json`` file (one JSON array, which has no line to cut at) is read whole: larger ones are
+#: refused (write JSON lines instead).
+MAX_JSON_ARRAY_BYTES = 256 * 1024 * 1024
+
+Opener = Callable[[], BinaryIO]
+
+
+def iter_chunks(f: LandingFile, open_file: Opener) -> Iterator[ParsedFile]:
+    """Read and validate one landing file in bounded chunks, in row order (raises
+    :class:`LandingRejected`). ``missing`` of a chunk: declared columns none of its rows has;
+    a file lacks a column if every chunk lacks it."""
+    readers: dict[str, Callable[[LandingFile, Opener], Iterator[ParsedFile]]] = {
+        "jsonl": _jsonl_chunks,
+        "ndjson": _jsonl_chunks,
+        "json": _json_array_chunks,
+        "csv": _csv_chunks,
+        "parquet": _parquet_chunks,
+    }
+    for chunk in readers[f.fmt](f, open_file):
+        chunk.file = f
+        yield chunk
 
 
 def parse_file(f: LandingFile, data: bytes) -> ParsedFile:
-    """Read and validate one landing file (raises :class:`LandingRejected`)."""
-    parsed = PARSERS[f.fmt](data, f.stream, f.relative)
-    parsed.file = f
-    return parsed
+    """Read and validate a whole landing file held in memory (tests, small files)."""
+    import pyarrow as pa
+
+    chunks = list(iter_chunks(f, lambda: io.BytesIO(data)))
+    if len(chunks) == 1:
+        return chunks[0]
+    missing = [c for c in chunks[0].missing if all(c in k.missing for k in chunks)]
+    added = list(dict.fromkeys(c for k in chunks for c in k.added))
+    table = pa.concat_tables([k.data for k in chunks], promote_options="default")
+    return ParsedFile(f, table, added, missing)
+
+
+def _line_blocks(handle: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
+    """``(number of its first line, block)``: the file cut after a line end every ``size``
+    bytes or so (a longer line makes a longer block); a byte order mark is dropped."""
+    line, rest, first = 1, b"", True
+    while block := handle.read(size):
+        data = rest + block
+        if first:
+            data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+            first = False
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            rest = data
+            continue
+        yield line, data[: cut + 1]
+        line += data.count(b"\n", 0, cut + 1)
+        rest = data[cut + 1 :]
+    if rest:
+        yield line, rest
+
+
+def _jsonl_chunks(f: LandingFile, open_file: Opener) -> Iterator[ParsedFile]:
+    empty = True
+    with open_file() as handle:
+        for first_line, block in _line_blocks(handle, CHUNK_BYTES):
+            parsed = _jsonl_arrow(block, f.stream, f.relative)
+            if parsed is None:  # words the rejection, or reads what pyarrow is stricter about
+                parsed = parse_jsonl(block, f.stream, f.relative, first_line=first_line)
+            empty = False
+            yield parsed
+    if empty:
+        yield parse_jsonl(b"", f.stream, f.relative)
+
+
+def _arrow_read_type(t: pa.DataType) -> pa.DataType:
+    """Timestamps are read as text, then cast (their zones and forms are checked there)."""
+    import pyarrow as pa
+
+    return pa.string() if pa.types.is_timestamp(t) else t
+
+
+def _declared_arrays(stream: RawStream, table: pa.Table) -> list[pa.ChunkedArray] | None:
+    """The declared columns cast to their types, or None where the row-by-row reading must
+    decide: a value pyarrow will not cast, or a column null in every row (absent, or present
+    with nulls: only the row-by-row reading tells, and reports a dropped column)."""
+    import pyarrow as pa
+
+    arrays = []
+    for f in stream.source_fields:
+        column = table[f.name]
+        if column.null_count == len(column):
+            return None
+        if column.type != f.type:
+            try:
+                column = column.cast(f.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                return None
+        arrays.append(column)
+    return arrays
+
+
+def _added_as_text(stream: RawStream, table: pa.Table) -> tuple[list[str], list[Any]] | None:
+    """Added columns (not declared) as text, like the row-by-row reading keeps them; None if
+    one is not text in the file (its JSON text is what is kept: the row-by-row reading)."""
+    import pyarrow as pa
+
+    declared = {f.name for f in stream.source_fields}
+    added = [c for c in table.column_names if c not in declared]
+    arrays = []
+    for name in added:
+        if not name.strip() or name.startswith("_airbyte_"):
+            return None  # rejected, with its wording, by the row-by-row reading
+        column = table[name]
+        if pa.types.is_null(column.type):
+            column = column.cast(pa.string())
+        elif not pa.types.is_string(column.type):
+            return None
+        arrays.append(column)
+    return added, arrays
+
+
+def _arrow_chunk(stream: RawStream, relative: str, table: pa.Table) -> ParsedFile | None:
+    import pyarrow as pa
+
+    if table.num_rows == 0:
+        return None
+    declared = _declared_arrays(stream, table)
+    added = _added_as_text(stream, table)
+    if declared is None or added is None:
+        return None
+    names, added_arrays = added
+    fields = [*stream.source_fields, *(pa.field(n, pa.string()) for n in names)]
+    data = pa.Table.from_arrays([*declared, *added_arrays], schema=pa.schema(fields))
+    return ParsedFile(LandingFile(relative, stream, ""), data, names, [])
+
+
+def _jsonl_arrow(block: bytes, stream: RawStream, relative: str) -> ParsedFile | None:
+    """JSON lines through pyarrow's JSON reader against the stream's schema; None when the
+    row-by-row reading must decide (any error: it names the line, column and value)."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    schema = pa.schema([pa.field(f.name, _arrow_read_type(f.type)) for f in stream.source_fields])
+    try:
+        table = pj.read_json(
+            io.BytesIO(block),
+            read_options=pj.ReadOptions(use_threads=False, block_size=len(block) + 1),
+            parse_options=pj.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="infer"
+            ),
+        )
+    except Exception:  # any parse or conversion error: the row-by-row reading words it
+        return None
+    return _arrow_chunk(stream, relative, table)
+
+
+def _json_array_chunks(f: LandingFile, open_file: Opener) -> Iterator[ParsedFile]:
+    with open_file() as handle:
+        data = handle.read(MAX_JSON_ARRAY_BYTES + 1)
+    if len(data) > MAX_JSON_ARRAY_BYTES:
+        raise LandingRejected(
+            f"{f.stream.identifier}: {f.relative} is over {MAX_JSON_ARRAY_BYTES // 2**20} MiB; a "
+            ".json file (one array) is read whole, so larger ones are refused: write JSON lines "
+            "(.jsonl, one object per line), which are read in bounded chunks",
+            table=f.stream.identifier,
+            file=f.relative,
+        )
+    yield parse_json(data, f.stream, f.relative)
+
+
+def _csv_chunks(f: LandingFile, open_file: Opener) -> Iterator[ParsedFile]:
+    """pyarrow's CSV reader, chunk by chunk; from the first chunk it cannot read, the
+    row-by-row reading takes over (it words the rejection, or accepts what pyarrow is stricter
+    about), continuing after the rows already given."""
+    header = _csv_header(f, open_file)
+    done = 0
+    if header:
+        try:
+            for chunk in _csv_arrow(f, open_file, header):
+                yield chunk
+                done += chunk.rows
+            return
+        except _ArrowGaveUp:
+            pass
+    yield from _csv_rows(f, open_file, skip=done)
+
+
+class _ArrowGaveUp(Exception):
+    """pyarrow could not read a chunk: the row-by-row reading decides."""
+
+
+def _csv_header(f: LandingFile, open_file: Opener) -> list[str] | None:
+    """The header row, validated (no duplicate, empty or reserved name); None for an empty
+    file (or one pyarrow should not read: the row-by-row reading then decides)."""
+    with open_file() as handle:
+        text = io.TextIOWrapper(handle, encoding="utf-8-sig", errors="strict", newline="")
+        try:
+            header = next(csv.reader(text, strict=True), None)
+        except (UnicodeDecodeError, csv.Error):
+            return None
+    if header is None:
+        return None
+    if len(set(header)) != len(header):
+        return None  # rejected with its wording by the row-by-row reading
+    # pyarrow reads an unterminated quote to the end of the file where the csv module (strict)
+    # rejects it: well-formed quoting has an even number of quote characters.
+    quotes = 0
+    with open_file() as handle:
+        while block := handle.read(CHUNK_BYTES):
+            quotes += block.count(b'"')
+    return header if quotes % 2 == 0 else None
+
+
+def _csv_arrow(f: LandingFile, open_file: Opener, header: list[str]) -> Iterator[ParsedFile]:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    stream = f.stream
+    _reject_reserved(stream, header, f.relative)
+    declared = {x.name for x in stream.source_fields}
+    with open_file() as handle:
+        try:
+            reader = pacsv.open_csv(
+                handle,
+                read_options=pacsv.ReadOptions(use_threads=False, block_size=CHUNK_BYTES),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={name: pa.string() for name in header},
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=True,
+                    null_values=[""],
+                ),
+            )
+        except Exception:
+            raise _ArrowGaveUp from None
+        missing = [x.name for x in stream.source_fields if x.name not in header]
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except Exception:
+                raise _ArrowGaveUp from None
+            table = pa.Table.from_batches([batch])
+            for name in missing:  # absent from the header: nulls, reported missing
+                table = table.append_column(
+                    name, pa.nulls(table.num_rows, _arrow_read_type(stream.schema.field(name).type))
+                )
+            present = [x for x in stream.source_fields if x.name in header]
+            arrays = []
+            for x in stream.source_fields:
+                column = table[x.name]
+                if x in present and column.null_count == len(column):
+                    arrays.append(column.cast(x.type))  # present, all empty: nulls
+                    continue
+                try:
+                    arrays.append(column.cast(x.type, safe=True))
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                    raise _ArrowGaveUp from None
+            added = [name for name in header if name not in declared]
+            fields = [*stream.source_fields, *(pa.field(n, pa.string()) for n in added)]
+            data = pa.Table.from_arrays(
+                [*arrays, *(table[n] for n in added)], schema=pa.schema(fields)
+            )
+            yield ParsedFile(LandingFile(f.relative, stream, ""), data, added, missing)
+
+
+def _csv_rows(f: LandingFile, open_file: Opener, skip: int = 0) -> Iterator[ParsedFile]:
+    """The row-by-row CSV reading, in chunks of :data:`CHUNK_ROWS` rows (after ``skip`` rows
+    already read): names the line, column and value of any rejection."""
+    stream, relative = f.stream, f.relative
+    # The csv module refuses cells over 128 KiB by default; an oversized value is accepted
+    # and flagged by the string_sizes check instead, like in the other formats.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    with open_file() as handle:
+        text = io.TextIOWrapper(handle, encoding="utf-8-sig", errors="surrogateescape",
+                                newline="")  # fmt: skip
+        reader = csv.reader(text, strict=True)
+        try:
+            header = next(reader, None)
+            if header is None:
+                yield _records_table(stream, {}, 0, relative, [], "line")
+                return
+            header = [_no_surrogates(stream, relative, reader.line_num, None, h) for h in header]
+            if len(set(header)) != len(header):
+                dupes = sorted({h for h in header if header.count(h) > 1})
+                raise LandingRejected(
+                    f"{stream.identifier}: {relative} repeats the header column(s) {dupes}",
+                    table=stream.identifier, column=dupes[0], file=relative,
+                )  # fmt: skip
+            _reject_reserved(stream, header, relative)
+            rows: list[list[str]] = []
+            line_numbers: list[int] = []
+            seen = 0
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise LandingRejected(
+                        f"{stream.identifier}: {relative}, line {reader.line_num} has "
+                        f"{len(row)} cells for {len(header)} header columns",
+                        table=stream.identifier,
+                        file=relative,
+                    )
+                for name, cell in zip(header, row, strict=True):
+                    _no_surrogates(stream, relative, reader.line_num, name, cell)
+                seen += 1
+                if seen <= skip:
+                    continue
+                rows.append(row)
+                line_numbers.append(reader.line_num)
+                if len(rows) == CHUNK_ROWS:
+                    yield _csv_table(stream, relative, header, rows, line_numbers)
+                    rows, line_numbers = [], []
+            if rows or not seen:
+                yield _csv_table(stream, relative, header, rows, line_numbers)
+        except csv.Error as exc:
+            raise LandingRejected(
+                f"{stream.identifier}: {relative} is not valid CSV: {exc}",
+                table=stream.identifier, file=relative,
+            ) from None  # fmt: skip
+
+
+def _no_surrogates(stream: RawStream, relative: str, line: int, column: str | None,
+                   cell: str) -> str:  # fmt: skip
+    """``cell``, unless it holds bytes that were not UTF-8 (rejected, naming them)."""
+    if any("\udc80" <= ch <= "\udcff" for ch in cell):
+        raw = cell.encode("utf-8", "surrogateescape")
+        raise _non_utf8(stream, relative, f"line {line}", column, raw)
+    return cell
+
+
+def _csv_table(stream: RawStream, relative: str, header: list[str], rows: list[list[str]],
+               line_numbers: list[int]) -> ParsedFile:  # fmt: skip
+    columns = {
+        name: [row[i] if row[i] != "" else None for row in rows] for i, name in enumerate(header)
+    }
+    return _records_table(stream, columns, len(rows), relative, line_numbers, "line")
+
+
+def _parquet_chunks(f: LandingFile, open_file: Opener) -> Iterator[ParsedFile]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with open_file() as handle:
+        try:
+            parquet = pq.ParquetFile(handle)
+            batches = parquet.iter_batches(batch_size=CHUNK_ROWS)
+            schema = parquet.schema_arrow
+        except Exception as exc:
+            raise _unreadable_parquet(f.stream, f.relative, exc) from None
+        first_row, empty = 1, True
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except Exception as exc:
+                raise _unreadable_parquet(f.stream, f.relative, exc) from None
+            empty = False
+            yield parse_parquet_table(pa.Table.from_batches([batch]), f.stream, f.relative,
+                                      first_row)  # fmt: skip
+            first_row += batch.num_rows
+        if empty:
+            yield parse_parquet_table(schema.empty_table(), f.stream, f.relative)
