@@ -49,7 +49,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 f"events/day={s.events_per_day} days={s.days} ({first}..{last}) seed={s.seed}"
             )
         report = run_demo(log=(lambda _m: None) if args.json else print)
-    except (DemoFailed, SettingsError) as exc:
+    except (DemoFailed, SettingsError, OSError) as exc:
+        # OSError: the disk is full or the home vanished mid-run; one line, not a traceback.
         print(f"demo failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if args.json:

@@ -118,14 +118,14 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     Reads its settings (home, stand-in sizes) from the environment through ``shared.settings``.
     """
     from shared.iceberg import list_tables, open_catalog
-    from shared.settings import load_settings
+    from shared.settings import ensure_home, load_settings
 
     settings = load_settings()
     if not settings.is_local:
         raise DemoFailed(
             "the demo runs the local lakehouse only; unset DATA_PLATFORM_ENV or set it to 'local'"
         )
-    settings.home.mkdir(parents=True, exist_ok=True)
+    ensure_home(settings)  # one clear error for a home that is a file or not writable
     # Pin the home for every process the runs start (dbt's subprocess reads it too).
     os.environ["DATA_PLATFORM_HOME"] = str(settings.home)
 
@@ -401,8 +401,21 @@ def _failure_message(result) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_key:
             error = event.event_specific_data.error
-            messages.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+            messages.append(f"{event.step_key}: {error_text(error) if error else 'failed'}")
     return "; ".join(messages) or "see the run's logs"
+
+
+def error_text(error) -> str:
+    """A step error with its causes: Dagster wraps the error raised in the step (dbt's own
+    message, from dagster-dbt) in "Error occurred while executing op ...", which alone says
+    nothing; the causes are what happened."""
+    parts = []
+    while error is not None:
+        message = error.message.strip()
+        if message and message not in parts:
+            parts.append(message)
+        error = error.cause
+    return " <- caused by: ".join(parts)
 
 
 def format_report(report: DemoReport) -> str:

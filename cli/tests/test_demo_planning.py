@@ -63,3 +63,23 @@ def test_the_real_plan_starts_dbt_twice_per_cycle():
         "analytics",
         "analytics",
     ]
+
+
+def test_a_step_failure_shows_the_error_under_dagsters_wrapper():
+    """Issue 16 item 11: the demo said only 'Error occurred while executing op "dbt_models"'."""
+    from dagster._utils.error import SerializableErrorInfo
+
+    from data_platform.demo import error_text
+
+    dbt_error = SerializableErrorInfo(
+        "DagsterDbtCliRuntimeError: dbt build failed: Runtime Error: No space left on device\n",
+        [],
+        "DagsterDbtCliRuntimeError",
+    )
+    wrapper = SerializableErrorInfo(
+        'Error occurred while executing op "dbt_models":\n', [], "DagsterExecutionStepExecutionError",
+        cause=dbt_error,
+    )  # fmt: skip
+    text = error_text(wrapper)
+    assert text.startswith('Error occurred while executing op "dbt_models":')
+    assert "No space left on device" in text

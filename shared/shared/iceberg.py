@@ -40,7 +40,7 @@ from pyiceberg.io import load_file_io
 from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform
 
-from shared.settings import Settings, load_settings
+from shared.settings import Settings, ensure_home, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def open_catalog(settings: Settings | None = None, *, attempts: int = 4) -> Cata
     """
     settings = settings or load_settings()
     if settings.is_local:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        ensure_home(settings)  # a home that is a file or not writable: one clear error
         settings.warehouse_dir.mkdir(parents=True, exist_ok=True)
     catalog = _with_retries(
         f"open the Iceberg catalog at {_redact(settings.catalog.uri)}",

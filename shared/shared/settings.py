@@ -27,6 +27,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 MODES = ("local", "prod")
 
@@ -73,9 +74,9 @@ class CatalogSettings:
     """How to reach the Iceberg catalog."""
 
     name: str
-    #: local: ``sqlite:///<home>/catalog.db``; prod: the REST catalog's URL.
+    #: local: ``sqlite:///<home>/catalog.db`` (path quoted); prod: the REST catalog's URL.
     uri: str
-    #: local: ``file://<home>/warehouse``; prod: ``s3://bucket/prefix`` or the REST warehouse name.
+    #: local: ``<home>/warehouse`` (a path); prod: ``s3://bucket/prefix`` or the REST warehouse name.
     warehouse: str
     token: Secret | None = None
 
@@ -143,6 +144,36 @@ class Settings:
             props["s3.access-key-id"] = store.access_key_id.reveal()
             props["s3.secret-access-key"] = store.secret_access_key.reveal()
         return props
+
+
+def ensure_home(settings: Settings) -> Path:
+    """Create the local home if needed and check that it is a folder this user can write.
+
+    A home that is a file, lies under a file, cannot be created or is not writable is one
+    :class:`SettingsError` naming ``DATA_PLATFORM_HOME`` and what is allowed, not a traceback
+    from the first write. Called when the home is about to be used (the CLI, opening the local
+    catalog), never at import.
+    """
+    home = settings.home
+    problem = None
+    for folder in (home, *home.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                problem = "it is a file" if folder == home else f"it is under a file ({folder})"
+            break
+    if problem is None:
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problem = f"it cannot be created ({exc.strerror or exc})"
+    if problem is None and not os.access(home, os.W_OK | os.X_OK):
+        problem = "this user cannot write in it"
+    if problem:
+        raise SettingsError(
+            f"DATA_PLATFORM_HOME={str(home)!r} is not usable: {problem}. Allowed: a folder, "
+            "existing or creatable, that this user can write."
+        )
+    return home
 
 
 def default_home() -> Path:
@@ -269,8 +300,13 @@ def _settings_for(env: str, env_vars: Mapping[str, str], home: Path) -> Settings
             name="local",
             # timeout: SQLite's busy timeout (seconds), so parallel steps wait for the write lock
             # instead of failing with "database is locked".
-            uri=f"sqlite:///{home / 'catalog.db'}?timeout=60",
-            warehouse=(home / "warehouse").as_uri(),
+            # The path quoted in the URL (SQLAlchemy decodes it): a home containing `?`, `%`,
+            # `#` or spaces must not cut or change the path (`…/pct%41x` was `…/pctAx`).
+            uri=f"sqlite:///{quote(str(home / 'catalog.db'))}?timeout=60",
+            # A plain absolute path, not a file:// URL: pyiceberg's local FileIO does not decode
+            # file URLs (a quoted `%3F` would become a folder name) and cuts an unquoted one at
+            # `?` or `#`; a path without a scheme is taken as it is.
+            warehouse=str(home / "warehouse"),
         )
         store = ObjectStoreSettings(
             endpoint=None,

@@ -150,3 +150,17 @@ def test_two_first_writes_at_once_create_one_table(catalog, other):
     cursor_sync(catalog, 5, before_commit=[lambda: cursor_sync(other, 5)], calls=calls)
     assert sorted(read_table(catalog, "raw.items")["id"].to_pylist()) == [1, 2, 3, 4, 5]
     assert calls == [0, 5]
+
+
+@pytest.mark.parametrize("name", ["qhome?x", "pct%41x", "sp ace#frag"])
+def test_a_home_with_url_characters_keeps_everything_inside_it(tmp_path, name):
+    """Issue 16 item 8: `…/qhome?x` wrote `…/qhome`, `…/pct%41x` wrote `…/pctAx/catalog.db`."""
+    home = tmp_path / name
+    catalog = open_catalog(load_settings({"DATA_PLATFORM_HOME": str(home)}))
+    write_table(catalog, "raw.items", rows([1, 2]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing beside the home
+    assert (home / "catalog.db").is_file()
+    files = [p for p in (home / "warehouse").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files)
+    again = open_catalog(load_settings({"DATA_PLATFORM_HOME": str(home)}))
+    assert read_table(again, "raw.items")["id"].to_pylist() == [1, 2]

@@ -1,3 +1,4 @@
+import os
 import re
 from pathlib import Path
 
@@ -20,7 +21,7 @@ def test_local_is_the_default_and_lives_under_home(tmp_path):
     assert s.home == tmp_path.resolve()
     assert s.catalog_properties()["type"] == "sql"
     assert s.catalog.uri.startswith(f"sqlite:///{tmp_path.resolve()}/catalog.db")
-    assert s.catalog.warehouse == (tmp_path.resolve() / "warehouse").as_uri()
+    assert s.catalog.warehouse == str(tmp_path.resolve() / "warehouse")
     assert s.airbyte is None
 
 
@@ -151,3 +152,27 @@ def test_default_home_is_repo_root(monkeypatch):
     repo = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(repo / "shared")
     assert load_settings({}).home == repo / ".data-platform"
+
+
+def test_a_home_that_is_a_file_or_under_a_file_is_one_clear_error(tmp_path):
+    from shared.settings import ensure_home
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for home, problem in ((a_file, "it is a file"), (a_file / "sub", "it is under a file")):
+        with pytest.raises(SettingsError) as err:
+            ensure_home(load_settings({"DATA_PLATFORM_HOME": str(home)}))
+        message = str(err.value)
+        assert message.startswith(f"DATA_PLATFORM_HOME={str(home)!r} is not usable: {problem}")
+        assert "Allowed: a folder" in message and "\n" not in message
+    assert ensure_home(load_settings({"DATA_PLATFORM_HOME": str(tmp_path / "new" / "h")})).is_dir()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_a_home_that_is_not_writable_is_one_clear_error(tmp_path):
+    from shared.settings import ensure_home
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(SettingsError, match="cannot be created|cannot write"):
+        ensure_home(load_settings({"DATA_PLATFORM_HOME": str(locked / "home")}))

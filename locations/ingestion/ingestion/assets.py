@@ -21,7 +21,6 @@ from dagster import (
     TableSchema,
     multi_asset,
 )
-from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
 
 from ingestion.resources import AirbyteSyncResource
 from ingestion.streams import RAW_NAMESPACE, STREAMS, RawStream, stream_for_key
@@ -50,7 +49,9 @@ def raw_spec(stream: RawStream) -> AssetSpec:
         owners=owners("ingestion"),
         tags=layer_tags(RAW_NAMESPACE),
         metadata={
-            **TableMetadataSet(column_schema=column_schema(stream), table_name=stream.identifier),
+            # Dagster's documented metadata keys (what its private TableMetadataSet would set).
+            "dagster/column_schema": column_schema(stream),
+            "dagster/table_name": stream.identifier,
             "primary_key": ", ".join(stream.primary_key),
             "cursor_field": stream.cursor_field,
         },

@@ -139,6 +139,10 @@ def test_build_incremental_days_late_rows_and_rerun(catalog, home):
     result = run_daily(instance, "2026-01-01", "2026-01-02")
     assert result.success
     assert run_full(instance).success
+    # dbt's working files are the home's (issue 16 item 11): its partial-parse state kept for
+    # the next run, each run's target folder removed once the run succeeded.
+    assert (home / "dbt" / "partial_parse.msgpack").stat().st_size > 0
+    assert list((home / "dbt" / "target").iterdir()) == []
 
     # Day 3 (e6) is outside the window: not processed yet. e2's duplicate delivery is collapsed to
     # its latest version (r2b). e4 at 23:30 UTC belongs to Jan 2.

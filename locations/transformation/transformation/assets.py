@@ -35,6 +35,7 @@ from shared.partitions import daily_partitions
 from shared.resources import IcebergCatalogResource
 from shared.settings import Settings
 from transformation.automation import condition_for
+from transformation.dbt_workdir import run_target
 from transformation.manifest import TagSelection, build_specs, load_manifest
 from transformation.project import DBT_EXECUTABLE, DBT_PROJECT_DIR, ensure_manifest
 
@@ -139,12 +140,16 @@ def run_dbt(
     manifest = load_manifest(str(MANIFEST_PATH))
     args += dbt_run.selection_args(context, manifest, selection.select, selection.exclude)
     context.log.info(f"dbt {' '.join(args)}")
-    for event in dbt_run.stream(context, dbt.cli_resource(), args, str(MANIFEST_PATH)):
-        if isinstance(event, Output):
-            event = event.with_metadata(
-                {**event.metadata, **_iceberg_metadata(context, iceberg, event)}
-            )
-        yield event
+    # dbt's target folder of its own under the home, with the home's partial-parse state
+    # (transformation.dbt_workdir): nothing shared with other homes or concurrent runs.
+    with run_target(settings.home, context.run.run_id, context.op_def.name) as target:
+        cli = dbt.cli_resource()
+        for event in dbt_run.stream(context, cli, args, str(MANIFEST_PATH), target):
+            if isinstance(event, Output):
+                event = event.with_metadata(
+                    {**event.metadata, **_iceberg_metadata(context, iceberg, event)}
+                )
+            yield event
 
 
 def _iceberg_metadata(

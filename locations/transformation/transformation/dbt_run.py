@@ -17,6 +17,7 @@ context-free events into the step's outputs and check results (:func:`to_step_ev
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -122,7 +123,13 @@ def stream(
     cli: DbtCliResource,
     args: list[str],
     manifest_path: str,
+    target_path: Path | None = None,
 ) -> Iterator[Any]:
-    """Run ``dbt <args>`` and yield the step's events (raises if dbt fails, after its events)."""
-    invocation = cli.cli(args, manifest=manifest_path, dagster_dbt_translator=TRANSLATOR)
+    """Run ``dbt <args>`` and yield the step's events (raises if dbt fails, after its events).
+
+    ``target_path``: dbt's target folder for this invocation (``transformation.dbt_workdir``).
+    """
+    invocation = cli.cli(
+        args, manifest=manifest_path, dagster_dbt_translator=TRANSLATOR, target_path=target_path
+    )
     yield from to_step_events(context, invocation.stream())
