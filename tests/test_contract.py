@@ -79,3 +79,30 @@ def test_raw_tables_read_by_daily_models_record_their_changed_days():
     assert daily_parents <= recording
     doc = (Path(__file__).parents[1] / "docs" / "architecture.md").read_text()
     assert f"`{CHANGED_EVENT_DAYS}`" in doc
+
+
+def test_freshness_is_checked_by_the_owner_of_each_raw_table_and_mart():
+    """Issue 12 item 13: Dagster freshness checks on the raw tables and the marts, each declared
+    by the location that owns the asset (the team that can fix it), with one sensor per
+    location that evaluates them on its own schedule."""
+    from shared.monitoring import FRESHNESS_CHECK_NAME
+
+    location_defs = load_location_defs()
+    graph = build_location_graph(location_defs)
+    checked = {}
+    for loc, defs in location_defs.items():
+        keys = {
+            k.asset_key
+            for k in defs.resolve_asset_graph().asset_check_keys
+            if k.name == FRESHNESS_CHECK_NAME
+        }
+        assert keys <= graph.produces[loc], f"{loc} checks the freshness of assets it does not own"
+        if keys:
+            assert f"{loc}_freshness_checks" in {s.name for s in defs.sensors}
+        checked.update(dict.fromkeys(keys, loc))
+    assert checked == {
+        AssetKey(["raw", "users"]): "ingestion",
+        AssetKey(["raw", "events"]): "ingestion",
+        AssetKey(["marts", "dim_users"]): "transformation",
+        AssetKey(["marts", "fct_daily_events"]): "transformation",
+    }

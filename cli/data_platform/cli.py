@@ -53,11 +53,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         # OSError: the disk is full or the home vanished mid-run; one line, not a traceback.
         print(f"demo failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except _storage_errors() as exc:
+        # SQLite (the Dagster instance, the Iceberg catalog) reports a full disk as its own
+        # error, wrapped by SQLAlchemy; every table is still at its last complete commit.
+        reason = getattr(exc, "orig", None) or exc
+        print(
+            f"demo failed: could not write under {_home_of(args)}: {reason}; free space there "
+            "and run again (every table is at its last complete commit)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     if args.json:
         print(json.dumps(report.as_dict(), default=str))
     else:
         print(format_report(report))
     return report.exit_code()
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    """The errors a full or failing disk raises through SQLite (and SQLAlchemy around it)."""
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError
+
+    return (sqlite3.Error, DBAPIError)
+
+
+def _home_of(args: argparse.Namespace) -> str:
+    from shared.settings import SettingsError, load_settings
+
+    try:
+        return str(load_settings().home)
+    except SettingsError:
+        return "DATA_PLATFORM_HOME"
 
 
 def _cmd_tables(args: argparse.Namespace) -> int:

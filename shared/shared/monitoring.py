@@ -1,8 +1,8 @@
-"""Monitoring and alerting for a code location: Prometheus metrics and run-failure alerts.
+"""Monitoring and alerting for a code location: Prometheus metrics, run-failure alerts, freshness.
 
-Every location merges :func:`monitoring_definitions` into its ``defs``. Both parts are OFF unless
-configured by environment (Helm values ``env`` / the location's Secret), so local work and tests
-get no sensor at all:
+Every location merges :func:`monitoring_definitions` into its ``defs``. Metrics and alerts are
+OFF unless configured by environment (Helm values ``env`` / the location's Secret), so local work
+and tests get no such sensor at all:
 
 ``DATA_PLATFORM_PUSHGATEWAY_URL``
     e.g. ``http://prometheus-pushgateway.monitoring:9091``. Adds the sensor
@@ -20,13 +20,25 @@ get no sensor at all:
     Adds the run-failure sensor ``<location>_run_failure_alert``, which POSTs
     ``{"text": "..."}`` (Slack incoming-webhook format, accepted by most chat tools) to the URL.
 ``DATA_PLATFORM_SLACK_TOKEN`` (Secret) and ``DATA_PLATFORM_SLACK_CHANNEL``
-    The same sensor also posts to the Slack channel through ``dagster-slack``.
+    Adds dagster-slack's run-failure sensor (``make_slack_on_run_failure_sensor``), named
+    ``<location>_slack_run_failure_alert``. A token without a channel is an error naming the
+    variable.
 ``DATA_PLATFORM_WEBSERVER_URL`` (optional)
     Base URL of the Dagster UI, for a link to the failed run in the alert.
 
-The environment is read when the definitions are built only to decide whether a sensor exists
-(no network, nothing stored); values, including the credentials, are read again at each tick and
-never logged. ``prometheus-client`` and ``dagster-slack`` come with the ``shared[k8s]`` extra
+Freshness (``freshness=`` of :func:`monitoring_definitions`): each location names the assets it
+OWNS and how old each may get. Dagster's own freshness checks
+(``build_last_update_freshness_checks``: the asset's last materialization is at most that old)
+are declared for them, with ERROR severity and ``blocking``, and
+``build_sensor_for_freshness_checks`` evaluates them on its own schedule, not only after a sync:
+when syncs stop, the check fails in a run of its own, that run fails (a blocking check failing
+fails its step), and the run-failure alerts above report it. The sensor
+``<location>_freshness_checks`` runs by default where alerts are configured (production) and is
+stopped otherwise (locally, a fresh lakehouse would only produce failed runs).
+
+The environment is read when the definitions are built to decide whether a sensor exists (no
+network); the webhook URL is read again at each tick; the Slack token is handed to
+dagster-slack's client when the sensor is built (its API takes it then), and is never logged. ``prometheus-client`` and ``dagster-slack`` come with the ``shared[k8s]`` extra
 that the location images install; they are imported only when a sensor runs.
 """
 
@@ -38,7 +50,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
@@ -292,20 +304,6 @@ def post_webhook(url: Secret, payload: Mapping[str, object]) -> None:
         raise MonitoringError(f"alert webhook unreachable: {type(reason).__name__}") from None
 
 
-def post_slack(token: Secret, channel: str | None, text: str) -> None:
-    """Post to Slack through dagster-slack's resource."""
-    if not channel:
-        raise MonitoringError(f"{SLACK_TOKEN_ENV} is set but {SLACK_CHANNEL_ENV} is not")
-    from dagster_slack import SlackResource
-
-    try:
-        SlackResource(token=token.reveal()).get_client().chat_postMessage(
-            channel=channel, text=text
-        )
-    except Exception as exc:  # slack_sdk raises its own errors; report without the token
-        raise MonitoringError(f"Slack post to {channel} failed: {type(exc).__name__}") from None
-
-
 # ------------------------------------------------------------------------------- sensors
 
 
@@ -414,36 +412,114 @@ def _metrics_sensor(prefix: str, location: str, load: Callable[[], MonitoringCon
     return prometheus_metrics
 
 
-def _failure_alert_sensor(prefix: str, location: str, load: Callable[[], MonitoringConfig]):
+#: Failed steps whose errors an alert quotes.
+STEPS_IN_ALERT = 3
+
+
+def _failure_text(context: dg.RunFailureSensorContext, location: str, webserver_url: str | None):
+    """The alert of a failed run: the run's failure and its first failed steps' errors (a
+    failed blocking check names its asset and check there, e.g. a freshness check)."""
+    run = context.dagster_run
+    errors = [context.failure_event.message] if context.failure_event else []
+    for step in context.get_step_failure_events()[:STEPS_IN_ALERT]:
+        error = step.step_failure_data.error if step.step_failure_data else None
+        while error is not None and error.cause is not None:
+            error = error.cause  # the user code's error, not Dagster's wrapper around it
+        if error is not None:
+            errors.append(f"{step.step_key}: {error.message.strip()}")
+    return failure_message(
+        location=_location_name(context, location),
+        job_name=run.job_name,
+        run_id=run.run_id,
+        error="\n".join(e for e in errors if e) or None,
+        webserver_url=webserver_url,
+    )
+
+
+def _webhook_alert_sensor(prefix: str, location: str, load: Callable[[], MonitoringConfig]):
+    # Hand-written: no Dagster library posts to a generic webhook (dagster-slack needs a Slack
+    # app token, dagster-msteams speaks Teams only); the sensor itself is Dagster's own
+    # run_failure_sensor, only the POST is ours (post_webhook).
     @dg.run_failure_sensor(
         name=f"{prefix}_run_failure_alert",
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Alerts the configured webhook / Slack channel when a run of this location fails.",
+        description="Posts to the configured webhook when a run of this location fails.",
     )
     def run_failure_alert(context: dg.RunFailureSensorContext):
-        """Send one alert per failed run of this location."""
+        """Send one alert per failed run of this location to the webhook."""
         config = load()
-        run = context.dagster_run
-        text = failure_message(
-            location=_location_name(context, location),
-            job_name=run.job_name,
-            run_id=run.run_id,
-            error=context.failure_event.message if context.failure_event else None,
-            webserver_url=config.webserver_url,
-        )
         if config.webhook_url:
+            text = _failure_text(context, location, config.webserver_url)
             post_webhook(config.webhook_url, {"text": text})
-        if config.slack_token:
-            post_slack(config.slack_token, config.slack_channel, text)
 
     return run_failure_alert
 
 
-def monitoring_definitions(
-    location: str | None = None, environ: Mapping[str, str] | None = None
+def _slack_alert_sensor(prefix: str, location: str, config: MonitoringConfig):
+    """dagster-slack's run-failure sensor, with this platform's message."""
+    from dagster_slack import make_slack_on_run_failure_sensor
+
+    if not config.slack_channel:
+        raise MonitoringError(f"{SLACK_TOKEN_ENV} is set but {SLACK_CHANNEL_ENV} is not")
+    return make_slack_on_run_failure_sensor(
+        channel=config.slack_channel,
+        slack_token=config.slack_token.reveal(),
+        # The link to the run is dagster-slack's button (webserver_base_url), not in the text.
+        text_fn=lambda context: _failure_text(context, location, None),
+        name=f"{prefix}_slack_run_failure_alert",
+        webserver_base_url=config.webserver_url,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+
+
+#: Name Dagster gives every last-update freshness check.
+FRESHNESS_CHECK_NAME = "freshness_check"
+#: How often the freshness sensor looks for checks that may have become overdue.
+FRESHNESS_SENSOR_INTERVAL_SECONDS = 300
+
+
+def freshness_definitions(
+    prefix: str, freshness: Mapping[dg.AssetKey, timedelta], alerts_enabled: bool
 ) -> dg.Definitions:
-    """Sensors for metrics and failure alerts of `location`, only those the environment enables.
+    """Dagster's last-update freshness checks for ``freshness`` (asset key -> maximum age) and
+    the sensor that evaluates them on its own schedule; see the module docstring."""
+    by_age: dict[timedelta, list[dg.AssetKey]] = {}
+    for key, max_age in freshness.items():
+        by_age.setdefault(max_age, []).append(key)
+    checks = [
+        check
+        for max_age, keys in sorted(by_age.items())
+        for check in dg.build_last_update_freshness_checks(
+            assets=keys,
+            lower_bound_delta=max_age,
+            severity=dg.AssetCheckSeverity.ERROR,
+            # A failing blocking check fails its run, which the run-failure alerts report.
+            blocking=True,
+        )
+    ]
+    if not checks:
+        return dg.Definitions()
+    sensor = dg.build_sensor_for_freshness_checks(
+        freshness_checks=checks,
+        name=f"{prefix}_freshness_checks",
+        minimum_interval_seconds=FRESHNESS_SENSOR_INTERVAL_SECONDS,
+        default_status=(
+            dg.DefaultSensorStatus.RUNNING if alerts_enabled else dg.DefaultSensorStatus.STOPPED
+        ),
+    )
+    return dg.Definitions(asset_checks=checks, sensors=[sensor])
+
+
+def monitoring_definitions(
+    location: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    freshness: Mapping[dg.AssetKey, timedelta] | None = None,
+) -> dg.Definitions:
+    """Sensors for metrics and failure alerts of `location`, only those the environment enables,
+    and freshness checks (with their sensor) for `freshness`: asset key -> maximum age, for the
+    assets this location owns (see the module docstring).
 
     Merge into a location's definitions::
 
@@ -463,6 +539,11 @@ def monitoring_definitions(
     sensors = []
     if config.metrics_enabled:
         sensors.append(_metrics_sensor(prefix, location, load))
-    if config.alerts_enabled:
-        sensors.append(_failure_alert_sensor(prefix, location, load))
-    return dg.Definitions(sensors=sensors)
+    if config.webhook_url is not None:
+        sensors.append(_webhook_alert_sensor(prefix, location, load))
+    if config.slack_token is not None:
+        sensors.append(_slack_alert_sensor(prefix, location, config))
+    return dg.Definitions.merge(
+        dg.Definitions(sensors=sensors),
+        freshness_definitions(prefix, freshness or {}, config.alerts_enabled),
+    )

@@ -4,8 +4,10 @@ instance with real runs."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
@@ -104,7 +106,7 @@ def test_no_sensor_unless_configured():
         ({mon.WEBHOOK_ENV: "https://hooks.example/x"}, ["ingestion_run_failure_alert"]),
         (
             {mon.SLACK_TOKEN_ENV: "xoxb-1", mon.SLACK_CHANNEL_ENV: "#d"},
-            ["ingestion_run_failure_alert"],
+            ["ingestion_slack_run_failure_alert"],
         ),
     ],
 )
@@ -269,21 +271,28 @@ def test_failure_alert_posts_to_the_webhook(http, tmp_path):
 
 
 def test_failure_alert_posts_to_slack_through_dagster_slack(monkeypatch, tmp_path):
-    from dagster_slack import SlackResource
+    """Slack alerts are dagster-slack's own run-failure sensor (issue 14 item 4), with our text
+    and dagster-slack's link to the run."""
+    from slack_sdk.web.client import WebClient
 
     posted = []
-
-    class FakeClient:
-        def chat_postMessage(self, channel, text):  # noqa: N802 (slack_sdk's name)
-            posted.append((channel, text))
-
-    monkeypatch.setattr(SlackResource, "get_client", lambda self: FakeClient())
-    defs = _defs({mon.SLACK_TOKEN_ENV: "xoxb-test", mon.SLACK_CHANNEL_ENV: "#data-alerts"})
+    monkeypatch.setattr(WebClient, "chat_postMessage", lambda self, **kwargs: posted.append(kwargs))
+    defs = _defs(
+        {
+            mon.SLACK_TOKEN_ENV: "xoxb-test",
+            mon.SLACK_CHANNEL_ENV: "#data-alerts",
+            mon.WEBSERVER_URL_ENV: "https://ui",
+        }
+    )
+    sensor = defs.resolve_sensor_def("ingestion_slack_run_failure_alert")
+    assert type(sensor).__module__.startswith("dagster")  # the library's sensor, not ours
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        _, context = _failure_context(defs, instance, "ingestion_run_failure_alert")
-        defs.resolve_sensor_def("ingestion_run_failure_alert")(context)
-    ((channel, text),) = posted
-    assert channel == "#data-alerts" and "`bad_job`" in text
+        run, context = _failure_context(defs, instance, "ingestion_slack_run_failure_alert")
+        sensor(context)
+    ((message,),) = [(p,) for p in posted]
+    assert message["channel"] == "#data-alerts"
+    assert "`bad_job`" in message["text"] and "raw.broken is missing column id" in message["text"]
+    assert f"https://ui/runs/{run.run_id}" in json.dumps(message["blocks"])
 
 
 def test_webhook_errors_never_reveal_the_url(http):
@@ -299,7 +308,73 @@ def test_webhook_errors_never_reveal_the_url(http):
 
 def test_slack_without_channel_is_a_clear_error():
     with pytest.raises(mon.MonitoringError, match=mon.SLACK_CHANNEL_ENV):
-        mon.post_slack(Secret("xoxb-1"), None, "text")
+        mon.monitoring_definitions("ingestion", {mon.SLACK_TOKEN_ENV: "xoxb-1"})
+
+
+# ------------------------------------------------------------------------------- freshness
+
+
+def test_freshness_checks_for_the_owned_assets_and_a_sensor_stopped_unless_alerting():
+    keys = {users.key: dt.timedelta(hours=26), events.key: dt.timedelta(hours=2)}
+    quiet = mon.monitoring_definitions("ingestion", {}, freshness=keys)
+    check_keys = {k for c in quiet.asset_checks for k in c.check_keys}
+    assert check_keys == {
+        dg.AssetCheckKey(users.key, mon.FRESHNESS_CHECK_NAME),
+        dg.AssetCheckKey(events.key, mon.FRESHNESS_CHECK_NAME),
+    }
+    (sensor,) = quiet.sensors
+    assert sensor.name == "ingestion_freshness_checks"
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    alerting = mon.monitoring_definitions(
+        "ingestion", {mon.WEBHOOK_ENV: "https://hooks.example/x"}, freshness=keys
+    )
+    fresh = alerting.resolve_sensor_def("ingestion_freshness_checks")
+    assert fresh.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_a_stopped_sync_fails_its_freshness_check_on_the_sensor_schedule_and_alerts(http, tmp_path):
+    """Issue 12 item 13: nothing runs the asset any more; the freshness sensor, on its own,
+    requests the check; the check fails, which fails its run, and the run-failure alert (the
+    webhook here) reports it, naming the asset."""
+    hook = http()
+    env = {mon.WEBHOOK_ENV: hook.url + "/hook"}
+    defs = dg.Definitions.merge(
+        dg.Definitions(assets=[users, events]),
+        mon.monitoring_definitions(
+            "ingestion", env, freshness={events.key: dt.timedelta(seconds=1)}
+        ),
+    )
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        sync = dg.materialize([users, events, *defs.asset_checks], instance=instance)
+        assert sync.success  # the check ran with the sync, and passed
+        time.sleep(1.5)  # the sync stops
+        tick = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+        request = defs.resolve_sensor_def("ingestion_freshness_checks")(tick)
+        assert isinstance(request, dg.RunRequest)
+        assert request.asset_check_keys == [dg.AssetCheckKey(events.key, mon.FRESHNESS_CHECK_NAME)]
+        run = dg.materialize(
+            [users, events, *defs.asset_checks],
+            selection=dg.AssetSelection.checks(*request.asset_check_keys),
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not run.success
+        (evaluation,) = run.get_asset_check_evaluations()
+        assert not evaluation.passed
+        record = instance.get_run_record_by_id(run.run_id)
+        (failure,) = instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
+        ).records
+        context = dg.build_run_status_sensor_context(
+            sensor_name="ingestion_run_failure_alert",
+            dagster_event=failure.event_log_entry.dagster_event,
+            dagster_instance=instance,
+            dagster_run=record.dagster_run,
+        ).for_run_failure()
+        defs.resolve_sensor_def("ingestion_run_failure_alert")(context)
+    ((_, _, body),) = hook.requests
+    text = json.loads(body)["text"]
+    assert "raw/events" in text and "freshness_check" in text
 
 
 def _foreign_runs(instance, n: int, location: str = "analytics") -> list[str]:

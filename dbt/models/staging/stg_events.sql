@@ -14,8 +14,18 @@
     )
 }}
 {#
-  One row per event_id: the latest delivered version (latest extraction, then Airbyte's record id),
-  for the events of the day window (every day without a window).
+  One row per event_id: the latest delivered version, for the events of the day window (every day
+  without a window).
+
+  The contract for incomplete rows: a raw row without an event_id, a user_id or an event_ts is
+  left out here, before deduplication (it is no version of anything). raw.events keeps it and the
+  raw check raw_events_null_keys (WARN) counts such rows with examples; marts and analytics,
+  built from this model only, follow.
+
+  The latest version: latest extraction (_airbyte_extracted_at), then, within one delivery (same
+  extraction time), the record delivered last (_ab_record_index: files in name order, rows in
+  file order; written by the landing loader, null from Airbyte), then Airbyte's record id as a
+  last, deterministic tie-break.
 
   Deduplication looks at every version of the window's event ids, not only the versions inside
   the window, so an event whose later version moved to another day is not kept twice.
@@ -31,6 +41,9 @@ window_event_ids as (
     select distinct event_id
     from source
     where {{ in_day_window('cast(event_ts as date)') }}
+        and event_id is not null
+        and user_id is not null
+        and event_ts is not null
 
 ),
 
@@ -49,11 +62,14 @@ versions as (
             partition by source.event_id
             order by
                 source._airbyte_extracted_at desc nulls last,
+                {{ optional_column(source('raw', 'events'), '_ab_record_index', 'bigint') }} desc nulls last,
                 source._airbyte_raw_id desc
         ) as version_rank
     from source
     inner join window_event_ids
         on source.event_id = window_event_ids.event_id
+    where source.user_id is not null
+        and source.event_ts is not null
 
 )
 

@@ -1,7 +1,9 @@
 {{ config(tags=['full']) }}
 {#
   One row per user: the latest version of each user in raw.users (latest updated_at, then latest
-  extraction, then Airbyte's record id as a deterministic tie-break).
+  extraction, then the record delivered last within one delivery (_ab_record_index, see
+  stg_events), then Airbyte's record id as a deterministic tie-break). Rows without an id are
+  left out (counted by the raw check raw_users_null_keys).
 #}
 with source as (
 
@@ -26,6 +28,7 @@ versions as (
             order by
                 updated_at desc nulls last,
                 _airbyte_extracted_at desc nulls last,
+                {{ optional_column(source('raw', 'users'), '_ab_record_index', 'bigint') }} desc nulls last,
                 _airbyte_raw_id desc
         ) as version_rank
     from source

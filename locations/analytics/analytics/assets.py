@@ -99,8 +99,9 @@ def user_features(
     """ML features per user as of the end of day D (table `ml.user_features`, full overwrite).
 
     An event's day `event_date` is the UTC date of its `event_ts`. D = run config
-    `as_of_date`, else the latest event day in `staging.stg_events`. Events E = distinct
-    `event_id` of stg_events with `event_date <= D` and user_id not null.
+    `as_of_date`, else the latest event day in `staging.stg_events`. Events E = rows of
+    stg_events with event_id and user_id not null (staging's contract: rows without them are
+    left out, before deduplication), one per `event_id`, with `event_date <= D`.
     7d = `event_date` in [D-6, D]; 30d = `event_date` in [D-29, D]. One row per user of
     `marts.dim_users` whose `signup_at` is null or has UTC date <= D:
 
@@ -114,7 +115,8 @@ def user_features(
       event_type (page_view, click, add_to_cart, purchase) in 30d; `purchases_total` all time
     - `revenue_30d` / `revenue_total` = sum(amount) of purchase events (0.0 if none),
       rounded to 6 decimals
-    - `avg_order_value` = revenue_total / purchases_total (null if no purchase)
+    - `avg_order_value` = revenue_total / purchases with a non-null amount (null if none:
+      a purchase without an amount counts in purchases_* but not in the average)
     - `is_active_7d` = events_7d > 0, `is_active_30d` = events_30d > 0,
       `has_purchased` = purchases_total > 0, `purchased_30d` = purchases_30d > 0
 
@@ -210,24 +212,25 @@ def daily_metrics(
 
     A run covers the partition window [start, end) (one day, or a range in one run) and
     overwrites exactly those days of the table; other days are untouched. For each day d, with
-    E_d = distinct `event_id` of `staging.stg_events` whose `event_ts` falls on d (UTC):
+    E_d = rows of `staging.stg_events` with event_id and user_id not null (staging's contract),
+    one per `event_id`, whose `event_ts` falls on d (UTC):
 
     - `metric_date` = d
     - `active_users` = count distinct non-null user_id in E_d
-    - `events_total` = count of E_d (events with a null user_id included)
+    - `events_total` = count of E_d (a row without a user_id is no event: not counted)
     - `page_views`, `clicks`, `add_to_carts`, `purchases` = count of E_d by event_type
     - `purchasers` = count distinct non-null user_id of purchase events in E_d
     - `revenue` = sum(amount) of purchase events in E_d (0.0 if none), rounded to 6 decimals
     - `signups` = count distinct user_id of `marts.dim_users` with UTC date(signup_at) = d
     - `conversion_rate` = purchasers / active_users (null if 0 active users)
-    - `avg_order_value` = revenue / purchases (null if no purchase)
+    - `avg_order_value` = revenue / purchases with a non-null amount (null if none)
 
     A day has a row iff it has at least one event or one signup. Sorted by metric_date.
     """
     import polars as pl
 
     from analytics import metrics as metric_defs
-    from analytics.frames import with_utc_event_date
+    from analytics.frames import IS_EVENT, with_utc_event_date
     from analytics.io import output_metadata, read_upstream, to_arrow
 
     window = context.partition_time_window
@@ -246,7 +249,7 @@ def daily_metrics(
 
     event_days = set(
         with_utc_event_date(events.frame)
-        .filter(pl.col("event_id").is_not_null())
+        .filter(IS_EVENT)
         .select(pl.col("event_date").unique())
         .collect()
         .to_series()

@@ -2,11 +2,14 @@
 
 Definitions (the asset docstring and the README repeat them so another engine can recompute
 them). An event's day ``event_date`` is the UTC date of its ``event_ts``. ``D`` is the as-of date;
-events are the distinct event_ids of ``staging.stg_events`` with ``event_date <= D`` and a
-non-null user_id; "7d" means ``event_date`` in ``[D-6, D]`` and "30d"
+events are the rows of ``staging.stg_events`` with an event_id and a user_id (staging leaves
+other raw rows out; so does analytics, before deduplication), one per event_id, with
+``event_date <= D``; "7d" means ``event_date`` in ``[D-6, D]`` and "30d"
 means ``event_date`` in ``[D-29, D]`` (both ends included, so the windows hold 7 and 30 days).
 Revenue is the sum of ``amount`` over ``purchase`` events (null amounts ignored, 0.0 if none),
-rounded to 6 decimal places.
+rounded to 6 decimal places. Average order value is revenue over the purchases WITH an amount:
+a purchase without one (its amount unknown, not zero) counts in ``purchases_*`` but neither
+in the revenue nor in the average (null when no purchase has an amount).
 
 Population: every user of ``marts.dim_users`` whose ``signup_at`` is null or falls on or before
 ``D`` (UTC date). A user without events gets 0 counts, 0.0 revenue and null event dates.
@@ -19,6 +22,7 @@ import datetime as dt
 import polars as pl
 
 from analytics.frames import (
+    IS_EVENT,
     count_if,
     dedupe_events,
     money_sum,
@@ -74,10 +78,10 @@ _COUNT_COLUMNS = [
 
 def latest_event_date(events: pl.LazyFrame) -> dt.date | None:
     """The default as-of date: the latest event day (UTC date of ``event_ts`` when present) of
-    the events with an event_id (None if there are none)."""
+    the events (rows with an event_id and a user_id; None if there are none)."""
     return (
         with_utc_event_date(events)
-        .filter(pl.col("event_id").is_not_null())
+        .filter(IS_EVENT)
         .select(pl.col("event_date").max())
         .collect()
         .item()
@@ -92,9 +96,7 @@ def user_features(users: pl.LazyFrame, events: pl.LazyFrame, as_of: dt.date) -> 
     """
     d7 = as_of - dt.timedelta(days=6)
     d30 = as_of - dt.timedelta(days=29)
-    ev = dedupe_events(events).filter(
-        pl.col("user_id").is_not_null() & (pl.col("event_date") <= as_of)
-    )
+    ev = dedupe_events(events).filter(pl.col("event_date") <= as_of)
     date = pl.col("event_date")
     etype = pl.col("event_type")
     in7 = date >= d7
@@ -115,6 +117,7 @@ def user_features(users: pl.LazyFrame, events: pl.LazyFrame, as_of: dt.date) -> 
         purchases_total=count_if(is_purchase),
         revenue_30d=money_sum(pl.col("amount").filter(in30 & is_purchase)),
         revenue_total=money_sum(pl.col("amount").filter(is_purchase)),
+        priced_purchases=count_if(is_purchase & pl.col("amount").is_not_null()),
     )
     people = users.with_columns(
         user_id=pl.col("user_id").cast(pl.Int64), signup_date=utc_date(users, "signup_at")
@@ -130,7 +133,8 @@ def user_features(users: pl.LazyFrame, events: pl.LazyFrame, as_of: dt.date) -> 
             tenure_days=(as_of_lit - pl.col("signup_date")).dt.total_days(),
             days_since_first_event=(as_of_lit - pl.col("first_event_date")).dt.total_days(),
             days_since_last_event=(as_of_lit - pl.col("last_event_date")).dt.total_days(),
-            avg_order_value=safe_ratio(pl.col("revenue_total"), pl.col("purchases_total")),
+            # Purchases without an amount: counted as purchases, left out of the average.
+            avg_order_value=safe_ratio(pl.col("revenue_total"), pl.col("priced_purchases")),
             is_active_7d=pl.col("events_7d") > 0,
             is_active_30d=pl.col("events_30d") > 0,
             has_purchased=pl.col("purchases_total") > 0,

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import polars as pl
 
+#: An event is a row with an event_id and a user_id: the contract of ``staging.stg_events``,
+#: which leaves other raw rows out (counted by the raw check ``raw_events_null_keys``). Applied
+#: here too, before deduplication as in staging, so every figure follows the same contract.
+IS_EVENT = pl.col("event_id").is_not_null() & pl.col("user_id").is_not_null()
+
 
 def dedupe_events(events: pl.LazyFrame) -> pl.LazyFrame:
-    """One row per ``event_id``; rows without an event_id are dropped.
+    """One row per ``event_id``; rows without an event_id or a user_id are dropped first
+    (:data:`IS_EVENT`).
 
     ``staging.stg_events`` is already deduplicated; this guard makes every figure of analytics
     defined on distinct event_ids even if an upstream ever delivers a duplicate (at-least-once
@@ -19,7 +25,7 @@ def dedupe_events(events: pl.LazyFrame) -> pl.LazyFrame:
     flag = "__analytics_duplicated"
     flagged = (
         with_utc_event_date(events)
-        .filter(pl.col("event_id").is_not_null())
+        .filter(IS_EVENT)
         .with_columns(pl.col("event_id").is_duplicated().alias(flag))
         .cache()
     )

@@ -1,17 +1,19 @@
 """Daily business metrics (``analytics.daily_metrics``): pure functions on polars LazyFrames.
 
-For each UTC day ``d`` of the window ``[start, end)`` (events: the distinct event_ids of
-``staging.stg_events`` whose ``event_ts`` falls on ``d`` in UTC):
+For each UTC day ``d`` of the window ``[start, end)`` (events: the rows of
+``staging.stg_events`` with an event_id and a user_id, one per event_id, whose ``event_ts``
+falls on ``d`` in UTC; staging leaves rows without a user_id out, and so does analytics):
 
 * ``active_users``: distinct non-null user_id with at least one event on ``d``;
-* ``events_total``: events on ``d``; ``page_views``, ``clicks``, ``add_to_carts``, ``purchases``:
+* ``events_total``: events on ``d`` (an event always has a user); ``page_views``, ``clicks``, ``add_to_carts``, ``purchases``:
   events of each type on ``d``;
 * ``purchasers``: distinct non-null user_id with a ``purchase`` on ``d``;
 * ``revenue``: sum of ``amount`` over purchases on ``d`` (null amounts ignored, 0.0 if none),
   rounded to 6 decimal places;
 * ``signups``: distinct users of ``marts.dim_users`` whose ``signup_at`` falls on ``d`` (UTC);
 * ``conversion_rate`` = purchasers / active_users, ``avg_order_value`` = revenue / purchases
-  (null when the denominator is 0).
+  with an amount (a purchase without one is counted in ``purchases`` but is in neither the
+  revenue nor the average; null when the denominator is 0).
 
 A day gets a row when it has at least one event or one signup; other days get no row.
 """
@@ -70,6 +72,7 @@ def daily_metrics(
         purchases=count_if(is_purchase),
         purchasers=pl.col("user_id").filter(is_purchase).drop_nulls().n_unique().cast(pl.Int64),
         revenue=money_sum(pl.col("amount").filter(is_purchase)),
+        priced_purchases=count_if(is_purchase & pl.col("amount").is_not_null()),
     )
     signups = (
         users.with_columns(metric_date=utc_date(users, "signup_at"))
@@ -83,7 +86,8 @@ def daily_metrics(
         .with_columns([pl.col(c).fill_null(0) for c in counts] + [pl.col("revenue").fill_null(0.0)])
         .with_columns(
             conversion_rate=safe_ratio(pl.col("purchasers"), pl.col("active_users")),
-            avg_order_value=safe_ratio(pl.col("revenue"), pl.col("purchases")),
+            # Purchases without an amount: counted as purchases, left out of the average.
+            avg_order_value=safe_ratio(pl.col("revenue"), pl.col("priced_purchases")),
         )
         .select([pl.col(name).cast(dtype) for name, dtype in METRIC_SCHEMA.items()])
         .sort("metric_date")

@@ -42,7 +42,8 @@ agg as (
     count(*) filter (where event_date >= $d - 29 and event_type = 'purchase') p30,
     count(*) filter (where event_type = 'purchase') p,
     round(coalesce(sum(amount) filter (where event_date >= $d - 29 and event_type = 'purchase'), 0), 6) r30,
-    round(coalesce(sum(amount) filter (where event_type = 'purchase'), 0), 6) r
+    round(coalesce(sum(amount) filter (where event_type = 'purchase'), 0), 6) r,
+    count(amount) filter (where event_type = 'purchase') priced
   from e group by user_id)
 select u.user_id, $d as as_of_date, u.country, u.plan,
   cast(timezone('UTC', u.signed_up_at) as date) as signup_date,
@@ -54,7 +55,7 @@ select u.user_id, $d as as_of_date, u.country, u.plan,
   coalesce(pv30, 0) page_views_30d, coalesce(c30, 0) clicks_30d,
   coalesce(atc30, 0) add_to_carts_30d, coalesce(p30, 0) purchases_30d,
   coalesce(p, 0) purchases_total, coalesce(r30, 0.0) revenue_30d, coalesce(r, 0.0) revenue_total,
-  case when coalesce(p, 0) > 0 then r / p end avg_order_value,
+  case when coalesce(priced, 0) > 0 then r / priced end avg_order_value,
   coalesce(n7, 0) > 0 is_active_7d, coalesce(n30, 0) > 0 is_active_30d,
   coalesce(p, 0) > 0 has_purchased, coalesce(p30, 0) > 0 purchased_30d
 from dim_users u left join agg using (user_id)
@@ -66,7 +67,8 @@ METRICS_SQL = """
 with utc as (select * replace (cast(timezone('UTC', event_ts) as date) as event_date)
              from stg_events),
 e as (select distinct on (event_id) * from utc
-           where event_id is not null and event_date >= $s and event_date < $t
+           where event_id is not null and user_id is not null
+             and event_date >= $s and event_date < $t
            order by event_id),
 ev as (
   select event_date metric_date, count(distinct user_id) active_users, count(*) events_total,
@@ -75,7 +77,8 @@ ev as (
     count(*) filter (where event_type = 'add_to_cart') add_to_carts,
     count(*) filter (where event_type = 'purchase') purchases,
     count(distinct user_id) filter (where event_type = 'purchase') purchasers,
-    round(coalesce(sum(amount) filter (where event_type = 'purchase'), 0), 6) revenue
+    round(coalesce(sum(amount) filter (where event_type = 'purchase'), 0), 6) revenue,
+    count(amount) filter (where event_type = 'purchase') priced
   from e group by 1),
 su as (
   select cast(timezone('UTC', signed_up_at) as date) metric_date, count(distinct user_id) signups
@@ -86,7 +89,7 @@ select metric_date, coalesce(active_users, 0) active_users, coalesce(events_tota
   coalesce(add_to_carts, 0) add_to_carts, coalesce(purchases, 0) purchases,
   coalesce(purchasers, 0) purchasers, coalesce(revenue, 0.0) revenue, coalesce(signups, 0) signups,
   case when active_users > 0 then purchasers / active_users end conversion_rate,
-  case when purchases > 0 then revenue / purchases end avg_order_value
+  case when priced > 0 then revenue / priced end avg_order_value
 from ev full join su using (metric_date)
 order by metric_date
 """

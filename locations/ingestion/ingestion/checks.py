@@ -1,7 +1,8 @@
 """Data-quality checks on the raw tables, as Dagster asset checks.
 
 The logic is in pure functions over Arrow data (unit-tested directly); the asset checks only
-read the table and call them. Six checks per raw stream, named ``raw_<stream>_<check>``:
+read the table and call them. Seven checks per raw stream (eight for a stream partitioned by
+day downstream), named ``raw_<stream>_<check>``:
 
 * ``primary_key_not_null``: no row lacks its primary key.
 * ``primary_key_unique``: what "unique" means on RAW data. Raw tables legitimately repeat a
@@ -24,6 +25,16 @@ read the table and call them. Six checks per raw stream, named ``raw_<stream>_<c
   Pushed down to Iceberg's per-file bounds: healthy files are not read. Also flagged: values of
   the latest commit more than a year outside the range of the table's earlier data (from the
   manifests' column bounds), such as epoch seconds read as microseconds (January 1970).
+* ``null_keys`` (WARN): rows of the latest commit lacking a column staging needs
+  (``RawStream.staging_keys``; events: ``event_id``, ``user_id``, ``event_ts``). The contract:
+  such rows stay in raw, staging leaves them out (before deduplication), and marts and
+  analytics, built on staging, never see them; this check counts them per column, with
+  examples, so the rows left out are visible. Not blocking: the other rows are published.
+* ``outside_partitions`` (WARN; streams with ``RawStream.event_time_column``): rows whose day is
+  not a partition the platform processes: before the first partition
+  (``shared.partitions.FIRST_DAY``) or later than the check's time. They stay in raw and never
+  reach the daily models; counted with examples over the whole table (pushed down to Iceberg's
+  per-file bounds: healthy files are not read).
 * ``string_sizes`` (WARN): no string value of the latest commit is over 64 KiB (UTF-8 bytes),
   what engines and BI tools cope with badly (Airbyte's own destinations null such values).
   Each commit is checked when it lands (reading every string of a large table on every run
@@ -58,10 +69,12 @@ from dagster import (
 
 from ingestion.streams import (
     OPTIONAL_AIRBYTE_COLUMNS,
+    OPTIONAL_META_COLUMNS,
     STREAMS,
     RawStream,
     airbyte_column_variant,
 )
+from shared.partitions import FIRST_DAY
 from shared.resources import IcebergCatalogResource
 
 # pyarrow, pyiceberg, polars, fsspec and the run-time modules that use them are imported inside
@@ -171,7 +184,8 @@ def schema_drift(
 ) -> SchemaDrift:
     """Compare a table's schema (and its latest batch) with the expected schema."""
     expected_names = set(expected.names)
-    actual_names = set(actual.names)
+    # Columns some writers add and others do not (the delivery order): never drift.
+    actual_names = set(actual.names) - {name for name, _ in OPTIONAL_META_COLUMNS}
     added = sorted(actual_names - expected_names)
     missing = sorted(expected_names - actual_names)
     # Airbyte v2 variants are not drift (ingestion.streams): a struct _airbyte_meta, and no
@@ -313,6 +327,69 @@ def landed_missing_columns(meta_values: Sequence[str | None]) -> list[str]:
         if isinstance(meta, dict) and isinstance(meta.get("missing_columns"), list):
             missing.update(str(c) for c in meta["missing_columns"])
     return sorted(missing)
+
+
+#: Examples given by a check that counts rows.
+EXAMPLES = 5
+
+
+def null_key_rows(
+    table: "pa.Table", columns: Sequence[str], examples: int = EXAMPLES
+) -> tuple[int, dict[str, int], list[dict[str, Any]]]:
+    """(rows with a null in any of ``columns``, nulls per column, a few such rows as dicts of
+    every column of ``table``; timestamps as ISO text). A missing column counts as all null."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    present = [c for c in columns if c in table.column_names]
+    per_column = null_counts(table, columns)
+    if len(present) < len(columns):
+        return table.num_rows, per_column, _examples(table.slice(0, examples))
+    if table.num_rows == 0 or not present:
+        return 0, per_column, []
+    mask = pa.array([False] * table.num_rows)
+    for column in present:
+        mask = pc.or_(mask, pc.is_null(table[column]))
+    bad = table.filter(mask)
+    return bad.num_rows, per_column, _examples(bad.slice(0, examples))
+
+
+def rows_outside_days(
+    table: "pa.Table",
+    column: str,
+    first: dt.datetime,
+    last: dt.datetime,
+    examples: int = EXAMPLES,
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """(rows with ``column`` before ``first``, rows after ``last``, a few of them as dicts)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0:
+        return 0, 0, []
+    values = table[column]
+    early = pc.fill_null(pc.less(values, pa.scalar(first, values.type)), False)
+    late = pc.fill_null(pc.greater(values, pa.scalar(last, values.type)), False)
+    bad = table.filter(pc.or_(early, late))
+    return (
+        int(pc.sum(early).as_py() or 0),
+        int(pc.sum(late).as_py() or 0),
+        _examples(bad.slice(0, examples)),
+    )
+
+
+def _examples(table: "pa.Table") -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts (timestamps and dates as ISO text)."""
+    return [
+        {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in row.items()}
+        for row in table.to_pylist()
+    ]
+
+
+def partition_start() -> dt.datetime:
+    """The start of the first daily partition (UTC): ``shared.partitions.FIRST_DAY``, the one
+    setting every daily asset's partitions are built from."""
+    return dt.datetime.combine(FIRST_DAY, dt.time(), tzinfo=dt.UTC)
 
 
 # ---- asset checks ----------------------------------------------------------------------------
@@ -563,6 +640,79 @@ def latest_commit_rows(table: Any, columns: Sequence[str]) -> "pa.Table":
     return scan.to_table([FileScanTask(f) for f in added_data_files(table)])
 
 
+def check_null_keys(stream: RawStream, iceberg: IcebergCatalogResource):
+    """Rows of the latest commit that staging leaves out (a null in ``stream.staging_keys``),
+    counted per column, with examples (their ``_airbyte_raw_id`` and keys)."""
+    table = iceberg.load_table(stream.identifier)
+    columns = list(dict.fromkeys([*stream.primary_key, *stream.staging_keys, "_airbyte_raw_id"]))
+    rows = latest_commit_rows(table, columns)
+    total, per_column, examples = null_key_rows(rows, stream.staging_keys)
+    keys = ", ".join(stream.staging_keys)
+    return AssetCheckResult(
+        passed=total == 0,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            f"{total} row(s) of {stream.identifier} with a null {keys}: kept in raw, left out "
+            "of staging (and so of marts and analytics)"
+            if total
+            else None
+        ),
+        metadata={
+            "rows": MetadataValue.int(rows.num_rows),
+            "scope": "rows added by the latest commit",
+            "rows_left_out_of_staging": MetadataValue.int(total),
+            **{f"null_{c}": MetadataValue.int(n) for c, n in per_column.items()},
+            **({"examples": MetadataValue.json(examples)} if examples else {}),
+        },
+    )
+
+
+def check_outside_partitions(stream: RawStream, iceberg: IcebergCatalogResource):
+    """Rows whose ``event_time_column`` lies before the first daily partition or after the
+    check's time: they never reach the daily models. Whole table, pushed down to file bounds."""
+    from pyiceberg.expressions import GreaterThan, LessThan, Or
+
+    column = stream.event_time_column
+    if column is None:
+        return AssetCheckResult(passed=True, metadata={"partitioned": False})
+    first, now = partition_start(), dt.datetime.now(dt.UTC)
+    metadata: dict[str, Any] = {
+        "event_time_column": column,
+        "first_partition_start": first.isoformat(),
+        "latest_allowed": now.isoformat(timespec="seconds"),
+    }
+    present = set(iceberg.load_table(stream.identifier).schema().as_arrow().names)
+    if column not in present:
+        return AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.WARN,
+            description=f"{stream.identifier} has no column {column}",
+            metadata=metadata,
+        )
+    columns = [c for c in (*stream.primary_key, column, "_airbyte_raw_id") if c in present]
+    rows = iceberg.read(
+        stream.identifier,
+        columns=columns,
+        row_filter=Or(LessThan(column, first.isoformat()), GreaterThan(column, now.isoformat())),
+    )
+    before, after, examples = rows_outside_days(rows, column, first, now)
+    metadata["before_first_partition"] = MetadataValue.int(before)
+    metadata["in_the_future"] = MetadataValue.int(after)
+    if examples:
+        metadata["examples"] = MetadataValue.json(examples)
+    return AssetCheckResult(
+        passed=not (before or after),
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            f"{before} row(s) of {stream.identifier} before the first partition "
+            f"({FIRST_DAY.isoformat()}) and {after} in the future: kept in raw, never processed"
+            if before or after
+            else None
+        ),
+        metadata=metadata,
+    )
+
+
 def check_string_sizes(stream: RawStream, iceberg: IcebergCatalogResource):
     import pyarrow as pa
 
@@ -627,7 +777,24 @@ CHECKS: dict[str, tuple[Callable[..., AssetCheckResult], str]] = {
         "No string value in {table}'s latest commit is over 64 KiB (such values are kept and "
         "reported).",
     ),
+    "null_keys": (
+        check_null_keys,
+        "Counts, with examples, the rows of {table}'s latest commit with a null {keys}: they "
+        "stay in raw and staging leaves them out (the other rows are published).",
+    ),
+    "outside_partitions": (
+        check_outside_partitions,
+        "Counts, with examples, the rows of {table} whose {event_time_column} is before the first "
+        "daily partition ({first_day}) or in the future: they stay in raw and no daily run "
+        "processes them.",
+    ),
 }
+
+
+def checks_for(stream: RawStream) -> list[str]:
+    """The check suffixes that apply to ``stream`` (``outside_partitions`` needs a partition
+    column)."""
+    return [s for s in CHECKS if s != "outside_partitions" or stream.event_time_column]
 
 
 def check_name(stream: RawStream, suffix: str) -> str:
@@ -660,20 +827,24 @@ def build_checks(stream: RawStream) -> AssetChecksDefinition:
         "unique": " and ".join(f"({', '.join(k)})" for k in unique_keys(stream)),
         "hours": stream.freshness.total_seconds() / 3600,
         "timestamps": ", ".join(timestamp_columns(stream)),
+        "keys": ", ".join(stream.staging_keys),
+        "event_time_column": stream.event_time_column,
+        "first_day": FIRST_DAY.isoformat(),
     }
     specs = [
         AssetCheckSpec(
             name=check_name(stream, suffix), asset=stream.key, description=template.format(**fmt)
         )  # fmt: skip
         for suffix, (_, template) in CHECKS.items()
+        if suffix in checks_for(stream)
     ]
 
     @multi_asset_check(specs=specs, name=f"raw_{stream.name}_checks", can_subset=True)
     def raw_checks(context: AssetCheckExecutionContext, iceberg: IcebergCatalogResource):
         """Data-quality checks of a raw table (primary key, uniqueness, freshness, drift,
-        plausible timestamps, string sizes)."""
+        plausible timestamps, string sizes, rows staging leaves out, rows outside the days)."""
         selected = {key.name for key in context.selected_asset_check_keys}
-        for suffix in CHECKS:
+        for suffix in checks_for(stream):
             if check_name(stream, suffix) in selected:
                 yield run_check(stream, suffix, iceberg)
 

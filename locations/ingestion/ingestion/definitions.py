@@ -12,6 +12,7 @@ from ingestion.assets import airbyte_raw_sync
 from ingestion.checks import RAW_CHECKS
 from ingestion.jobs import ingestion_job, landing_sensor, raw_sync_schedule
 from ingestion.resources import AirbyteSyncResource
+from ingestion.streams import STREAMS
 from shared.catalog import with_code_references
 from shared.monitoring import monitoring_definitions
 from shared.resources import IcebergCatalogResource, ObjectStoreResource
@@ -31,5 +32,6 @@ defs = Definitions.merge(
             "object_store": ObjectStoreResource(),
         },
     ),
-    monitoring_definitions("ingestion"),
+    # Freshness: Dagster's checks for the raw tables this location owns, on their own schedule.
+    monitoring_definitions("ingestion", freshness={s.key: s.freshness for s in STREAMS}),
 )

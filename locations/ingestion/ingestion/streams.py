@@ -44,6 +44,15 @@ AIRBYTE_META_COLUMNS: tuple[tuple[str, str], ...] = (
     ("_airbyte_generation_id", "int64"),
 )
 
+#: The record's position in its delivery (files in name order, then rows in file order, from 0),
+#: written by the loaders that know it (the landing loader); Airbyte's destinations do not write
+#: it, so the column may be absent or null. Staging resolves conflicting duplicates of one
+#: delivery (same key, same ``_airbyte_extracted_at``) to the record delivered last by it.
+#: ``_ab_`` like the columns Airbyte's file sources add (``_ab_source_file_url``).
+RECORD_INDEX_COLUMN = "_ab_record_index"
+#: Columns some writers add and others do not: neither expected nor drift (``ingestion.checks``).
+OPTIONAL_META_COLUMNS: tuple[tuple[str, str], ...] = ((RECORD_INDEX_COLUMN, "int64"),)
+
 #: Airbyte columns a raw table may lack without drift: destinations from before Airbyte's
 #: "generations" (refreshes) do not write ``_airbyte_generation_id``.
 OPTIONAL_AIRBYTE_COLUMNS = frozenset({"_airbyte_generation_id"})
@@ -128,9 +137,13 @@ class RawStream:
     required_fields: tuple[str, ...]
     #: The table counts as stale when its last commit is older than this.
     freshness: dt.timedelta = dt.timedelta(hours=26)
+    #: Columns a row must have (not null) to reach staging: staging leaves out the other rows
+    #: (before deduplication) and the raw check ``null_keys`` counts them with examples.
+    staging_keys: tuple[str, ...] = ()
     #: The column whose UTC day is the row's event day: each sync records the days of the rows
     #: it added (``shared.changes``), which the daily assets downstream run for. None: the
     #: stream's rows belong to no day of a daily asset.
+    #: Rows whose event day is outside the daily partitions are reported (``outside_partitions``).
     event_time_column: str | None = None
     #: What each source column holds (the catalog's column descriptions).
     column_descriptions: tuple[tuple[str, str], ...] = ()
@@ -184,6 +197,7 @@ USERS = RawStream(
     cursor_field="updated_at",
     unique_version_key=("id", "updated_at"),
     required_fields=("id", "email", "name", "country", "plan", "signup_at", "updated_at"),
+    staging_keys=("id",),
     column_descriptions=(
         ("id", "The user's id in the source system."),
         ("email", "The user's email address."),
@@ -212,6 +226,7 @@ EVENTS = RawStream(
     cursor_field="event_ts",
     unique_version_key=("_airbyte_raw_id",),
     required_fields=("event_id", "user_id", "event_type", "event_ts"),
+    staging_keys=("event_id", "user_id", "event_ts"),
     event_time_column="event_ts",
     column_descriptions=(
         ("event_id", "The event's id in the source system (may repeat: at-least-once delivery)."),

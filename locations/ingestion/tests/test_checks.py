@@ -8,11 +8,14 @@ import pytest
 
 from ingestion import standin
 from ingestion.checks import (
-    CHECKS,
     build_checks,
+    checks_for,
     duplicate_groups,
     freshness,
     null_counts,
+    null_key_rows,
+    partition_start,
+    rows_outside_days,
     run_check,
     schema_drift,
 )
@@ -28,7 +31,7 @@ SMALL = StandInSettings(users=30, events_per_day=300, days=2, seed=7)
 def run_checks(stream):
     """Evaluate every check of ``stream``: {check suffix: AssetCheckResult}."""
     resource = IcebergCatalogResource()
-    return {suffix: run_check(stream, suffix, resource) for suffix in CHECKS}
+    return {suffix: run_check(stream, suffix, resource) for suffix in checks_for(stream)}
 
 
 def good_users() -> pa.Table:
@@ -75,6 +78,26 @@ def test_schema_drift_pure():
     assert schema_drift(changed, USERS.schema).type_changes == {"id": "int64 -> string"}
 
 
+def test_null_key_rows_counts_rows_once_with_examples():
+    table = pa.table({"event_id": ["a", None, "c", None], "user_id": [1, None, None, 4]})
+    total, per_column, examples = null_key_rows(table, ["event_id", "user_id"])
+    assert (total, per_column) == (3, {"event_id": 2, "user_id": 2})
+    assert examples[0] == {"event_id": None, "user_id": None}
+    assert null_key_rows(table.slice(0, 1), ["event_id", "user_id"])[0] == 0
+
+
+def test_rows_outside_days_counts_before_and_after_with_examples():
+    first = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    last = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    values = [first - dt.timedelta(seconds=1), first, last, last + dt.timedelta(days=3), None]
+    table = pa.table({"id": ["a", "b", "c", "d", "e"],
+                      "ts": pa.array(values, pa.timestamp("us", tz="UTC"))})  # fmt: skip
+    before, after, examples = rows_outside_days(table, "ts", first, last)
+    assert (before, after) == (1, 1)
+    assert [e["id"] for e in examples] == ["a", "d"]
+    assert examples[0]["ts"] == "2025-12-31T23:59:59+00:00"
+
+
 # ---- the asset checks on real Iceberg tables ------------------------------------------------
 
 
@@ -83,9 +106,11 @@ def test_all_checks_pass_on_stand_in_data(catalog):
     iceberg.write_table(catalog, EVENTS.identifier, good_events())
     for stream in (USERS, EVENTS):
         results = run_checks(stream)
-        assert set(results) == {"primary_key_not_null", "primary_key_unique", "freshness",
-                                "schema_drift", "timestamps_plausible",
-                                "string_sizes"}  # fmt: skip
+        expected = {"primary_key_not_null", "primary_key_unique", "freshness", "schema_drift",
+                    "timestamps_plausible", "string_sizes", "null_keys"}  # fmt: skip
+        if stream is EVENTS:
+            expected.add("outside_partitions")
+        assert set(results) == expected
         for name, result in results.items():
             assert result.passed, (stream.name, name, result.metadata)
     # Raw events legitimately repeat event_ids (at-least-once): reported, not failed.
@@ -155,10 +180,57 @@ def test_checks_warn_clearly_when_the_table_is_missing(catalog):
     assert "raw.users" in result.description
 
 
-def test_each_table_gets_its_four_named_checks_in_one_step():
+def test_each_table_gets_its_named_checks_in_one_step():
     for stream in (USERS, EVENTS):
         check = build_checks(stream)
         assert {k.name for k in check.check_keys} == {
-            f"raw_{stream.name}_{suffix}" for suffix in CHECKS
+            f"raw_{stream.name}_{suffix}" for suffix in checks_for(stream)
         }
         assert {k.asset_key for k in check.check_keys} == {stream.key}
+
+
+def test_null_keys_counts_the_rows_staging_leaves_out_with_examples(catalog):
+    """Issue 12 item 8: a null user_id (or event_id, event_ts) is counted and shown (WARN), the
+    rows are kept in raw; the primary-key check still passes for a null user_id alone."""
+    events = standin.generate_events(SMALL, 0)
+    users = events["user_id"].to_pylist()
+    users[2] = users[5] = None
+    bad = events.set_column(1, "user_id", pa.array(users, pa.int64()))
+    iceberg.write_table(catalog, EVENTS.identifier, bad, mode="append")
+    results = run_checks(EVENTS)
+    result = results["null_keys"]
+    assert not result.passed and result.severity.value == "WARN"
+    assert result.metadata["null_user_id"].value == 2
+    assert result.metadata["null_event_id"].value == 0
+    assert result.metadata["rows_left_out_of_staging"].value == 2
+    examples = result.metadata["examples"].value
+    assert [e["event_id"] for e in examples] == [
+        bad["event_id"][2].as_py(),
+        bad["event_id"][5].as_py(),
+    ]
+    assert all(e["user_id"] is None and e["_airbyte_raw_id"] for e in examples)
+    assert "raw.events" in result.description and "left out of staging" in result.description
+    assert results["primary_key_not_null"].passed
+    assert iceberg.read_table(catalog, EVENTS.identifier).num_rows == events.num_rows
+
+
+def test_outside_partitions_counts_events_before_the_first_day_and_in_the_future(catalog):
+    """Issue 12 item 9: events before shared.partitions.FIRST_DAY or later than now are counted
+    with examples (WARN); rows are kept."""
+    events = standin.generate_events(SMALL, 0)
+    ts = events["event_ts"].to_pylist()
+    ts[0] = partition_start() - dt.timedelta(hours=2)
+    ts[1] = dt.datetime.now(dt.UTC) + dt.timedelta(hours=3)  # future, yet "plausible" (< 1 day)
+    bad = events.set_column(3, "event_ts", pa.array(ts, pa.timestamp("us", tz="UTC")))
+    iceberg.write_table(catalog, EVENTS.identifier, bad, mode="append")
+    results = run_checks(EVENTS)
+    result = results["outside_partitions"]
+    assert not result.passed and result.severity.value == "WARN"
+    assert result.metadata["before_first_partition"].value == 1
+    assert result.metadata["in_the_future"].value == 1
+    assert result.metadata["first_partition_start"].value == "2026-01-01T00:00:00+00:00"
+    assert {e["event_id"] for e in result.metadata["examples"].value} == {
+        bad["event_id"][0].as_py(),
+        bad["event_id"][1].as_py(),
+    }
+    assert results["timestamps_plausible"].passed  # not implausible: outside the days

@@ -195,6 +195,26 @@ def test_a_batch_loads_once_and_an_added_column_is_evolved(zone):
     assert iceberg.read_table(catalog, USERS.identifier).num_rows == 2
 
 
+def test_landed_rows_carry_their_delivery_order(zone):
+    """Issue 12 item 10: the rows of one batch share their extraction time; ``_ab_record_index``
+    keeps the order they were delivered in (files in name order, rows in file order), which
+    staging uses to resolve conflicting duplicates to the record delivered last."""
+    catalog, fs, root = zone
+    event = {"event_id": "e1", "user_id": 1, "event_type": "purchase",
+             "event_ts": "2026-01-02T10:00:00Z"}  # fmt: skip
+    put(root, "b3/events.a.jsonl", jsonl({**event, "amount": 1.0}, {**event, "event_id": "e2"}))
+    put(root, "b3/events.b.jsonl", jsonl({**event, "amount": 3.0}))
+    files = list_batches(fs, root)["b3"]
+    landing.load_batch(catalog, fs, root, "b3", files, NOW)
+    rows = iceberg.read_table(catalog, EVENTS.identifier).sort_by("_ab_record_index")
+    assert rows["_ab_record_index"].to_pylist() == [0, 1, 2]
+    assert rows["amount"].to_pylist() == [1.0, None, 3.0]
+    assert set(rows["_airbyte_extracted_at"].to_pylist()) == {NOW}
+    # The column is the loader's: a file may not bring its own.
+    with pytest.raises(LandingRejected, match="_ab_record_index"):
+        parse("b4/events.jsonl", jsonl({**event, "_ab_record_index": 7}))
+
+
 def test_one_bad_file_rejects_the_whole_batch_and_quarantine_keeps_it(zone):
     catalog, fs, root = zone
     put(root, "b2/users.jsonl", jsonl(USER))

@@ -171,7 +171,9 @@ def test_sensor_and_schedule_ship_stopped():
     assert landing_sensor.default_status == DefaultSensorStatus.STOPPED
     assert raw_sync_schedule.default_status.value == "STOPPED"
     repo = defs.get_repository_def()
-    assert {s.name for s in repo.sensor_defs} == {"landing_sensor"}
+    # The freshness sensor ships stopped too unless alerts are configured (shared.monitoring).
+    assert {s.name for s in repo.sensor_defs} == {"landing_sensor", "ingestion_freshness_checks"}
+    assert all(s.default_status == DefaultSensorStatus.STOPPED for s in repo.sensor_defs)
     assert {s.name for s in repo.schedule_defs} == {"raw_sync_hourly"}
 
 

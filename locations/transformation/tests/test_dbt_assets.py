@@ -296,3 +296,61 @@ def test_daily_model_tests_read_the_window_but_event_ids_the_whole_table(catalog
     result = run_daily(instance, "2026-01-03", "2026-01-03")
     checks = check_results(result)
     assert checks[("staging/stg_events", "unique_stg_events_event_id")] is False
+
+
+def test_null_key_rows_left_out_and_conflicting_duplicates_resolve_to_the_last_delivered(
+    catalog, home
+):
+    """Issue 12 items 8 and 10, in staging and every model built on it.
+
+    * e7 has a null user_id and e9 a null event_ts: staging leaves them out (before
+      deduplication: e8's later version without a user does not replace its earlier one), so
+      stg_events' not_null tests pass and the marts are published with the rest.
+    * e10 is delivered twice in ONE delivery (same extraction time) with conflicting amounts:
+      the record delivered last (highest ``_ab_record_index``, the landing loader's file/row
+      order) wins, not the raw id that sorts last ("z-..." would).
+    """
+    import pyarrow as pa
+
+    raw_fixture.write_raw(catalog, events=[])
+    day = raw_fixture.ts
+    #: (event_id, user_id, event_type, event_ts, amount, raw_id, extracted_at, record index)
+    rows = [
+        ("e1", 1, "page_view", day(1, 9), None, "a1", day(2, 1), 0),
+        ("e7", None, "click", day(1, 9), None, "a7", day(2, 1), 1),
+        ("e8", 2, "click", day(1, 10), None, "a8", day(2, 1), 2),
+        ("e9", 2, "click", None, None, "a9", day(2, 1), 3),
+        ("e10", 1, "purchase", day(1, 12), 10.0, "z-first", day(2, 1), 4),
+        ("e10", 1, "purchase", day(1, 12), 12.5, "a-last", day(2, 1), 5),
+        ("e8", None, "click", day(1, 10), None, "b8", day(3, 1), 0),
+    ]
+    schema = raw_fixture.EVENTS_SCHEMA.append(pa.field("_ab_record_index", pa.int64()))
+    names = [n for n in schema.names if n != "_airbyte_meta"]
+    table_ = pa.Table.from_pylist(
+        [{**dict(zip(names, r, strict=True)), "_airbyte_meta": "{}"} for r in rows], schema=schema
+    )
+    write_table(catalog, "raw.events", table_, mode="append")
+
+    instance = DagsterInstance.ephemeral()
+    daily = run_daily(instance, "2026-01-01", "2026-01-01")
+    full = run_full(instance)
+    assert daily.success and full.success
+    assert stg_events(catalog) == {
+        "e1": (1, "page_view", "2026-01-01", None, "a1"),
+        "e8": (2, "click", "2026-01-01", None, "a8"),
+        "e10": (1, "purchase", "2026-01-01", 12.5, "a-last"),
+    }
+    checks = {**check_results(daily), **check_results(full)}
+    assert checks[("staging/stg_events", "not_null_stg_events_user_id")] is True
+    assert checks[("staging/stg_events", "not_null_stg_events_event_ts")] is True
+    assert checks[("marts/fct_daily_events", "not_null_fct_daily_events_user_id")] is True
+    assert fct(catalog) == {
+        ("2026-01-01", 1, "page_view"): (1, 0.0),
+        ("2026-01-01", 1, "purchase"): (1, 12.5),
+        ("2026-01-01", 2, "click"): (1, 0.0),
+    }
+    assert {u: v[2:6] for u, v in dim(catalog).items()} == {
+        1: (2, 1, 1, 12.5),
+        2: (1, 1, 0, 0.0),
+        3: (0, 0, 0, 0.0),
+    }

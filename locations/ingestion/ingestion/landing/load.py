@@ -275,9 +275,11 @@ def _raw_schema(stream: RawStream, summaries: Sequence[FileSummary],
     reject the batch; the table's type where it has the column; text when only nulls)."""
     import pyarrow as pa
 
-    from ingestion.streams import AIRBYTE_META_FIELDS
+    from ingestion.streams import AIRBYTE_META_FIELDS, RECORD_INDEX_COLUMN
 
-    fields = [*stream.source_fields, *AIRBYTE_META_FIELDS]
+    # The delivery order (see _raw_chunks) follows Airbyte's columns.
+    record_index = pa.field(RECORD_INDEX_COLUMN, pa.int64())
+    fields = [*stream.source_fields, *AIRBYTE_META_FIELDS, record_index]
     types: dict[str, list[Any]] = {}
     for summary in summaries:
         if summary.rows:
@@ -315,7 +317,13 @@ def _raw_chunks(fs: Any, root: str, batch: str, stream_files: Sequence[Any],
     did not change since they were fingerprinted."""
     import pyarrow as pa
 
+    from ingestion.streams import RECORD_INDEX_COLUMN
+
     def chunks() -> Iterator[pa.Table]:
+        # _ab_record_index: the row's position in the batch's delivery of this stream (files in
+        # name order, rows in file order): staging resolves conflicting duplicates of one batch
+        # (same key, same extraction time) to the record delivered last.
+        position = 0
         for f, summary in zip(stream_files, summaries, strict=True):
             start = 0
             for chunk in iter_chunks(f, _open(fs, root, f.relative)):
@@ -323,7 +331,10 @@ def _raw_chunks(fs: Any, root: str, batch: str, stream_files: Sequence[Any],
                     continue
                 raw = to_raw(batch, chunk, extracted_at, start, summary)
                 raw = align_to_table(f.stream, raw, table_schema, f.relative)
+                index = pa.array(range(position, position + raw.num_rows), pa.int64())
+                raw = raw.append_column(pa.field(RECORD_INDEX_COLUMN, pa.int64()), index)
                 start += chunk.rows
+                position += raw.num_rows
                 yield pa.Table.from_arrays(
                     [
                         raw[x.name].cast(x.type)

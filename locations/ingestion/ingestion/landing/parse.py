@@ -162,7 +162,7 @@ def _reject_reserved(stream: RawStream, names: Iterable[str], relative: str) -> 
                 f"{stream.identifier}: a column with no name in {relative}",
                 table=stream.identifier, column=name, file=relative,
             )  # fmt: skip
-        if name.startswith("_airbyte_"):
+        if name.startswith(("_airbyte_", "_ab_")):
             raise LandingRejected(
                 f"{stream.identifier}: column {name} in {relative} is reserved for Airbyte's "
                 "metadata (the loader writes it); rename or remove it",
