@@ -191,8 +191,9 @@ def _pin_standin_end() -> None:
     to that day's date for this process and every process it starts (code servers, dbt), so a
     demo crossing midnight writes one range, and the UI's runs agree with the demo's data."""
     from ingestion.settings import STANDIN_END, yesterday
+    from shared.settings import env_str, environment
 
-    if not os.environ.get(STANDIN_END, "").strip():
+    if not env_str(environment(), STANDIN_END):
         os.environ[STANDIN_END] = yesterday().isoformat()
 
 
