@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--home", help="local lakehouse folder (DATA_PLATFORM_HOME)")
     demo.add_argument("--users", type=int, help="stand-in users (default 200)")
     demo.add_argument("--events-per-day", type=int, help="stand-in events per day (default 500)")
-    demo.add_argument("--days", type=int, help="days of events from 2026-01-01 (default 14)")
+    demo.add_argument("--days", type=int, help="days of events, ending yesterday (default 14)")
     demo.add_argument("--seed", type=int, help="generator seed (default 42)")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo.set_defaults(func=_cmd_demo)
