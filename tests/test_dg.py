@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from data_platform.graph import workspace_locations
-from tests.webserver import _LAUNCHER, REPO, Webserver, free_port
+from data_platform.processes import dagster_process
+from tests.webserver import REPO, Webserver, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -72,21 +72,9 @@ def test_dg_dev_serves_the_three_locations(tmp_path):
     (tmp_path / "dagster").mkdir()
     (tmp_path / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     log = tmp_path / "dg-dev.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCHER, DG, "dev", "--use-active-venv",
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
+    args = ["dev", "--use-active-venv", "--host", "127.0.0.1", "--port", str(port)]
+    with dagster_process("dg", args, env=env, cwd=REPO, log=log) as proc:
         server = Webserver(f"http://127.0.0.1:{port}", proc, log)
         entries = server.wait_loaded(set(LOCATIONS), timeout=400)
         for name in LOCATIONS:
             assert entries[name]["locationOrLoadError"]["__typename"] == "RepositoryLocation"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)

@@ -53,11 +53,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         # OSError: the disk is full or the home vanished mid-run; one line, not a traceback.
         print(f"demo failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except _storage_errors() as exc:
+        # SQLite (the Dagster instance, the Iceberg catalog) reports a full disk as its own
+        # error, wrapped by SQLAlchemy; every table is still at its last complete commit.
+        reason = getattr(exc, "orig", None) or exc
+        print(
+            f"demo failed: could not write under {_home_of(args)}: {reason}; free space there "
+            "and run again (every table is at its last complete commit)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     if args.json:
         print(json.dumps(report.as_dict(), default=str))
     else:
         print(format_report(report))
     return report.exit_code()
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    """The errors a full or failing disk raises through SQLite (and SQLAlchemy around it)."""
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError
+
+    return (sqlite3.Error, DBAPIError)
+
+
+def _home_of(args: argparse.Namespace) -> str:
+    from shared.settings import SettingsError, load_settings
+
+    try:
+        return str(load_settings().home)
+    except SettingsError:
+        return "DATA_PLATFORM_HOME"
 
 
 def _cmd_tables(args: argparse.Namespace) -> int:
@@ -132,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--home", help="local lakehouse folder (DATA_PLATFORM_HOME)")
     demo.add_argument("--users", type=int, help="stand-in users (default 200)")
     demo.add_argument("--events-per-day", type=int, help="stand-in events per day (default 500)")
-    demo.add_argument("--days", type=int, help="days of events from 2026-01-01 (default 14)")
+    demo.add_argument("--days", type=int, help="days of events, ending yesterday (default 14)")
     demo.add_argument("--seed", type=int, help="generator seed (default 42)")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo.set_defaults(func=_cmd_demo)
@@ -163,8 +191,9 @@ def _pin_standin_end() -> None:
     to that day's date for this process and every process it starts (code servers, dbt), so a
     demo crossing midnight writes one range, and the UI's runs agree with the demo's data."""
     from ingestion.settings import STANDIN_END, yesterday
+    from shared.settings import env_str, environment
 
-    if not os.environ.get(STANDIN_END, "").strip():
+    if not env_str(environment(), STANDIN_END):
         os.environ[STANDIN_END] = yesterday().isoformat()
 
 
