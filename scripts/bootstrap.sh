@@ -47,7 +47,9 @@ fi
 say "using $(uv --version) at $(command -v uv)"
 
 say "installing the workspace from uv.lock (the first time downloads about 1.2 GB: a few minutes)"
-uv sync --frozen
+# Bytecode compiled once at install: every later process (dbt, code servers, runs) then skips
+# compiling what it imports, which costs seconds per process where no .pyc can be written.
+uv sync --frozen --compile-bytecode
 # dagster-dbt needs the dbt manifest before the transformation location can load.
 say "parsing the dbt project (dbt/target/manifest.json)"
 uv run --frozen python -m transformation.project prepare >/dev/null

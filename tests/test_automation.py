@@ -23,7 +23,7 @@ HISTORY = 180
 #: Noon of the day after the history: its last day is the newest complete partition.
 NOW = dt.datetime.combine(day_of(HISTORY), dt.time(12), tzinfo=dt.UTC)
 DAILY = ("staging/stg_events", "marts/fct_daily_events", "analytics/daily_metrics")
-FULL = ("staging/stg_users", "marts/dim_users", "ml/user_features")
+FULL = ("staging/stg_users", "staging/stg_user_versions", "marts/dim_users", "ml/user_features")
 
 
 def workspace_assets() -> Definitions:

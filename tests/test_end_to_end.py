@@ -30,6 +30,7 @@ EXPECTED_TABLES = {
     "raw.users",
     "raw.events",
     "staging.stg_users",
+    "staging.stg_user_versions",
     "staging.stg_events",
     "marts.dim_users",
     "marts.fct_daily_events",
@@ -120,15 +121,20 @@ def test_downstream_figures_agree_with_raw_recomputed_by_duckdb(demo):
     distinct_events, active_users, revenue = con.execute(
         "select count(distinct event_id), count(distinct user_id), "
         "coalesce(sum(amount) filter (where event_type = 'purchase'), 0) from "
-        "(select distinct on (event_id) * from read_parquet(?))",
+        # Staging's contract: rows without event_id, user_id or event_ts are no events.
+        "(select distinct on (event_id) * from read_parquet(?) "
+        " where event_id is not null and user_id is not null and event_ts is not null)",
         [raw_events],
     ).fetchone()
-    distinct_users = con.execute(
-        "select count(distinct id) from read_parquet(?)", [raw_users]
-    ).fetchone()[0]
+    distinct_users, versions = con.execute(
+        "select count(distinct id), count(distinct (id, updated_at)) filter "
+        "(where id is not null and updated_at is not null) from read_parquet(?)",
+        [raw_users],
+    ).fetchone()
 
     assert read(tables["staging.stg_events"]).num_rows == distinct_events
     assert read(tables["staging.stg_users"]).num_rows == distinct_users
+    assert read(tables["staging.stg_user_versions"]).num_rows == versions
     assert read(tables["marts.dim_users"]).num_rows == distinct_users
     fct = read(tables["marts.fct_daily_events"])
     assert sum(fct["event_count"].to_pylist()) == distinct_events

@@ -114,7 +114,7 @@ def test_catalog_through_graphql(webserver):
     `layer` tag, typed and described columns, the Iceberg table name, code references, and a
     description on every check."""
     nodes = [n for n in webserver.graphql(CATALOG_QUERY)["assetNodes"] if n["isMaterializable"]]
-    assert len(nodes) == 8
+    assert len(nodes) == 9  # 2 raw, 3 staging, 2 marts, 2 analytics
     checks = 0
     for node in nodes:
         path = node["assetKey"]["path"]

@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--home", help="local lakehouse folder (DATA_PLATFORM_HOME)")
     demo.add_argument("--users", type=int, help="stand-in users (default 200)")
     demo.add_argument("--events-per-day", type=int, help="stand-in events per day (default 500)")
-    demo.add_argument("--days", type=int, help="days of events from 2026-01-01 (default 14)")
+    demo.add_argument("--days", type=int, help="days of events, ending yesterday (default 14)")
     demo.add_argument("--seed", type=int, help="generator seed (default 42)")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo.set_defaults(func=_cmd_demo)
@@ -191,8 +191,9 @@ def _pin_standin_end() -> None:
     to that day's date for this process and every process it starts (code servers, dbt), so a
     demo crossing midnight writes one range, and the UI's runs agree with the demo's data."""
     from ingestion.settings import STANDIN_END, yesterday
+    from shared.settings import env_str, environment
 
-    if not os.environ.get(STANDIN_END, "").strip():
+    if not env_str(environment(), STANDIN_END):
         os.environ[STANDIN_END] = yesterday().isoformat()
 
 

@@ -54,7 +54,10 @@ def test_the_real_plan_starts_dbt_twice_per_cycle():
     dbt_runs = [(r.partitioned, r.asset_keys) for r in plan if r.location == "transformation"]
     assert dbt_runs == [
         (True, (FCT, STG)),
-        (False, (AssetKey(["marts", "dim_users"]), USERS)),
+        (
+            False,
+            (AssetKey(["marts", "dim_users"]), AssetKey(["staging", "stg_user_versions"]), USERS),
+        ),
     ]
     assert [r.location for r in plan] == [
         "ingestion",

@@ -39,6 +39,7 @@ from analytics.sources import (
     DIM_USERS_ACTIVITY,
     FCT_DAILY_EVENTS,
     STG_EVENTS,
+    STG_USER_VERSIONS,
     USER_FEATURES_KEY,
 )
 from shared.catalog import layer_tags, owners
@@ -79,7 +80,7 @@ class UserFeaturesConfig(Config):
 
 @asset(
     key=USER_FEATURES_KEY,
-    deps=[STG_EVENTS.key, DIM_USERS.key],
+    deps=[STG_EVENTS.key, DIM_USERS.key, STG_USER_VERSIONS.key],
     group_name="ml",
     kinds={"polars", "iceberg"},
     check_specs=USER_FEATURES_CHECKS,
@@ -105,7 +106,9 @@ def user_features(
     7d = `event_date` in [D-6, D]; 30d = `event_date` in [D-29, D]. One row per user of
     `marts.dim_users` whose `signup_at` is null or has UTC date <= D:
 
-    - `country`, `plan` (dim_users); `signup_date` = UTC date of signup_at;
+    - `country`, `plan`: of the user's version valid at the end of D
+      (`staging.stg_user_versions`, latest `valid_from` with UTC date <= D; null if none),
+      never a later version; `signup_date` = UTC date of signup_at;
       `tenure_days` = D - signup_date; `as_of_date` = D
     - `first_event_date` / `last_event_date` = min / max event_date of the user's E;
       `days_since_first_event` / `days_since_last_event` = D - those (null without events)
@@ -138,6 +141,13 @@ def user_features(
         pruning_column="event_date",
     )
     users = read_upstream(iceberg, DIM_USERS)
+    # With an explicit as-of date, versions valid only later are never read.
+    versions = read_upstream(
+        iceberg,
+        STG_USER_VERSIONS,
+        window_column="valid_from" if as_of else None,
+        end=as_of + dt.timedelta(days=1) if as_of else None,
+    )
     if as_of is None:
         as_of = feature_defs.latest_event_date(events.frame)
         if as_of is None:
@@ -145,7 +155,7 @@ def user_features(
                 f"{STG_EVENTS.identifier} has no events: there is no day to compute features "
                 "as of. Materialize the upstream, or set as_of_date in the run config."
             )
-    frame = feature_defs.user_features(users.frame, events.frame, as_of).collect()
+    frame = feature_defs.user_features(users.frame, events.frame, as_of, versions.frame).collect()
     eligible = (
         users.frame.with_columns(d=utc_date(users.frame, "signup_at"))
         .filter(pl.col("d").is_null() | (pl.col("d") <= as_of))
@@ -175,7 +185,7 @@ def user_features(
         metadata=output_metadata(
             written,
             frame,
-            [events, users],
+            [events, users, versions],
             as_of_date=as_of.isoformat(),
             write_mode="overwrite (whole table)",
         ),

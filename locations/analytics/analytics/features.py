@@ -13,6 +13,11 @@ in the revenue nor in the average (null when no purchase has an amount).
 
 Population: every user of ``marts.dim_users`` whose ``signup_at`` is null or falls on or before
 ``D`` (UTC date). A user without events gets 0 counts, 0.0 revenue and null event dates.
+
+Point in time: ``country`` and ``plan`` are those of the user's version valid at the end of day
+``D`` (``staging.stg_user_versions``: the version with the latest ``valid_from`` before ``D+1``
+00:00 UTC), never a later one, so training rows as of a past day do not leak the future. When no
+version was valid yet (the first version we know came later), both are null.
 """
 
 from __future__ import annotations
@@ -88,12 +93,35 @@ def latest_event_date(events: pl.LazyFrame) -> dt.date | None:
     )
 
 
-def user_features(users: pl.LazyFrame, events: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
+def attributes_as_of(versions: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
+    """``user_id, country, plan`` of each user's version valid at the end of day ``as_of``
+    (UTC): the latest ``valid_from`` whose UTC date is on or before ``as_of``."""
+    return (
+        versions.with_columns(
+            user_id=pl.col("user_id").cast(pl.Int64), valid_date=utc_date(versions, "valid_from")
+        )
+        .filter(pl.col("user_id").is_not_null() & (pl.col("valid_date") <= as_of))
+        .sort("user_id", "valid_from")
+        .group_by("user_id")
+        .agg(pl.col("country").last(), pl.col("plan").last())
+    )
+
+
+def user_features(
+    users: pl.LazyFrame,
+    events: pl.LazyFrame,
+    as_of: dt.date,
+    versions: pl.LazyFrame | None = None,
+) -> pl.LazyFrame:
     """Features of every user as of the end of day ``as_of`` (UTC). See the module docstring.
 
-    ``users`` needs ``user_id, country, plan, signup_at``; ``events`` needs
-    ``event_id, user_id, event_type, event_date, amount``.
+    ``users`` (the population) needs ``user_id, signup_at``; ``events`` needs
+    ``event_id, user_id, event_type, event_date, amount``; ``versions`` (every version of every
+    user) needs ``user_id, country, plan, valid_from``. Without ``versions``, ``users``' own
+    ``country`` and ``plan`` are taken as valid since signup (tests and single-version data).
     """
+    if versions is None:
+        versions = users.select("user_id", "country", "plan", valid_from=pl.col("signup_at"))
     d7 = as_of - dt.timedelta(days=6)
     d30 = as_of - dt.timedelta(days=29)
     ev = dedupe_events(events).filter(pl.col("event_date") <= as_of)
@@ -119,9 +147,14 @@ def user_features(users: pl.LazyFrame, events: pl.LazyFrame, as_of: dt.date) -> 
         revenue_total=money_sum(pl.col("amount").filter(is_purchase)),
         priced_purchases=count_if(is_purchase & pl.col("amount").is_not_null()),
     )
-    people = users.with_columns(
-        user_id=pl.col("user_id").cast(pl.Int64), signup_date=utc_date(users, "signup_at")
-    ).filter(pl.col("signup_date").is_null() | (pl.col("signup_date") <= as_of))
+    people = (
+        users.with_columns(
+            user_id=pl.col("user_id").cast(pl.Int64), signup_date=utc_date(users, "signup_at")
+        )
+        .filter(pl.col("signup_date").is_null() | (pl.col("signup_date") <= as_of))
+        .select("user_id", "signup_date")
+        .join(attributes_as_of(versions, as_of), on="user_id", how="left")
+    )
     as_of_lit = pl.lit(as_of, dtype=pl.Date)
     joined = people.join(per_user, on="user_id", how="left").with_columns(
         [pl.col(c).fill_null(0) for c in _COUNT_COLUMNS]

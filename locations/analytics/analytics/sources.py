@@ -79,7 +79,9 @@ STG_EVENTS = Upstream(
     ),
 )
 
-#: dbt ``marts/dim_users``: one row per user (latest version of raw.users), unpartitioned.
+#: dbt ``marts/dim_users``: one row per user (latest version of raw.users), unpartitioned. Its
+#: ``country`` and ``plan`` are today's: point-in-time features take them from
+#: :data:`STG_USER_VERSIONS` instead.
 DIM_USERS = Upstream(
     key=table_key("marts", "dim_users"),
     columns=(
@@ -87,6 +89,19 @@ DIM_USERS = Upstream(
         Column("country"),
         Column("plan"),
         Column("signup_at", ("signed_up_at",)),
+    ),
+)
+
+#: dbt ``staging/stg_user_versions``: every version of every user (type-2 history), valid from
+#: ``valid_from`` (raw.users.updated_at) until the next version. ``ml.user_features`` takes a
+#: user's attributes from the version valid at the end of its as-of day (no future leaks in).
+STG_USER_VERSIONS = Upstream(
+    key=table_key("staging", "stg_user_versions"),
+    columns=(
+        Column("user_id"),
+        Column("country"),
+        Column("plan"),
+        Column("valid_from", ("updated_at",)),
     ),
 )
 

@@ -41,6 +41,14 @@ DIM_USERS_SCHEMA = pa.schema(
         ("total_revenue", pa.float64()),
     ]
 )
+STG_USER_VERSIONS_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("country", pa.string()),
+        ("plan", pa.string()),
+        ("valid_from", pa.timestamp("us", tz="UTC")),
+    ]
+)
 FCT_SCHEMA = pa.schema(
     [
         ("event_date", pa.date32()),
@@ -61,6 +69,11 @@ def event(event_id, user_id, event_type, ts: dt.datetime, amount=None) -> dict:
         "event_date": ts.astimezone(UTC).date(),
         "amount": amount,
     }
+
+
+def version(user_id, valid_from: dt.datetime, country="FR", plan="free") -> dict:
+    """A row of staging.stg_user_versions: the user's attributes from ``valid_from`` on."""
+    return {"user_id": user_id, "country": country, "plan": plan, "valid_from": valid_from}
 
 
 def user(user_id, signup_at: dt.datetime, country="FR", plan="free") -> dict:
@@ -125,10 +138,16 @@ def catalog(home):
 
 @pytest.fixture
 def write_upstream(catalog):
-    """Write hand-made stg_events / dim_users / fct_daily_events tables (fct derived from events
-    unless given)."""
+    """Write hand-made stg_events / dim_users / stg_user_versions / fct_daily_events tables (fct
+    derived from events unless given; versions: each user's dim_users row, valid from its
+    updated_at, unless given)."""
 
-    def _write(events: list[dict], users: list[dict], fct: list[dict] | None = None) -> None:
+    def _write(
+        events: list[dict],
+        users: list[dict],
+        fct: list[dict] | None = None,
+        versions: list[dict] | None = None,
+    ) -> None:
         write_table(
             catalog,
             "staging.stg_events",
@@ -137,6 +156,15 @@ def write_upstream(catalog):
         )
         dim = with_activity(users, events) if "event_count" not in users[0] else users
         write_table(catalog, "marts.dim_users", pa.Table.from_pylist(dim, schema=DIM_USERS_SCHEMA))
+        if versions is None:
+            versions = [
+                version(u["user_id"], u["updated_at"], u["country"], u["plan"]) for u in users
+            ]
+        write_table(
+            catalog,
+            "staging.stg_user_versions",
+            pa.Table.from_pylist(versions, schema=STG_USER_VERSIONS_SCHEMA),
+        )
         write_table(
             catalog,
             "marts.fct_daily_events",
@@ -154,7 +182,7 @@ def ts(day: int, hour: int = 12, month: int = 1) -> dt.datetime:
 @pytest.fixture
 def make():
     """Row builders for tests (conftest is not importable under --import-mode=importlib)."""
-    return SimpleNamespace(event=event, user=user, ts=ts, fct_rows=fct_rows)
+    return SimpleNamespace(event=event, user=user, version=version, ts=ts, fct_rows=fct_rows)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from analytics.sources import (
     DIM_USERS,
     FCT_DAILY_EVENTS,
     STG_EVENTS,
+    STG_USER_VERSIONS,
     USER_FEATURES_KEY,
 )
 from shared.partitions import daily_partitions
@@ -35,6 +36,7 @@ def _defs() -> Definitions:
         AssetSpec(STG_EVENTS.key, partitions_def=daily_partitions),
         AssetSpec(FCT_DAILY_EVENTS.key, partitions_def=daily_partitions),
         AssetSpec(DIM_USERS.key),
+        AssetSpec(STG_USER_VERSIONS.key),
     ]
     return Definitions.merge(analytics_defs, Definitions(assets=upstream))
 
@@ -64,6 +66,7 @@ def test_dbt_run_requests_the_updated_days_and_the_features():
     _report(instance, STG_EVENTS.key, DAYS)
     _report(instance, FCT_DAILY_EVENTS.key, DAYS)
     _report(instance, DIM_USERS.key)
+    _report(instance, STG_USER_VERSIONS.key)
     result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert _requested(result, DAILY_METRICS_KEY) == set(DAYS)
     assert _requested(result, USER_FEATURES_KEY) == {None}
@@ -75,6 +78,7 @@ def test_users_refresh_alone_does_not_recompute_every_day():
     _report(instance, STG_EVENTS.key, DAYS)
     _report(instance, FCT_DAILY_EVENTS.key, DAYS)
     _report(instance, DIM_USERS.key)
+    _report(instance, STG_USER_VERSIONS.key)
     result = evaluate_automation_conditions(defs=defs, instance=instance)
     # Pretend the requested runs happened: the analytics assets are now up to date.
     _report(instance, DAILY_METRICS_KEY, DAYS)

@@ -11,6 +11,7 @@ from analytics.sources import (
     DIM_USERS,
     FCT_DAILY_EVENTS,
     STG_EVENTS,
+    STG_USER_VERSIONS,
     USER_FEATURES_KEY,
 )
 from shared.partitions import daily_partitions
@@ -32,7 +33,7 @@ def test_assets_keys_partitions_and_deps():
     assert metrics.backfill_policy == BackfillPolicy.single_run()
     assert features.partitions_def is None
     assert set(metrics.parent_keys) == {STG_EVENTS.key, FCT_DAILY_EVENTS.key, DIM_USERS.key}
-    assert set(features.parent_keys) == {STG_EVENTS.key, DIM_USERS.key}
+    assert set(features.parent_keys) == {STG_EVENTS.key, DIM_USERS.key, STG_USER_VERSIONS.key}
     assert metrics.automation_condition is not None and features.automation_condition is not None
     assert {c.name for c in graph.asset_check_keys if c.asset_key == DAILY_METRICS_KEY} >= {
         "row_count_in_bounds",

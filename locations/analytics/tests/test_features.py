@@ -154,3 +154,32 @@ def test_latest_event_date():
 def test_rejects_non_temporal_signup():
     with pytest.raises(TypeError, match="signup_at"):
         user_features(USERS.with_columns(signup_at=pl.lit("x")), EVENTS, AS_OF)
+
+
+def test_plan_and_country_are_those_of_the_version_valid_at_the_as_of_day():
+    """Issue 12 item 11: no future leaks into past features: each user's attributes are the
+    version valid at the end of D (UTC), null when the first version we know came later."""
+    versions = pl.LazyFrame(
+        [
+            (1, "FR", "free", dt.datetime(2025, 12, 31, 23, 30, tzinfo=UTC)),
+            (1, "DE", "pro", dt.datetime(2026, 1, 20, 10, 0, tzinfo=UTC)),
+            (1, "US", "enterprise", dt.datetime(2026, 2, 1, 0, 0, tzinfo=UTC)),  # after D
+            (2, "DE", "pro", dt.datetime(2026, 1, 31, 23, 59, tzinfo=UTC)),  # on D: valid
+            (3, "US", "pro", dt.datetime(2026, 2, 3, tzinfo=UTC)),  # only a later version
+        ],
+        schema={
+            "user_id": pl.Int64,
+            "country": pl.String,
+            "plan": pl.String,
+            "valid_from": pl.Datetime("us", "UTC"),
+        },
+        orient="row",
+    )
+
+    def attributes(as_of):
+        out = user_features(USERS, EVENTS, as_of, versions).collect()
+        return {r["user_id"]: (r["country"], r["plan"]) for r in out.to_dicts()}
+
+    assert attributes(AS_OF) == {1: ("DE", "pro"), 2: ("DE", "pro"), 3: (None, None)}
+    assert attributes(D(2026, 1, 19))[1] == ("FR", "free")
+    assert attributes(D(2026, 1, 20))[1] == ("DE", "pro")

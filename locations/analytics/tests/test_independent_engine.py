@@ -45,7 +45,7 @@ agg as (
     round(coalesce(sum(amount) filter (where event_type = 'purchase'), 0), 6) r,
     count(amount) filter (where event_type = 'purchase') priced
   from e group by user_id)
-select u.user_id, $d as as_of_date, u.country, u.plan,
+select u.user_id, $d as as_of_date, v.country, v.plan,
   cast(timezone('UTC', u.signed_up_at) as date) as signup_date,
   $d - cast(timezone('UTC', u.signed_up_at) as date) as tenure_days,
   agg.f as first_event_date, agg.l as last_event_date,
@@ -59,6 +59,11 @@ select u.user_id, $d as as_of_date, u.country, u.plan,
   coalesce(n7, 0) > 0 is_active_7d, coalesce(n30, 0) > 0 is_active_30d,
   coalesce(p, 0) > 0 has_purchased, coalesce(p30, 0) > 0 purchased_30d
 from dim_users u left join agg using (user_id)
+left join (
+  select user_id, country, plan from stg_user_versions
+  where cast(timezone('UTC', valid_from) as date) <= $d
+  qualify row_number() over (partition by user_id order by valid_from desc) = 1
+) v using (user_id)
 where u.signed_up_at is null or cast(timezone('UTC', u.signed_up_at) as date) <= $d
 order by u.user_id
 """
@@ -107,6 +112,16 @@ def random_upstream(write_upstream, make):
         )
         for uid in range(1, 61)
     ]
+    # Point in time: a third of the users change plan or country during the month; dim_users
+    # holds the latest version, stg_user_versions every one.
+    versions = [make.version(u["user_id"], u["updated_at"], u["country"], u["plan"]) for u in users]
+    for u in users[::3]:
+        changed = u["updated_at"] + dt.timedelta(minutes=rng.randrange(1, 40 * 1440))
+        later = make.version(
+            u["user_id"], changed, rng.choice(["FR", "DE", "US"]), rng.choice(["pro", "enterprise"])
+        )
+        versions.append(later)
+        u.update(country=later["country"], plan=later["plan"], updated_at=changed)
     events = []
     for i in range(1500):
         ts = dt.datetime(2026, 1, 1, tzinfo=UTC) + dt.timedelta(minutes=rng.randrange(25 * 1440))
@@ -117,7 +132,7 @@ def random_upstream(write_upstream, make):
         uid = rng.choice([*range(1, 61), None, 999])
         events.append(make.event(f"e{i}", uid, etype, ts, amount))
     events += rng.sample(events, 100)  # duplicates
-    write_upstream(events, users)
+    write_upstream(events, users, versions=versions)
 
 
 def _assert_same(ours: pl.DataFrame, theirs: pl.DataFrame) -> None:
@@ -140,6 +155,7 @@ def _duck(catalog) -> duckdb.DuckDBPyConnection:
     con.execute("set TimeZone = 'UTC'")
     con.register("stg_events", read_table(catalog, "staging.stg_events"))
     con.register("dim_users", read_table(catalog, "marts.dim_users"))
+    con.register("stg_user_versions", read_table(catalog, "staging.stg_user_versions"))
     return con
 
 
@@ -155,6 +171,27 @@ def test_user_features_agree_with_duckdb(random_upstream, catalog):
     assert as_of == dt.date(2026, 1, 25)
     theirs = pl.from_arrow(_duck(catalog).execute(FEATURES_SQL, {"d": as_of}).to_arrow_table())
     _assert_same(ours, theirs)
+
+
+def test_user_features_as_of_a_past_day_agree_with_duckdb(random_upstream, catalog):
+    """Issue 12 item 11: as of a past day, plan and country are the versions valid then."""
+    as_of = dt.date(2026, 1, 10)
+    result = materialize(
+        [user_features],
+        resources={"iceberg": IcebergCatalogResource()},
+        instance=DagsterInstance.ephemeral(),
+        run_config={"ops": {"ml__user_features": {"config": {"as_of_date": as_of.isoformat()}}}},
+    )
+    assert result.success
+    ours = pl.from_arrow(read_table(catalog, "ml.user_features")).sort("user_id")
+    theirs = pl.from_arrow(_duck(catalog).execute(FEATURES_SQL, {"d": as_of}).to_arrow_table())
+    _assert_same(ours, theirs)
+    # The data has versions that became valid after the as-of day: none of them shows.
+    today = pl.from_arrow(read_table(catalog, "marts.dim_users")).select("user_id", "plan")
+    changed = ours.join(today, on="user_id", suffix="_now").filter(
+        pl.col("plan") != pl.col("plan_now")
+    )
+    assert changed.height > 0
 
 
 def test_daily_metrics_agree_with_duckdb(random_upstream, catalog):

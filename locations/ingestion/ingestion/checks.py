@@ -600,28 +600,12 @@ def _total_records(snapshot: Any) -> int | None:
 
 
 def added_data_files(table: Any) -> list:
-    """The data files the table's current snapshot added (none without a snapshot).
-
-    Read from the manifests that snapshot wrote (``added_snapshot_id``), not from every
-    manifest of the table: the cost follows the commit, not the history.
-    """
-    from pyiceberg.manifest import DataFileContent, ManifestEntryStatus
+    """The data files the table's current snapshot added (none without a snapshot); read from
+    the manifests that snapshot wrote only, so the cost follows the commit, not the history."""
+    from shared.changes import added_data_files as added_by
 
     snapshot = table.current_snapshot()
-    if snapshot is None:
-        return []
-    files = []
-    for manifest in snapshot.manifests(table.io):
-        if manifest.added_snapshot_id != snapshot.snapshot_id:
-            continue  # written by an earlier commit: holds no file this one added
-        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-            if (
-                entry.status == ManifestEntryStatus.ADDED
-                and entry.snapshot_id == snapshot.snapshot_id
-                and entry.data_file.content == DataFileContent.DATA
-            ):
-                files.append(entry.data_file)
-    return files
+    return [] if snapshot is None else added_by(table, snapshot)
 
 
 def latest_commit_rows(table: Any, columns: Sequence[str]) -> "pa.Table":

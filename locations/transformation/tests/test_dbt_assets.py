@@ -165,6 +165,24 @@ def test_build_incremental_days_late_rows_and_rerun(catalog, home):
         2: ("enterprise", "bob@example.com", 2, 2, 1, 5.5, True),
         3: ("free", "cy@example.com", 0, 0, 0, 0.0, False),
     }
+    # Every version of every user, valid until the next one (point-in-time reads): user 1's two
+    # versions; user 2's two deliveries of one updated_at are one version (the later extraction).
+    versions = table(catalog, "staging.stg_user_versions").sort("user_id", "valid_from")
+    assert [
+        (
+            r["user_id"],
+            r["plan"],
+            r["valid_from"].isoformat(),
+            r["valid_to"] and r["valid_to"].isoformat(),
+        )
+        for r in versions.iter_rows(named=True)
+    ] == [
+        (1, "free", "2026-01-01T00:00:00+00:00", "2026-01-02T12:00:00+00:00"),
+        (1, "pro", "2026-01-02T12:00:00+00:00", None),
+        (2, "enterprise", "2026-01-01T01:00:00+00:00", None),
+        (3, "free", "2026-01-02T00:00:00+00:00", None),
+    ]
+    assert versions["user_version_key"].n_unique() == versions.height
     checks = check_results(result)
     assert checks[("staging/stg_events", "unique_stg_events_event_id")] is True
     assert checks[("marts/fct_daily_events", "assert_fct_daily_events_reconciles_with_stg_events")]

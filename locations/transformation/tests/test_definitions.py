@@ -16,6 +16,7 @@ from transformation.project import MANIFEST_PATH
 
 MODELS = {
     AssetKey(["staging", "stg_users"]),
+    AssetKey(["staging", "stg_user_versions"]),
     AssetKey(["staging", "stg_events"]),
     AssetKey(["marts", "dim_users"]),
     AssetKey(["marts", "fct_daily_events"]),
@@ -27,6 +28,9 @@ def test_models_are_assets_named_after_their_iceberg_tables():
     assert graph.materializable_asset_keys == MODELS
     # dbt sources are the ingestion location's raw/* assets.
     assert graph.get(AssetKey(["staging", "stg_users"])).parent_keys == {AssetKey(["raw", "users"])}
+    assert graph.get(AssetKey(["staging", "stg_user_versions"])).parent_keys == {
+        AssetKey(["raw", "users"])
+    }
     assert graph.get(AssetKey(["staging", "stg_events"])).parent_keys == {
         AssetKey(["raw", "events"])
     }
