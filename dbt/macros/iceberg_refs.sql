@@ -27,6 +27,9 @@
               'action': 'register',
               'identifier': relation.schema ~ '.' ~ relation.identifier,
             } -%}
+        {#- Opens the node's connection first (dbt-duckdb creates the plugin's environment with the
+            first connection; `dbt compile` has none yet when a model resolves its first ref). -#}
+        {%- do run_query('select 1') -%}
         {%- do adapter.store_relation('iceberg', relation, [], '', 'parquet', request) -%}
     {%- endif -%}
 {%- endmacro %}
