@@ -282,8 +282,8 @@ def test_transformation_run_in_prod_leaks_no_trino_password(planted_env, tmp_pat
     import transformation.definitions as transformation
     from transformation.assets import dbt_models
 
-    # dbt's artifacts and logs of this run go to tmp, where they are searched too.
-    planted_env.setenv("DBT_TARGET_PATH", str(tmp_path / "dbt-target"))
+    # dbt's logs of this run go to tmp, where they are searched too; its artifacts go to the
+    # run's own target folder under the home (transformation.dbt_workdir), kept on failure.
     planted_env.setenv("DBT_LOG_PATH", str(tmp_path / "dbt-logs"))
     planted_env.setenv("TRINO_HOST", "127.0.0.1")
     planted_env.setenv("TRINO_PORT", str(dead_port()))
@@ -303,6 +303,7 @@ def test_transformation_run_in_prod_leaks_no_trino_password(planted_env, tmp_pat
     instance.compute_log_manager.dispose()
     assert_clean("transformation instance files", files_text(tmp_path / "dagster"))
     # What dbt wrote for this run (dagster-dbt's per-run target folder, dbt.log).
-    assert any((tmp_path / "dbt-target").rglob("*.json")), "expected dbt's run artifacts"
-    assert_clean("dbt target and logs of the run", files_text(tmp_path / "dbt-target")
+    run_targets = tmp_path / "home" / "dbt" / "target"
+    assert any(run_targets.rglob("*.json")), "expected dbt's run artifacts"
+    assert_clean("dbt target and logs of the run", files_text(run_targets)
                  + files_text(tmp_path / "dbt-logs"))  # fmt: skip
