@@ -129,6 +129,7 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     # Pin the home for every process the runs start (dbt's subprocess reads it too).
     os.environ["DATA_PLATFORM_HOME"] = str(settings.home)
 
+    _refresh_dbt_manifest()
     location_defs = load_location_defs()
     graph = build_location_graph(location_defs)
     plan = plan_runs(graph)
@@ -176,6 +177,15 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
                     )
     report.tables = list_tables(open_catalog(settings))
     return report
+
+
+def _refresh_dbt_manifest() -> None:
+    """Re-parse the dbt project when one of its files is newer than the manifest, as ``dagster
+    dev`` does: the demo is a development command too, and a model pulled since the last parse
+    would otherwise fail the transformation run on a manifest that does not know it."""
+    import importlib
+
+    importlib.import_module("transformation.project").ensure_manifest(refresh_if_stale=True)
 
 
 @contextmanager

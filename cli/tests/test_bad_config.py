@@ -74,7 +74,7 @@ def test_a_full_disk_is_one_line_and_the_next_run_completes(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True
     )
     if mounted.returncode != 0:
         pytest.skip(f"needs a tmpfs mount (root): {mounted.stderr.decode().strip()}")
