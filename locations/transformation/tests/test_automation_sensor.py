@@ -13,14 +13,28 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 def requested(result) -> dict[str, list | None]:
+    """Asset -> requested partition keys (None: unpartitioned), over every run request.
+
+    The sensor returns a request either as a backfill (``asset_graph_subset``) or as a run of
+    one partition (``asset_selection`` + ``partition_key``); both are read here."""
     out: dict[str, list | None] = {}
+
+    def add(key: AssetKey, partitions: list[str] | None) -> None:
+        name = key.to_user_string()
+        if partitions is None:
+            out[name] = None
+        else:
+            out[name] = sorted({*(out.get(name) or []), *partitions})
+
     for request in result.run_requests or []:
         subset = request.asset_graph_subset
-        for key in subset.asset_keys:
-            partitions = subset.partitions_subsets_by_asset_key.get(key)
-            out[key.to_user_string()] = (
-                sorted(partitions.get_partition_keys()) if partitions is not None else None
-            )
+        if subset is not None:
+            for key in subset.asset_keys:
+                partitions = subset.partitions_subsets_by_asset_key.get(key)
+                add(key, list(partitions.get_partition_keys()) if partitions is not None else None)
+        else:
+            for key in request.asset_selection or []:
+                add(key, [request.partition_key] if request.partition_key is not None else None)
     return out
 
 
@@ -43,5 +57,6 @@ def test_a_raw_sync_requests_its_days_through_the_real_sensor():
         "staging/stg_events": ["2026-03-09", "2026-03-10"],
         "marts/fct_daily_events": ["2026-03-09", "2026-03-10"],
         "staging/stg_users": None,
+        "staging/stg_user_versions": None,
         "marts/dim_users": None,
     }

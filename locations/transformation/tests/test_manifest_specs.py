@@ -82,7 +82,7 @@ def test_every_test_is_a_described_check():
     manifest = load_manifest(str(MANIFEST_PATH))
     tests = [n for n in manifest["nodes"].values() if n["resource_type"] == "test"]
     checks = [*dbt_daily_models.check_specs, *dbt_models.check_specs]
-    assert len(checks) == len(tests) == 32
+    assert len(checks) == len(tests) == 37
     for spec in checks:
         assert spec.description and len(spec.description) > 20, spec.key
         assert "``" not in spec.description
@@ -162,7 +162,7 @@ def test_a_missing_manifest_is_prepared_in_one_line(tmp_path, monkeypatch):
         code = "import transformation.definitions as d; print(len(d.defs.resolve_asset_graph().materializable_asset_keys))"
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.strip() == "4"
+        assert proc.stdout.strip() == "5"
         lines = [line for line in proc.stderr.splitlines() if "dbt manifest" in line]
         assert lines == [
             f"dbt manifest missing: preparing it (dbt parse, about 10 s) -> {manifest}"
@@ -174,9 +174,11 @@ def test_a_missing_manifest_is_prepared_in_one_line(tmp_path, monkeypatch):
 
 
 def test_selection_keys_agree():
-    assert {AssetKey(["staging", "stg_users"]), AssetKey(["marts", "dim_users"])} == set(
-        dbt_models.keys
-    )
+    assert {
+        AssetKey(["staging", "stg_users"]),
+        AssetKey(["staging", "stg_user_versions"]),
+        AssetKey(["marts", "dim_users"]),
+    } == set(dbt_models.keys)
 
 
 def _context(assets_def, keys, checks):
