@@ -160,6 +160,7 @@ def measure_incremental(
 BARE_MODELS = (
     ("staging", "stg_events", "event_date"),
     ("staging", "stg_users", None),
+    ("staging", "stg_user_versions", None),
     ("marts", "fct_daily_events", "event_date"),
     ("marts", "dim_users", None),
 )
@@ -210,8 +211,8 @@ def bare_day(home: str, day_index: int, lookback: int, sql: dict[str, str]) -> d
 
     from analytics import features as feature_defs
     from analytics import metrics as metric_defs
-    from analytics.io import day_range_filter, read_upstream, to_arrow
-    from analytics.sources import DIM_USERS, STG_EVENTS
+    from analytics.io import read_upstream, to_arrow
+    from analytics.sources import DIM_USERS, STG_EVENTS, STG_USER_VERSIONS
     from ingestion import standin
     from ingestion.settings import load_standin_settings
     from shared import iceberg
@@ -259,13 +260,18 @@ def bare_day(home: str, day_index: int, lookback: int, sql: dict[str, str]) -> d
     metrics = metric_defs.daily_metrics(ev.frame, us.frame, start, end).collect()
     iceberg.write_table(
         catalog, "analytics.daily_metrics", to_arrow(metrics), mode="overwrite",
-        overwrite_filter=day_range_filter("metric_date", start, end),
+        # The same pyiceberg filter the daily_metrics asset commits with (a string, not the
+        # polars expression day_range_filter builds for reads).
+        overwrite_filter=f"metric_date >= '{start.isoformat()}' and metric_date < '{end.isoformat()}'",
         partition_by_day="metric_date",
     )  # fmt: skip
     events_all = read_upstream(resource, STG_EVENTS)
     users_all = read_upstream(resource, DIM_USERS)
+    versions_all = read_upstream(resource, STG_USER_VERSIONS)
     as_of = feature_defs.latest_event_date(events_all.frame) or dt.date.min
-    features = feature_defs.user_features(users_all.frame, events_all.frame, as_of).collect()
+    features = feature_defs.user_features(
+        users_all.frame, events_all.frame, as_of, versions_all.frame
+    ).collect()
     iceberg.write_table(catalog, "ml.user_features", to_arrow(features), mode="overwrite")
     t3 = time.perf_counter()
     parts["analytics"] = t3 - t2
