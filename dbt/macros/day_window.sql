@@ -73,3 +73,26 @@
 {% macro daily_materialization() -%}
     {{ return('incremental' if target.type == 'trino' else 'iceberg') }}
 {%- endmacro %}
+
+
+{#
+  The whole config of a daily model (one row set per UTC day in `column`), in one place so the
+  daily models cannot drift apart: each calls `{{ config(**daily_model_config('event_date')) }}`.
+  Locally the Iceberg materialization replaces the window's days; on Trino, dbt-trino's
+  `delete+insert` deletes exactly the window's partitions and inserts them again.
+#}
+{% macro daily_model_config(column) -%}
+    {{ return({
+        'materialized': daily_materialization(),
+        'tags': ['daily'],
+        'day_partition_column': column,
+        'incremental_strategy': 'delete+insert',
+        'unique_key': column,
+        'incremental_predicates': day_window_predicates(column),
+        'on_schema_change': 'append_new_columns',
+        'properties': {
+            'format': "'PARQUET'",
+            'partitioning': "ARRAY['" ~ column ~ "']",
+        },
+    }) }}
+{%- endmacro %}

@@ -1,18 +1,4 @@
-{{
-    config(
-        materialized=daily_materialization(),
-        tags=['daily'],
-        day_partition_column='event_date',
-        incremental_strategy='delete+insert',
-        unique_key='event_date',
-        incremental_predicates=day_window_predicates('event_date'),
-        on_schema_change='append_new_columns',
-        properties={
-            'format': "'PARQUET'",
-            'partitioning': "ARRAY['event_date']",
-        },
-    )
-}}
+{{ config(**daily_model_config('event_date')) }}
 {#
   Daily events fact, grain (event_date, user_id, event_type): how many events of each type each
   user produced each UTC day, and the revenue (sum of purchase amounts; 0 for other types).

@@ -1,18 +1,4 @@
-{{
-    config(
-        materialized=daily_materialization(),
-        tags=['daily'],
-        day_partition_column='event_date',
-        incremental_strategy='delete+insert',
-        unique_key='event_date',
-        incremental_predicates=day_window_predicates('event_date'),
-        on_schema_change='append_new_columns',
-        properties={
-            'format': "'PARQUET'",
-            'partitioning': "ARRAY['event_date']",
-        },
-    )
-}}
+{{ config(**daily_model_config('event_date')) }}
 {#
   One row per event_id: the latest delivered version, for the events of the day window (every day
   without a window).
