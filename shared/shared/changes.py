@@ -8,8 +8,14 @@ Downstream daily assets run for exactly those days (plus a late-data lookback): 
 
 The days are computed from what the sync committed, not from what it meant to write: the data
 files added by the Iceberg snapshots between the table's snapshot before the sync and its snapshot
-after it, reading the day column only. A concurrent writer's snapshots in between are counted too,
-which can only add days (a superset is safe: a day re-run is idempotent).
+after it, reading the key and day columns only. A concurrent writer's snapshots in between are
+counted too, which can only add days (a superset is safe: a day re-run is idempotent).
+
+"The days of the rows it added" includes the days those rows' keys LEFT: an event re-delivered
+with its timestamp on another day (same key, day D1 before, D2 now) changes D2 and D1, since D1's
+daily rows hold the old version until D1 is re-run. These days are found in the table as of the
+snapshot before the sync, read for the added keys only (:func:`sync_changes`). Which column is
+the key and which the day is the stream's business (``ingestion.streams``), not this module's.
 
 Values of the key:
 
@@ -27,12 +33,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 #: Metadata key of a raw materialization: the UTC event days of the rows the sync added.
 CHANGED_EVENT_DAYS = "changed_event_days"
 #: Metadata key: how many days :data:`CHANGED_EVENT_DAYS` lists (for the UI and plots).
 CHANGED_EVENT_DAYS_COUNT = "changed_event_days_count"
+#: Metadata key (for operators): how many keys the sync added that the table already had.
+REDELIVERED_KEYS = "redelivered_keys"
+#: Metadata key (for operators): how many of those moved to another day.
+MOVED_KEYS = "moved_keys"
+#: Metadata key (for operators): the days in :data:`CHANGED_EVENT_DAYS` only because keys left
+#: them (no added row is on them): re-run so they stop holding the old versions.
+MOVED_FROM_DAYS = "moved_from_days"
 
 
 class Unknown:
@@ -87,10 +101,9 @@ def added_data_files(table: Any, snapshot: Any) -> list[Any]:
     return files
 
 
-def utc_days(values: Any) -> set[dt.date]:
-    """The distinct UTC days of an Arrow array of timestamps (nulls ignored)."""
+def utc_dates(values: Any) -> Any:
+    """The UTC day (Arrow date32) of each value of an Arrow array of timestamps (or dates)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
@@ -98,47 +111,195 @@ def utc_days(values: Any) -> set[dt.date]:
         # Arrow stores zoned timestamps as UTC instants: dropping the zone keeps the UTC
         # wall-clock, whose date is the UTC day.
         values = values.cast(pa.timestamp(values.type.unit))
-    days = pc.unique(values.cast(pa.date32())).drop_null()
-    return set(days.to_pylist())
+    return values.cast(pa.date32())
 
 
-def changed_days(table: Any, since_snapshot_id: int | None, day_column: str) -> list[dt.date]:
-    """The UTC days (sorted) of the rows added to ``table`` after ``since_snapshot_id``.
+def utc_days(values: Any) -> set[dt.date]:
+    """The distinct UTC days of an Arrow array of timestamps (nulls ignored)."""
+    import pyarrow.compute as pc
 
-    Reads ``day_column`` only, from the data files the new snapshots added (pyiceberg's Arrow
-    reader over exactly those files: it has no "rows added between two snapshots" scan). Rows an
-    overwrite deleted are not counted: raw tables are append-only.
+    return set(pc.unique(utc_dates(values)).drop_null().to_pylist())
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What one sync changed in a raw table (see :func:`sync_changes`)."""
+
+    #: The days to re-run, sorted: the days of the added rows and of the earlier versions of
+    #: their keys (the days those keys left).
+    days: tuple[dt.date, ...] = ()
+    #: The days of the added rows only.
+    added_days: tuple[dt.date, ...] = ()
+    #: Distinct non-null keys among the added rows (0 when no key column was given).
+    added_keys: int = 0
+    #: Added keys that already had a version in the table before the sync (re-deliveries).
+    #: None: not looked up (no key column, or the table had no snapshot before the sync).
+    redelivered_keys: int | None = None
+    #: Of those, the keys with an earlier version on a day that none of their added rows is
+    #: on: events that moved to another day (the day they left is in :attr:`days`).
+    moved_keys: int | None = None
+
+
+def sync_changes(
+    table: Any,
+    since_snapshot_id: int | None,
+    day_column: str,
+    key_columns: Sequence[str] = (),
+) -> Changes:
+    """The UTC days a sync changed in ``table``: rows added after ``since_snapshot_id``.
+
+    * The days of the added rows: ``day_column`` of the data files the new snapshots added
+      (pyiceberg's Arrow reader over exactly those files).
+    * With ``key_columns`` (the record's key: one event whatever its versions), also the days of
+      the earlier versions of the added keys: a key re-delivered with its day changed (an event
+      whose ``event_ts`` moved from D1 to D2) changes D1 too, since D1's daily rows still hold
+      the old version until D1 is re-run. Read from the table as of ``since_snapshot_id``
+      (skipped when the table had no snapshot then: nothing earlier exists), projected to the
+      key and day columns and filtered to the added keys (:func:`earlier_versions`).
+
+    Rows an overwrite deleted are not counted: raw tables are append-only.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
     from pyiceberg.expressions import AlwaysTrue
-    from pyiceberg.io.pyarrow import ArrowScan
+    from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
     from pyiceberg.table import FileScanTask
 
     schema = table.schema()
     if day_column not in schema.column_names:
-        return []
-    files = [
-        f for s in snapshots_since(table, since_snapshot_id) for f in added_data_files(table, s)
-    ]
+        return Changes()
+    keys = tuple(key_columns)
+    if any(k not in schema.column_names for k in keys):
+        keys = ()  # a key the table lacks identifies nothing: the added days only
+    snapshots = snapshots_since(table, since_snapshot_id)
+    files = [f for s in snapshots for f in added_data_files(table, s)]
     if not files:
-        return []
-    scan = ArrowScan(table.metadata, table.io, schema.select(day_column), AlwaysTrue())
+        return Changes(redelivered_keys=0 if keys else None, moved_keys=0 if keys else None)
+    projected = schema.select(*keys, day_column)
+    key_schema = schema_to_pyarrow(schema.select(*keys), include_field_ids=False) if keys else None
+    scan = ArrowScan(table.metadata, table.io, projected, AlwaysTrue())
+    batches = scan.to_record_batches([FileScanTask(f) for f in files])
+    added, days = _distinct_key_days(batches, key_schema or pa.schema([]), day_column)
+    added_days = tuple(sorted(days))
+    if not keys:
+        return Changes(days=added_days, added_days=added_days)
+    added_keys = added.select(list(keys)).group_by(list(keys)).aggregate([])
+    # The snapshot the sync committed onto: only when the walk reached the marker (an expired or
+    # replaced marker made every file "added": then no version is earlier, all days counted).
+    parent = (
+        since_snapshot_id
+        if snapshots and snapshots[-1].parent_snapshot_id == since_snapshot_id
+        else None
+    )
+    if parent is None or added_keys.num_rows == 0:
+        return Changes(
+            days=added_days,
+            added_days=added_days,
+            added_keys=added_keys.num_rows,
+            redelivered_keys=0 if parent is not None else None,
+            moved_keys=0 if parent is not None else None,
+        )
+    earlier = earlier_versions(table, parent, added_keys, day_column)
+    redelivered = earlier.select(list(keys)).group_by(list(keys)).aggregate([])
+    # A version on a day none of the key's added rows is on: the key moved away from that day.
+    # (A version without a day was on no day: it moved from none.)
+    dated = earlier.filter(pc.is_valid(earlier[_DAY]))
+    moved = dated.join(added, keys=[*keys, _DAY], join_type="left anti")
+    moved_keys = moved.select(list(keys)).group_by(list(keys)).aggregate([])
+    return Changes(
+        days=tuple(sorted(days | set(pc.unique(earlier[_DAY]).drop_null().to_pylist()))),
+        added_days=added_days,
+        added_keys=added_keys.num_rows,
+        redelivered_keys=redelivered.num_rows,
+        moved_keys=moved_keys.num_rows,
+    )
+
+
+def earlier_versions(table: Any, snapshot_id: int, keys: Any, day_column: str) -> Any:
+    """The distinct ``(key..., day)`` of the rows of ``table`` as of ``snapshot_id`` whose key is
+    in ``keys`` (an Arrow table of the key columns, distinct); a version without a day has a null
+    day.
+
+    Cost: the key column of the whole history is read (Iceberg has no index, and random ids
+    defeat the files' min/max pruning); only the key and day columns, the files in parallel
+    (pyiceberg's scan), each filtered by Arrow as it is read (the ``In`` filter is pushed down to
+    the Parquet scanner), so only the matching rows are ever held.
+    """
+    from pyiceberg.expressions import In
+
+    names = list(keys.column_names)
+    first = keys.column(names[0]).to_pylist()
+    reader = table.scan(
+        snapshot_id=snapshot_id,
+        selected_fields=(*names, day_column),
+        row_filter=In(names[0], first),
+    ).to_arrow_batch_reader()
+    found, _ = _distinct_key_days(reader, keys.schema, day_column)
+    if len(names) > 1:  # the pushed-down filter used the first key column only: match them all
+        found = found.join(keys, keys=names, join_type="left semi")
+    return found
+
+
+#: The day column in the tables of (key..., day) built here.
+_DAY = "__day"
+
+
+def _distinct_key_days(
+    batches: Iterable[Any], keys: Any, day_column: str
+) -> tuple[Any, set[dt.date]]:
+    """Distinct ``(key..., __day)`` of record batches, as an Arrow table: the key columns (their
+    Arrow schema: ``keys``) and the UTC day of ``day_column``. Rows with a null key are dropped;
+    a null day is kept (null). Also the set of the days of every row, with a key or not."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = list(keys.names)
+    target = pa.schema([*keys, pa.field(_DAY, pa.date32())])
+    parts = [target.empty_table()]
     days: set[dt.date] = set()
-    for batch in scan.to_record_batches([FileScanTask(f) for f in files]):
-        days |= utc_days(batch.column(0))
-    return sorted(days)
+    for batch in batches:
+        dates = utc_dates(batch.column(day_column))
+        days.update(pc.unique(dates).drop_null().to_pylist())
+        if not names:
+            continue
+        columns = [batch.column(k).cast(keys.field(k).type) for k in names]
+        part = pa.table([*columns, dates], schema=target)
+        for k in names:
+            part = part.filter(pc.is_valid(part[k]))
+        parts.append(part.group_by([*names, _DAY]).aggregate([]))
+    table = pa.concat_tables(parts)
+    return table.group_by([*names, _DAY]).aggregate([]).select([*names, _DAY]), days
 
 
-def changed_days_metadata(days: Iterable[dt.date] | Unknown) -> dict[str, Any]:
-    """The materialization metadata recording ``days`` (or :data:`UNKNOWN`)."""
+def changed_days(
+    table: Any, since_snapshot_id: int | None, day_column: str, key_columns: Sequence[str] = ()
+) -> list[dt.date]:
+    """The UTC days (sorted) a sync changed: :attr:`Changes.days` of :func:`sync_changes`."""
+    return list(sync_changes(table, since_snapshot_id, day_column, key_columns).days)
+
+
+def changed_days_metadata(days: Changes | Iterable[dt.date] | Unknown) -> dict[str, Any]:
+    """The materialization metadata recording ``days`` (or :data:`UNKNOWN`).
+
+    From a :class:`Changes`, also what operators want to see of re-delivered keys:
+    :data:`REDELIVERED_KEYS`, :data:`MOVED_KEYS` and :data:`MOVED_FROM_DAYS` (when looked up).
+    """
     from dagster import MetadataValue
 
     if isinstance(days, Unknown):
         return {CHANGED_EVENT_DAYS: MetadataValue.json(None), CHANGED_EVENT_DAYS_COUNT: -1}
-    listed = sorted({d.isoformat() for d in days})
-    return {
+    changes = days if isinstance(days, Changes) else None
+    listed = sorted({d.isoformat() for d in (changes.days if changes else days)})
+    out: dict[str, Any] = {
         CHANGED_EVENT_DAYS: MetadataValue.json(listed),
         CHANGED_EVENT_DAYS_COUNT: len(listed),
     }
+    if changes is not None and changes.redelivered_keys is not None:
+        out[REDELIVERED_KEYS] = changes.redelivered_keys
+        out[MOVED_KEYS] = changes.moved_keys or 0
+        left = sorted(set(changes.days) - set(changes.added_days))
+        out[MOVED_FROM_DAYS] = MetadataValue.json([d.isoformat() for d in left])
+    return out
 
 
 def days_in_metadata(metadata: Mapping[str, Any]) -> list[dt.date] | Unknown | None:
