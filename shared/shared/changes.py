@@ -159,31 +159,29 @@ def sync_changes(
 
     Rows an overwrite deleted are not counted: raw tables are append-only.
     """
-    import pyarrow as pa
     import pyarrow.compute as pc
     from pyiceberg.expressions import AlwaysTrue
-    from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
+    from pyiceberg.io.pyarrow import ArrowScan
     from pyiceberg.table import FileScanTask
 
     schema = table.schema()
     if day_column not in schema.column_names:
         return Changes()
-    keys = tuple(key_columns)
+    keys = list(key_columns)
     if any(k not in schema.column_names for k in keys):
-        keys = ()  # a key the table lacks identifies nothing: the added days only
+        keys = []  # a key the table lacks identifies nothing: the added days only
     snapshots = snapshots_since(table, since_snapshot_id)
     files = [f for s in snapshots for f in added_data_files(table, s)]
     if not files:
         return Changes(redelivered_keys=0 if keys else None, moved_keys=0 if keys else None)
-    projected = schema.select(*keys, day_column)
-    key_schema = schema_to_pyarrow(schema.select(*keys), include_field_ids=False) if keys else None
-    scan = ArrowScan(table.metadata, table.io, projected, AlwaysTrue())
-    batches = scan.to_record_batches([FileScanTask(f) for f in files])
-    added, days = _distinct_key_days(batches, key_schema or pa.schema([]), day_column)
-    added_days = tuple(sorted(days))
+    scan = ArrowScan(table.metadata, table.io, schema.select(*keys, day_column), AlwaysTrue())
+    added = _key_days(scan.to_record_batches([FileScanTask(f) for f in files]), keys, day_column)
+    added_days = _days(added)
     if not keys:
         return Changes(days=added_days, added_days=added_days)
-    added_keys = added.select(list(keys)).group_by(list(keys)).aggregate([])
+    # Rows without a key are no version of anything: they count for their day only.
+    added = added.filter(_all_valid(added, keys))
+    added_keys = _count_distinct(added, keys)
     # The snapshot the sync committed onto: only when the walk reached the marker (an expired or
     # replaced marker made every file "added": then no version is earlier, all days counted).
     parent = (
@@ -191,84 +189,102 @@ def sync_changes(
         if snapshots and snapshots[-1].parent_snapshot_id == since_snapshot_id
         else None
     )
-    if parent is None or added_keys.num_rows == 0:
-        return Changes(
-            days=added_days,
-            added_days=added_days,
-            added_keys=added_keys.num_rows,
-            redelivered_keys=0 if parent is not None else None,
-            moved_keys=0 if parent is not None else None,
-        )
-    earlier = earlier_versions(table, parent, added_keys, day_column)
-    redelivered = earlier.select(list(keys)).group_by(list(keys)).aggregate([])
+    if parent is None or added_keys == 0:
+        looked_up = 0 if parent is not None else None
+        return Changes(added_days, added_days, added_keys, looked_up, looked_up)
+    earlier = earlier_versions(table, parent, added.select(keys), day_column)
     # A version on a day none of the key's added rows is on: the key moved away from that day.
-    # (A version without a day was on no day: it moved from none.)
+    # (A version without a day was on no day: it moved from none.) Both sides are small once
+    # the added rows are cut to the keys found earlier.
     dated = earlier.filter(pc.is_valid(earlier[_DAY]))
-    moved = dated.join(added, keys=[*keys, _DAY], join_type="left anti")
-    moved_keys = moved.select(list(keys)).group_by(list(keys)).aggregate([])
+    also_added = added.join(dated.select(keys), keys=keys, join_type="left semi")
+    moved = dated.join(also_added, keys=[*keys, _DAY], join_type="left anti")
     return Changes(
-        days=tuple(sorted(days | set(pc.unique(earlier[_DAY]).drop_null().to_pylist()))),
+        days=tuple(sorted(set(added_days) | set(_days(earlier)))),
         added_days=added_days,
-        added_keys=added_keys.num_rows,
-        redelivered_keys=redelivered.num_rows,
-        moved_keys=moved_keys.num_rows,
+        added_keys=added_keys,
+        redelivered_keys=_count_distinct(earlier, keys),
+        moved_keys=_count_distinct(moved, keys),
     )
 
 
 def earlier_versions(table: Any, snapshot_id: int, keys: Any, day_column: str) -> Any:
-    """The distinct ``(key..., day)`` of the rows of ``table`` as of ``snapshot_id`` whose key is
-    in ``keys`` (an Arrow table of the key columns, distinct); a version without a day has a null
-    day.
+    """The ``(key..., __day)`` of the rows of ``table`` as of ``snapshot_id`` whose key is one of
+    ``keys`` (an Arrow table of the key columns); ``__day`` is the UTC day of ``day_column``
+    (null for a version without one).
 
     Cost: the key column of the whole history is read (Iceberg has no index, and random ids
-    defeat the files' min/max pruning); only the key and day columns, the files in parallel
-    (pyiceberg's scan), each filtered by Arrow as it is read (the ``In`` filter is pushed down to
-    the Parquet scanner), so only the matching rows are ever held.
+    defeat the files' min/max pruning): only the key and day columns, the files in parallel
+    (pyiceberg's scan), streamed through one Arrow (Acero) hash semi-join whose hash table of the
+    keys is built once, so only the matching rows are kept. Not an Iceberg ``In`` filter:
+    pyiceberg translates and binds it again for every data file (20k keys over 30 files: 4 s,
+    where reading and filtering took 0.2 s); nor ``is_in`` per batch, which builds the keys' hash
+    set again for every batch (docs/benchmarks.md, "An event that moves to another day").
     """
-    from pyiceberg.expressions import In
+    import pyarrow as pa
+    from pyarrow import acero
 
     names = list(keys.column_names)
-    first = keys.column(names[0]).to_pylist()
     reader = table.scan(
-        snapshot_id=snapshot_id,
-        selected_fields=(*names, day_column),
-        row_filter=In(names[0], first),
+        snapshot_id=snapshot_id, selected_fields=(*names, day_column)
     ).to_arrow_batch_reader()
-    found, _ = _distinct_key_days(reader, keys.schema, day_column)
-    if len(names) > 1:  # the pushed-down filter used the first key column only: match them all
-        found = found.join(keys, keys=names, join_type="left semi")
-    return found
+    given = keys.schema
+    # The keys in the reader's own types (the join needs identical key types).
+    keys = keys.cast(pa.schema([reader.schema.field(k) for k in names]))
+    history = acero.Declaration(
+        "record_batch_reader_source", acero.RecordBatchReaderSourceNodeOptions(reader)
+    )
+    wanted = acero.Declaration("table_source", acero.TableSourceNodeOptions(keys))
+    join = acero.Declaration(
+        "hashjoin",
+        acero.HashJoinNodeOptions("left semi", left_keys=names, right_keys=names),
+        inputs=[history, wanted],
+    )
+    found = _key_days(join.to_table(use_threads=True).to_batches(), names, day_column)
+    return found.cast(pa.schema([*given, found.schema.field(_DAY)]))  # back to the given types
 
 
 #: The day column in the tables of (key..., day) built here.
 _DAY = "__day"
 
 
-def _distinct_key_days(
-    batches: Iterable[Any], keys: Any, day_column: str
-) -> tuple[Any, set[dt.date]]:
-    """Distinct ``(key..., __day)`` of record batches, as an Arrow table: the key columns (their
-    Arrow schema: ``keys``) and the UTC day of ``day_column``. Rows with a null key are dropped;
-    a null day is kept (null). Also the set of the days of every row, with a key or not."""
+def _key_days(batches: Iterable[Any], keys: Sequence[str], day_column: str) -> Any:
+    """The record batches as one Arrow table of the ``keys`` columns and ``__day``, the UTC day
+    of ``day_column`` (null where it is null)."""
     import pyarrow as pa
+
+    parts = []
+    for batch in batches:
+        columns = [batch.column(k) for k in keys]
+        parts.append(pa.table([*columns, utc_dates(batch.column(day_column))], names=[*keys, _DAY]))
+    if not parts:
+        return pa.table(
+            {**{k: pa.array([], pa.null()) for k in keys}, _DAY: pa.array([], pa.date32())}
+        )
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def _days(key_days: Any) -> tuple[dt.date, ...]:
     import pyarrow.compute as pc
 
-    names = list(keys.names)
-    target = pa.schema([*keys, pa.field(_DAY, pa.date32())])
-    parts = [target.empty_table()]
-    days: set[dt.date] = set()
-    for batch in batches:
-        dates = utc_dates(batch.column(day_column))
-        days.update(pc.unique(dates).drop_null().to_pylist())
-        if not names:
-            continue
-        columns = [batch.column(k).cast(keys.field(k).type) for k in names]
-        part = pa.table([*columns, dates], schema=target)
-        for k in names:
-            part = part.filter(pc.is_valid(part[k]))
-        parts.append(part.group_by([*names, _DAY]).aggregate([]))
-    table = pa.concat_tables(parts)
-    return table.group_by([*names, _DAY]).aggregate([]).select([*names, _DAY]), days
+    return tuple(sorted(pc.unique(key_days[_DAY]).drop_null().to_pylist()))
+
+
+def _all_valid(table: Any, columns: Sequence[str]) -> Any:
+    import pyarrow.compute as pc
+
+    mask = pc.is_valid(table[columns[0]])
+    for c in columns[1:]:
+        mask = pc.and_(mask, pc.is_valid(table[c]))
+    return mask
+
+
+def _count_distinct(table: Any, keys: Sequence[str]) -> int:
+    import pyarrow.compute as pc
+
+    if len(keys) == 1:
+        return pc.count_distinct(table[keys[0]]).as_py()
+    return table.select(list(keys)).group_by(list(keys)).aggregate([]).num_rows
 
 
 def changed_days(
