@@ -3,8 +3,9 @@
   Every version of every user (slowly changing dimension, type 2), from raw.users: one row per
   (user_id, updated_at). A version is valid from its updated_at until the next version's
   (valid_to; null for the current one). When one updated_at was delivered more than once, the
-  copy kept is chosen as in stg_users (latest extraction, then the record delivered last, then
-  Airbyte's record id). Rows without an id or an updated_at are left out (an unknown validity).
+  copy kept is chosen as in stg_users (one definition of the columns and of that order:
+  macros/user_versions.sql). Rows without an id or an updated_at are left out (an unknown
+  validity), where stg_users keeps those without an updated_at.
 
   Point-in-time reads use it: ml.user_features as of a past day takes the version valid at the
   end of that day, never a later one.
@@ -18,21 +19,11 @@ with source as (
 deliveries as (
 
     select
-        cast(id as bigint) as user_id,
-        cast(email as {{ dbt.type_string() }}) as email,
-        cast(name as {{ dbt.type_string() }}) as full_name,
-        cast(country as {{ dbt.type_string() }}) as country,
-        cast(plan as {{ dbt.type_string() }}) as plan,
-        signup_at as signed_up_at,
-        updated_at,
-        _airbyte_raw_id as airbyte_raw_id,
-        _airbyte_extracted_at as extracted_at,
+        {{ user_version_columns() }},
         row_number() over (
             partition by id, updated_at
             order by
-                _airbyte_extracted_at desc nulls last,
-                {{ optional_column(source('raw', 'users'), '_ab_record_index', 'bigint') }} desc nulls last,
-                _airbyte_raw_id desc
+                {{ user_delivery_order(source('raw', 'users')) }}
         ) as delivery_rank
     from source
     where id is not null

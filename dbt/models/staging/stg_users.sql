@@ -1,9 +1,9 @@
 {{ config(tags=['full']) }}
 {#
-  One row per user: the latest version of each user in raw.users (latest updated_at, then latest
-  extraction, then the record delivered last within one delivery (_ab_record_index, see
-  stg_events), then Airbyte's record id as a deterministic tie-break). Rows without an id are
-  left out (counted by the raw check raw_users_null_keys).
+  One row per user: the latest version of each user in raw.users (latest updated_at, then the
+  delivery order shared with stg_user_versions: macros/user_versions.sql). Rows without an id are
+  left out (counted by the raw check raw_users_null_keys); rows without an updated_at are kept,
+  ranked last, unlike stg_user_versions: a user whose only rows lack one still has a row here.
 #}
 with source as (
 
@@ -14,22 +14,12 @@ with source as (
 versions as (
 
     select
-        cast(id as bigint) as user_id,
-        cast(email as {{ dbt.type_string() }}) as email,
-        cast(name as {{ dbt.type_string() }}) as full_name,
-        cast(country as {{ dbt.type_string() }}) as country,
-        cast(plan as {{ dbt.type_string() }}) as plan,
-        signup_at as signed_up_at,
-        updated_at,
-        _airbyte_raw_id as airbyte_raw_id,
-        _airbyte_extracted_at as extracted_at,
+        {{ user_version_columns() }},
         row_number() over (
             partition by id
             order by
                 updated_at desc nulls last,
-                _airbyte_extracted_at desc nulls last,
-                {{ optional_column(source('raw', 'users'), '_ab_record_index', 'bigint') }} desc nulls last,
-                _airbyte_raw_id desc
+                {{ user_delivery_order(source('raw', 'users')) }}
         ) as version_rank
     from source
     where id is not null

@@ -122,6 +122,19 @@ def converter(t: pa.DataType) -> Callable[[Any], Any]:
     raise NotImplementedError(f"the landing loader cannot convert to {t}")
 
 
+def _cannot_hold(stream: RawStream, f: pa.Field, value: Any, bad: _Bad, relative: str,
+                 where: str) -> LandingRejected:  # fmt: skip
+    """The rejection of a value its column cannot hold, worded once for every format (JSON
+    lines, CSV, Parquet); ``where`` is the value's place in the file (``line 3``, ``row 3``)."""
+    return LandingRejected(
+        f"{stream.identifier}: column {f.name} ({f.type}) cannot hold {_example(value)} "
+        f"({bad.why}) in {relative}, {where}; the batch was not loaded",
+        table=stream.identifier,
+        column=f.name,
+        file=relative,
+    )
+
+
 def _column(stream: RawStream, f: pa.Field, values: Sequence[Any], relative: str,
             rows: Sequence[int], row_label: str) -> pa.Array:  # fmt: skip
     import pyarrow as pa
@@ -135,13 +148,7 @@ def _column(stream: RawStream, f: pa.Field, values: Sequence[Any], relative: str
         try:
             out.append(convert(value))
         except _Bad as bad:
-            raise LandingRejected(
-                f"{stream.identifier}: column {f.name} ({f.type}) cannot hold {_example(value)} "
-                f"({bad.why}) in {relative}, {row_label} {row}; the batch was not loaded",
-                table=stream.identifier,
-                column=f.name,
-                file=relative,
-            ) from None
+            raise _cannot_hold(stream, f, value, bad, relative, f"{row_label} {row}") from None
     return pa.array(out, type=f.type)
 
 
@@ -398,11 +405,7 @@ def _cast_parquet(stream: RawStream, f: pa.Field, column: pa.ChunkedArray,
         try:
             convert(value)
         except _Bad as bad:
-            raise LandingRejected(
-                f"{stream.identifier}: column {f.name} ({f.type}) cannot hold {_example(value)} "
-                f"({bad.why}) in {relative}, row {row}; the batch was not loaded",
-                table=stream.identifier, column=f.name, file=relative,
-            ) from None  # fmt: skip
+            raise _cannot_hold(stream, f, value, bad, relative, f"row {row}") from None
     raise LandingRejected(
         f"{stream.identifier}: column {f.name} is {source} in {relative}, which does not cast to "
         f"{f.type}; the batch was not loaded",
