@@ -375,8 +375,9 @@ def test_null_key_rows_left_out_and_conflicting_duplicates_resolve_to_the_last_d
         ("2026-01-01", 1, "purchase"): (1, 12.5),
         ("2026-01-01", 2, "click"): (1, 0.0),
     }
-    assert {u: v[2:6] for u, v in dim(catalog).items()} == {
-        1: (2, 1, 1, 12.5),
-        2: (1, 1, 0, 0.0),
-        3: (0, 0, 0, 0.0),
+    # (event_count, active_days, purchase_count, priced_purchase_count, total_revenue)
+    assert {u: v[2:7] for u, v in dim(catalog).items()} == {
+        1: (2, 1, 1, 1, 12.5),
+        2: (1, 1, 0, 0, 0.0),
+        3: (0, 0, 0, 0, 0.0),
     }
