@@ -255,16 +255,17 @@ def daily_metrics(
         pruning_column="event_date",
     )
     users = read_upstream(iceberg, DIM_USERS, window_column="signup_at", start=start, end=end)
-    frame = metric_defs.daily_metrics(events.frame, users.frame, start, end).collect()
-
-    event_days = set(
-        with_utc_event_date(events.frame)
-        .filter(IS_EVENT)
-        .select(pl.col("event_date").unique())
-        .collect()
-        .to_series()
-        .to_list()
+    # The metrics and the days that have events (for the checks) in one collect: polars plans
+    # the events scan once and reads the window's files once for both.
+    frame, days = pl.collect_all(
+        [
+            metric_defs.daily_metrics(events.frame, users.frame, start, end),
+            with_utc_event_date(events.frame)
+            .filter(IS_EVENT)
+            .select(pl.col("event_date").unique()),
+        ]
     )
+    event_days = set(days.to_series().to_list())
     mart, mart_problem, reads = None, None, [events, users]
     try:
         mart_read = read_upstream(
