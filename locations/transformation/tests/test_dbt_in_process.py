@@ -15,6 +15,7 @@ from shared.iceberg import write_table
 from shared.settings import load_settings
 from transformation import dbt_run
 from transformation.assets import DAILY_SELECTION, build_args, dbt_daily_models, window_vars
+from transformation.duckdb_iceberg import scratch_dir
 from transformation.project import DBT_PROJECT_DIR, MANIFEST_PATH
 
 STG_EVENTS = AssetKey(["staging", "stg_events"])
@@ -82,6 +83,8 @@ def test_invocations_in_one_process_see_fresh_tables_and_their_own_window(catalo
     # One parse for the whole process: the same Manifest object served every invocation.
     assert list(dbt_run._MANIFESTS.values()) == parsed
     assert list(dbt_run._MANIFESTS.values())[0] is parsed[0]
+    # The plugin's scratch files (batches, snapshot copies) do not outlive an invocation.
+    assert not any(scratch_dir().iterdir())
 
 
 def test_a_failing_model_fails_the_step_with_dbts_error_and_the_next_run_works(catalog, home):
