@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import pytest
 import raw_fixture
 from dagster import AssetKey, DagsterEventType, DagsterInstance, materialize
 from test_dbt_assets import RESOURCES, run_daily, run_full, stg_events, table
@@ -223,3 +224,26 @@ def test_the_asset_reports_the_same_outputs_as_before(catalog, home):
         c for c in result.get_asset_check_evaluations() if c.check_name.startswith("unique_")
     )
     assert {"unique_id", "invocation_id", "status"} <= set(check.metadata)
+
+
+def test_an_interrupt_during_dbt_stays_an_interrupt(home, tmp_path, monkeypatch):
+    """dbtRunner turns every exception into a result; a terminated run's interrupt is raised
+    again, and dbt's state is released so that the next invocation works."""
+    target = tmp_path / "target"
+    target.mkdir()
+    args = ["ls", "--target", "duckdb", "--select", "tag:daily"]
+    dbt_run.parsed_manifest(DBT_PROJECT_DIR, "duckdb", target, MANIFEST_PATH)
+
+    def interrupt(self, msg):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dbt_run._EventCollector, "__call__", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            dbt_run.invoke(
+                args, project_dir=DBT_PROJECT_DIR, target_path=target, manifest_path=MANIFEST_PATH
+            )
+    after = dbt_run.invoke(
+        args, project_dir=DBT_PROJECT_DIR, target_path=target, manifest_path=MANIFEST_PATH
+    )
+    assert after.success and after.error() is None

@@ -259,6 +259,13 @@ def _reset_dbt_state() -> None:
         plugin.clear_scratch()  # snapshot copies the closed database's views read
 
 
+def _raise_interrupt(result: Any) -> None:
+    """dbtRunner returns every exception, interrupts included: a run being terminated (Dagster's
+    ``DagsterExecutionInterruptedError``, ``KeyboardInterrupt``) must stay an interrupt."""
+    if result.exception is not None and not isinstance(result.exception, Exception):
+        raise result.exception
+
+
 def parsed_manifest(project_dir: Path, target: str, target_path: Path, manifest_path: Path) -> Any:
     """dbt's Manifest object of the project for ``target``, parsed once per process and prepared
     manifest file (``_MANIFESTS``). The parse reuses the partial-parse state found in
@@ -284,6 +291,7 @@ def parsed_manifest(project_dir: Path, target: str, target_path: Path, manifest_
             )
         finally:
             _reset_dbt_state()
+        _raise_interrupt(result)
         if not result.success:
             raise _invocation_error(args, target_path, collector.errors, result.exception)
         # Only the latest prepared manifest is kept (one project, one target per process).
@@ -311,6 +319,7 @@ def invoke(
         finally:
             _reset_dbt_state()
         sys.stdout.flush()
+    _raise_interrupt(result)
     manifest_json = load_manifest(str(manifest_path))
     events = [
         event
