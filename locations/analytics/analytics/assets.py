@@ -129,7 +129,7 @@ def user_features(
 
     from analytics import features as feature_defs
     from analytics.frames import utc_date
-    from analytics.io import output_metadata, read_upstream, to_arrow
+    from analytics.io import metadata_max, output_metadata, read_upstream, to_arrow
 
     as_of = dt.date.fromisoformat(config.as_of_date) if config.as_of_date else None
     # With an explicit as-of date, events after it are never read (pushed down to the scan).
@@ -149,7 +149,10 @@ def user_features(
         end=as_of + dt.timedelta(days=1) if as_of else None,
     )
     if as_of is None:
-        as_of = feature_defs.latest_event_date(events.frame)
+        try:  # the latest event_date from stg_events' manifests, for the snapshot read
+            as_of = metadata_max(iceberg, events, STG_EVENTS, "event_date")
+        except LookupError:  # metadata cannot tell (delete files): from the events themselves
+            as_of = feature_defs.latest_event_date(events.frame)
         if as_of is None:
             raise Failure(
                 f"{STG_EVENTS.identifier} has no events: there is no day to compute features "

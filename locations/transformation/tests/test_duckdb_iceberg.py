@@ -13,9 +13,9 @@ from transformation import duckdb_iceberg
 from transformation.duckdb_iceberg import (
     IcebergStoreError,
     Plugin,
+    day_chunks,
     local_path,
     scan_sql,
-    day_chunks,
     settings_for,
     store_batch,
 )
