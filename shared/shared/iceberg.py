@@ -217,9 +217,20 @@ TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
 #: history-flat reads"). A merge append (pyiceberg's, chosen by this property) folds the
 #: manifests into one once there are ``min-count-to-merge`` of them, so their number stays
 #: below that count whatever the history.
+#:
+#: The snapshots themselves are the other thing a daily table accumulates: every commit writes
+#: a metadata file listing all of them, and pyiceberg deep-copies that metadata many times per
+#: write (measured: a one-day overwrite took 0.06 s on a new table and over 1.6 s after 360
+#: daily commits). Each write to a table with ``history.expire.*`` set expires, in the same
+#: commit, the snapshots older than ``max-snapshot-age-ms`` beyond the newest
+#: ``min-snapshots-to-keep`` (Iceberg's own property names; here applied by our writer at each
+#: commit, :func:`_expired_snapshots`). Only daily tables get them: raw tables' history is read
+#: by shared.changes and the landing loader.
 DAILY_TABLE_PROPERTIES = {
     "commit.manifest-merge.enabled": "true",
     "commit.manifest.min-count-to-merge": "100",
+    "history.expire.min-snapshots-to-keep": "16",
+    "history.expire.max-snapshot-age-ms": str(60 * 60 * 1000),
 }
 
 
@@ -438,7 +449,13 @@ def _write(
             with tx:
                 _add_chunks(tx, io, counted(), properties)
         else:
+            expired = _expired_snapshots(table, int(time.time() * 1000))
             with table.transaction() as tx:
+                if expired:
+                    from pyiceberg.table.update.snapshot import ExpireSnapshots
+
+                    with ExpireSnapshots(tx) as expire:
+                        expire.by_ids(expired)
                 if overwrite is not None:
                     with warnings.catch_warnings():
                         # "Delete operation did not match any records" is expected on a first
@@ -452,6 +469,28 @@ def _write(
     if table is None:
         return TableWriteResult(identifier, None, 0, 0, "")
     return describe_write(table, identifier, rows_written)
+
+
+def _expired_snapshots(table: Table, now_ms: int) -> list[int]:
+    """The snapshots a write to ``table`` expires (see :data:`DAILY_TABLE_PROPERTIES`): none
+    unless the table has both ``history.expire.*`` properties; never the newest
+    ``min-snapshots-to-keep``, one younger than ``max-snapshot-age-ms``, or a branch or tag head.
+    Expiring removes snapshots from the metadata only: their data files stay, so a reader that
+    planned an expired snapshot still reads it."""
+    props = table.properties
+    keep = props.get("history.expire.min-snapshots-to-keep")
+    max_age = props.get("history.expire.max-snapshot-age-ms")
+    if keep is None or max_age is None:
+        return []
+    snapshots = sorted(
+        table.metadata.snapshots, key=lambda s: (s.sequence_number or 0, s.timestamp_ms)
+    )
+    protected = {ref.snapshot_id for ref in table.metadata.refs.values()}
+    cutoff = now_ms - int(max_age)
+    old = snapshots[: max(0, len(snapshots) - int(keep))]
+    return [
+        s.snapshot_id for s in old if s.timestamp_ms < cutoff and s.snapshot_id not in protected
+    ]
 
 
 def _evolve(table: Table, schema: pa.Schema) -> Table:

@@ -143,3 +143,26 @@ def test_column_max_reads_the_manifests_only(catalog, monkeypatch):
 
     write_table(catalog, "staging.empty", rows([None]).slice(0, 0), partition_by_day="event_date")
     assert column_max(catalog.load_table("staging.empty"), "event_date") is None
+
+
+def test_daily_writes_expire_old_snapshots_in_their_commit(catalog, monkeypatch):
+    for n in range(3):  # with the default age (an hour), a quick series expires nothing
+        overwrite_day(catalog, day(n))
+    assert len(catalog.load_table("staging.ev").snapshots()) == 3  # one append per new day
+    monkeypatch.setitem(iceberg.DAILY_TABLE_PROPERTIES, "history.expire.max-snapshot-age-ms", "0")
+    monkeypatch.setitem(iceberg.DAILY_TABLE_PROPERTIES, "history.expire.min-snapshots-to-keep", "3")
+    counts = []
+    for n in range(3, 12):
+        overwrite_day(catalog, day(n))
+        overwrite_day(catalog, day(n), label="b")  # a re-run: a delete and an append
+        table = catalog.load_table("staging.ev")
+        counts.append(len(table.snapshots()))
+        assert table.metadata.snapshot_by_id(table.current_snapshot().parent_snapshot_id)
+    assert max(counts[1:]) <= 3 + 2  # those kept plus the write's delete and append
+    got = read_table(catalog, "staging.ev")
+    assert sorted(got["event_date"].to_pylist()) == [day(n) for n in range(12) for _ in range(2)]
+    assert got["label"].to_pylist().count("b") == 18
+    # Unpartitioned (raw) tables keep their history: shared.changes reads it.
+    for _ in range(4):
+        write_table(catalog, "raw.r", rows([day(0)]), mode="append")
+    assert len(catalog.load_table("raw.r").snapshots()) == 4
