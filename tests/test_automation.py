@@ -147,3 +147,46 @@ def test_unknown_days_rebuild_every_day(history):
     raw_sync(history.instance, UNKNOWN)
     got = history.settle()
     assert {key: len(got[key]) for key in DAILY} == {key: HISTORY for key in DAILY}
+
+
+def test_an_event_moved_from_100_days_back_requests_both_days(history, tmp_path, monkeypatch):
+    """A sync re-delivers an event of 100 days back with its timestamp on the newest day: the
+    days recorded from what it committed (``shared.changes``, the stream's key and day columns)
+    are the newest day and the day the event left, and each daily asset downstream runs exactly
+    those two days plus lookback (the old day still holds the event's old version)."""
+    import pyarrow as pa
+
+    from ingestion.streams import EVENTS
+    from shared.changes import current_snapshot_id, sync_changes
+    from shared.iceberg import open_catalog, write_table
+    from shared.settings import load_settings
+
+    monkeypatch.setenv("DATA_PLATFORM_HOME", str(tmp_path))
+    catalog = open_catalog(load_settings())
+
+    def rows(ids, day_indexes):
+        stamps = [dt.datetime.combine(day_of(i), dt.time(12), tzinfo=dt.UTC) for i in day_indexes]
+        return pa.table({"event_id": ids, "event_ts": pa.array(stamps, pa.timestamp("us", "UTC"))})
+
+    # The raw table's history: one event per day, committed 30 days at a time.
+    for first in range(0, HISTORY - 1, 30):
+        span = range(first, min(first + 30, HISTORY - 1))
+        write_table(catalog, EVENTS.identifier, rows([f"e{i}" for i in span], span), mode="append")
+    newest, old = HISTORY - 1, HISTORY - 100
+    table = catalog.load_table(EVENTS.identifier)
+    before = current_snapshot_id(table)
+    write_table(
+        catalog, EVENTS.identifier, rows([f"e{old}", "new"], [newest, newest]), mode="append"
+    )
+    table = catalog.load_table(EVENTS.identifier)
+    changes = sync_changes(table, before, EVENTS.event_time_column, EVENTS.primary_key)
+    assert changes.days == (day_of(old), day_of(newest))
+    assert (changes.redelivered_keys, changes.moved_keys) == (1, 1)
+
+    report(history.instance, "raw/users")
+    report(history.instance, "raw/events", metadata=changed_days_metadata(changes))
+    got = history.settle()
+    assert got == {
+        **{key: days(old - 1, old, newest - 1, newest) for key in DAILY},
+        **{key: {None} for key in FULL},
+    }

@@ -25,6 +25,9 @@ Measurements (``--only`` takes these names):
 * ``load_time``: each location's ``definitions`` import time against ``import dagster`` (fresh
   processes, network denied); in full mode also ``dagster dev`` until all locations are loaded,
   against the same for three empty locations.
+* ``moved_day``: a raw sync's look-up of the days its events left (the earlier versions of the
+  event ids it added, ``shared.changes``) after 180 days of 20k events and 7 days of 200k
+  (``--quick``: 30 days of 2k), against the sync's own time (no target: a figure to watch).
 * ``install``: each location's own environment (``uv sync --package <x> --no-dev``) against the
   transformation location's, and which other locations' dependencies it contains.
 
@@ -57,11 +60,11 @@ from shared.settings import env_str, environment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCATIONS = ("ingestion", "transformation", "analytics")
-MEASUREMENTS = ("ingestion", "analytics", "incremental", "load_time", "install")
+MEASUREMENTS = ("ingestion", "analytics", "incremental", "load_time", "install", "moved_day")
 #: ``--quick`` without ``--only`` skips the incremental measurement: its cost is mostly dbt's
 #: fixed start-up (about 15 s per invocation here, two per day), so even tiny histories take
 #: minutes. ``--quick --only incremental`` runs it on 1 and 30 days of small data.
-QUICK_DEFAULT = ("ingestion", "analytics", "load_time", "install")
+QUICK_DEFAULT = ("ingestion", "analytics", "load_time", "install", "moved_day")
 MIB = 1024 * 1024
 
 
@@ -740,12 +743,60 @@ def bench_install(b: Bench) -> Iterable[dict[str, Any]]:
 
 # --------------------------------------------------------------------------------------------
 
+# --------------------------------------------------------------------------------------------
+# An event that moves to another day
+# --------------------------------------------------------------------------------------------
+
+
+def bench_moved_day(b: Bench) -> Iterable[dict[str, Any]]:
+    """The look-up of the days a sync's re-delivered events left, against the sync itself."""
+    sizes = [(b.n(2_000), 30)] if b.quick else [(b.n(20_000), 180), (b.n(200_000), 7)]
+    repeats = b.reps(3, 5)
+    for per_day, days in sizes:
+        home = b.work / f"moved-day-{per_day}x{days}"
+        b.log(f"moved_day: {days} days x {per_day:,} events of history, then {repeats} syncs")
+        r = b.worker(
+            "moved_day",
+            {"home": str(home), "events_per_day": per_day, "days": days, "repeats": repeats,
+             "users": b.n(20_000), "seed": 42},
+        )  # fmt: skip
+        yield record(
+            f"moved_day_lookup_{days}d",
+            {
+                "events_per_day": per_day,
+                "days": days,
+                "history_rows": r["history_rows"],
+                "added_rows": r["added_rows"],
+                "added_keys": r["added_keys"],
+                "repeats": repeats,
+                "statistic": "median seconds",
+            },
+            {
+                "seconds": r["lookup_seconds"],
+                "seconds_all": r["lookup_all"],
+                "days_only_seconds": r["days_only_seconds"],
+                "days_found_correct": r["days_found_correct"],
+                "what": "shared.changes.sync_changes with the key: the days of the added rows "
+                "and of the earlier versions of their event ids",
+            },
+            {
+                "seconds": r["sync_seconds"],
+                "seconds_all": r["sync_all"],
+                "what": "the stand-in's sync of the new day (generation and one Iceberg commit)",
+            },
+            ("seconds", "seconds"),
+            None,
+        )
+        b.cleanup(home)
+
+
 RUNNERS: dict[str, Callable[[Bench], Iterable[dict[str, Any]]]] = {
     "ingestion": bench_ingestion,
     "analytics": bench_analytics,
     "incremental": bench_incremental,
     "load_time": bench_load_time,
     "install": bench_install,
+    "moved_day": bench_moved_day,
 }
 
 

@@ -445,6 +445,21 @@ def incremental(args: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+@task
+def moved_day(args: dict[str, Any]) -> dict[str, Any]:
+    """Build history, then time a one-day sync and its look-up of the days its events left."""
+    from data_platform.bench_moved import measure_moved_day
+
+    return measure_moved_day(
+        home=args["home"],
+        events_per_day=int(args["events_per_day"]),
+        days=int(args["days"]),
+        repeats=int(args["repeats"]),
+        users=int(args["users"]),
+        seed=int(args["seed"]),
+    )
+
+
 # --------------------------------------------------------------------------------------------
 
 

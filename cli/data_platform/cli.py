@@ -1,7 +1,7 @@
 """The ``data-platform`` command: local work on the whole platform (demo, ui, tables, bench).
 
 Options set the same environment variables that ``shared.settings`` reads, so the runs the
-command starts (and dbt's subprocesses) see one consistent configuration.
+command starts (and dbt, in their steps) see one consistent configuration.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
             "the demo runs the local lakehouse only; unset DATA_PLATFORM_ENV or set it to 'local'"
         )
     ensure_home(settings)  # one clear error for a home that is a file or not writable
-    # Pin the home for every process the runs start (dbt's subprocess reads it too).
+    # Pin the home for every process the runs start (and for dbt's plugin, which reads it).
     os.environ["DATA_PLATFORM_HOME"] = str(settings.home)
 
     _refresh_dbt_manifest()

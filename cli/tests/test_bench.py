@@ -166,3 +166,15 @@ def test_incremental_times_the_sync_then_what_the_automation_requests():
     assert [(r.location, set(r.asset_keys), r.partition_range) for r in syncs] == [
         ("ingestion", {AssetKey(["raw", "events"]), AssetKey(["raw", "users"])}, None)
     ]
+
+
+@pytest.mark.slow
+def test_moved_day_measurement_finds_the_day_the_event_left(tmp_path):
+    lines = run_tiny(tmp_path, ["moved_day"])
+    assert [r["name"] for r in lines] == ["moved_day_lookup_30d"]
+    rec = lines[0]
+    check_line(rec)
+    # The look-up found exactly the new day and the first day, which the moved event left.
+    assert rec["figures"]["days_found_correct"] is True
+    assert rec["inputs"]["history_rows"] == 30 * rec["inputs"]["events_per_day"]
+    assert rec["inputs"]["added_rows"] == rec["inputs"]["events_per_day"] + 1

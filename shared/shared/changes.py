@@ -8,8 +8,14 @@ Downstream daily assets run for exactly those days (plus a late-data lookback): 
 
 The days are computed from what the sync committed, not from what it meant to write: the data
 files added by the Iceberg snapshots between the table's snapshot before the sync and its snapshot
-after it, reading the day column only. A concurrent writer's snapshots in between are counted too,
-which can only add days (a superset is safe: a day re-run is idempotent).
+after it, reading the key and day columns only. A concurrent writer's snapshots in between are
+counted too, which can only add days (a superset is safe: a day re-run is idempotent).
+
+"The days of the rows it added" includes the days those rows' keys LEFT: an event re-delivered
+with its timestamp on another day (same key, day D1 before, D2 now) changes D2 and D1, since D1's
+daily rows hold the old version until D1 is re-run. These days are found in the table as of the
+snapshot before the sync, read for the added keys only (:func:`sync_changes`). Which column is
+the key and which the day is the stream's business (``ingestion.streams``), not this module's.
 
 Values of the key:
 
@@ -27,12 +33,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 #: Metadata key of a raw materialization: the UTC event days of the rows the sync added.
 CHANGED_EVENT_DAYS = "changed_event_days"
 #: Metadata key: how many days :data:`CHANGED_EVENT_DAYS` lists (for the UI and plots).
 CHANGED_EVENT_DAYS_COUNT = "changed_event_days_count"
+#: Metadata key (for operators): how many keys the sync added that the table already had.
+REDELIVERED_KEYS = "redelivered_keys"
+#: Metadata key (for operators): how many of those moved to another day.
+MOVED_KEYS = "moved_keys"
+#: Metadata key (for operators): the days in :data:`CHANGED_EVENT_DAYS` only because keys left
+#: them (no added row is on them): re-run so they stop holding the old versions.
+MOVED_FROM_DAYS = "moved_from_days"
 
 
 class Unknown:
@@ -87,10 +101,9 @@ def added_data_files(table: Any, snapshot: Any) -> list[Any]:
     return files
 
 
-def utc_days(values: Any) -> set[dt.date]:
-    """The distinct UTC days of an Arrow array of timestamps (nulls ignored)."""
+def utc_dates(values: Any) -> Any:
+    """The UTC day (Arrow date32) of each value of an Arrow array of timestamps (or dates)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
@@ -98,47 +111,211 @@ def utc_days(values: Any) -> set[dt.date]:
         # Arrow stores zoned timestamps as UTC instants: dropping the zone keeps the UTC
         # wall-clock, whose date is the UTC day.
         values = values.cast(pa.timestamp(values.type.unit))
-    days = pc.unique(values.cast(pa.date32())).drop_null()
-    return set(days.to_pylist())
+    return values.cast(pa.date32())
 
 
-def changed_days(table: Any, since_snapshot_id: int | None, day_column: str) -> list[dt.date]:
-    """The UTC days (sorted) of the rows added to ``table`` after ``since_snapshot_id``.
+def utc_days(values: Any) -> set[dt.date]:
+    """The distinct UTC days of an Arrow array of timestamps (nulls ignored)."""
+    import pyarrow.compute as pc
 
-    Reads ``day_column`` only, from the data files the new snapshots added (pyiceberg's Arrow
-    reader over exactly those files: it has no "rows added between two snapshots" scan). Rows an
-    overwrite deleted are not counted: raw tables are append-only.
+    return set(pc.unique(utc_dates(values)).drop_null().to_pylist())
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What one sync changed in a raw table (see :func:`sync_changes`)."""
+
+    #: The days to re-run, sorted: the days of the added rows and of the earlier versions of
+    #: their keys (the days those keys left).
+    days: tuple[dt.date, ...] = ()
+    #: The days of the added rows only.
+    added_days: tuple[dt.date, ...] = ()
+    #: Distinct non-null keys among the added rows (0 when no key column was given).
+    added_keys: int = 0
+    #: Added keys that already had a version in the table before the sync (re-deliveries).
+    #: None: not looked up (no key column, or the table had no snapshot before the sync).
+    redelivered_keys: int | None = None
+    #: Of those, the keys with an earlier version on a day that none of their added rows is
+    #: on: events that moved to another day (the day they left is in :attr:`days`).
+    moved_keys: int | None = None
+
+
+def sync_changes(
+    table: Any,
+    since_snapshot_id: int | None,
+    day_column: str,
+    key_columns: Sequence[str] = (),
+) -> Changes:
+    """The UTC days a sync changed in ``table``: rows added after ``since_snapshot_id``.
+
+    * The days of the added rows: ``day_column`` of the data files the new snapshots added
+      (pyiceberg's Arrow reader over exactly those files).
+    * With ``key_columns`` (the record's key: one event whatever its versions), also the days of
+      the earlier versions of the added keys: a key re-delivered with its day changed (an event
+      whose ``event_ts`` moved from D1 to D2) changes D1 too, since D1's daily rows still hold
+      the old version until D1 is re-run. Read from the table as of ``since_snapshot_id``
+      (skipped when the table had no snapshot then: nothing earlier exists), projected to the
+      key and day columns and filtered to the added keys (:func:`earlier_versions`).
+
+    Rows an overwrite deleted are not counted: raw tables are append-only.
     """
+    import pyarrow.compute as pc
     from pyiceberg.expressions import AlwaysTrue
     from pyiceberg.io.pyarrow import ArrowScan
     from pyiceberg.table import FileScanTask
 
     schema = table.schema()
     if day_column not in schema.column_names:
-        return []
-    files = [
-        f for s in snapshots_since(table, since_snapshot_id) for f in added_data_files(table, s)
-    ]
+        return Changes()
+    keys = list(key_columns)
+    if any(k not in schema.column_names for k in keys):
+        keys = []  # a key the table lacks identifies nothing: the added days only
+    snapshots = snapshots_since(table, since_snapshot_id)
+    files = [f for s in snapshots for f in added_data_files(table, s)]
     if not files:
-        return []
-    scan = ArrowScan(table.metadata, table.io, schema.select(day_column), AlwaysTrue())
-    days: set[dt.date] = set()
-    for batch in scan.to_record_batches([FileScanTask(f) for f in files]):
-        days |= utc_days(batch.column(0))
-    return sorted(days)
+        return Changes(redelivered_keys=0 if keys else None, moved_keys=0 if keys else None)
+    scan = ArrowScan(table.metadata, table.io, schema.select(*keys, day_column), AlwaysTrue())
+    added = _key_days(scan.to_record_batches([FileScanTask(f) for f in files]), keys, day_column)
+    added_days = _days(added)
+    if not keys:
+        return Changes(days=added_days, added_days=added_days)
+    # Rows without a key are no version of anything: they count for their day only.
+    added = added.filter(_all_valid(added, keys))
+    added_keys = _count_distinct(added, keys)
+    # The snapshot the sync committed onto: only when the walk reached the marker (an expired or
+    # replaced marker made every file "added": then no version is earlier, all days counted).
+    parent = (
+        since_snapshot_id
+        if snapshots and snapshots[-1].parent_snapshot_id == since_snapshot_id
+        else None
+    )
+    if parent is None or added_keys == 0:
+        looked_up = 0 if parent is not None else None
+        return Changes(added_days, added_days, added_keys, looked_up, looked_up)
+    earlier = earlier_versions(table, parent, added.select(keys), day_column)
+    # A version on a day none of the key's added rows is on: the key moved away from that day.
+    # (A version without a day was on no day: it moved from none.) Both sides are small once
+    # the added rows are cut to the keys found earlier.
+    dated = earlier.filter(pc.is_valid(earlier[_DAY]))
+    also_added = added.join(dated.select(keys), keys=keys, join_type="left semi")
+    moved = dated.join(also_added, keys=[*keys, _DAY], join_type="left anti")
+    return Changes(
+        days=tuple(sorted(set(added_days) | set(_days(earlier)))),
+        added_days=added_days,
+        added_keys=added_keys,
+        redelivered_keys=_count_distinct(earlier, keys),
+        moved_keys=_count_distinct(moved, keys),
+    )
 
 
-def changed_days_metadata(days: Iterable[dt.date] | Unknown) -> dict[str, Any]:
-    """The materialization metadata recording ``days`` (or :data:`UNKNOWN`)."""
+def earlier_versions(table: Any, snapshot_id: int, keys: Any, day_column: str) -> Any:
+    """The ``(key..., __day)`` of the rows of ``table`` as of ``snapshot_id`` whose key is one of
+    ``keys`` (an Arrow table of the key columns); ``__day`` is the UTC day of ``day_column``
+    (null for a version without one).
+
+    Cost: the key column of the whole history is read (Iceberg has no index, and random ids
+    defeat the files' min/max pruning): only the key and day columns, the files in parallel
+    (pyiceberg's scan), streamed through one Arrow (Acero) hash semi-join whose hash table of the
+    keys is built once, so only the matching rows are kept. Not an Iceberg ``In`` filter:
+    pyiceberg translates and binds it again for every data file (20k keys over 30 files: 4 s,
+    where reading and filtering took 0.2 s); nor ``is_in`` per batch, which builds the keys' hash
+    set again for every batch (docs/benchmarks.md, "An event that moves to another day").
+    """
+    import pyarrow as pa
+    from pyarrow import acero
+
+    names = list(keys.column_names)
+    reader = table.scan(
+        snapshot_id=snapshot_id, selected_fields=(*names, day_column)
+    ).to_arrow_batch_reader()
+    given = keys.schema
+    # The keys in the reader's own types (the join needs identical key types).
+    keys = keys.cast(pa.schema([reader.schema.field(k) for k in names]))
+    history = acero.Declaration(
+        "record_batch_reader_source", acero.RecordBatchReaderSourceNodeOptions(reader)
+    )
+    wanted = acero.Declaration("table_source", acero.TableSourceNodeOptions(keys))
+    join = acero.Declaration(
+        "hashjoin",
+        acero.HashJoinNodeOptions("left semi", left_keys=names, right_keys=names),
+        inputs=[history, wanted],
+    )
+    found = _key_days(join.to_table(use_threads=True).to_batches(), names, day_column)
+    return found.cast(pa.schema([*given, found.schema.field(_DAY)]))  # back to the given types
+
+
+#: The day column in the tables of (key..., day) built here.
+_DAY = "__day"
+
+
+def _key_days(batches: Iterable[Any], keys: Sequence[str], day_column: str) -> Any:
+    """The record batches as one Arrow table of the ``keys`` columns and ``__day``, the UTC day
+    of ``day_column`` (null where it is null)."""
+    import pyarrow as pa
+
+    parts = []
+    for batch in batches:
+        columns = [batch.column(k) for k in keys]
+        parts.append(pa.table([*columns, utc_dates(batch.column(day_column))], names=[*keys, _DAY]))
+    if not parts:
+        return pa.table(
+            {**{k: pa.array([], pa.null()) for k in keys}, _DAY: pa.array([], pa.date32())}
+        )
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def _days(key_days: Any) -> tuple[dt.date, ...]:
+    import pyarrow.compute as pc
+
+    return tuple(sorted(pc.unique(key_days[_DAY]).drop_null().to_pylist()))
+
+
+def _all_valid(table: Any, columns: Sequence[str]) -> Any:
+    import pyarrow.compute as pc
+
+    mask = pc.is_valid(table[columns[0]])
+    for c in columns[1:]:
+        mask = pc.and_(mask, pc.is_valid(table[c]))
+    return mask
+
+
+def _count_distinct(table: Any, keys: Sequence[str]) -> int:
+    import pyarrow.compute as pc
+
+    if len(keys) == 1:
+        return pc.count_distinct(table[keys[0]]).as_py()
+    return table.select(list(keys)).group_by(list(keys)).aggregate([]).num_rows
+
+
+def changed_days(
+    table: Any, since_snapshot_id: int | None, day_column: str, key_columns: Sequence[str] = ()
+) -> list[dt.date]:
+    """The UTC days (sorted) a sync changed: :attr:`Changes.days` of :func:`sync_changes`."""
+    return list(sync_changes(table, since_snapshot_id, day_column, key_columns).days)
+
+
+def changed_days_metadata(days: Changes | Iterable[dt.date] | Unknown) -> dict[str, Any]:
+    """The materialization metadata recording ``days`` (or :data:`UNKNOWN`).
+
+    From a :class:`Changes`, also what operators want to see of re-delivered keys:
+    :data:`REDELIVERED_KEYS`, :data:`MOVED_KEYS` and :data:`MOVED_FROM_DAYS` (when looked up).
+    """
     from dagster import MetadataValue
 
     if isinstance(days, Unknown):
         return {CHANGED_EVENT_DAYS: MetadataValue.json(None), CHANGED_EVENT_DAYS_COUNT: -1}
-    listed = sorted({d.isoformat() for d in days})
-    return {
+    changes = days if isinstance(days, Changes) else None
+    listed = sorted({d.isoformat() for d in (changes.days if changes else days)})
+    out: dict[str, Any] = {
         CHANGED_EVENT_DAYS: MetadataValue.json(listed),
         CHANGED_EVENT_DAYS_COUNT: len(listed),
     }
+    if changes is not None and changes.redelivered_keys is not None:
+        out[REDELIVERED_KEYS] = changes.redelivered_keys
+        out[MOVED_KEYS] = changes.moved_keys or 0
+        left = sorted(set(changes.days) - set(changes.added_days))
+        out[MOVED_FROM_DAYS] = MetadataValue.json([d.isoformat() for d in left])
+    return out
 
 
 def days_in_metadata(metadata: Mapping[str, Any]) -> list[dt.date] | Unknown | None:

@@ -8,11 +8,15 @@ import pytest
 from shared.changes import (
     CHANGED_EVENT_DAYS,
     CHANGED_EVENT_DAYS_COUNT,
+    MOVED_FROM_DAYS,
+    MOVED_KEYS,
+    REDELIVERED_KEYS,
     UNKNOWN,
     changed_days,
     changed_days_metadata,
     current_snapshot_id,
     days_in_metadata,
+    sync_changes,
     utc_days,
     with_lookback,
 )
@@ -28,13 +32,26 @@ def catalog(tmp_path, monkeypatch):
     return open_catalog(load_settings())
 
 
-def events(*stamps: dt.datetime) -> pa.Table:
+def events(*stamps: dt.datetime, ids: list[str | None] | None = None) -> pa.Table:
     return pa.table(
         {
-            "event_id": [f"e{i}" for i in range(len(stamps))],
+            "event_id": ids if ids is not None else [f"e{i}" for i in range(len(stamps))],
             "event_ts": pa.array(list(stamps), pa.timestamp("us", "UTC")),
         }
     )
+
+
+def at(day: int, month: int = 1, hour: int = 12) -> dt.datetime:
+    return dt.datetime(2026, month, day, hour, tzinfo=UTC)
+
+
+def d(day: int, month: int = 1) -> dt.date:
+    return dt.date(2026, month, day)
+
+
+def append(catalog, table: pa.Table):
+    write_table(catalog, "raw.events", table, mode="append")
+    return catalog.load_table("raw.events")
 
 
 def test_utc_day_of_a_zoned_timestamp_is_its_utc_date():
@@ -97,3 +114,79 @@ def test_lookback_setting_is_validated():
     assert late_data_lookback_days({"DATA_PLATFORM_LATE_DATA_LOOKBACK_DAYS": "0"}) == 0
     with pytest.raises(SettingsError, match="DATA_PLATFORM_LATE_DATA_LOOKBACK_DAYS"):
         late_data_lookback_days({"DATA_PLATFORM_LATE_DATA_LOOKBACK_DAYS": "soon"})
+
+
+def test_a_key_redelivered_on_another_day_changes_the_day_it_left_too(catalog):
+    """Event a moves from Jan 1 to Mar 5: both days changed (Jan 1 still holds its old version
+    downstream); b is re-delivered on its own day (not moved); c is new."""
+    history = append(catalog, events(at(1), at(2), at(3), ids=["a", "b", "x"]))
+    marker = current_snapshot_id(history)
+    # A second history commit: earlier versions are found in every file before the sync.
+    table = append(catalog, events(at(4), ids=["y"]))
+    marker = current_snapshot_id(table)
+    table = append(catalog, events(at(5, 3), at(2, hour=20), at(6, 3), ids=["a", "b", "c"]))
+
+    changes = sync_changes(table, marker, "event_ts", ("event_id",))
+    assert changes.added_days == (d(2), d(5, 3), d(6, 3))
+    assert changes.days == (d(1), d(2), d(5, 3), d(6, 3))
+    assert (changes.added_keys, changes.redelivered_keys, changes.moved_keys) == (3, 2, 1)
+    assert changed_days(table, marker, "event_ts", ("event_id",)) == list(changes.days)
+    # Without a key column, only the added rows' days (what was recorded before).
+    assert changed_days(table, marker, "event_ts") == [d(2), d(5, 3), d(6, 3)]
+
+    meta = changed_days_metadata(changes)
+    assert days_in_metadata(meta) == list(changes.days)
+    assert (meta[REDELIVERED_KEYS], meta[MOVED_KEYS]) == (2, 1)
+    assert meta[MOVED_FROM_DAYS].value == ["2026-01-01"]
+
+
+def test_a_commit_of_only_new_keys_changes_its_own_days(catalog):
+    table = append(catalog, events(at(1), at(2), ids=["a", "b"]))
+    marker = current_snapshot_id(table)
+    # A new key, a row without key (no version of anything) and one without a day.
+    table = append(catalog, events(at(9), at(10), None, ids=["c", None, "d"]))
+    changes = sync_changes(table, marker, "event_ts", ("event_id",))
+    assert changes.days == changes.added_days == (d(9), d(10))
+    assert (changes.added_keys, changes.redelivered_keys, changes.moved_keys) == (2, 0, 0)
+    assert MOVED_FROM_DAYS in changed_days_metadata(changes)
+    assert changed_days_metadata(changes)[MOVED_FROM_DAYS].value == []
+
+
+def test_a_tables_first_commit_looks_up_nothing_earlier(catalog):
+    # One commit holding two versions of a on two days: both are added rows, both days counted.
+    table = append(catalog, events(at(1), at(3), ids=["a", "a"]))
+    changes = sync_changes(table, None, "event_ts", ("event_id",))
+    assert changes.days == (d(1), d(3))
+    assert changes.added_keys == 1
+    assert changes.redelivered_keys is None and changes.moved_keys is None  # not looked up
+    assert REDELIVERED_KEYS not in changed_days_metadata(changes)
+
+
+def test_an_earlier_version_without_a_day_moved_from_no_day(catalog):
+    table = append(catalog, events(None, ids=["a"]))
+    marker = current_snapshot_id(table)
+    table = append(catalog, events(at(7), ids=["a"]))
+    changes = sync_changes(table, marker, "event_ts", ("event_id",))
+    assert changes.days == (d(7),)
+    assert (changes.redelivered_keys, changes.moved_keys) == (1, 0)
+
+
+def test_a_composite_key_matches_on_every_column(catalog):
+    rows = pa.table(
+        {
+            "tenant": ["t1", "t2"],
+            "event_id": ["a", "a"],
+            "event_ts": pa.array([at(1), at(2)], pa.timestamp("us", "UTC")),
+        }
+    )
+    write_table(catalog, "raw.multi", rows, mode="append")
+    table = catalog.load_table("raw.multi")
+    marker = current_snapshot_id(table)
+    moved = rows.slice(0, 1).set_column(2, "event_ts", pa.array([at(9)], pa.timestamp("us", "UTC")))
+    write_table(catalog, "raw.multi", moved, mode="append")  # (t1, a) moves; (t2, a) does not
+    table = catalog.load_table("raw.multi")
+    changes = sync_changes(table, marker, "event_ts", ("tenant", "event_id"))
+    assert changes.days == (d(1), d(9))
+    assert (changes.redelivered_keys, changes.moved_keys) == (1, 1)
+    # A key column the table lacks: the added days only, no look-up.
+    assert sync_changes(table, marker, "event_ts", ("no_such",)).days == (d(9),)

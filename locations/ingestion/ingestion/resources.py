@@ -421,10 +421,14 @@ def _with_changed_days(
     """``event`` with the UTC event days of the rows its table gained since ``before``.
 
     Computed from the snapshots the sync committed (the day column of the files they added), so
-    every path (stand-in, landing batch, Airbyte) records the same thing. When they cannot be
-    read, the days are recorded as unknown (``null``), which downstream treats as every day.
+    every path (stand-in, landing batch, Airbyte) records the same thing; with the days the
+    added keys' earlier versions are on (an event re-delivered on another day changes the day it
+    left: ``shared.changes.sync_changes``; the key is the stream's primary key). When they cannot
+    be read, the days are recorded as unknown (``null``), which downstream treats as every day.
     """
-    from shared.changes import UNKNOWN, changed_days, changed_days_metadata
+    import time
+
+    from shared.changes import UNKNOWN, changed_days_metadata, sync_changes
 
     stream = stream_for_key(event.asset_key)
     if stream.event_time_column is None:
@@ -433,12 +437,25 @@ def _with_changed_days(
         if before is None:
             raise RuntimeError("the table's snapshot before the sync is unknown")
         table = iceberg_resource.load_table(stream.identifier)
-        days = changed_days(table, before.get(stream.name), stream.event_time_column)
+        started = time.perf_counter()
+        changes = sync_changes(
+            table, before.get(stream.name), stream.event_time_column, stream.primary_key
+        )
+        days = changes.days
+        moved = ""
+        if changes.moved_keys:
+            left = sorted(set(days) - set(changes.added_days))
+            moved = (
+                f"; {changes.moved_keys} re-delivered key(s) moved to another day, so the "
+                f"day(s) they left are re-run too: {', '.join(map(str, left)) or 'none new'}"
+            )
         context.log.info(
             f"{stream.identifier}: the sync changed {len(days)} event day(s)"
             + (f", {days[0]}..{days[-1]}" if days else "")
+            + f" ({changes.redelivered_keys or 0} of {changes.added_keys} added keys were "
+            f"already in the table{moved}; read in {time.perf_counter() - started:.2f} s)"
         )
-        extra = changed_days_metadata(days)
+        extra = changed_days_metadata(changes)
     except Exception as exc:  # best effort: the sync itself succeeded
         context.log.warning(f"{stream.identifier}: changed event days unknown: {exc}")
         extra = changed_days_metadata(UNKNOWN)

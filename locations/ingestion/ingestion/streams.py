@@ -141,8 +141,10 @@ class RawStream:
     #: (before deduplication) and the raw check ``null_keys`` counts them with examples.
     staging_keys: tuple[str, ...] = ()
     #: The column whose UTC day is the row's event day: each sync records the days of the rows
-    #: it added (``shared.changes``), which the daily assets downstream run for. None: the
-    #: stream's rows belong to no day of a daily asset.
+    #: it added (``shared.changes``), which the daily assets downstream run for, and the days
+    #: that earlier versions of the added :attr:`primary_key` values are on (a record re-delivered
+    #: on another day changes the day it left). None: the stream's rows belong to no day of a
+    #: daily asset.
     #: Rows whose event day is outside the daily partitions are reported (``outside_partitions``).
     event_time_column: str | None = None
     #: What each source column holds (the catalog's column descriptions).

@@ -76,3 +76,40 @@ def test_prod_sync_without_a_readable_catalog_records_unknown_days(prod_env):
     # Unknown (null), which downstream treats as every day: never silently "no day".
     assert days(metadata[EVENTS.key]) is None
     assert CHANGED_EVENT_DAYS not in metadata[USERS.key]
+
+
+def test_a_landing_batch_moving_an_event_records_the_day_it_left(home, monkeypatch):
+    """An existing event re-delivered with its timestamp on another day: the day it left is
+    recorded too (its daily rows hold the old version until re-run), with operator counts."""
+    from shared.changes import MOVED_FROM_DAYS, MOVED_KEYS, REDELIVERED_KEYS
+    from shared.iceberg import open_catalog
+
+    monkeypatch.setenv("DATA_PLATFORM_STANDIN_DAYS", "3")
+    run()
+    existing = (
+        open_catalog(load_settings())
+        .load_table(EVENTS.identifier)
+        .scan(row_filter="event_ts < '2026-01-02T00:00:00+00:00'", limit=2)
+        .to_arrow()
+    )
+    moved, same = existing["event_id"].to_pylist()
+    root = str(landing_dir(load_settings()))
+    fs = fsspec.filesystem("file")
+    fs.makedirs(f"{root}/moved", exist_ok=True)
+    rows = [
+        # From Jan 1 to Jan 3; another re-delivered on its own day; a new one on Jan 3.
+        {"event_id": moved, "user_id": 1, "event_type": "click",
+         "event_ts": "2026-01-03T09:00:00Z", "amount": None},
+        {"event_id": same, "user_id": 1, "event_type": "click",
+         "event_ts": "2026-01-01T23:00:00Z", "amount": None},
+        {"event_id": "new-1", "user_id": 1, "event_type": "click",
+         "event_ts": "2026-01-03T10:00:00Z", "amount": None},
+    ]  # fmt: skip
+    fs.pipe_file(f"{root}/moved/events.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    fs.pipe_file(f"{root}/moved/_SUCCESS", b"")
+    landed = run(tags={"ingestion/landing_batch": "moved"}, keys=[EVENTS.key])[EVENTS.key]
+    assert days(landed) == ["2026-01-01", "2026-01-03"]
+    assert (landed[REDELIVERED_KEYS].value, landed[MOVED_KEYS].value) == (2, 1)
+    # Jan 1 also has an added row (the re-delivery on its own day): no day is there only
+    # because an event left it.
+    assert landed[MOVED_FROM_DAYS].value == []

@@ -28,7 +28,7 @@ from transformation.project import MANIFEST_PATH  # noqa: E402
 
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
-    """A fresh DATA_PLATFORM_HOME in local mode (the dbt subprocess inherits it)."""
+    """A fresh DATA_PLATFORM_HOME in local mode (dbt, run in the step's process, reads it)."""
     home = tmp_path / "home"
     monkeypatch.setenv("DATA_PLATFORM_HOME", str(home))
     monkeypatch.setenv("DATA_PLATFORM_ENV", "local")

@@ -21,7 +21,7 @@ def test_each_run_gets_its_own_target_under_its_home(tmp_path):
 def test_partial_parse_state_is_kept_per_home_between_runs(tmp_path):
     home = tmp_path / "home"
     with run_target(home, "run1", "op") as target:
-        assert not (target / PARTIAL_PARSE).exists()  # a new home: dagster-dbt brings the project's
+        assert not (target / PARTIAL_PARSE).exists()  # a new home, no prepared state given
         (target / PARTIAL_PARSE).write_bytes(b"state of run 1")
     assert (home / "dbt" / PARTIAL_PARSE).read_bytes() == b"state of run 1"
     assert not target.exists()
@@ -42,3 +42,18 @@ def test_a_failed_run_keeps_its_folder_and_the_previous_state(tmp_path):
         raise RuntimeError("dbt failed")
     assert (home / "dbt" / PARTIAL_PARSE).read_bytes() == b"good"
     assert (failed / "dbt.log").exists()
+
+
+def test_a_new_home_starts_from_the_projects_prepared_state(tmp_path):
+    prepared = tmp_path / "project" / "target" / PARTIAL_PARSE
+    prepared.parent.mkdir(parents=True)
+    prepared.write_bytes(b"prepared")
+    home = tmp_path / "home"
+    with run_target(home, "run1", "op", prepared) as target:
+        assert (target / PARTIAL_PARSE).read_bytes() == b"prepared"
+        (target / PARTIAL_PARSE).write_bytes(b"state of run 1")
+    # From then on the home's own state wins.
+    with run_target(home, "run2", "op", prepared) as target:
+        assert (target / PARTIAL_PARSE).read_bytes() == b"state of run 1"
+    with run_target(tmp_path / "new", "run3", "op", tmp_path / "missing") as target:
+        assert not (target / PARTIAL_PARSE).exists()

@@ -1,8 +1,9 @@
 """The dbt models as Dagster assets, the dbt tests as asset checks.
 
 Two multi-assets over the one dbt project, declared from ``dbt/target/manifest.json`` by
-:mod:`transformation.manifest` (no dbt import at load); dbt runs through dagster-dbt inside the
-bodies (:mod:`transformation.dbt_run`):
+:mod:`transformation.manifest` (no dbt import at load); dbt runs inside the bodies, in the
+step's own process (dbt's programmatic runner, events translated by dagster-dbt:
+:mod:`transformation.dbt_run`):
 
 * :func:`dbt_daily_models`: the models tagged ``daily`` (``staging/stg_events``,
   ``marts/fct_daily_events``), daily-partitioned with a single-run backfill policy. A run of a
@@ -19,6 +20,7 @@ location's ``raw/*`` keys through their ``meta.dagster.asset_key``.
 import datetime as dt
 import json
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -35,9 +37,9 @@ from shared.partitions import daily_partitions
 from shared.resources import IcebergCatalogResource
 from shared.settings import Settings
 from transformation.automation import condition_for
-from transformation.dbt_workdir import run_target
+from transformation.dbt_workdir import PARTIAL_PARSE, run_target
 from transformation.manifest import TagSelection, build_specs, load_manifest
-from transformation.project import DBT_EXECUTABLE, DBT_PROJECT_DIR, ensure_manifest
+from transformation.project import DBT_PROJECT_DIR, ensure_manifest
 
 #: dbt selection of the daily-partitioned models (tag set in their config).
 DAILY_SELECT = "tag:daily"
@@ -57,19 +59,10 @@ MANIFEST_PATH = ensure_manifest()
 
 
 class DbtProjectResource(ConfigurableResource):
-    """The dbt project and the dbt executable a run invokes (dagster-dbt's ``DbtCliResource``,
-    built when a run starts so that loading the definitions never imports dbt)."""
+    """The dbt project a run builds (profiles in the same folder). dbt itself runs in the step's
+    process (``transformation.dbt_run``), imported when a run starts, never at load."""
 
     project_dir: str = Field(default=str(DBT_PROJECT_DIR), description="The dbt project folder.")
-    dbt_executable: str = Field(
-        default=DBT_EXECUTABLE, description="The dbt CLI of this Python environment."
-    )
-
-    def cli_resource(self) -> Any:
-        """dagster-dbt's ``DbtCliResource`` over the project (imports dbt)."""
-        from transformation.dbt_run import dbt_cli_resource
-
-        return dbt_cli_resource(self.project_dir, self.dbt_executable)
 
 
 def dbt_target(settings: Settings) -> str:
@@ -141,15 +134,25 @@ def run_dbt(
     args += dbt_run.selection_args(context, manifest, selection.select, selection.exclude)
     context.log.info(f"dbt {' '.join(args)}")
     # dbt's target folder of its own under the home, with the home's partial-parse state
-    # (transformation.dbt_workdir): nothing shared with other homes or concurrent runs.
-    with run_target(settings.home, context.run.run_id, context.op_def.name) as target:
-        cli = dbt.cli_resource()
-        for event in dbt_run.stream(context, cli, args, str(MANIFEST_PATH), target):
+    # (transformation.dbt_workdir): nothing shared with other homes or concurrent runs. Kept,
+    # with dbt's debug log, when dbt fails (the error raised below leaves the block).
+    prepared_state = MANIFEST_PATH.with_name(PARTIAL_PARSE)
+    project_dir = Path(dbt.project_dir)
+    with run_target(
+        settings.home, context.run.run_id, context.op_def.name, prepared_state
+    ) as target:
+        invocation = dbt_run.invoke(
+            args, project_dir=project_dir, target_path=target, manifest_path=MANIFEST_PATH
+        )
+        for event in dbt_run.to_step_events(context, invocation.events):
             if isinstance(event, Output):
                 event = event.with_metadata(
                     {**event.metadata, **_iceberg_metadata(context, iceberg, event)}
                 )
             yield event
+        error = invocation.error()
+        if error is not None:
+            raise error
 
 
 def _iceberg_metadata(

@@ -5,9 +5,10 @@ dagster-dbt gives each invocation its own target folder, but under the repositor
 home's state) broke runs of all of them. Here each run's target folder is under its own home,
 ``<home>/dbt/target/<run>``, and dbt's partial-parse state is kept per home
 (``<home>/dbt/partial_parse.msgpack``): copied into the run's folder before dbt starts (so
-partial parsing still works from one run of a home to the next; dagster-dbt copies the
-project's prepared state instead when a home has none yet) and saved back, atomically, after a
-run that succeeded.
+partial parsing still works from one run of a home to the next; the project's prepared state
+when a home has none yet) and saved back, atomically, after a run that succeeded. (dbt runs in
+the step's process and parses once per process, ``transformation.dbt_run``: the state matters
+for that first parse.)
 """
 
 from __future__ import annotations
@@ -34,15 +35,20 @@ def run_target_path(home: Path, run_id: str, name: str) -> Path:
 
 
 @contextmanager
-def run_target(home: Path, run_id: str, name: str) -> Iterator[Path]:
-    """The run's target folder, with the home's partial-parse state in it; the state dbt leaves
-    is saved for the home's next run, and the folder removed, when the body succeeds (a failed
-    run's folder is kept: its ``dbt.log`` and ``run_results.json`` say what happened)."""
+def run_target(
+    home: Path, run_id: str, name: str, prepared_state: Path | None = None
+) -> Iterator[Path]:
+    """The run's target folder, with the home's partial-parse state in it (else
+    ``prepared_state``, the project's, if it exists); the state dbt leaves is saved for the
+    home's next run, and the folder removed, when the body succeeds (a failed run's folder is
+    kept: its ``dbt.log`` and ``run_results.json`` say what happened)."""
     target = run_target_path(home, run_id, name)
     target.mkdir(parents=True, exist_ok=True)
     saved = home_dbt_dir(home) / PARTIAL_PARSE
     if saved.exists():
         shutil.copyfile(saved, target / PARTIAL_PARSE)
+    elif prepared_state is not None and prepared_state.exists():
+        shutil.copyfile(prepared_state, target / PARTIAL_PARSE)
     yield target
     produced = target / PARTIAL_PARSE
     if produced.exists():
