@@ -228,7 +228,7 @@ TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
 #: by shared.changes and the landing loader.
 DAILY_TABLE_PROPERTIES = {
     "commit.manifest-merge.enabled": "true",
-    "commit.manifest.min-count-to-merge": "100",
+    "commit.manifest.min-count-to-merge": "16",
     "history.expire.min-snapshots-to-keep": "16",
     "history.expire.max-snapshot-age-ms": str(60 * 60 * 1000),
 }
