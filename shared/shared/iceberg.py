@@ -243,13 +243,15 @@ _CONFLICTS = (CommitFailedException, ValidationException, TableAlreadyExistsErro
 
 
 def _ensure_properties(table: Table) -> Table:
-    """Set :data:`TABLE_PROPERTIES` (and :data:`DAILY_TABLE_PROPERTIES` on a partitioned table)
-    on a table made before they existed: one metadata commit, once. Two writers doing it at once
+    """Set :data:`TABLE_PROPERTIES` (and :data:`DAILY_TABLE_PROPERTIES` on a partitioned table,
+    those it lacks) on a table made before they existed: one metadata commit, once. Two writers doing it at once
     conflict like any two commits; the loser's write is retried (:func:`_retry_commit`) and finds
     the properties set."""
     props = table.properties
-    wanted = _table_properties(not table.spec().is_unpartitioned())
-    missing = {k: v for k, v in wanted.items() if props.get(k) != v}
+    missing = {k: v for k, v in TABLE_PROPERTIES.items() if props.get(k) != v}
+    if not table.spec().is_unpartitioned():
+        # Only where absent: a value set on purpose on a table (a merge count) is kept.
+        missing.update({k: v for k, v in DAILY_TABLE_PROPERTIES.items() if k not in props})
     if not missing:
         return table
     with table.transaction() as tx:
