@@ -22,6 +22,10 @@ activity as (
         cast(count(*) as bigint) as event_count,
         cast(count(distinct event_date) as bigint) as active_days,
         cast(sum(case when event_type = 'purchase' then 1 else 0 end) as bigint) as purchase_count,
+        -- Purchases with a known amount: the denominator of an average order value (a purchase
+        -- without an amount is in purchase_count but in no revenue).
+        cast(count(case when event_type = 'purchase' then amount end) as bigint)
+            as priced_purchase_count,
         -- Rounded to 6 decimals (amounts have 2): a float sum's last bit depends on the order
         -- rows arrive in, which must not make a re-run differ (as analytics rounds its sums).
         cast(round(coalesce(sum(case when event_type = 'purchase' then amount end), 0), 6) as double)
@@ -46,6 +50,7 @@ select
     coalesce(activity.event_count, 0) as event_count,
     coalesce(activity.active_days, 0) as active_days,
     coalesce(activity.purchase_count, 0) as purchase_count,
+    coalesce(activity.priced_purchase_count, 0) as priced_purchase_count,
     coalesce(activity.total_revenue, 0) as total_revenue,
     activity.first_event_at,
     activity.last_event_at,

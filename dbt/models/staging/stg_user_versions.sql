@@ -9,6 +9,8 @@
 
   Point-in-time reads use it: ml.user_features as of a past day takes the version valid at the
   end of that day, never a later one.
+
+  The query's skeleton stays alike in stg_users: what differs (partition, rows kept) is the point.
 #}
 with source as (
 

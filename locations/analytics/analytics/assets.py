@@ -7,11 +7,13 @@ never read a snapshot that failed a blocking check.
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
     AssetDep,
     AssetExecutionContext,
+    AssetKey,
     BackfillPolicy,
     Config,
     Failure,
@@ -37,6 +39,7 @@ from analytics.sources import (
     DAILY_METRICS_KEY,
     DIM_USERS,
     DIM_USERS_ACTIVITY,
+    DIM_USERS_TOTALS,
     FCT_DAILY_EVENTS,
     STG_EVENTS,
     STG_USER_VERSIONS,
@@ -48,6 +51,13 @@ from shared.partitions import daily_partitions
 from shared.resources import IcebergCatalogResource
 
 _SAME_DAY = TimeWindowPartitionMapping()
+
+
+def _table_metadata(key: AssetKey, columns: tuple[tuple[str, str, str], ...]) -> dict[str, Any]:
+    """The table's column schema and Iceberg name, for the catalog before the first run."""
+    return {
+        **TableMetadataSet(column_schema=table_schema(columns), table_name=table_identifier(key))
+    }
 
 
 def _blocking_failure(
@@ -66,6 +76,26 @@ def _blocking_failure(
         "snapshot): " + "; ".join(f"{r.check_name}: {r.description}" for r in fatal),
         metadata={r.check_name: r.description or "" for r in fatal},
     )
+
+
+def _not_older(iceberg: IcebergCatalogResource, mart, events) -> bool:
+    """Whether the snapshot of ``marts.dim_users`` read (``mart``) was committed no earlier than
+    the snapshot of ``staging.stg_events`` read (``events``): the mart was rebuilt after the
+    events last changed, so its totals cover them.
+
+    Iceberg keeps no lineage between two tables: the commit times are what tells (a rebuild of
+    dim_users always follows the stg_events days it read). Not sure means False: the full
+    history is read, which is always right.
+    """
+    if mart is None or mart.snapshot_id is None:
+        return False
+    if events.snapshot_id is None:  # no events at all: the mart's totals are zeros
+        return True
+    mart_snapshot = iceberg.load_table(mart.identifier).snapshot_by_id(mart.snapshot_id)
+    events_snapshot = iceberg.load_table(events.identifier).snapshot_by_id(events.snapshot_id)
+    if mart_snapshot is None or events_snapshot is None:
+        return False
+    return mart_snapshot.timestamp_ms >= events_snapshot.timestamp_ms
 
 
 class UserFeaturesConfig(Config):
@@ -87,12 +117,7 @@ class UserFeaturesConfig(Config):
     automation_condition=user_features_condition(),
     owners=owners("analytics"),
     tags=layer_tags("ml"),
-    metadata={
-        **TableMetadataSet(
-            column_schema=table_schema(USER_FEATURES_COLUMNS),
-            table_name=table_identifier(USER_FEATURES_KEY),
-        )
-    },
+    metadata=_table_metadata(USER_FEATURES_KEY, USER_FEATURES_COLUMNS),
 )
 def user_features(
     context: AssetExecutionContext, config: UserFeaturesConfig, iceberg: IcebergCatalogResource
@@ -124,6 +149,16 @@ def user_features(
       `has_purchased` = purchases_total > 0, `purchased_30d` = purchases_30d > 0
 
     Counts are 0 (not null) for users without events. Sorted by user_id.
+
+    What is read (the cost follows the window, not the history): the 7d/30d features come from
+    the events of [D-29, D] only; the all-time ones (`events_total`, `purchases_total`,
+    `revenue_total`, first/last event dates, the priced purchases of `avg_order_value`) from
+    `marts.dim_users`' totals (`event_count`, `purchase_count`, `total_revenue`,
+    `first_event_at`, `last_event_at`, `priced_purchase_count`, the same definitions over every
+    event) when they are the totals as of D: its latest event day is <= D and its snapshot is
+    not older than stg_events' one. Otherwise (features as of a past day, or dim_users not yet
+    rebuilt after new events) every event up to D is read and the totals computed from them.
+    Both paths give the same rows (tests/test_features.py).
     """
     import polars as pl
 
@@ -131,34 +166,67 @@ def user_features(
     from analytics.frames import utc_date
     from analytics.io import metadata_max, output_metadata, read_upstream, to_arrow
 
-    as_of = dt.date.fromisoformat(config.as_of_date) if config.as_of_date else None
-    # With an explicit as-of date, events after it are never read (pushed down to the scan).
-    events = read_upstream(
-        iceberg,
-        STG_EVENTS,
-        window_column="event_ts" if as_of else None,
-        end=as_of + dt.timedelta(days=1) if as_of else None,
-        pruning_column="event_date",
-    )
+    explicit = dt.date.fromisoformat(config.as_of_date) if config.as_of_date else None
     users = read_upstream(iceberg, DIM_USERS)
-    # With an explicit as-of date, versions valid only later are never read.
-    versions = read_upstream(
-        iceberg,
-        STG_USER_VERSIONS,
-        window_column="valid_from" if as_of else None,
-        end=as_of + dt.timedelta(days=1) if as_of else None,
-    )
-    if as_of is None:
-        try:  # the latest event_date from stg_events' manifests, for the snapshot read
-            as_of = metadata_max(iceberg, events, STG_EVENTS, "event_date")
+    if explicit is not None:
+        as_of = explicit
+    else:
+        latest = read_upstream(iceberg, STG_EVENTS)  # lazy: no data read here
+        try:  # the latest event_date from stg_events' manifests, for the snapshot loaded
+            as_of = metadata_max(iceberg, latest, STG_EVENTS, "event_date")
         except LookupError:  # metadata cannot tell (delete files): from the events themselves
-            as_of = feature_defs.latest_event_date(events.frame)
+            as_of = feature_defs.latest_event_date(latest.frame)
         if as_of is None:
             raise Failure(
                 f"{STG_EVENTS.identifier} has no events: there is no day to compute features "
                 "as of. Materialize the upstream, or set as_of_date in the run config."
             )
-    frame = feature_defs.user_features(users.frame, events.frame, as_of, versions.frame).collect()
+    end = as_of + dt.timedelta(days=1)
+    # The all-time totals of dim_users, when it has them (a mart built before the column existed
+    # does not): the features as of its latest day then read only 30 days of events.
+    totals_read, totals, problem = None, None, None
+    try:
+        totals_read = read_upstream(iceberg, DIM_USERS_TOTALS)
+        totals = feature_defs.totals_from_dim_users(totals_read.frame).collect()
+    except Exception as exc:  # another team's columns: fall back to the full history
+        problem = str(exc)
+    events = read_upstream(
+        iceberg,
+        STG_EVENTS,
+        window_column="event_ts",
+        start=feature_defs.window_start(as_of),
+        end=end,
+        pruning_column="event_date",
+    )
+    use_totals = totals is not None and feature_defs.totals_cover(
+        as_of,
+        feature_defs.totals_latest_day(totals.lazy()),
+        _not_older(iceberg, totals_read, events),
+    )
+    if not use_totals:
+        # A past day (or a mart not rebuilt since the events changed): every event up to D is
+        # read; events after an explicit D are never read (pushed down to the scan).
+        events = read_upstream(
+            iceberg,
+            STG_EVENTS,
+            window_column="event_ts",
+            end=end,
+            pruning_column="event_date",
+        )
+    # With an explicit as-of date, versions valid only later are never read.
+    versions = read_upstream(
+        iceberg,
+        STG_USER_VERSIONS,
+        window_column="valid_from" if explicit else None,
+        end=end if explicit else None,
+    )
+    frame = feature_defs.user_features(
+        users.frame,
+        events.frame,
+        as_of,
+        versions.frame,
+        totals=totals.lazy() if use_totals else None,
+    ).collect()
     eligible = (
         users.frame.with_columns(d=utc_date(users.frame, "signup_at"))
         .filter(pl.col("d").is_null() | (pl.col("d") <= as_of))
@@ -166,16 +234,27 @@ def user_features(
         .collect()
         .item()
     )
-    activity, problem = None, None
-    try:
-        activity_read = read_upstream(iceberg, DIM_USERS_ACTIVITY)
-        activity = activity_read.frame.collect()
-    except Exception as exc:  # the mart's activity columns are another team's: report only
-        problem = str(exc)
+    activity = None
+    if totals is not None:
+        activity = totals.select(
+            "user_id",
+            event_count="events_total",
+            purchase_count="purchases_total",
+            revenue="revenue_total",
+        )
+    else:
+        try:
+            activity = read_upstream(iceberg, DIM_USERS_ACTIVITY).frame.collect()
+        except Exception as exc:  # the mart's activity columns are another team's: report only
+            problem = str(exc)
     results = [
         *check_user_features(frame, eligible),
         reconcile_features_with_dim_users(
-            frame, activity, as_of_is_latest=config.as_of_date is None, problem=problem
+            frame,
+            activity,
+            as_of_is_latest=explicit is None,
+            totals_from_mart=use_totals,
+            problem=problem,
         ),
     ]
     failure = _blocking_failure(context, results, USER_FEATURES_CHECKS)
@@ -183,19 +262,28 @@ def user_features(
         yield from results  # recorded as failed evaluations in the UI
         raise failure
     written = iceberg.write(table_identifier(USER_FEATURES_KEY), to_arrow(frame), mode="overwrite")
-    context.log.info(f"wrote {written.rows_written} rows to {written.identifier} as of {as_of}")
+    path = (
+        "last 30 days of events + all-time totals of marts.dim_users"
+        if use_totals
+        else "every event up to as_of_date"
+    )
+    context.log.info(
+        f"wrote {written.rows_written} rows to {written.identifier} as of {as_of} ({path})"
+    )
     yield MaterializeResult(
         metadata=output_metadata(
             written,
             frame,
-            [events, users, versions],
+            [events, users, versions, *([totals_read] if use_totals else [])],
             as_of_date=as_of.isoformat(),
+            features_from=path,
             write_mode="overwrite (whole table)",
         ),
         check_results=results,
     )
 
 
+# Alike in shape to user_features' declaration, but every value differs: nothing to share.
 @asset(
     key=DAILY_METRICS_KEY,
     deps=[
@@ -211,12 +299,7 @@ def user_features(
     automation_condition=daily_metrics_condition(),
     owners=owners("analytics"),
     tags=layer_tags("analytics"),
-    metadata={
-        **TableMetadataSet(
-            column_schema=table_schema(DAILY_METRICS_COLUMNS),
-            table_name=table_identifier(DAILY_METRICS_KEY),
-        )
-    },
+    metadata=_table_metadata(DAILY_METRICS_KEY, DAILY_METRICS_COLUMNS),
 )
 def daily_metrics(
     context: AssetExecutionContext, iceberg: IcebergCatalogResource
@@ -258,16 +341,17 @@ def daily_metrics(
         pruning_column="event_date",
     )
     users = read_upstream(iceberg, DIM_USERS, window_column="signup_at", start=start, end=end)
-    frame = metric_defs.daily_metrics(events.frame, users.frame, start, end).collect()
-
-    event_days = set(
-        with_utc_event_date(events.frame)
-        .filter(IS_EVENT)
-        .select(pl.col("event_date").unique())
-        .collect()
-        .to_series()
-        .to_list()
+    # The metrics and the days that have events (for the checks) in one collect: polars plans
+    # the events scan once and reads the window's files once for both.
+    frame, days = pl.collect_all(
+        [
+            metric_defs.daily_metrics(events.frame, users.frame, start, end),
+            with_utc_event_date(events.frame)
+            .filter(IS_EVENT)
+            .select(pl.col("event_date").unique()),
+        ]
     )
+    event_days = set(days.to_series().to_list())
     mart, mart_problem, reads = None, None, [events, users]
     try:
         mart_read = read_upstream(

@@ -48,9 +48,12 @@ USER_FEATURES_CHECKS = [
         "reconciles_with_dim_users",
         asset=USER_FEATURES_KEY,
         blocking=False,
-        description="When features are as of the latest event day, each user's events_total, "
-        "purchases_total and revenue_total equal marts.dim_users' event_count, purchase_count and "
-        "total revenue (revenue within a relative 1e-6).",
+        description="When the all-time features come from marts.dim_users' totals (as of its "
+        "latest day): the 30-day window read from staging.stg_events agrees with them (a user "
+        "has events in the window iff dim_users' last event day falls in it). When they are "
+        "computed from every event as of the latest event day: each user's events_total, "
+        "purchases_total and revenue_total equal dim_users' event_count, purchase_count and "
+        "total revenue (revenue within a relative 1e-6). Skipped for an explicit as_of_date.",
     ),
 ]
 
@@ -186,16 +189,41 @@ def reconcile_features_with_dim_users(
     activity: pl.DataFrame | None,
     *,
     as_of_is_latest: bool,
+    totals_from_mart: bool = False,
     problem: str | None = None,
 ) -> AssetCheckResult:
-    """Per user, lifetime totals must equal the mart's (only meaningful as of the latest day).
+    """The features agree with ``marts.dim_users``.
 
-    ``activity``: ``user_id, event_count, purchase_count, revenue`` from ``marts.dim_users``, or
-    None with ``problem`` saying why it could not be read.
+    * ``totals_from_mart`` (the all-time features were taken from the mart's totals): what the
+      mart cannot vouch for is the 30-day window, read from ``stg_events``; the two sources
+      must agree: a user has events in the window (``events_30d > 0``) if and only if the
+      mart's last event day (``last_event_date``) falls in ``[D-29, D]``. A mart built from
+      other events than those read (stale, or ahead) breaks it for the users whose recent
+      activity differs. (That the window counts stay within the totals is the blocking
+      ``features_in_valid_ranges``.)
+    * otherwise, as of the latest event day: per user, the totals computed from every event must
+      equal the mart's (``activity``: ``user_id, event_count, purchase_count, revenue``, or None
+      with ``problem`` saying why it could not be read). As of an explicit day: skipped.
     """
     import polars as pl
 
     spec = _spec(USER_FEATURES_CHECKS, "reconciles_with_dim_users")
+    if totals_from_mart:
+        window_start = pl.col("as_of_date") - pl.duration(days=29)
+        in_window = pl.col("last_event_date").is_not_null() & (
+            pl.col("last_event_date") >= window_start
+        )
+        bad = features.filter((pl.col("events_30d") > 0) != in_window).sort("user_id")
+        failures = [
+            f"user {r['user_id']}: {r['events_30d']} event(s) in the 30-day window of "
+            f"stg_events, but dim_users' last event day is {r['last_event_date']}"
+            for r in bad.head(10).iter_rows(named=True)
+        ]
+        if bad.height > 10:
+            failures.append(f"... {bad.height - 10} more user(s)")
+        return _result(
+            spec, failures, mismatched_users=bad.height, compared="30-day window vs dim_users"
+        )
     if not as_of_is_latest:
         return _result(spec, [], skipped="as_of_date is before the latest event day")
     if activity is None:

@@ -49,7 +49,7 @@ USER_FEATURES_COLUMNS: tuple[tuple[str, str, str], ...] = (
 DAILY_METRICS_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("metric_date", "Date", "The UTC day d; the table's (and the asset's) partition."),
     ("active_users", "Int64", "Distinct users with at least one event on d."),
-    ("events_total", "Int64", "Events on d (including events without a user)."),
+    ("events_total", "Int64", "Events on d (an event always has a user)."),
     ("page_views", "Int64", "page_view events on d."),
     ("clicks", "Int64", "click events on d."),
     ("add_to_carts", "Int64", "add_to_cart events on d."),
@@ -58,7 +58,11 @@ DAILY_METRICS_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("revenue", "Float64", "Sum of purchase amounts on d (6 decimals)."),
     ("signups", "Int64", "Users whose signup day is d."),
     ("conversion_rate", "Float64", "purchasers / active_users (null without active users)."),
-    ("avg_order_value", "Float64", "revenue / purchases (null without purchases)."),
+    (
+        "avg_order_value",
+        "Float64",
+        "revenue / purchases with an amount (null without any).",
+    ),
 )
 
 

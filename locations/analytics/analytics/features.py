@@ -28,6 +28,7 @@ import polars as pl
 
 from analytics.frames import (
     IS_EVENT,
+    MONEY_DECIMALS,
     count_if,
     dedupe_events,
     money_sum,
@@ -107,11 +108,116 @@ def attributes_as_of(versions: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
     )
 
 
+#: The per-user all-time totals the features need, under the names :func:`user_features` uses.
+#: Computed from every event up to D (:func:`lifetime_totals`), or taken from ``marts.dim_users``
+#: (:func:`totals_from_dim_users`), which holds them over every event already.
+LIFETIME_COLUMNS = (
+    "first_event_date",
+    "last_event_date",
+    "events_total",
+    "purchases_total",
+    "revenue_total",
+    "priced_purchases",
+)
+
+#: Days of events the 7d and 30d features need: [D-29, D].
+WINDOW_DAYS = 30
+
+
+def window_start(as_of: dt.date) -> dt.date:
+    """The first day of the longest feature window (30d): ``as_of - 29``."""
+    return as_of - dt.timedelta(days=WINDOW_DAYS - 1)
+
+
+def lifetime_totals(events: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
+    """Per user, the all-time totals (:data:`LIFETIME_COLUMNS`) over every event up to
+    ``as_of``: the full-history path, needed for features as of a past day."""
+    return _lifetime_totals(dedupe_events(events), as_of)
+
+
+def _lifetime_totals(deduped: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
+    ev = deduped.filter(pl.col("event_date") <= as_of)
+    date = pl.col("event_date")
+    is_purchase = pl.col("event_type") == "purchase"
+    return ev.group_by(pl.col("user_id").cast(pl.Int64)).agg(
+        first_event_date=date.min(),
+        last_event_date=date.max(),
+        events_total=pl.len().cast(pl.Int64),
+        purchases_total=count_if(is_purchase),
+        revenue_total=money_sum(pl.col("amount").filter(is_purchase)),
+        priced_purchases=count_if(is_purchase & pl.col("amount").is_not_null()),
+    )
+
+
+def totals_from_dim_users(dim_users: pl.LazyFrame) -> pl.LazyFrame:
+    """The all-time totals (:data:`LIFETIME_COLUMNS`) as ``marts.dim_users`` holds them.
+
+    ``dim_users`` needs ``user_id, event_count, purchase_count, priced_purchase_count, revenue
+    (total_revenue), first_event_at, last_event_at``: the mart computes them with the same
+    definitions over every event of ``staging.stg_events`` (the days are the UTC dates of the
+    first/last ``event_ts``; the revenue is rounded again here, a no-op on the mart's rounded
+    sums). Only equal to :func:`lifetime_totals` when the mart is up to date with the events
+    and has no event after D: :func:`totals_cover` decides.
+    """
+    return dim_users.select(
+        pl.col("user_id").cast(pl.Int64),
+        first_event_date=utc_date(dim_users, "first_event_at"),
+        last_event_date=utc_date(dim_users, "last_event_at"),
+        events_total=pl.col("event_count").fill_null(0).cast(pl.Int64),
+        purchases_total=pl.col("purchase_count").fill_null(0).cast(pl.Int64),
+        revenue_total=pl.col("revenue").fill_null(0.0).cast(pl.Float64).round(MONEY_DECIMALS),
+        priced_purchases=pl.col("priced_purchase_count").fill_null(0).cast(pl.Int64),
+    )
+
+
+def totals_latest_day(totals: pl.LazyFrame) -> dt.date | None:
+    """The latest event day in the totals (:func:`totals_from_dim_users`), None without events."""
+    return totals.select(pl.col("last_event_date").max()).collect().item()
+
+
+def totals_cover(as_of: dt.date, latest_day: dt.date | None, up_to_date: bool) -> bool:
+    """Whether the mart's all-time totals are the totals as of ``as_of``.
+
+    They are when the mart was rebuilt from the events being read (``up_to_date``: its snapshot
+    is not older than the events' one) and holds no event after ``as_of`` (``latest_day`` is
+    its latest event day). Otherwise (a past day, or a mart not yet rebuilt after new events)
+    the totals are computed from every event up to ``as_of``.
+    """
+    return up_to_date and (latest_day is None or latest_day <= as_of)
+
+
+def window_features(events: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
+    """Per user, the 7d and 30d features from the events of ``[as_of - 29, as_of]`` (events
+    outside the window are ignored, so the frame may hold only those days)."""
+    return _window_features(dedupe_events(events), as_of)
+
+
+def _window_features(deduped: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
+    d7 = as_of - dt.timedelta(days=6)
+    date = pl.col("event_date")
+    ev = deduped.filter((date >= window_start(as_of)) & (date <= as_of))
+    etype = pl.col("event_type")
+    in7 = date >= d7
+    is_purchase = etype == "purchase"
+    return ev.group_by(pl.col("user_id").cast(pl.Int64)).agg(
+        events_7d=count_if(in7),
+        events_30d=pl.len().cast(pl.Int64),
+        active_days_7d=date.filter(in7).n_unique().cast(pl.Int64),
+        active_days_30d=date.n_unique().cast(pl.Int64),
+        page_views_30d=count_if(etype == "page_view"),
+        clicks_30d=count_if(etype == "click"),
+        add_to_carts_30d=count_if(etype == "add_to_cart"),
+        purchases_30d=count_if(is_purchase),
+        revenue_30d=money_sum(pl.col("amount").filter(is_purchase)),
+    )
+
+
 def user_features(
     users: pl.LazyFrame,
     events: pl.LazyFrame,
     as_of: dt.date,
     versions: pl.LazyFrame | None = None,
+    totals: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """Features of every user as of the end of day ``as_of`` (UTC). See the module docstring.
 
@@ -119,33 +225,23 @@ def user_features(
     ``event_id, user_id, event_type, event_date, amount``; ``versions`` (every version of every
     user) needs ``user_id, country, plan, valid_from``. Without ``versions``, ``users``' own
     ``country`` and ``plan`` are taken as valid since signup (tests and single-version data).
+
+    Two paths, identical results (``tests/test_features.py``):
+
+    * ``totals`` None (full history): the all-time totals are computed from ``events``, which
+      must hold every event up to ``as_of``;
+    * ``totals`` given (:func:`totals_from_dim_users`, valid when :func:`totals_cover`): the
+      all-time totals are taken from it, and ``events`` need only hold the 30-day window: the
+      cost follows the window, not the history.
     """
     if versions is None:
         versions = users.select("user_id", "country", "plan", valid_from=pl.col("signup_at"))
-    d7 = as_of - dt.timedelta(days=6)
-    d30 = as_of - dt.timedelta(days=29)
-    ev = dedupe_events(events).filter(pl.col("event_date") <= as_of)
-    date = pl.col("event_date")
-    etype = pl.col("event_type")
-    in7 = date >= d7
-    in30 = date >= d30
-    is_purchase = etype == "purchase"
-    per_user = ev.group_by(pl.col("user_id").cast(pl.Int64)).agg(
-        first_event_date=date.min(),
-        last_event_date=date.max(),
-        events_total=pl.len().cast(pl.Int64),
-        events_7d=count_if(in7),
-        events_30d=count_if(in30),
-        active_days_7d=date.filter(in7).n_unique().cast(pl.Int64),
-        active_days_30d=date.filter(in30).n_unique().cast(pl.Int64),
-        page_views_30d=count_if(in30 & (etype == "page_view")),
-        clicks_30d=count_if(in30 & (etype == "click")),
-        add_to_carts_30d=count_if(in30 & (etype == "add_to_cart")),
-        purchases_30d=count_if(in30 & is_purchase),
-        purchases_total=count_if(is_purchase),
-        revenue_30d=money_sum(pl.col("amount").filter(in30 & is_purchase)),
-        revenue_total=money_sum(pl.col("amount").filter(is_purchase)),
-        priced_purchases=count_if(is_purchase & pl.col("amount").is_not_null()),
+    # Deduplicated once: both aggregations read the same (cached) frame.
+    deduped = dedupe_events(events)
+    if totals is None:
+        totals = _lifetime_totals(deduped, as_of)
+    per_user = totals.select("user_id", *LIFETIME_COLUMNS).join(
+        _window_features(deduped, as_of), on="user_id", how="full", coalesce=True
     )
     people = (
         users.with_columns(

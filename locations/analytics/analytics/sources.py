@@ -116,6 +116,22 @@ DIM_USERS_ACTIVITY = Upstream(
     ),
 )
 
+#: The all-time totals of ``marts/dim_users`` (over every event of ``stg_events``):
+#: ``ml.user_features`` as of the latest day takes its all-time features from them and reads only
+#: the last 30 days of events (``analytics.features.totals_from_dim_users``).
+DIM_USERS_TOTALS = Upstream(
+    key=table_key("marts", "dim_users"),
+    columns=(
+        Column("user_id"),
+        Column("event_count"),
+        Column("purchase_count"),
+        Column("priced_purchase_count"),
+        Column("revenue", ("total_revenue",)),
+        Column("first_event_at"),
+        Column("last_event_at"),
+    ),
+)
+
 #: dbt ``marts/fct_daily_events``: grain (event_date, user_id, event_type) or
 #: (event_date, event_type); read only to reconcile ``analytics.daily_metrics`` with the mart.
 FCT_DAILY_EVENTS = Upstream(

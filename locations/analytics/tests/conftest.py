@@ -38,7 +38,10 @@ DIM_USERS_SCHEMA = pa.schema(
         ("updated_at", pa.timestamp("us", tz="UTC")),
         ("event_count", pa.int64()),
         ("purchase_count", pa.int64()),
+        ("priced_purchase_count", pa.int64()),
         ("total_revenue", pa.float64()),
+        ("first_event_at", pa.timestamp("us", tz="UTC")),
+        ("last_event_at", pa.timestamp("us", tz="UTC")),
     ]
 )
 STG_USER_VERSIONS_SCHEMA = pa.schema(
@@ -106,20 +109,34 @@ def fct_rows(events: list[dict]) -> list[dict]:
 
 
 def with_activity(users: list[dict], events: list[dict]) -> list[dict]:
-    """dim_users rows with the mart's activity totals over the (deduplicated) events."""
-    seen, totals = set(), defaultdict(lambda: [0, 0, 0.0])
+    """dim_users rows with the mart's activity totals over the (deduplicated) events, as
+    dbt/models/marts/dim_users.sql computes them (revenue of purchases rounded to 6 decimals)."""
+    seen, totals = set(), {}
     for e in events:
-        if e["event_id"] in seen:
+        if e["event_id"] in seen or e["event_id"] is None or e["user_id"] is None:
             continue
         seen.add(e["event_id"])
-        t = totals[e["user_id"]]
+        t = totals.setdefault(e["user_id"], [0, 0, 0, 0.0, e["event_ts"], e["event_ts"]])
+        purchase = e["event_type"] == "purchase"
         t[0] += 1
-        t[1] += e["event_type"] == "purchase"
-        t[2] += e["amount"] or 0.0
+        t[1] += purchase
+        t[2] += purchase and e["amount"] is not None
+        t[3] += (e["amount"] or 0.0) if purchase else 0.0
+        t[4], t[5] = min(t[4], e["event_ts"]), max(t[5], e["event_ts"])
     out = []
     for u in users:
-        n, p, r = totals.get(u["user_id"], (0, 0, 0.0))
-        out.append({**u, "event_count": n, "purchase_count": p, "total_revenue": r})
+        n, p, priced, r, first, last = totals.get(u["user_id"], (0, 0, 0, 0.0, None, None))
+        out.append(
+            {
+                **u,
+                "event_count": n,
+                "purchase_count": p,
+                "priced_purchase_count": priced,
+                "total_revenue": round(r, 6),
+                "first_event_at": first,
+                "last_event_at": last,
+            }
+        )
     return out
 
 
@@ -182,7 +199,16 @@ def ts(day: int, hour: int = 12, month: int = 1) -> dt.datetime:
 @pytest.fixture
 def make():
     """Row builders for tests (conftest is not importable under --import-mode=importlib)."""
-    return SimpleNamespace(event=event, user=user, version=version, ts=ts, fct_rows=fct_rows)
+    return SimpleNamespace(
+        event=event,
+        user=user,
+        version=version,
+        ts=ts,
+        fct_rows=fct_rows,
+        with_activity=with_activity,
+        dim_users_schema=DIM_USERS_SCHEMA,
+        stg_events_schema=STG_EVENTS_SCHEMA,
+    )
 
 
 @pytest.fixture

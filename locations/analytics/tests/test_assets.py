@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
+import pyarrow as pa
 import pytest
 from dagster import DagsterInstance, materialize
 
 from analytics.assets import daily_metrics, user_features
 from analytics.sources import STG_EVENTS
-from shared.iceberg import read_table
+from shared.iceberg import read_table, write_table
 from shared.resources import IcebergCatalogResource
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -157,3 +158,92 @@ def test_user_features_as_of_config_pushes_the_filter_down(write_upstream, sampl
     stg = next(i for i in md["inputs"].value if i["table"] == "staging.stg_events")
     assert stg["rows_read"] == 3  # e1 twice + e2: later days were never read
     assert "event_ts" in stg["row_filter"]
+
+
+def _long_history(make, days=60):
+    """Two users, one event a day each for ``days`` days from 2026-01-01, a purchase every 10th
+    day (user 2's without an amount), and a user without events."""
+    users = [make.user(1, make.ts(1, 0)), make.user(2, make.ts(1, 0)), make.user(3, make.ts(1, 0))]
+    events = []
+    for i in range(days):
+        day = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC) + dt.timedelta(days=i)
+        purchase = i % 10 == 0
+        events.append(
+            make.event(
+                f"a{i}", 1, "purchase" if purchase else "click", day, 10.0 if purchase else None
+            )
+        )
+        events.append(make.event(f"b{i}", 2, "purchase" if purchase else "page_view", day))
+    return events, users
+
+
+def _inputs(result):
+    md = result.get_asset_materialization_events()[0].materialization.metadata
+    return md, {i["table"]: i for i in md["inputs"].value}
+
+
+def test_user_features_as_of_the_latest_day_read_only_30_days_of_events(
+    write_upstream, catalog, make
+):
+    """Issue 11: after 60 days, the features read 30 days of stg_events (the all-time totals come
+    from dim_users) and equal the features computed from every event (an explicit as-of date on
+    the same day)."""
+    events, users = _long_history(make)
+    write_upstream(events, users)
+    result = run([user_features])
+    assert result.success
+    md, inputs = _inputs(result)
+    assert md["as_of_date"].value == "2026-03-01"
+    assert md["features_from"].value.startswith("last 30 days")
+    assert inputs["staging.stg_events"]["rows_read"] == 2 * 30
+    assert "marts.dim_users" in inputs
+    fast = pl.from_arrow(read_table(catalog, "ml.user_features")).sort("user_id")
+    assert fast.select("user_id", "events_total", "events_30d", "purchases_total").rows() == [
+        (1, 60, 30, 6),
+        (2, 60, 30, 6),
+        (3, 0, 0, 0),
+    ]
+    assert fast.get_column("avg_order_value").to_list() == [10.0, None, None]
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+
+    # The same day given explicitly, from a mart that does not cover it (rebuilt with a later
+    # event of user 3): every event up to the day is read, and the rows are the same.
+    later = [make.event("late", 3, "click", make.ts(2, 12, month=3))]
+    write_upstream(events + later, users)
+    past = run(
+        [user_features],
+        run_config={"ops": {"ml__user_features": {"config": {"as_of_date": "2026-03-01"}}}},
+    )
+    assert past.success
+    md, inputs = _inputs(past)
+    assert md["features_from"].value == "every event up to as_of_date"
+    assert inputs["staging.stg_events"]["rows_read"] == 2 * 60
+    assert pl.from_arrow(read_table(catalog, "ml.user_features")).sort("user_id").equals(fast)
+
+
+def test_user_features_read_every_event_while_dim_users_is_older_than_the_events(
+    write_upstream, catalog, make
+):
+    """A mart not yet rebuilt after new events (its snapshot older than stg_events') does not
+    hold their totals: the features are computed from every event, and are right."""
+    events, users = _long_history(make)
+    write_upstream(events, users)
+    new_day = [make.event("n1", 1, "click", make.ts(2, 9, month=3))]
+    write_table(
+        catalog,
+        "staging.stg_events",
+        pa.Table.from_pylist(new_day, schema=make.stg_events_schema),
+        mode="append",
+    )
+    result = run([user_features])
+    assert result.success
+    md, inputs = _inputs(result)
+    assert md["as_of_date"].value == "2026-03-02"
+    assert md["features_from"].value == "every event up to as_of_date"
+    assert inputs["staging.stg_events"]["rows_read"] == 2 * 60 + 1
+    table = pl.from_arrow(read_table(catalog, "ml.user_features")).sort("user_id")
+    assert table.get_column("events_total").to_list() == [61, 60, 0]
+    # Computed from every event, the totals now differ from the stale mart's: reported.
+    recon = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert recon["reconciles_with_dim_users"].passed is False
+    assert "user 1" in recon["reconciles_with_dim_users"].description

@@ -194,3 +194,25 @@ def test_features_reconcile_with_dim_users_activity():
         features, None, as_of_is_latest=True, problem="x"
     )
     assert not unreadable.passed and unreadable.severity == AssetCheckSeverity.WARN
+
+
+def test_features_from_dim_users_totals_reconcile_the_window_with_the_mart():
+    """With the all-time features taken from dim_users, the check compares what came from the
+    30-day window of stg_events with the mart: events in the window iff the mart's last event
+    day is in it."""
+    features = _features()
+    ok = reconcile_features_with_dim_users(
+        features, None, as_of_is_latest=True, totals_from_mart=True
+    )
+    assert ok.passed
+    # A mart older than the window's events: user 1 has events in the window, but the mart's
+    # last event day is before it.
+    stale = features.with_columns(
+        last_event_date=pl.when(pl.col("user_id") == 1)
+        .then(pl.col("as_of_date") - pl.duration(days=40))
+        .otherwise(pl.col("last_event_date"))
+    )
+    bad = reconcile_features_with_dim_users(
+        stale, None, as_of_is_latest=True, totals_from_mart=True
+    )
+    assert not bad.passed and "user 1" in bad.description

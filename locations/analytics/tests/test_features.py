@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
-from analytics.features import FEATURE_SCHEMA, latest_event_date, user_features
+from analytics.features import (
+    FEATURE_SCHEMA,
+    latest_event_date,
+    totals_cover,
+    totals_from_dim_users,
+    totals_latest_day,
+    user_features,
+    window_start,
+)
 
 D = dt.date
 UTC = dt.UTC
@@ -183,3 +193,76 @@ def test_plan_and_country_are_those_of_the_version_valid_at_the_as_of_day():
     assert attributes(AS_OF) == {1: ("DE", "pro"), 2: ("DE", "pro"), 3: (None, None)}
     assert attributes(D(2026, 1, 19))[1] == ("FR", "free")
     assert attributes(D(2026, 1, 20))[1] == ("DE", "pro")
+
+
+# --- The two paths: all-time totals from every event, or from marts.dim_users -----------------
+
+
+def _history(make, days=120, seed=11):
+    """Users and events over ``days`` days from 2026-01-01: users without events, users who
+    sign up late (after many as-of days), purchases without an amount, duplicated event_ids,
+    events without a user or of an unknown user, events near midnight, and late events (events
+    of old days, listed last as a late sync would deliver them)."""
+    rng = random.Random(seed)
+    start = dt.datetime(2026, 1, 1, tzinfo=UTC)
+    users = [
+        make.user(uid, start + dt.timedelta(minutes=rng.randrange((days + 10) * 1440)))
+        for uid in range(1, 41)
+    ]
+    users.append(make.user(41, start))  # never has an event
+    events = []
+    for i in range(3000):
+        ts = start + dt.timedelta(minutes=rng.randrange(days * 1440))
+        etype = rng.choice(["page_view", "click", "add_to_cart", "purchase"])
+        amount = round(rng.uniform(1, 300), 2) if etype == "purchase" else None
+        if etype == "purchase" and rng.random() < 0.1:
+            amount = None  # a purchase whose amount is unknown
+        uid = rng.choice([*range(1, 41), None, 999])
+        events.append(make.event(f"e{i}", uid, etype, ts, amount))
+    events += rng.sample(events, 200)  # at-least-once duplicates
+    late_day = start + dt.timedelta(days=days - 100, hours=23, minutes=59)
+    events += [make.event(f"late{i}", i % 40 + 1, "purchase", late_day, 9.99) for i in range(20)]
+    return users, events
+
+
+def _frame(rows, schema) -> pl.DataFrame:
+    return pl.from_arrow(pa.Table.from_pylist(rows, schema=schema))
+
+
+@pytest.mark.parametrize("days_back", [0, 1, 6, 29, 30, 45, 90, 119])
+def test_totals_from_dim_users_give_the_same_features_as_every_event(make, days_back):
+    """Issue 11: features as of D from the 30-day window + dim_users' totals (as the mart stood
+    on D: built from the events up to D) equal the features from every event up to D, row for
+    row, for D from the latest day back to the first days of the history."""
+    users, events = _history(make)
+    latest = max(e["event_date"] for e in events)
+    as_of = latest - dt.timedelta(days=days_back)
+    upto = [e for e in events if e["event_date"] <= as_of]
+    dim = _frame(make.with_activity(users, upto), make.dim_users_schema)
+    population = dim.lazy().rename({"signed_up_at": "signup_at"})
+    totals = totals_from_dim_users(dim.lazy().rename({"total_revenue": "revenue"}))
+    assert totals_latest_day(totals) <= as_of
+    window = [e for e in upto if e["event_date"] >= window_start(as_of)]
+    assert len(window) < len(upto) or days_back >= 90  # the window path reads fewer events
+
+    every_event = _frame(events, make.stg_events_schema).lazy()
+    window_only = _frame(window, make.stg_events_schema).lazy()
+    full = user_features(population, every_event, as_of).collect()
+    fast = user_features(population, window_only, as_of, totals=totals).collect()
+    assert fast.equals(full)
+    # What the data must exercise, so the equality means something.
+    assert full.filter(pl.col("events_total") == 0).height > 0  # users without events
+    if days_back <= 90:
+        assert any(e["event_type"] == "purchase" and e["amount"] is None for e in upto)
+    assert full.height < len(users) or days_back == 0  # users signed up after D left out
+    if days_back <= 30:
+        assert full.filter(pl.col("events_total") > pl.col("events_30d")).height > 0
+
+
+def test_totals_cover_only_an_up_to_date_mart_without_later_events():
+    d = D(2026, 3, 1)
+    assert totals_cover(d, d, up_to_date=True)
+    assert totals_cover(d, None, up_to_date=True)  # no events at all
+    assert totals_cover(d + dt.timedelta(days=3), d, up_to_date=True)
+    assert not totals_cover(d - dt.timedelta(days=1), d, up_to_date=True)  # a past day
+    assert not totals_cover(d, d, up_to_date=False)  # mart older than the events

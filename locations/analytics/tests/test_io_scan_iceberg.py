@@ -34,23 +34,12 @@ def _events(make, days: range, per_day: int = 5) -> list[dict]:
     return rows
 
 
-_STG_SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("user_id", pa.int64()),
-        ("event_type", pa.string()),
-        ("event_ts", pa.timestamp("us", tz="UTC")),
-        ("event_date", pa.date32()),
-        ("amount", pa.float64()),
-    ]
-)
-
-
-def _stg(catalog, rows: list[dict], mode: str = "append") -> None:
+def _stg(catalog, make, rows: list[dict], mode: str = "append") -> None:
+    """Append ``rows`` to staging.stg_events (the schema of the location's test tables)."""
     write_table(
         catalog,
         "staging.stg_events",
-        pa.Table.from_pylist(rows, schema=_STG_SCHEMA),
+        pa.Table.from_pylist(rows, schema=make.stg_events_schema),
         mode=mode,
         partition_by_day="event_date",
     )
@@ -91,10 +80,10 @@ WINDOWS = [
 @pytest.mark.parametrize("window", WINDOWS, ids=str)
 def test_reads_equal_pyiceberg(catalog, make, window):
     for day in range(1, 7):  # one commit per day: six data files, six manifests
-        _stg(catalog, _events(make, range(day, day + 1)))
+        _stg(catalog, make, _events(make, range(day, day + 1)))
     null_ts = make.event("late", 1, "click", make.ts(6, 1))
     null_ts["event_ts"] = None  # a null never matches a window, on either side
-    _stg(catalog, [null_ts])
+    _stg(catalog, make, [null_ts])
 
     read = read_upstream(IcebergCatalogResource(), STG_EVENTS, **window)
     got = read.frame.collect()
@@ -113,7 +102,7 @@ def test_reads_equal_pyiceberg(catalog, make, window):
 
 def test_window_is_pushed_into_the_scan_and_prunes_files(catalog, make):
     for day in range(1, 4):
-        _stg(catalog, _events(make, range(day, day + 1)))
+        _stg(catalog, make, _events(make, range(day, day + 1)))
     read = read_upstream(
         IcebergCatalogResource(),
         STG_EVENTS,
@@ -206,7 +195,7 @@ def test_every_type_reads_as_pyiceberg_reads_it(catalog):
 def test_daily_commits_with_merged_manifests_read_the_same(catalog, make):
     """With manifest merging on, merged manifests hold EXISTING entries, which the scan must
     still return."""
-    _stg(catalog, _events(make, range(1, 2)))
+    _stg(catalog, make, _events(make, range(1, 2)))
     table = catalog.load_table("staging.stg_events")
     with table.transaction() as tx:  # merge from 2 manifests on (default 100), to see it here
         tx.set_properties(
@@ -216,7 +205,7 @@ def test_daily_commits_with_merged_manifests_read_the_same(catalog, make):
         write_table(
             catalog,
             "staging.stg_events",
-            pa.Table.from_pylist(_events(make, range(day, day + 1)), schema=_STG_SCHEMA),
+            pa.Table.from_pylist(_events(make, range(day, day + 1)), schema=make.stg_events_schema),
             mode="overwrite",
             overwrite_filter=f"event_date = '{D(2026, 1, day)}'",
             partition_by_day="event_date",

@@ -1,7 +1,8 @@
 """Every raw sync records the UTC event days of the rows it added (``changed_event_days``).
 
 The stand-in and a landing batch are run through the location's real job; the prod path through
-the fake Airbyte server (whose Iceberg catalog is deliberately not configured: days unknown).
+the fake Airbyte server (with its Iceberg catalog deliberately not configured: days unknown; and
+with a lakehouse its destination writes to).
 """
 
 import json
@@ -17,6 +18,8 @@ from shared.changes import CHANGED_EVENT_DAYS, CHANGED_EVENT_DAYS_COUNT
 from shared.settings import load_settings
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from test_airbyte_sync import lakehouse  # noqa: E402, F401  (fixture: prod with a lakehouse)
 
 
 def run(tags=None, keys=None):
@@ -113,3 +116,39 @@ def test_a_landing_batch_moving_an_event_records_the_day_it_left(home, monkeypat
     # Jan 1 also has an added row (the re-delivery on its own day): no day is there only
     # because an event left it.
     assert landed[MOVED_FROM_DAYS].value == []
+
+
+def test_an_airbyte_sync_moving_an_event_records_the_day_it_left(lakehouse, prod_env):  # noqa: F811
+    """The prod path (the fake Airbyte's destination writing to a lakehouse): the table already
+    holds, on an old day, an event id the next job delivers again with today's timestamp."""
+    import datetime as dt
+
+    import pyarrow as pa
+    from test_airbyte_sync import materializations, run_sync
+
+    from shared.changes import MOVED_FROM_DAYS, MOVED_KEYS, REDELIVERED_KEYS
+
+    store = lakehouse
+    prod_env.add_connection("app-db", [s.name for s in STREAMS])
+    assert run_sync(iceberg=store).success
+    table = store.catalog().load_table(EVENTS.identifier)
+    # The next job's first event (the fake destination names events after the job), already in
+    # the table with a timestamp on an old day.
+    old = table.scan(limit=1).to_arrow()
+    next_id = f"event_id-{max(prod_env.jobs) + 1}-0"
+    stamp = pa.array(
+        [dt.datetime(2026, 1, 10, 12, tzinfo=dt.UTC)], old.schema.field("event_ts").type
+    )
+    old = old.set_column(0, old.schema.field("event_id"), pa.array([next_id], pa.string()))
+    old = old.set_column(
+        old.schema.get_field_index("event_ts"), old.schema.field("event_ts"), stamp
+    )
+    table.append(old.cast(table.schema().as_arrow()))
+
+    second = run_sync(iceberg=store)
+    assert second.success
+    metadata = materializations(second)[EVENTS.key]
+    recorded = days(metadata)
+    assert "2026-01-10" in recorded and len(recorded) >= 2  # the new rows' day(s) and Jan 10
+    assert (metadata[REDELIVERED_KEYS].value, metadata[MOVED_KEYS].value) == (1, 1)
+    assert metadata[MOVED_FROM_DAYS].value == ["2026-01-10"]

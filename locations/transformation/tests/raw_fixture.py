@@ -70,9 +70,11 @@ EVENTS_SYNC_1 = [
     ("e4", 2, "purchase", ts(2, 23, 30), 5.5, "r4", ts(3, 1)),
     ("e6", 4, "add_to_cart", ts(3, 8), None, "r6", ts(4, 1)),
 ]
-#: A later sync: e5 happened on Jan 2 but arrives late; e2 is delivered a third time.
+#: A later sync: e5 happened on Jan 2 but arrives late; e2 is delivered a third time; e7 is a
+#: purchase whose amount is unknown (null).
 EVENTS_SYNC_2 = [
     ("e5", 1, "purchase", ts(2, 8), 7.25, "r5", ts(5, 1)),
+    ("e7", 2, "purchase", ts(3, 9), None, "r7", ts(5, 1)),
     ("e2", 1, "purchase", ts(1, 10), 20.0, "r2c", ts(5, 1)),
 ]
 

@@ -72,6 +72,7 @@ def dim(catalog) -> dict[int, tuple]:
             r["event_count"],
             r["active_days"],
             r["purchase_count"],
+            r["priced_purchase_count"],
             r["total_revenue"],
             r["is_active"],
         )
@@ -94,14 +95,17 @@ def figures_from_raw(catalog) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.col("user_id").n_unique().cast(pl.Int64).alias("users"),
     )
     per_user = events.group_by("user_id").agg(
-        pl.len().cast(pl.Int64).alias("events"), purchase_amount.sum().alias("revenue")
+        pl.len().cast(pl.Int64).alias("events"),
+        purchase_amount.sum().alias("revenue"),
+        # Purchases with an amount (count() leaves nulls out): dim_users' priced_purchase_count.
+        purchase_amount.count().cast(pl.Int64).alias("priced_purchases"),
     )
     users = pl.from_arrow(read_table(catalog, "raw.users")).sort(
         "updated_at", "_airbyte_extracted_at", descending=True
     )
     users = users.unique("id", keep="first").select(pl.col("id").alias("user_id"), "plan")
     users = users.join(per_user, on="user_id", how="left").with_columns(
-        pl.col("events").fill_null(0), pl.col("revenue").fill_null(0.0)
+        pl.col("events", "priced_purchases").fill_null(0), pl.col("revenue").fill_null(0.0)
     )
     return daily.sort("event_date", "event_type"), users.sort("user_id")
 
@@ -120,6 +124,7 @@ def assert_marts_match_raw(catalog) -> None:
         "plan",
         pl.col("event_count").alias("events"),
         pl.col("total_revenue").alias("revenue"),
+        pl.col("priced_purchase_count").alias("priced_purchases"),
     )
     assert got_users.sort("user_id").to_dicts() == users.to_dicts()
 
@@ -161,9 +166,9 @@ def test_build_incremental_days_late_rows_and_rerun(catalog, home):
     # User 1's latest version is 'pro' (updated later); user 2's two versions share updated_at and
     # the later extraction wins; user 3 has no events.
     assert dim(catalog) == {
-        1: ("pro", "ann@example.com", 2, 1, 1, 20.0, True),
-        2: ("enterprise", "bob@example.com", 2, 2, 1, 5.5, True),
-        3: ("free", "cy@example.com", 0, 0, 0, 0.0, False),
+        1: ("pro", "ann@example.com", 2, 1, 1, 1, 20.0, True),
+        2: ("enterprise", "bob@example.com", 2, 2, 1, 1, 5.5, True),
+        3: ("free", "cy@example.com", 0, 0, 0, 0, 0.0, False),
     }
     # Every version of every user, valid until the next one (point-in-time reads): user 1's two
     # versions; user 2's two deliveries of one updated_at are one version (the later extraction).
@@ -201,6 +206,7 @@ def test_build_incremental_days_late_rows_and_rerun(catalog, home):
         "e4": (2, "purchase", "2026-01-02", 5.5, "r4"),
         "e5": (1, "purchase", "2026-01-02", 7.25, "r5"),
         "e6": (4, "add_to_cart", "2026-01-03", None, "r6"),
+        "e7": (2, "purchase", "2026-01-03", None, "r7"),
     }
     assert fct(catalog) == {
         ("2026-01-01", 1, "page_view"): (1, 0.0),
@@ -208,12 +214,14 @@ def test_build_incremental_days_late_rows_and_rerun(catalog, home):
         ("2026-01-01", 2, "click"): (1, 0.0),
         ("2026-01-02", 1, "purchase"): (1, 7.25),
         ("2026-01-02", 2, "purchase"): (1, 5.5),
+        ("2026-01-03", 2, "purchase"): (1, 0.0),
         ("2026-01-03", 4, "add_to_cart"): (1, 0.0),
     }
     assert dim(catalog) == {
-        1: ("pro", "ann@example.com", 3, 2, 2, 27.25, True),
-        2: ("enterprise", "bob@example.com", 2, 2, 1, 5.5, True),
-        3: ("free", "cy@example.com", 0, 0, 0, 0.0, False),
+        1: ("pro", "ann@example.com", 3, 2, 2, 2, 27.25, True),
+        # e7: a purchase without an amount counts in purchase_count, not in the priced ones.
+        2: ("enterprise", "bob@example.com", 3, 3, 2, 1, 5.5, True),
+        3: ("free", "cy@example.com", 0, 0, 0, 0, 0.0, False),
     }
     # User 4 has events but no user row yet (late-arriving dimension): a warning check.
     assert (
@@ -224,7 +232,7 @@ def test_build_incremental_days_late_rows_and_rerun(catalog, home):
     mat = instance.get_latest_materialization_event(AssetKey(["marts", "fct_daily_events"]))
     meta = mat.asset_materialization.metadata
     assert meta["iceberg_table"].value == "marts.fct_daily_events"
-    assert meta["row_count"].value == 6
+    assert meta["row_count"].value == 7
 
 
 def test_failing_dbt_test_is_a_failed_asset_check(catalog, home, tmp_path, monkeypatch):
@@ -367,8 +375,9 @@ def test_null_key_rows_left_out_and_conflicting_duplicates_resolve_to_the_last_d
         ("2026-01-01", 1, "purchase"): (1, 12.5),
         ("2026-01-01", 2, "click"): (1, 0.0),
     }
-    assert {u: v[2:6] for u, v in dim(catalog).items()} == {
-        1: (2, 1, 1, 12.5),
-        2: (1, 1, 0, 0.0),
-        3: (0, 0, 0, 0.0),
+    # (event_count, active_days, purchase_count, priced_purchase_count, total_revenue)
+    assert {u: v[2:7] for u, v in dim(catalog).items()} == {
+        1: (2, 1, 1, 1, 12.5),
+        2: (1, 1, 0, 0, 0.0),
+        3: (0, 0, 0, 0, 0.0),
     }
