@@ -149,8 +149,10 @@ def test_daily_writes_expire_old_snapshots_in_their_commit(catalog, monkeypatch)
     for n in range(3):  # with the default age (an hour), a quick series expires nothing
         overwrite_day(catalog, day(n))
     assert len(catalog.load_table("staging.ev").snapshots()) == 3  # one append per new day
-    monkeypatch.setitem(iceberg.DAILY_TABLE_PROPERTIES, "history.expire.max-snapshot-age-ms", "0")
-    monkeypatch.setitem(iceberg.DAILY_TABLE_PROPERTIES, "history.expire.min-snapshots-to-keep", "3")
+    with catalog.load_table("staging.ev").transaction() as tx:  # values set on the table win
+        tx.set_properties(
+            {"history.expire.max-snapshot-age-ms": "0", "history.expire.min-snapshots-to-keep": "3"}
+        )
     counts = []
     for n in range(3, 12):
         overwrite_day(catalog, day(n))
