@@ -218,7 +218,7 @@ def bare_day(home: str, day_index: int, lookback: int, sql: dict[str, str]) -> d
 
     from analytics import features as feature_defs
     from analytics import metrics as metric_defs
-    from analytics.io import read_upstream, to_arrow
+    from analytics.io import metadata_max, read_upstream, to_arrow
     from analytics.sources import DIM_USERS, DIM_USERS_TOTALS, STG_EVENTS, STG_USER_VERSIONS
     from ingestion import standin
     from ingestion.settings import load_standin_settings
@@ -275,7 +275,8 @@ def bare_day(home: str, day_index: int, lookback: int, sql: dict[str, str]) -> d
     events_all = read_upstream(resource, STG_EVENTS)
     users_all = read_upstream(resource, DIM_USERS)
     versions_all = read_upstream(resource, STG_USER_VERSIONS)
-    as_of = feature_defs.latest_event_date(events_all.frame) or dt.date.min
+    # As the asset does: the latest event_date from stg_events' manifests.
+    as_of = metadata_max(resource, events_all, STG_EVENTS, "event_date") or dt.date.min
     # As the asset does as of the latest day: 30 days of events + dim_users' all-time totals
     # (dim_users was just rebuilt from these events).
     totals = feature_defs.totals_from_dim_users(

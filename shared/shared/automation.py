@@ -154,14 +154,20 @@ def daily_condition(
     ).with_label("upstream_day_updated")
 
 
-def full_condition(ignore_missing: Sequence[AssetKey] = ()) -> AutomationCondition:
+def full_condition(
+    ignore_missing: Sequence[AssetKey] = (), ignore_updates: Sequence[AssetKey] = ()
+) -> AutomationCondition:
     """Rebuild an unpartitioned asset when an input changed; missing days of the daily inputs
-    named in ``ignore_missing`` do not hold it back."""
+    named in ``ignore_missing`` do not hold it back, and updates of the inputs named in
+    ``ignore_updates`` do not trigger it (another input, rebuilt after them, does)."""
     missing = AutomationCondition.any_deps_missing()
     if ignore_missing:
         missing = missing.ignore(AssetSelection.assets(*ignore_missing))
+    updated = AutomationCondition.any_deps_updated()
+    if ignore_updates:
+        updated = updated.ignore(AssetSelection.assets(*ignore_updates))
     return (
-        AutomationCondition.any_deps_updated().since_last_handled()
+        updated.since_last_handled()
         & ~missing
         & ~AutomationCondition.any_deps_in_progress()
         & ~AutomationCondition.in_progress()

@@ -2,7 +2,7 @@
   Local mode: build a model with DuckDB and store it as the Iceberg table <schema>.<model>.
 
   1. The model's SQL runs in DuckDB into a scratch table (only the day window for daily models).
-  2. The scratch table is copied to a parquet file, which the `iceberg` plugin
+  2. The scratch table is copied to a parquet file (a daily model's rows in day order), which the `iceberg` plugin
      (transformation/duckdb_iceberg.py) writes to the Iceberg table in ONE atomic commit through
      shared.iceberg.write_table: the whole table, or, for a model with `day_partition_column`,
      exactly the rows of the day window (re-running a day replaces it, never duplicates it).
@@ -45,8 +45,16 @@
       } -%}
   {% do adapter.store_relation(plugin_name, target_relation, [], '', 'parquet', request) %}
 
+  {#- A daily model's rows are copied in day order: the plugin then hands each day to the
+      Iceberg writer whole (day_chunks in duckdb_iceberg.py), so a write makes one data file per
+      day instead of one per (batch, day). DuckDB's sort spills to disk past its memory limit. -#}
   {% call statement('write_batch') -%}
+    {% if day_column -%}
+    copy (select * from {{ scratch }} order by {{ adapter.quote(day_column) }})
+      to '{{ request['path'] }}' (format parquet)
+    {%- else -%}
     copy {{ scratch }} to '{{ request['path'] }}' (format parquet)
+    {%- endif %}
   {%- endcall %}
 
   {% do request.update({'action': 'store'}) %}

@@ -164,14 +164,18 @@ def user_features(
 
     from analytics import features as feature_defs
     from analytics.frames import utc_date
-    from analytics.io import output_metadata, read_upstream, to_arrow
+    from analytics.io import metadata_max, output_metadata, read_upstream, to_arrow
 
     explicit = dt.date.fromisoformat(config.as_of_date) if config.as_of_date else None
     users = read_upstream(iceberg, DIM_USERS)
     if explicit is not None:
         as_of = explicit
     else:
-        as_of = feature_defs.latest_event_date(read_upstream(iceberg, STG_EVENTS).frame)
+        latest = read_upstream(iceberg, STG_EVENTS)  # lazy: no data read here
+        try:  # the latest event_date from stg_events' manifests, for the snapshot loaded
+            as_of = metadata_max(iceberg, latest, STG_EVENTS, "event_date")
+        except LookupError:  # metadata cannot tell (delete files): from the events themselves
+            as_of = feature_defs.latest_event_date(latest.frame)
         if as_of is None:
             raise Failure(
                 f"{STG_EVENTS.identifier} has no events: there is no day to compute features "

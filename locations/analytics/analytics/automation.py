@@ -13,8 +13,13 @@ did/didn't it run").
   its inputs is missing or in progress. ``marts/dim_users`` (unpartitioned, so mapped to EVERY
   day) records no changed days, so it is not a trigger: a users refresh does not recompute every
   day since 2026-01-01.
-* ``user_features``: requested when any input updated, once ``marts/dim_users`` exists and no
-  input is in progress. Missing days of ``stg_events`` do not block it.
+* ``user_features``: requested when ``marts/dim_users`` or ``staging/stg_user_versions``
+  updated, once ``marts/dim_users`` exists and no input is in progress. Missing days of
+  ``stg_events`` do not block it, and an update of ``stg_events`` alone does not trigger it: its
+  all-time features come from dim_users' totals, which the transformation location rebuilds
+  after every change of stg_events, so running after that rebuild (and reading stg_events'
+  last 30 days then) is what keeps the two consistent; running in between would read a mart
+  older than the events and fall back to the full history (``analytics.assets``).
 
 Requests for many days of ``daily_metrics`` become one backfill (``emit_backfills``), which its
 ``BackfillPolicy.single_run()`` executes as one run per day range.
@@ -47,8 +52,9 @@ def daily_metrics_condition() -> AutomationCondition:
 
 
 def user_features_condition() -> AutomationCondition:
-    """Refresh user_features when any upstream changed (see module docstring)."""
-    return full_condition(ignore_missing=[STG_EVENTS.key])
+    """Refresh user_features after dim_users (or the user versions) changed (see module
+    docstring)."""
+    return full_condition(ignore_missing=[STG_EVENTS.key], ignore_updates=[STG_EVENTS.key])
 
 
 # `use_user_code_server` is beta in Dagster 1.13; custom conditions need it, so its warning is

@@ -182,3 +182,20 @@ def output_metadata(
         "inputs": MetadataValue.json([r.as_metadata() for r in reads]),
         **extra,
     }
+
+
+def metadata_max(
+    iceberg: IcebergCatalogResource, read: ReadResult, upstream: Upstream, column: str
+) -> Any:
+    """The largest value of ``upstream``'s ``column`` (an analytics name) in the snapshot ``read``
+    read, from the table's manifests: no data file is opened (a max over the read scanned every
+    file, and its cost grew with history). Raises :class:`LookupError` when the metadata cannot
+    tell (:func:`shared.iceberg.column_max`): the caller then computes it from ``read.frame``.
+    """
+    from shared.iceberg import column_max
+
+    table = iceberg.load_table(upstream.identifier)
+    physical = upstream.resolve([f.name for f in table.schema().fields])[column]
+    if read.snapshot_id is None:
+        return None
+    return column_max(table, physical, snapshot_id=read.snapshot_id)

@@ -96,3 +96,10 @@ def test_users_refresh_alone_does_not_recompute_every_day():
     _report(instance, FCT_DAILY_EVENTS.key, ["2026-01-04"])
     result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert _requested(result, DAILY_METRICS_KEY) == {"2026-01-04"}
+    # The features wait for dim_users' rebuild (their all-time totals), which follows the day.
+    assert _requested(result, USER_FEATURES_KEY) == set()
+    _report(instance, DAILY_METRICS_KEY, ["2026-01-04"])
+    _report(instance, DIM_USERS.key)
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert _requested(result, USER_FEATURES_KEY) == {None}
+    assert _requested(result, DAILY_METRICS_KEY) == set()

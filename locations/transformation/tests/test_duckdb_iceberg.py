@@ -9,9 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from shared.iceberg import read_table
+from transformation import duckdb_iceberg
 from transformation.duckdb_iceberg import (
     IcebergStoreError,
     Plugin,
+    day_chunks,
     local_path,
     scan_sql,
     settings_for,
@@ -76,6 +78,48 @@ def test_rows_outside_the_window_are_refused(catalog, tmp_path):
         )
 
 
+def _days_batches(days: list[int | None], size: int) -> list[pa.RecordBatch]:
+    dates = [dt.date(2026, 1, d) if d else None for d in days]
+    table = pa.table({"event_date": pa.array(dates, pa.date32()), "i": range(len(days))})
+    return table.to_batches(max_chunksize=size)
+
+
+def test_day_chunks_end_where_a_day_ends_and_lose_no_row():
+    # Days 1..6 of 3 rows each plus 2 null days, in batches of 2 rows, chunks of about 5 rows.
+    days = [d for d in range(1, 7) for _ in range(3)] + [None, None]
+    chunks = list(day_chunks(_days_batches(days, 2), "event_date", 5))
+    assert pa.concat_tables(chunks)["i"].to_pylist() == list(range(len(days)))
+    by_chunk = [set(c["event_date"].to_pylist()) for c in chunks]
+    for i, a in enumerate(by_chunk):  # no day in two chunks
+        for b in by_chunk[i + 1 :]:
+            assert not a & b
+    assert all(c.num_rows <= 5 + 2 for c in chunks)  # max_rows plus one batch
+    # One day larger than max_rows is cut anyway (memory stays bounded).
+    big = list(day_chunks(_days_batches([1] * 12, 2), "event_date", 4))
+    assert [c.num_rows for c in big] == [4, 4, 4]
+    # Rows out of day order: all written once, only in more chunks.
+    shuffled = [3, 1, 2, 1, 3, 2, 1]
+    got = pa.concat_tables(day_chunks(_days_batches(shuffled, 2), "event_date", 3))
+    assert got["i"].to_pylist() == list(range(len(shuffled)))
+
+
+def test_a_many_day_write_makes_one_file_per_day_in_one_snapshot(catalog, tmp_path, monkeypatch):
+    # 8 days of 5 rows in day order (as the materialization copies them), read in batches of 3
+    # and written in chunks of about 12 rows: a fixed-size split would cut days across chunks.
+    monkeypatch.setattr(duckdb_iceberg, "READ_ROWS", 3)
+    monkeypatch.setattr(duckdb_iceberg, "BATCH_ROWS", 12)
+    path = tmp_path / "days.parquet"
+    days = [dt.date(2026, 1, d) for d in range(1, 9) for _ in range(5)]
+    pq.write_table(pa.table({"event_date": pa.array(days, pa.date32()), "n": range(40)}), path)
+    store_batch(catalog, "staging.t", path, day_partition_column="event_date")
+    table = catalog.load_table("staging.t")
+    files = [task.file for task in table.scan().plan_files()]
+    assert sorted(f.partition[0] for f in files) == sorted({d.toordinal() - 719163 for d in days})
+    assert len(table.snapshots()) == 1  # one write, one snapshot (and one manifest)
+    assert len(table.current_snapshot().manifests(table.io)) == 1
+    assert sorted(read_table(catalog, "staging.t")["n"].to_pylist()) == list(range(40))
+
+
 def test_scan_sql_reads_data_files_in_place_or_copies(catalog, tmp_path):
     store_batch(catalog, "staging.t", batch(tmp_path, [1], 1))
     sql = scan_sql(catalog.load_table("staging.t"), tmp_path / "scratch")
@@ -118,3 +162,21 @@ def test_connecting_opens_no_table_and_a_read_registers_it_once(catalog, home, t
     assert plugin.register("staging.missing") is False
     assert plugin.register("analytics.t") is False
     assert conn.execute(views).fetchall() == [("staging.t",)]
+
+
+def test_plugins_of_one_process_share_one_scratch_folder_emptied_between_invocations(
+    catalog, home, tmp_path
+):
+    """dbt in the step's process builds a plugin per invocation: they share the process's
+    scratch folder (no folder and exit handler per invocation), emptied after each one."""
+    from transformation.duckdb_iceberg import clear_scratch
+
+    store_batch(catalog, "staging.empty", batch(tmp_path, [], 1))  # read through a scratch copy
+    first = Plugin("iceberg", {"home": str(home)})
+    second = Plugin("iceberg", {"home": str(home)})
+    assert first._scratch == second._scratch
+    sql = scan_sql(catalog.load_table("staging.empty"), first._scratch)
+    copies = list(first._scratch.iterdir())
+    assert len(copies) == 1 and str(copies[0]) in sql
+    clear_scratch()
+    assert first._scratch.is_dir() and not any(first._scratch.iterdir())
