@@ -26,6 +26,9 @@ select
     cast(
         round(coalesce(sum(case when event_type = 'purchase' then amount end), 0), 6) as double
     ) as revenue,
+    -- Purchases with a known amount: what dim_users.priced_purchase_count sums (a purchase
+    -- without an amount is in event_count but in no revenue).
+    cast(count(case when event_type = 'purchase' then amount end) as bigint) as priced_event_count,
     min(event_ts) as first_event_at,
     max(event_ts) as last_event_at
 from events

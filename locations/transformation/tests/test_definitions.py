@@ -34,9 +34,10 @@ def test_models_are_assets_named_after_their_iceberg_tables():
     assert graph.get(AssetKey(["staging", "stg_events"])).parent_keys == {
         AssetKey(["raw", "events"])
     }
+    # dim_users' activity totals are sums over the daily fact, not over every event.
     assert graph.get(AssetKey(["marts", "dim_users"])).parent_keys == {
         AssetKey(["staging", "stg_users"]),
-        AssetKey(["staging", "stg_events"]),
+        AssetKey(["marts", "fct_daily_events"]),
     }
     for key in MODELS:
         node = graph.get(key)
