@@ -20,6 +20,7 @@ from typing import Any
 
 from dagster import DagsterInstance
 
+from data_platform.bench_postgres import postgres_storage, throwaway_postgres
 from data_platform.demo import AUTOMATION_CURSOR, DemoAutomation, _execute
 from data_platform.graph import (
     WORKSPACE_FILE,
@@ -128,7 +129,13 @@ def measure_incremental(
     done = 0  # days materialized so far
     instance_dir = Path(home) / "dagster"
     instance_dir.mkdir(parents=True, exist_ok=True)
-    with DagsterInstance.local_temp(tempdir=str(instance_dir)) as instance:
+    # Runs and events in PostgreSQL, as the deployment stores them (bench_postgres says why).
+    with (
+        throwaway_postgres(Path(home) / "postgres") as url,
+        DagsterInstance.local_temp(
+            tempdir=str(instance_dir), overrides=postgres_storage(url)
+        ) as instance,
+    ):
         # Runs of the locations' jobs on the instance, as the demo launches them.
         launcher = WorkspaceLauncher(instance, workspace_locations(), WORKSPACE_FILE.parent)
         automation = DemoAutomation(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import pytest
 import raw_fixture
 from dagster import AssetKey, DagsterEventType, DagsterInstance, materialize
 from test_dbt_assets import RESOURCES, run_daily, run_full, stg_events, table
@@ -15,6 +16,7 @@ from shared.iceberg import write_table
 from shared.settings import load_settings
 from transformation import dbt_run
 from transformation.assets import DAILY_SELECTION, build_args, dbt_daily_models, window_vars
+from transformation.duckdb_iceberg import scratch_dir
 from transformation.project import DBT_PROJECT_DIR, MANIFEST_PATH
 
 STG_EVENTS = AssetKey(["staging", "stg_events"])
@@ -82,6 +84,8 @@ def test_invocations_in_one_process_see_fresh_tables_and_their_own_window(catalo
     # One parse for the whole process: the same Manifest object served every invocation.
     assert list(dbt_run._MANIFESTS.values()) == parsed
     assert list(dbt_run._MANIFESTS.values())[0] is parsed[0]
+    # The plugin's scratch files (batches, snapshot copies) do not outlive an invocation.
+    assert not any(scratch_dir().iterdir())
 
 
 def test_a_failing_model_fails_the_step_with_dbts_error_and_the_next_run_works(catalog, home):
@@ -220,3 +224,26 @@ def test_the_asset_reports_the_same_outputs_as_before(catalog, home):
         c for c in result.get_asset_check_evaluations() if c.check_name.startswith("unique_")
     )
     assert {"unique_id", "invocation_id", "status"} <= set(check.metadata)
+
+
+def test_an_interrupt_during_dbt_stays_an_interrupt(home, tmp_path, monkeypatch):
+    """dbtRunner turns every exception into a result; a terminated run's interrupt is raised
+    again, and dbt's state is released so that the next invocation works."""
+    target = tmp_path / "target"
+    target.mkdir()
+    args = ["ls", "--target", "duckdb", "--select", "tag:daily"]
+    dbt_run.parsed_manifest(DBT_PROJECT_DIR, "duckdb", target, MANIFEST_PATH)
+
+    def interrupt(self, msg):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dbt_run._EventCollector, "__call__", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            dbt_run.invoke(
+                args, project_dir=DBT_PROJECT_DIR, target_path=target, manifest_path=MANIFEST_PATH
+            )
+    after = dbt_run.invoke(
+        args, project_dir=DBT_PROJECT_DIR, target_path=target, manifest_path=MANIFEST_PATH
+    )
+    assert after.success and after.error() is None

@@ -162,3 +162,21 @@ def test_connecting_opens_no_table_and_a_read_registers_it_once(catalog, home, t
     assert plugin.register("staging.missing") is False
     assert plugin.register("analytics.t") is False
     assert conn.execute(views).fetchall() == [("staging.t",)]
+
+
+def test_plugins_of_one_process_share_one_scratch_folder_emptied_between_invocations(
+    catalog, home, tmp_path
+):
+    """dbt in the step's process builds a plugin per invocation: they share the process's
+    scratch folder (no folder and exit handler per invocation), emptied after each one."""
+    from transformation.duckdb_iceberg import clear_scratch
+
+    store_batch(catalog, "staging.empty", batch(tmp_path, [], 1))  # read through a scratch copy
+    first = Plugin("iceberg", {"home": str(home)})
+    second = Plugin("iceberg", {"home": str(home)})
+    assert first._scratch == second._scratch
+    sql = scan_sql(catalog.load_table("staging.empty"), first._scratch)
+    copies = list(first._scratch.iterdir())
+    assert len(copies) == 1 and str(copies[0]) in sql
+    clear_scratch()
+    assert first._scratch.is_dir() and not any(first._scratch.iterdir())

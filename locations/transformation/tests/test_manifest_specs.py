@@ -82,7 +82,7 @@ def test_every_test_is_a_described_check():
     manifest = load_manifest(str(MANIFEST_PATH))
     tests = [n for n in manifest["nodes"].values() if n["resource_type"] == "test"]
     checks = [*dbt_daily_models.check_specs, *dbt_models.check_specs]
-    assert len(checks) == len(tests) == 37
+    assert len(checks) == len(tests) == 38
     for spec in checks:
         assert spec.description and len(spec.description) > 20, spec.key
         assert "``" not in spec.description

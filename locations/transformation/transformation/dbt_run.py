@@ -241,6 +241,8 @@ def _reset_dbt_state() -> None:
       our plugin would not register them again: a later run would read stale tables. Closing
       it makes each invocation start from the Iceberg catalog, as a dbt process did. (No public
       API for this; dbt-duckdb only does it at exit.)
+    * our plugin's scratch files (``duckdb_iceberg.clear_scratch``), which a dbt process left
+      to its exit.
     """
     from dbt_common.events.event_manager_client import cleanup_event_logger
 
@@ -252,6 +254,16 @@ def _reset_dbt_state() -> None:
             env, manager._ENV = manager._ENV, None
         if env is not None:
             env.close()
+    plugin = sys.modules.get("transformation.duckdb_iceberg")
+    if plugin is not None:
+        plugin.clear_scratch()  # snapshot copies the closed database's views read
+
+
+def _raise_interrupt(result: Any) -> None:
+    """dbtRunner returns every exception, interrupts included: a run being terminated (Dagster's
+    ``DagsterExecutionInterruptedError``, ``KeyboardInterrupt``) must stay an interrupt."""
+    if result.exception is not None and not isinstance(result.exception, Exception):
+        raise result.exception
 
 
 def parsed_manifest(project_dir: Path, target: str, target_path: Path, manifest_path: Path) -> Any:
@@ -279,6 +291,7 @@ def parsed_manifest(project_dir: Path, target: str, target_path: Path, manifest_
             )
         finally:
             _reset_dbt_state()
+        _raise_interrupt(result)
         if not result.success:
             raise _invocation_error(args, target_path, collector.errors, result.exception)
         # Only the latest prepared manifest is kept (one project, one target per process).
@@ -306,6 +319,7 @@ def invoke(
         finally:
             _reset_dbt_state()
         sys.stdout.flush()
+    _raise_interrupt(result)
     manifest_json = load_manifest(str(manifest_path))
     events = [
         event

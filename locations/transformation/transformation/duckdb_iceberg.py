@@ -103,6 +103,39 @@ def scan_sql(table: Table, scratch_dir: Path) -> str:
     return f"read_parquet({sql_string(str(copy))})"
 
 
+_SCRATCH: Path | None = None
+_SCRATCH_LOCK = threading.Lock()
+
+
+def scratch_dir() -> Path:
+    """This process's scratch folder (model batches, snapshot copies), removed at exit.
+
+    One per process, not one per plugin: dbt runs in the step's process
+    (``transformation.dbt_run``) and builds a new plugin for every invocation, so a folder (and
+    an exit handler) per plugin would pile up in a long-lived worker. Files are uniquely named;
+    :func:`clear_scratch` empties the folder after each invocation.
+    """
+    global _SCRATCH
+    with _SCRATCH_LOCK:
+        if _SCRATCH is None:
+            _SCRATCH = Path(tempfile.mkdtemp(prefix="dbt-duckdb-iceberg-"))
+            atexit.register(shutil.rmtree, _SCRATCH, True)
+        _SCRATCH.mkdir(parents=True, exist_ok=True)
+        return _SCRATCH
+
+
+def clear_scratch() -> None:
+    """Remove what the scratch folder holds: called once a dbt invocation is over (its DuckDB
+    database, whose views read the snapshot copies, is closed; batches are already written)."""
+    with _SCRATCH_LOCK:
+        if _SCRATCH is not None and _SCRATCH.exists():
+            for child in _SCRATCH.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+
+
 class Plugin(BasePlugin):
     """Expose the Iceberg tables a run reads to DuckDB as views; store models as Iceberg tables."""
 
@@ -113,9 +146,7 @@ class Plugin(BasePlugin):
         #: Tables with a view in this process (registered, or just written by a model).
         self._registered: set[str] = set()
         self._lock = threading.Lock()
-        self._scratch = Path(tempfile.mkdtemp(prefix="dbt-duckdb-iceberg-"))
-        # The scratch folder holds batch files and snapshot copies for this dbt process only.
-        atexit.register(shutil.rmtree, self._scratch, True)
+        self._scratch = scratch_dir()
 
     def catalog(self) -> Catalog:
         if self._catalog is None:
