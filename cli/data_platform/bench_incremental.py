@@ -20,7 +20,8 @@ from typing import Any
 
 from dagster import DagsterInstance
 
-from data_platform.demo import AUTOMATION_CURSOR, DemoAutomation, _execute
+from data_platform.bench_postgres import postgres_storage, throwaway_postgres
+from data_platform.demo import AUTOMATION_CURSOR, DemoAutomation, _execute, _refresh_dbt_manifest
 from data_platform.graph import (
     WORKSPACE_FILE,
     RequestedRun,
@@ -120,6 +121,9 @@ def measure_incremental(
         DATA_PLATFORM_STANDIN_SEED=str(seed),
     )
     lookback = late_data_lookback_days()
+    # As the demo does: a model or test pulled since the last parse must be in the manifest the
+    # runs translate dbt's events with (dbt knows the node, the stale manifest would not).
+    _refresh_dbt_manifest()
     location_defs = load_location_defs()
     graph = build_location_graph(location_defs)
     plan = plan_runs(graph)
@@ -128,7 +132,13 @@ def measure_incremental(
     done = 0  # days materialized so far
     instance_dir = Path(home) / "dagster"
     instance_dir.mkdir(parents=True, exist_ok=True)
-    with DagsterInstance.local_temp(tempdir=str(instance_dir)) as instance:
+    # Runs and events in PostgreSQL, as the deployment stores them (bench_postgres says why).
+    with (
+        throwaway_postgres(Path(home) / "postgres") as url,
+        DagsterInstance.local_temp(
+            tempdir=str(instance_dir), overrides=postgres_storage(url)
+        ) as instance,
+    ):
         # Runs of the locations' jobs on the instance, as the demo launches them.
         launcher = WorkspaceLauncher(instance, workspace_locations(), WORKSPACE_FILE.parent)
         automation = DemoAutomation(

@@ -272,6 +272,25 @@ def test_landed_rows_do_not_move_the_stand_in_cursor(zone):
     assert standin.read_cursor(catalog, USERS)[1] < dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
 
 
+def test_the_stand_in_cursor_comes_from_the_manifests_and_agrees_with_the_data(zone, monkeypatch):
+    catalog, _, _ = zone
+    small = StandInSettings(users=10, events_per_day=10, days=3, seed=1)
+    for stream in (USERS, standin.EVENTS):
+        standin.sync_stream(catalog, stream, small)
+        table = catalog.load_table(stream.identifier)
+        values = table.scan(selected_fields=(stream.cursor_field,)).to_arrow()[stream.cursor_field]
+        want = max(v for v in values.to_pylist() if v is not None)
+        assert standin.cursor_of(table, stream) == want
+        # Without bounds (metadata cannot tell), the column is read: the same answer.
+        with monkeypatch.context() as patched:
+            patched.setattr(standin.iceberg, "column_max", _no_bounds)
+            assert standin.cursor_of(table, stream) == want
+
+
+def _no_bounds(table, column):
+    raise LookupError("no bounds")
+
+
 def test_sensor_selects_the_batch_streams_and_ignores_the_quarantine(home):
     root = landing_dir(load_settings())
     put(str(root), "b1/events.jsonl", b"{}\n")
