@@ -21,7 +21,7 @@ from typing import Any
 from dagster import DagsterInstance
 
 from data_platform.bench_postgres import postgres_storage, throwaway_postgres
-from data_platform.demo import AUTOMATION_CURSOR, DemoAutomation, _execute
+from data_platform.demo import AUTOMATION_CURSOR, DemoAutomation, _execute, _refresh_dbt_manifest
 from data_platform.graph import (
     WORKSPACE_FILE,
     RequestedRun,
@@ -121,6 +121,9 @@ def measure_incremental(
         DATA_PLATFORM_STANDIN_SEED=str(seed),
     )
     lookback = late_data_lookback_days()
+    # As the demo does: a model or test pulled since the last parse must be in the manifest the
+    # runs translate dbt's events with (dbt knows the node, the stale manifest would not).
+    _refresh_dbt_manifest()
     location_defs = load_location_defs()
     graph = build_location_graph(location_defs)
     plan = plan_runs(graph)

@@ -12,24 +12,13 @@ from analytics.sources import STG_EVENTS
 from shared.iceberg import write_table
 from shared.resources import IcebergCatalogResource
 
-SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("user_id", pa.int64()),
-        ("event_type", pa.string()),
-        ("event_ts", pa.timestamp("us", tz="UTC")),
-        ("event_date", pa.date32()),
-        ("amount", pa.float64()),
-    ]
-)
-
 
 def write_day(catalog, make, day: int, n: int = 3) -> None:
     rows = [make.event(f"e{day}-{i}", i + 1, "click", make.ts(day, 6 * i)) for i in range(n)]
     write_table(
         catalog,
         "staging.stg_events",
-        pa.Table.from_pylist(rows, schema=SCHEMA),
+        pa.Table.from_pylist(rows, schema=make.stg_events_schema),
         mode="overwrite",
         overwrite_filter=f"event_date = '{dt.date(2026, 1, day)}'",
         partition_by_day="event_date",
