@@ -28,7 +28,15 @@ activity as (
             as purchase_count,
         -- Purchases with a known amount: the denominator of an average order value (a purchase
         -- without an amount is in purchase_count but in no revenue).
-        cast(sum(priced_event_count) as bigint) as priced_purchase_count,
+        -- Unknown (null) while one of the user's purchase rows comes from a day built before
+        -- fct_daily_events had priced_event_count (a deployment upgraded until those days are
+        -- rebuilt): a sum over the known days would be silently too low. ml.user_features then
+        -- counts from the events instead.
+        case
+            when sum(case when event_type = 'purchase' and priced_event_count is null then 1 else 0 end) > 0
+                then null
+            else cast(sum(priced_event_count) as bigint)
+        end as priced_purchase_count,
         -- Rounded to 6 decimals: each daily revenue is a rounded sum of 2-decimal amounts, so
         -- this equals the rounded sum over the events; a float sum's last bit depends on the
         -- order rows arrive in, which must not make a re-run differ.
@@ -53,7 +61,8 @@ select
     coalesce(activity.event_count, 0) as event_count,
     coalesce(activity.active_days, 0) as active_days,
     coalesce(activity.purchase_count, 0) as purchase_count,
-    coalesce(activity.priced_purchase_count, 0) as priced_purchase_count,
+    case when activity.user_id is null then 0 else activity.priced_purchase_count end
+        as priced_purchase_count,
     coalesce(activity.total_revenue, 0) as total_revenue,
     activity.first_event_at,
     activity.last_event_at,

@@ -198,10 +198,14 @@ def user_features(
         end=end,
         pruning_column="event_date",
     )
-    use_totals = totals is not None and feature_defs.totals_cover(
-        as_of,
-        feature_defs.totals_latest_day(totals.lazy()),
-        _not_older(iceberg, totals_read, events),
+    use_totals = (
+        totals is not None
+        and feature_defs.totals_complete(totals)
+        and feature_defs.totals_cover(
+            as_of,
+            feature_defs.totals_latest_day(totals.lazy()),
+            _not_older(iceberg, totals_read, events),
+        )
     )
     if not use_totals:
         # A past day (or a mart not rebuilt since the events changed): every event up to D is

@@ -166,8 +166,17 @@ def totals_from_dim_users(dim_users: pl.LazyFrame) -> pl.LazyFrame:
         events_total=pl.col("event_count").fill_null(0).cast(pl.Int64),
         purchases_total=pl.col("purchase_count").fill_null(0).cast(pl.Int64),
         revenue_total=pl.col("revenue").fill_null(0.0).cast(pl.Float64).round(MONEY_DECIMALS),
-        priced_purchases=pl.col("priced_purchase_count").fill_null(0).cast(pl.Int64),
+        # Not filled: null means dim_users does not know it (see totals_complete).
+        priced_purchases=pl.col("priced_purchase_count").cast(pl.Int64),
     )
+
+
+def totals_complete(totals: pl.DataFrame) -> bool:
+    """Whether every user's totals are known: ``dim_users`` leaves ``priced_purchase_count`` null
+    for a user whose purchases include a day built before ``fct_daily_events`` counted priced
+    purchases (an upgraded deployment, until those days are rebuilt). Then the features count
+    from the events, never from a count that is too low."""
+    return totals.get_column("priced_purchases").null_count() == 0
 
 
 def totals_latest_day(totals: pl.LazyFrame) -> dt.date | None:

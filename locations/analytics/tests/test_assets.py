@@ -221,6 +221,28 @@ def test_user_features_as_of_the_latest_day_read_only_30_days_of_events(
     assert pl.from_arrow(read_table(catalog, "ml.user_features")).sort("user_id").equals(fast)
 
 
+def test_user_features_count_from_the_events_while_dim_users_lacks_priced_purchases(
+    write_upstream, catalog, make
+):
+    """An upgraded deployment: dim_users leaves priced_purchase_count null for a user whose
+    purchase days were built before fct_daily_events counted priced purchases. The features do
+    not take a count that would be too low (0): they read every event, and the average order
+    value is the one the events give."""
+    events, users = _long_history(make)
+    dim = make.with_activity(users, events)
+    for row in dim:
+        if row["user_id"] == 1:
+            row["priced_purchase_count"] = None
+    write_upstream(events, dim)
+    result = run([user_features])
+    assert result.success
+    md, inputs = _inputs(result)
+    assert md["features_from"].value == "every event up to as_of_date"
+    assert inputs["staging.stg_events"]["rows_read"] == 2 * 60
+    table = pl.from_arrow(read_table(catalog, "ml.user_features")).sort("user_id")
+    assert table.get_column("avg_order_value").to_list() == [10.0, None, None]
+
+
 def test_user_features_read_every_event_while_dim_users_is_older_than_the_events(
     write_upstream, catalog, make
 ):
