@@ -532,3 +532,64 @@ def test_every_object_the_readme_names_is_rendered(platform, teams):
         expected = {n.replace("<location>", name) for n in names["<location>"]}
         missing = expected - known(objects)
         assert not missing, f"deploy/README.md names objects release {name} lacks: {missing}"
+
+
+# ------------------------------------------------------- the instance storage on a real server
+
+
+@pytest.fixture(scope="module")
+def postgres_url(tmp_path_factory):
+    """A throwaway PostgreSQL server (pgserver, a dev dependency: the real server binaries)."""
+    from data_platform.bench_postgres import throwaway_postgres
+
+    try:
+        with throwaway_postgres(tmp_path_factory.mktemp("pg") / "data") as url:
+            yield url
+    except RuntimeError as error:  # pragma: no cover - e.g. no useradd where run as root
+        pytest.skip(f"no PostgreSQL server could be started here: {error}")
+
+
+@needs_chart
+def test_the_rendered_instance_storage_stores_runs_in_postgres(
+    platform, postgres_url, tmp_path, monkeypatch
+):
+    """The rendered instance's ``storage.postgres.postgres_db`` block, with the locked
+    dependencies, against a real PostgreSQL server (only the endpoint is the test server's: its
+    Unix socket as libpq's ``host`` parameter, TLS off): a run and its events are stored and read
+    back. Without the chart's ``postgresqlScheme`` the URL is a bare postgresql://, which
+    SQLAlchemy 2.1 maps to psycopg 3, not installed: every pod opening the instance failed."""
+    from urllib.parse import parse_qs, urlparse
+
+    from dagster import DagsterInstance, DagsterRunStatus, asset, materialize
+
+    @asset
+    def a_number() -> int:
+        """One materialization: a run and its events to store."""
+        return 1
+
+    instance_yaml = _instance(platform)
+    parsed = urlparse(postgres_url)
+    endpoint = {
+        "hostname": "localhost",
+        "port": 5432,
+        "db_name": parsed.path.lstrip("/"),
+        "username": "postgres",
+        "params": {"host": parse_qs(parsed.query)["host"][0], "sslmode": "disable"},
+    }
+    overrides = {}
+    for name in ("run_storage", "event_log_storage", "schedule_storage"):
+        block = instance_yaml[name]
+        db = block["config"]["postgres_db"]
+        assert db["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+        # Everything as rendered (module, class, scheme, ...) but the endpoint.
+        overrides[name] = {**block, "config": {"postgres_db": {**db, **endpoint}}}
+    # trust authentication: any password is accepted; the pods read it from a Secret.
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", "unused-by-trust-auth")  # pragma: allowlist secret
+    with DagsterInstance.local_temp(tempdir=str(tmp_path), overrides=overrides) as instance:
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        result = materialize([a_number], instance=instance)
+        assert result.success
+        run = instance.get_run_by_id(result.run_id)
+        assert run is not None and run.status == DagsterRunStatus.SUCCESS
+        latest = instance.get_latest_materialization_event(a_number.key)
+        assert latest is not None and latest.run_id == result.run_id

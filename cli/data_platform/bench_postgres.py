@@ -46,8 +46,7 @@ def throwaway_postgres(folder: Path, database: str = "dagster") -> Iterator[str]
     # to run as root), and deletes the data folder when the last handle is cleaned up.
     server = pgserver.get_server(folder, cleanup_mode="delete")
     try:
-        # pgserver's URI names the socket folder as ``host``; psycopg2 (the driver the
-        # deployment uses, see shared's k8s extra) takes it as it is.
+        # pgserver's URI names the socket folder as libpq's ``host`` parameter.
         admin = server.get_uri("postgres").replace("postgresql+psycopg://", "postgresql://")
         connection = psycopg2.connect(admin)
         try:
@@ -56,6 +55,8 @@ def throwaway_postgres(folder: Path, database: str = "dagster") -> Iterator[str]
                 cursor.execute(f'create database "{database}"')
         finally:
             connection.close()
-        yield admin.replace("/postgres?", f"/{database}?", 1)
+        # The driver named, as the deployment names it (deploy/helm/dagster.values.yaml).
+        url = admin.replace("/postgres?", f"/{database}?", 1)
+        yield url.replace("postgresql://", "postgresql+psycopg2://", 1)
     finally:
         server.cleanup()
