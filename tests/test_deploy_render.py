@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -454,15 +455,27 @@ def test_run_pods_accept_no_connections_and_keep_their_egress(name, teams):
 # --------------------------------------------------------------- compute logs, for real
 
 
+#: Builds the rendered compute log manager, captures a step's output, reads it back (run with
+#: ``python -c``; the environment carries the S3 credentials and region).
+CAPTURE_SCRIPT = """
+from dagster._core.storage.compute_log_manager import ComputeLogManager
+from dagster._serdes import ConfigurableClassData
+
+manager = ConfigurableClassData({module!r}, {cls!r}, {config!r}).rehydrate(as_type=ComputeLogManager)
+log_key = ["run-1", "compute_logs", "step"]
+with manager.capture_logs(log_key):
+    print("hello from a step", flush=True)
+data = manager.get_log_data(log_key)
+print("CAPTURED: " + (data.stdout or b"").decode())
+"""
+
+
 @needs_chart
 def test_rendered_compute_log_manager_uploads_to_an_s3_server_path_style(platform, tmp_path):
     """The S3ComputeLogManager built from the rendered instance config, pointed at a real S3
     server (rclone serve s3, Garage's stand-in, which accepts path-style requests only) by
     host name, with credentials and region from the environment as in the pods: a step's
     output is uploaded under the prefix and read back."""
-    from dagster._core.storage.compute_log_manager import ComputeLogManager
-    from dagster._serdes import ConfigurableClassData
-
     from tests.s3_server import RcloneS3Server
 
     compute_logs = _instance(platform)["compute_logs"]
@@ -480,14 +493,17 @@ def test_rendered_compute_log_manager_uploads_to_an_s3_server_path_style(platfor
         config["endpoint_url"] = f"http://localhost:{server.port}"
         config["local_dir"] = str(tmp_path / "capture")
         config.pop("upload_interval")
-        manager = ConfigurableClassData(
-            compute_logs["module"], compute_logs["class"], yaml.safe_dump(config)
-        ).rehydrate(as_type=ComputeLogManager)
-        log_key = ["run-1", "compute_logs", "step"]
-        with manager.capture_logs(log_key):
-            print("hello from a step", flush=True)
-        data = manager.get_log_data(log_key)
-        assert b"hello from a step" in (data.stdout or b"")
+        # In a fresh process, as in a run worker: the capture tails the step's output with
+        # `tail -F` and stops it with SIGTERM, which must not depend on what earlier tests of
+        # this session did to the pytest process.
+        script = CAPTURE_SCRIPT.format(
+            module=compute_logs["module"], cls=compute_logs["class"], config=yaml.safe_dump(config)
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "CAPTURED: hello from a step" in out.stdout, out.stdout[-3000:]
     uploaded = [p for p in (bucket_root / config["bucket"]).rglob("*") if p.is_file()]
     assert uploaded and all(
         p.relative_to(bucket_root / config["bucket"]).parts[0] == config["prefix"] for p in uploaded

@@ -216,8 +216,14 @@ def test_the_ui_on_the_demo_instance_shows_its_runs_with_their_code_locations(de
     from tests.webserver import REPO, running_webserver
 
     home, _, second = demo
+    # The settings the demo ran with (run_demo), and no other: the job snapshots compared below
+    # are those of the definitions loaded under them.
+    settings = {
+        "DATA_PLATFORM_HOME": str(home),
+        "DATA_PLATFORM_STANDIN_END": day_of(STANDIN.days - 1).isoformat(),
+    }
     with running_webserver(
-        REPO / "workspace.yaml", home / "dagster", env={"DATA_PLATFORM_HOME": str(home)}
+        REPO / "workspace.yaml", home / "dagster", env=settings, inherit_settings=False
     ) as server:
         server.wait_loaded({"ingestion", "transformation", "analytics"})
         runs = server.graphql(DEMO_RUNS_QUERY)["runsOrError"]["results"]
@@ -233,7 +239,10 @@ def test_the_ui_on_the_demo_instance_shows_its_runs_with_their_code_locations(de
             origin = run["repositoryOrigin"]
             assert origin and origin["repositoryLocationName"] == reported["location"], run
             current = snapshots[(reported["location"], origin["repositoryName"], run["jobName"])]
-            assert (run["parentPipelineSnapshotId"] or run["pipelineSnapshotId"]) == current
+            assert (run["parentPipelineSnapshotId"] or run["pipelineSnapshotId"]) == current, (
+                reported["location"],
+                run["jobName"],
+            )
             assert run["status"] == "SUCCESS"
             events = server.graphql(CAPTURED_LOGS_QUERY, {"runId": run["runId"]})
             file_keys = [

@@ -104,8 +104,17 @@ class Webserver:
 
 
 @contextmanager
-def running_webserver(workspace: Path, dagster_home: Path, env: dict[str, str] | None = None):
-    """Run ``dagster-webserver -w workspace`` on a free port; stop it by PID at the end."""
+def running_webserver(
+    workspace: Path,
+    dagster_home: Path,
+    env: dict[str, str] | None = None,
+    inherit_settings: bool = True,
+):
+    """Run ``dagster-webserver -w workspace`` on a free port; stop it by PID at the end.
+
+    ``inherit_settings=False``: the platform's settings (``DATA_PLATFORM_*``) come from ``env``
+    only, not from this process's environment (which earlier tests of a session may have set),
+    so the locations load exactly as a process started with ``env`` did."""
     port = free_port()
     dagster_home.mkdir(parents=True, exist_ok=True)
     # Launch runs straight from the webserver (no daemon in these tests); no telemetry.
@@ -117,7 +126,12 @@ def running_webserver(workspace: Path, dagster_home: Path, env: dict[str, str] |
         "  enabled: false\n"
     )
     log = dagster_home / "webserver.log"
-    full_env = {**os.environ, "DAGSTER_HOME": str(dagster_home), **(env or {})}
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if inherit_settings or not k.startswith("DATA_PLATFORM_")
+    }
+    full_env = {**inherited, "DAGSTER_HOME": str(dagster_home), **(env or {})}
     args = ["-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
     with dagster_process("dagster-webserver", args, env=full_env, cwd=REPO, log=log) as proc:
         yield Webserver(f"http://127.0.0.1:{port}", proc, log)

@@ -500,11 +500,16 @@ def freshness_definitions(
 def _freshness_definitions(
     by_age: dict[timedelta, list[dg.AssetKey]], prefix: str, alerts_enabled: bool
 ) -> dg.Definitions:
+    # One check definition per asset: a definition over several assets is one op, which Dagster
+    # splits when its assets are in different steps (a daily and an unpartitioned model), naming
+    # the copies in an order that differs between processes; the demo's runs then carried a job
+    # snapshot the webserver did not serve ("may be a different version" on re-execution).
     checks = [
         check
         for max_age, keys in sorted(by_age.items())
+        for key in sorted(keys, key=lambda k: k.to_user_string())
         for check in dg.build_last_update_freshness_checks(
-            assets=keys,
+            assets=[key],
             lower_bound_delta=max_age,
             severity=dg.AssetCheckSeverity.ERROR,
             # A failing blocking check fails its run, which the run-failure alerts report.
