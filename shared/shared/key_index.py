@@ -266,7 +266,7 @@ def _indexable(raw: Any, spec: KeyIndexSpec) -> bool:
     return all(c in names for c in (spec.key_column, spec.raw_id_column, spec.day_column))
 
 
-def _append_only(snapshot: Any) -> bool:
+def append_only(snapshot: Any) -> bool:
     """Whether ``snapshot`` only added rows (no file or row deleted)."""
     summary = snapshot.summary
     if summary is None:
@@ -348,12 +348,13 @@ class CatchUp:
 
 
 def catch_up(
-    catalog: Any, spec: KeyIndexSpec, *, hash_fn: HashFn = hash64, attempts: int = 8
+    catalog: Any, spec: KeyIndexSpec, *, hash_fn: HashFn | None = None, attempts: int = 8
 ) -> CatchUp:
     """Index the raw rows added after the index's marker and move the marker to raw's current
     snapshot, in one index commit (retried, and planned again from the new marker, on a
     conflict with a concurrent catch-up). Builds the whole index when it is missing or cannot
     describe raw (module docstring)."""
+    hash_fn = hash_fn or hash64  # looked up at call time: tests inject another
     from shared.iceberg import _retry_commit
 
     outcome: list[CatchUp] = []
@@ -382,11 +383,11 @@ def _catch_up_once(catalog: Any, spec: KeyIndexSpec, hash_fn: HashFn) -> CatchUp
         if state.marker == current.snapshot_id:
             return CatchUp(0, False, state.marker)
         new, reached = _walk(by_id, current.snapshot_id, state.marker)
-        rebuild = not reached or not all(_append_only(s) for s in new)
+        rebuild = not reached or not all(append_only(s) for s in new)
     columns = (spec.key_column, spec.raw_id_column, spec.day_column)
     if rebuild:
         ancestry, _ = _walk(by_id, current.snapshot_id, None)
-        deleting = [s for s in ancestry if not _append_only(s)]
+        deleting = [s for s in ancestry if not append_only(s)]
         base = deleting[0].snapshot_id if deleting else None
         files = _live_files(raw, current)
     else:
@@ -524,7 +525,7 @@ def lookup(
     column: str,
     wanted: Any,
     *,
-    hash_fn: HashFn = hash64,
+    hash_fn: HashFn | None = None,
 ) -> Any:
     """The index rows, as of raw snapshot ``snapshot_id``, whose ``column`` (:data:`KEY_HASH` or
     :data:`RAW_ID_HASH`) is one of the hashes ``wanted`` (an Arrow int64 array): an Arrow table
@@ -534,6 +535,7 @@ def lookup(
     The rows of the index's snapshot whose raw snapshot is ``snapshot_id`` or an ancestor of it,
     plus the unindexed tail (raw snapshots after the marker up to ``snapshot_id``), hashed from
     raw's added files."""
+    hash_fn = hash_fn or hash64  # looked up at call time: tests inject another
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -561,7 +563,7 @@ def lookup(
         tail = []
         if state.base is not None and state.base in after:
             return None  # built after a deletion later than P: P's deleted rows are missing
-    if not all(_append_only(s) for s in tail):
+    if not all(append_only(s) for s in tail):
         return None  # raw deleted rows since the index was built: the next catch-up rebuilds
     wanted = pc.unique(wanted.drop_null()).cast(pa.int64())
     try:
@@ -609,7 +611,7 @@ def earlier_versions(
     keys: Any,
     day_column: str,
     *,
-    hash_fn: HashFn = hash64,
+    hash_fn: HashFn | None = None,
 ) -> Any:
     """``shared.changes.earlier_versions`` answered from the index: the ``(key, __day)`` of the
     versions, as of ``snapshot_id``, of the keys in ``keys`` (an Arrow table of the key column).
@@ -617,6 +619,7 @@ def earlier_versions(
     Matches are by hash: a key whose hash another key shares gets that key's days too (about
     one in 2^64 per pair): a day re-run more, never one missed. Falls back to reading raw when
     the index cannot answer (:func:`lookup`)."""
+    hash_fn = hash_fn or hash64  # looked up at call time: tests inject another
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -646,12 +649,13 @@ def confirmed_earlier(
     snapshot_id: int,
     values: Any,
     *,
-    hash_fn: HashFn = hash64,
+    hash_fn: HashFn | None = None,
 ) -> Any:
     """The record ids among ``values`` (an Arrow array of ``spec.raw_id_column`` values) that a
     row of raw as of ``snapshot_id`` holds, CONFIRMED: the index gives candidates (hash
     matches) and the raw snapshot that added each; only the files those snapshots added are
     read, and the ids themselves compared. None when the index cannot answer."""
+    hash_fn = hash_fn or hash64  # looked up at call time: tests inject another
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -684,11 +688,12 @@ def candidate_keys(
     snapshot_id: int,
     values: Any,
     *,
-    hash_fn: HashFn = hash64,
+    hash_fn: HashFn | None = None,
 ) -> Any:
     """The distinct keys among ``values`` whose hash a row of raw as of ``snapshot_id`` holds
     (candidates, not confirmed: for counts reported as information). None when the index
     cannot answer."""
+    hash_fn = hash_fn or hash64  # looked up at call time: tests inject another
     import pyarrow.compute as pc
 
     distinct = pc.unique(values.drop_null())
