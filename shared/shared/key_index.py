@@ -86,8 +86,12 @@ RAW_ID_HASH = "raw_id_hash"
 DAY = "event_day"
 SNAPSHOT = "raw_snapshot_id"
 
-#: Rewrite the index into one data file once it has more data files than this.
-COMPACT_AT = 16
+#: Size-tiered compaction of the index: data files whose row counts are within a factor of
+#: ``COMPACT_FANOUT`` are one tier; once a tier holds that many files, the catch-up merges them
+#: (with its new rows) into one file of the next tier. A row is rewritten about
+#: log_F(rows / rows per sync) times, and the index keeps fewer than F files per tier (a
+#: handful of tiers), whatever the history: a reader opens a bounded number of files.
+COMPACT_FANOUT = 8
 
 #: Snapshot expiry of the index table (it gets a commit per sync; see shared.iceberg).
 _INDEX_PROPERTIES = {
@@ -343,8 +347,8 @@ class CatchUp:
     rebuilt: bool
     #: The raw snapshot the index now covers (None: raw has no snapshot, nothing indexed).
     marker: int | None
-    #: Whether the index's rows were rewritten into one file (compaction).
-    compacted: bool = False
+    #: How many of the index's data files were merged with the new rows (compaction).
+    compacted: int = 0
 
 
 def catch_up(
@@ -368,6 +372,9 @@ def catch_up(
 
 def _catch_up_once(catalog: Any, spec: KeyIndexSpec, hash_fn: HashFn) -> CatchUp:
     import pyarrow as pa
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan
+    from pyiceberg.table import FileScanTask
 
     raw = catalog.load_table(spec.raw_identifier)
     current = raw.current_snapshot()
@@ -392,18 +399,15 @@ def _catch_up_once(catalog: Any, spec: KeyIndexSpec, hash_fn: HashFn) -> CatchUp
         files = _live_files(raw, current)
     else:
         files = [(f, s.snapshot_id) for s in reversed(new) for f in _added_files(raw, s)]
-    compact = (
-        not rebuild
-        and index is not None
-        and int(index.current_snapshot().summary.additional_properties.get("total-data-files", 0))
-        >= COMPACT_AT
-    )
+    new_rows = sum(f.record_count for f, _ in files)
+    merge = [] if rebuild or index is None else _to_merge(index, new_rows)
     written = 0
 
     def chunks() -> Iterator[pa.Table]:
         nonlocal written
-        if compact:
-            for batch in index.scan().to_arrow_batch_reader():
+        if merge:
+            scan = ArrowScan(index.metadata, index.io, index.schema(), AlwaysTrue())
+            for batch in scan.to_record_batches([FileScanTask(f) for f in merge]):
                 yield pa.Table.from_batches([batch]).cast(index_schema())
         by_snapshot = _group_files(files)
         for snapshot_id, group in by_snapshot:
@@ -418,10 +422,46 @@ def _catch_up_once(catalog: Any, spec: KeyIndexSpec, hash_fn: HashFn) -> CatchUp
         RAW_UUID: str(raw.metadata.table_uuid),
         HASH_PROPERTY: hash_name(hash_fn),
     }
-    _commit(catalog, spec, index, chunks(), properties, replace=rebuild or compact)
+    replaced = _commit(catalog, spec, index, chunks(), properties, replace=rebuild, merge=merge)
+    _delete_files(index, replaced)
     if rebuild:
         log.info("%s: built from %d raw files (%d rows)", spec.identifier, len(files), written)
-    return CatchUp(written, rebuild, current.snapshot_id, compact)
+    return CatchUp(written, rebuild, current.snapshot_id, len(merge))
+
+
+def _tier(rows: int) -> int:
+    tier = 0
+    while rows >= COMPACT_FANOUT:
+        rows //= COMPACT_FANOUT
+        tier += 1
+    return tier
+
+
+def _to_merge(index: Any, new_rows: int) -> list[Any]:
+    """The index's data files to merge with the new rows (the lowest tier that, with the new
+    rows' file, holds :data:`COMPACT_FANOUT` files); none most of the time."""
+    from collections import defaultdict
+
+    tiers: dict[int, list[Any]] = defaultdict(list)
+    for task in index.scan().plan_files():
+        tiers[_tier(task.file.record_count)].append(task.file)
+    new_tier = _tier(new_rows)
+    for tier in sorted({*tiers, new_tier}):
+        if len(tiers[tier]) + (tier == new_tier) >= COMPACT_FANOUT:
+            return tiers[tier]
+    return []
+
+
+def _delete_files(index: Any, files: Sequence[Any]) -> None:
+    """Delete the index's data files a commit replaced. Only the index's current snapshot is
+    ever read, so nothing needs them (Iceberg's snapshot expiry keeps files; left, every
+    compaction would leave its inputs on disk). A reader that planned the previous snapshot
+    and now misses a file falls back to reading raw (:func:`lookup`)."""
+    for f in files:
+        try:
+            index.io.delete(f.file_path)
+        except Exception as exc:  # already gone, or a store hiccup: an orphan, not an error
+            log.info("%s: could not delete replaced index file: %s", f.file_path, exc)
 
 
 def _group_files(files: Sequence[tuple[Any, int]]) -> list[tuple[int, list[Any]]]:
@@ -463,12 +503,15 @@ def _commit(
     properties: dict[str, str],
     *,
     replace: bool,
-) -> None:
-    """One index commit: the rows (streamed, a data file per 128 MiB of rows) and the marker.
+    merge: Sequence[Any] = (),
+) -> list[Any]:
+    """One index commit: the rows (streamed, a data file per 128 MiB of rows) and the marker;
+    ``replace``: instead of every row the index had, ``merge``: instead of those data files.
+    Returns the data files the commit replaced.
 
-    Appending through a snapshot producer asserts that the index is still at the snapshot this
-    was planned on (even with no rows to add), so a concurrent catch-up's commit makes this one
-    fail instead of indexing rows twice."""
+    Adding files through a snapshot producer asserts that the index is still at the snapshot
+    this was planned on (even with no rows to add), so a concurrent catch-up's commit makes this
+    one fail instead of indexing rows twice."""
     import time
     import warnings
 
@@ -498,7 +541,10 @@ def _commit(
         with tx:
             _append_streaming(tx, io, batches(), {})
             tx.set_properties(properties)
-        return
+        return []
+    replaced = list(merge)
+    if replace and index.current_snapshot() is not None:
+        replaced = [task.file for task in index.scan().plan_files()]
     expired = _expired_snapshots(index, int(time.time() * 1000))
     with index.transaction() as tx:
         if expired:
@@ -510,8 +556,40 @@ def _commit(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # an empty index: nothing to delete
                 tx.delete(AlwaysTrue())
-        _append_streaming(tx, index.io, batches(), {})
+        if merge:
+            with tx.update_snapshot().overwrite() as overwrite:
+                for f in merge:
+                    overwrite.delete_data_file(f)
+                _write_files(overwrite, tx, index.io, batches())
+        else:
+            _append_streaming(tx, index.io, batches(), {})
         tx.set_properties(properties)
+    return replaced
+
+
+def _write_files(producer: Any, tx: Any, io: Any, batches: Iterable[Any]) -> None:
+    """Add ``batches`` to ``producer`` as data files of up to ``STREAM_BIN_BYTES`` of rows each,
+    written one at a time (as ``shared.iceberg._append_streaming``, which only fast-appends)."""
+    import itertools
+
+    import pyarrow as pa
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files, bin_pack_record_batches
+
+    from shared.iceberg import STREAM_BIN_BYTES
+
+    counter = itertools.count(0)
+    for bin_batches in bin_pack_record_batches(batches, STREAM_BIN_BYTES):
+        if not bin_batches:
+            continue
+        reader = pa.RecordBatchReader.from_batches(bin_batches[0].schema, bin_batches)
+        for data_file in _dataframe_to_data_files(
+            table_metadata=tx.table_metadata,
+            df=reader,
+            io=io,
+            write_uuid=producer.commit_uuid,
+            counter=counter,
+        ):
+            producer.append_data_file(data_file)
 
 
 # ---- readers ------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The hashed key index of a raw table: the same answers as reading raw in full, fewer bytes."""
 
 import datetime as dt
+import os
 import random
 import threading
+from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -293,14 +295,23 @@ def test_concurrent_catch_ups_index_every_row_once(catalog, monkeypatch):
     )
 
 
-def test_the_index_is_compacted_and_stays_exact(catalog):
+def test_the_index_is_compacted_by_tiers_and_stays_exact(catalog):
     data = Raw(catalog, seed=8)
-    for i in range(key_index.COMPACT_AT + 3):
+    merged = []
+    for i in range(3 * key_index.COMPACT_FANOUT):
         raw = data.commit(20, redeliver=5, on_day=i)
-        catch_up(catalog, SPEC)
+        index = catalog.load_table(SPEC.identifier) if i else None
+        before = [t.file.file_path for t in index.scan().plan_files()] if index else []
+        if catch_up(catalog, SPEC).compacted:
+            after = {
+                t.file.file_path for t in catalog.load_table(SPEC.identifier).scan().plan_files()
+            }
+            merged += [f for f in before if f not in after]
+    assert len(merged) >= key_index.COMPACT_FANOUT - 1
+    assert not any(os.path.exists(urlparse(f).path) for f in merged)  # replaced files deleted
     index = catalog.load_table(SPEC.identifier)
-    files = int(index.current_snapshot().summary.additional_properties["total-data-files"])
-    assert files < key_index.COMPACT_AT
+    files = [t.file for t in index.scan().plan_files()]
+    assert len(files) < 2 * key_index.COMPACT_FANOUT  # < F per tier, two tiers here
     assert index.scan().to_arrow().num_rows == raw.scan().to_arrow().num_rows
     for p in data.snapshots[::5]:
         assert_same_as_full_read(catalog, raw, p, data.keys)

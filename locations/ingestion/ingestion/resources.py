@@ -503,7 +503,7 @@ def _catch_up_key_index(
     context.log.info(
         f"{spec.identifier}: {what}, {done.rows_indexed} row(s) indexed through raw snapshot "
         f"{done.marker} in {time.perf_counter() - started:.2f} s"
-        + (" (compacted)" if done.compacted else "")
+        + (f"; merged {done.compacted} index files into one" if done.compacted else "")
     )
 
 
