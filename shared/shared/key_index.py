@@ -46,9 +46,9 @@ snapshot the catch-up was planned on:
   history once, file by file (the files live in raw's current snapshot, each tagged with the
   snapshot that added it). The same rebuild runs after raw deleted rows (a full refresh): the
   index then answers only for snapshots at or after that deletion (:data:`BASE`).
-* Every :data:`COMPACT_AT` commits the catch-up rewrites the index into one file (numbers only:
-  cheap), so reading it opens a bounded number of files and manifests whatever the history; old
-  index snapshots expire like a daily table's (``shared.iceberg.DAILY_TABLE_PROPERTIES``).
+* The catch-up compacts the index by size tiers (:data:`COMPACT_FANOUT`) and deletes the files
+  it replaced, so reading it opens a bounded number of files whatever the history; old index
+  snapshots expire like a daily table's (``shared.iceberg.DAILY_TABLE_PROPERTIES``).
 
 A hash match is only a CANDIDATE: two different keys may share a hash (about one pair in 2^64
 per look-up). Where a false match only adds work it is used as it is: the moved-day look-up may
