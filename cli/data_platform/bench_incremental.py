@@ -21,7 +21,12 @@ from typing import Any
 from dagster import DagsterInstance
 
 from data_platform.bench_postgres import postgres_storage, throwaway_postgres
-from data_platform.demo import AUTOMATION_CURSOR, DemoAutomation, _execute, _refresh_dbt_manifest
+from data_platform.demo import (
+    AUTOMATION_CURSOR,
+    DemoAutomation,
+    execute_requested_run,
+    prepare_workspace,
+)
 from data_platform.graph import (
     WORKSPACE_FILE,
     RequestedRun,
@@ -62,7 +67,7 @@ def run_cycle(
     for batch in itertools.chain([syncs], automation.ticks(plan)):
         for run in batch:
             t0 = time.perf_counter()
-            result = _execute(location_defs[run.location], run, launcher)
+            result = execute_requested_run(location_defs[run.location], run, launcher)
             elapsed = time.perf_counter() - t0
             runs += 1
             by_location[run.location] = by_location.get(run.location, 0.0) + elapsed
@@ -123,7 +128,7 @@ def measure_incremental(
     lookback = late_data_lookback_days()
     # As the demo does: a model or test pulled since the last parse must be in the manifest the
     # runs translate dbt's events with (dbt knows the node, the stale manifest would not).
-    _refresh_dbt_manifest()
+    prepare_workspace()
     location_defs = load_location_defs()
     graph = build_location_graph(location_defs)
     plan = plan_runs(graph)
