@@ -109,10 +109,16 @@ def run_cycle(
 
 
 def measure_incremental(
-    home: str, histories: list[int], users: int, events_per_day: int, seed: int
+    home: str, histories: list[int], users: int, events_per_day: int, seed: int, repeats: int = 3
 ) -> dict[str, Any]:
     """Time the cycle of one new day after each history length in ``histories`` (ascending),
-    and the bare floor of the same day's work (:func:`bare_day`)."""
+    and the bare floor of the same day's work (:func:`bare_day`).
+
+    Each history length is timed ``repeats`` times in a row (the new days ``h+1``, ``h+2``, ...,
+    each cycle followed by its bare floor) and the MEDIAN cycle is reported, with the median
+    floor: one cycle is a few seconds, and a single sample on a shared machine moved a ratio by
+    a third between runs. Every sample's seconds are kept (``samples``, ``bare_samples``).
+    """
     from shared.partitions import day_of
     from shared.settings import late_data_lookback_days
 
@@ -150,25 +156,41 @@ def measure_incremental(
             workspace_definitions(location_defs), instance, instance_dir / AUTOMATION_CURSOR
         )
         for h in histories:
+            if h < done:
+                raise ValueError(f"history {h} is already passed ({done} days materialized)")
             build = 0.0
             if h > done:  # catch the history up to h days (untimed for the comparison)
                 os.environ["DATA_PLATFORM_STANDIN_DAYS"] = str(h)
                 build = run_cycle(location_defs, syncs, automation, plan, launcher)["seconds"]
-            os.environ["DATA_PLATFORM_STANDIN_DAYS"] = str(h + 1)
-            timed = run_cycle(location_defs, syncs, automation, plan, launcher)
-            done = h + 1
-            # The floor for the same day, right after (the tables hold the same days; the bare
-            # process rewrites the same partitions with the same contents).
-            sql = compile_models(
-                home, day_of(h - lookback).isoformat(), day_of(h + 1).isoformat(),
-                Path(home) / f"bare-target-{h}",
-            )  # fmt: skip
-            floor = bare_day(home, h, lookback, sql)
+            cycles, floors = [], []
+            for day in range(h, h + repeats):  # the new day is `day` (0-based): h, h+1, ...
+                os.environ["DATA_PLATFORM_STANDIN_DAYS"] = str(day + 1)
+                cycles.append(run_cycle(location_defs, syncs, automation, plan, launcher))
+                # The floor for the same day, right after (the tables hold the same days; the
+                # bare process rewrites the same partitions with the same contents).
+                sql = compile_models(
+                    home, day_of(day - lookback).isoformat(), day_of(day + 1).isoformat(),
+                    Path(home) / f"bare-target-{day}",
+                )  # fmt: skip
+                floors.append(bare_day(home, day, lookback, sql))
+            done = h + repeats
+            timed = median_by(cycles, "seconds")
             results.append(
                 {"history_days": h, "history_build_seconds": round(build, 2), **timed,
-                 "bare": floor}
+                 "bare": median_by(floors, "seconds"), "repeats": repeats,
+                 "samples": [round(c["seconds"], 3) for c in cycles],
+                 "bare_samples": [f["seconds"] for f in floors]}
             )  # fmt: skip
     return {"runs": results}
+
+
+def median_by(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The sample whose ``key`` is the median (the lower middle one for an even count): a whole
+    sample, so its per-step and per-model figures add up to its seconds."""
+    if not samples:
+        raise ValueError("no samples")
+    ordered = sorted(samples, key=lambda s: s[key])
+    return ordered[(len(ordered) - 1) // 2]
 
 
 #: The dbt models in the order one bare process builds them, with their day column (None: full).
