@@ -607,8 +607,9 @@ def lookup(
 ) -> Any:
     """The index rows, as of raw snapshot ``snapshot_id``, whose ``column`` (:data:`KEY_HASH` or
     :data:`RAW_ID_HASH`) is one of the hashes ``wanted`` (an Arrow int64 array): an Arrow table
-    of :func:`index_schema`, one row per matching raw row (candidates: see the module
-    docstring). None when the index cannot answer for that snapshot: read raw instead.
+    of ``column``, :data:`DAY` (for :data:`KEY_HASH` only) and :data:`SNAPSHOT`, one row per
+    matching raw row (candidates: see the module docstring). None when the index cannot answer
+    for that snapshot: read raw instead.
 
     The rows of the index's snapshot whose raw snapshot is ``snapshot_id`` or an ancestor of it,
     plus the unindexed tail (raw snapshots after the marker up to ``snapshot_id``), hashed from
@@ -644,8 +645,11 @@ def lookup(
     if not all(append_only(s) for s in tail):
         return None  # raw deleted rows since the index was built: the next catch-up rebuilds
     wanted = pc.unique(wanted.drop_null()).cast(pa.int64())
+    # Only the columns the callers use: reading the index is most of a look-up's cost.
+    columns = [column, DAY, SNAPSHOT] if column == KEY_HASH else [column, SNAPSHOT]
     try:
-        found = _semi_join(index.scan().to_arrow_batch_reader(), column, wanted)
+        reader = index.scan(selected_fields=tuple(columns)).to_arrow_batch_reader()
+        found = _semi_join(reader, column, wanted).select(columns)
     except Exception as exc:
         log.warning("%s cannot be read, reading raw instead: %s", spec.identifier, exc)
         return None
@@ -653,10 +657,10 @@ def lookup(
         keep = pc.invert(pc.is_in(found[SNAPSHOT], value_set=pa.array(sorted(after), pa.int64())))
         found = found.filter(keep)
     parts = [found]
-    columns = (spec.key_column, spec.raw_id_column, spec.day_column)
+    raw_columns = (spec.key_column, spec.raw_id_column, spec.day_column)
     for snapshot in reversed(tail):
-        for batch in _raw_rows(raw, _added_files(raw, snapshot), columns):
-            rows = _index_rows(batch, spec, snapshot.snapshot_id, hash_fn)
+        for batch in _raw_rows(raw, _added_files(raw, snapshot), raw_columns):
+            rows = _index_rows(batch, spec, snapshot.snapshot_id, hash_fn).select(columns)
             parts.append(rows.filter(pc.is_in(rows[column], value_set=wanted)))
     return pa.concat_tables(parts)
 
@@ -678,7 +682,9 @@ def _semi_join(reader: Any, column: str, wanted: Any) -> Any:
         acero.HashJoinNodeOptions("left semi", left_keys=[column], right_keys=[column]),
         inputs=[source, keys],
     )
-    return join.to_table(use_threads=True).cast(index_schema())
+    found = join.to_table(use_threads=True)
+    schema = index_schema()
+    return found.cast(pa.schema([schema.field(name) for name in found.column_names]))
 
 
 def earlier_versions(
