@@ -17,8 +17,8 @@
   only the versions inside the window, so an event whose later version moved to another day is
   not kept twice. Which versions could be the latest is decided by extraction time, so that a run
   reads the recent syncs' files and not the event_id column of all of raw.events (random ids
-  prune nothing): with M the earliest extraction of the window's rows, a version extracted
-  before M loses to every version of its event in the window (latest extraction first), so only
+  prune nothing): with M the earliest extraction of the window's rows (those with the three
+  keys), a version extracted before M loses to every version of its event in the window (latest extraction first), so only
   rows extracted at or after M are read (ties at M still go to record index and raw id). The
   window's own rows all qualify. M is queried when the model executes and written into the SQL as
   a literal (floored to the second), which DuckDB pushes into its parquet scans and Trino into
