@@ -10,6 +10,13 @@ import shared  # noqa: F401
 
 
 def pytest_configure(config):
+    # A test session started in the background with SIGINT ignored would ignore SIGTERM after the
+    # first in-process Dagster run, and so would every process a later test starts (a compute-log
+    # capture's `tail -F` then never stops): data_platform.processes.restore_default_interrupt.
+    from data_platform.processes import restore_default_interrupt
+
+    restore_default_interrupt()
+
     # dagster-dbt needs dbt's manifest to load the transformation location; a fresh clone has
     # none (dbt/target is git-ignored), so parse the project once before any test imports it.
     from transformation.project import ensure_manifest

@@ -462,6 +462,7 @@ def incremental(args: dict[str, Any]) -> dict[str, Any]:
         users=int(args["users"]),
         events_per_day=int(args["events_per_day"]),
         seed=int(args["seed"]),
+        repeats=int(args.get("repeats", 3)),
     )
 
 

@@ -198,6 +198,11 @@ def _pin_standin_end() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from data_platform.processes import restore_default_interrupt
+
+    # Before any run: started in the background with SIGINT ignored, the command (and what it
+    # starts) would otherwise ignore SIGTERM after its first in-process run (see there).
+    restore_default_interrupt()
     # Dagster flags beta/preview parameters (backfill_policy, ...) on every import; they are
     # deliberate choices here, not news for someone running the demo.
     warnings.filterwarnings("ignore", module="dagster")

@@ -129,7 +129,7 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     # Pin the home for every process the runs start (and for dbt's plugin, which reads it).
     os.environ["DATA_PLATFORM_HOME"] = str(settings.home)
 
-    _refresh_dbt_manifest()
+    prepare_workspace()
     location_defs = load_location_defs()
     graph = build_location_graph(location_defs)
     plan = plan_runs(graph)
@@ -157,7 +157,9 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
                 # The run's output (its event log, dbt's output) goes to the run's log file
                 # here and, captured by Dagster, to the run's stdout/stderr in the UI.
                 with _output_to(run_log):
-                    result = _execute(location_defs[requested.location], requested, launcher)
+                    result = execute_requested_run(
+                        location_defs[requested.location], requested, launcher
+                    )
                 report.runs.append(
                     {
                         "location": requested.location,
@@ -179,10 +181,12 @@ def run_demo(log: Callable[[str], None] = print) -> DemoReport:
     return report
 
 
-def _refresh_dbt_manifest() -> None:
-    """Re-parse the dbt project when one of its files is newer than the manifest, as ``dagster
-    dev`` does: the demo is a development command too, and a model pulled since the last parse
-    would otherwise fail the transformation run on a manifest that does not know it."""
+def prepare_workspace() -> None:
+    """Make the workspace ready to load before a command loads the locations' definitions
+    (``demo``, ``bench incremental``): re-parse the dbt project when one of its files is newer
+    than the manifest, as ``dagster dev`` does. These are development commands too, and a model
+    pulled since the last parse would otherwise fail the transformation run on a manifest that
+    does not know it."""
     import importlib
 
     importlib.import_module("transformation.project").ensure_manifest(refresh_if_stale=True)
@@ -305,7 +309,10 @@ def _describe(number: int, run: RequestedRun) -> str:
     return f"run {number} {run.location}{window}: {keys}"
 
 
-def _execute(defs, run: RequestedRun, launcher: WorkspaceLauncher):
+def execute_requested_run(defs, run: RequestedRun, launcher: WorkspaceLauncher):
+    """Launch ``run`` (planned by :mod:`data_platform.graph`) as a run of its location's job, as
+    the UI would create it, tagged with its partition range and this process's pid; returns
+    Dagster's result. Raises :class:`DemoFailed` when ``defs`` has no job for its assets."""
     job = defs.resolve_implicit_job_def_def_for_assets(list(run.asset_keys))
     if job is None:
         raise DemoFailed(f"{run.location} has no job for {run.asset_keys}")

@@ -20,6 +20,22 @@ _LAUNCHER = (
 )
 
 
+def restore_default_interrupt() -> None:
+    """Give SIGINT Python's default handler when this process started with it ignored, as a
+    command started in the background by a non-interactive shell does (a CI script, ``cmd &``).
+
+    Why: every in-process Dagster run (``materialize``, ``execute_run``) ends by giving SIGTERM
+    the disposition SIGINT has (``dagster._utils.interrupts.capture_interrupts``). With SIGINT
+    ignored, the process then ignores SIGTERM between runs, and so does every process it starts
+    (an ignored signal survives exec): a compute-log capture's ``tail -F`` does not stop when
+    Dagster terminates it (the capture fails after 30 s per stream, the tails stay behind), and
+    ``kill`` does not stop the command. A handler, unlike an ignored signal, is reset to the
+    default in the processes it starts. Call it in the main thread before the first run.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

@@ -44,6 +44,22 @@ def good_events() -> pa.Table:
     return pa.concat_tables([standin.generate_events(SMALL, d) for d in range(SMALL.days)])
 
 
+def append_corrupted_day(catalog, column: str, values: dict[int, object]) -> tuple[pa.Table, dict]:
+    """Appends stand-in day 0 of raw.events with ``column`` set to ``values`` ({row index:
+    value}) and evaluates every events check: (the appended table, {check suffix: result})."""
+    events = standin.generate_events(SMALL, 0)
+    cells = events[column].to_pylist()
+    for row, value in values.items():
+        cells[row] = value
+    bad = events.set_column(
+        events.schema.get_field_index(column),
+        column,
+        pa.array(cells, events.schema.field(column).type),
+    )
+    iceberg.write_table(catalog, EVENTS.identifier, bad, mode="append")
+    return bad, run_checks(EVENTS)
+
+
 @pytest.fixture
 def catalog(home):
     return iceberg.open_catalog(load_settings())
@@ -192,12 +208,7 @@ def test_each_table_gets_its_named_checks_in_one_step():
 def test_null_keys_counts_the_rows_staging_leaves_out_with_examples(catalog):
     """Issue 12 item 8: a null user_id (or event_id, event_ts) is counted and shown (WARN), the
     rows are kept in raw; the primary-key check still passes for a null user_id alone."""
-    events = standin.generate_events(SMALL, 0)
-    users = events["user_id"].to_pylist()
-    users[2] = users[5] = None
-    bad = events.set_column(1, "user_id", pa.array(users, pa.int64()))
-    iceberg.write_table(catalog, EVENTS.identifier, bad, mode="append")
-    results = run_checks(EVENTS)
+    bad, results = append_corrupted_day(catalog, "user_id", {2: None, 5: None})
     result = results["null_keys"]
     assert not result.passed and result.severity.value == "WARN"
     assert result.metadata["null_user_id"].value == 2
@@ -211,19 +222,20 @@ def test_null_keys_counts_the_rows_staging_leaves_out_with_examples(catalog):
     assert all(e["user_id"] is None and e["_airbyte_raw_id"] for e in examples)
     assert "raw.events" in result.description and "left out of staging" in result.description
     assert results["primary_key_not_null"].passed
-    assert iceberg.read_table(catalog, EVENTS.identifier).num_rows == events.num_rows
+    assert iceberg.read_table(catalog, EVENTS.identifier).num_rows == bad.num_rows
 
 
 def test_outside_partitions_counts_events_before_the_first_day_and_in_the_future(catalog):
     """Issue 12 item 9: events before shared.partitions.FIRST_DAY or later than now are counted
     with examples (WARN); rows are kept."""
-    events = standin.generate_events(SMALL, 0)
-    ts = events["event_ts"].to_pylist()
-    ts[0] = partition_start() - dt.timedelta(hours=2)
-    ts[1] = dt.datetime.now(dt.UTC) + dt.timedelta(hours=3)  # future, yet "plausible" (< 1 day)
-    bad = events.set_column(3, "event_ts", pa.array(ts, pa.timestamp("us", tz="UTC")))
-    iceberg.write_table(catalog, EVENTS.identifier, bad, mode="append")
-    results = run_checks(EVENTS)
+    bad, results = append_corrupted_day(
+        catalog,
+        "event_ts",
+        {
+            0: partition_start() - dt.timedelta(hours=2),
+            1: dt.datetime.now(dt.UTC) + dt.timedelta(hours=3),  # future, yet "plausible" (< 1 day)
+        },
+    )
     result = results["outside_partitions"]
     assert not result.passed and result.severity.value == "WARN"
     assert result.metadata["before_first_partition"].value == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import polars as pl
 import raw_fixture
 from dagster import AssetKey, DagsterInstance, materialize
@@ -127,6 +129,19 @@ def assert_marts_match_raw(catalog) -> None:
         pl.col("priced_purchase_count").alias("priced_purchases"),
     )
     assert got_users.sort("user_id").to_dicts() == users.to_dicts()
+
+
+def rewrite_stg_events(catalog, edit: Callable[[list[dict]], list[dict]]) -> None:
+    """Overwrites staging.stg_events with ``edit`` applied to its rows (same schema): a state an
+    older, buggier run could have left, which the next run's tests must see or not see."""
+    stg = read_table(catalog, "staging.stg_events")
+    rows = edit(stg.to_pylist())
+    write_table(
+        catalog,
+        "staging.stg_events",
+        raw_fixture.pa.Table.from_pylist(rows, schema=stg.schema),
+        mode="overwrite",
+    )
 
 
 def check_results(result) -> dict[tuple[str, str], bool]:
@@ -281,16 +296,9 @@ def test_daily_model_tests_read_the_window_but_event_ids_the_whole_table(catalog
 
     # A bad row on Jan 1, outside the next run's window (as an older, buggier run could have
     # left it): the run of Jan 3 does not read it, so its tests pass.
-    stg = read_table(catalog, "staging.stg_events")
-    rows = stg.to_pylist()
-    for row in rows:
-        if row["event_id"] == "e1":
-            row["event_type"] = "bogus"
-    write_table(
+    rewrite_stg_events(
         catalog,
-        "staging.stg_events",
-        raw_fixture.pa.Table.from_pylist(rows, schema=stg.schema),
-        mode="overwrite",
+        lambda rows: [{**r, "event_type": "bogus"} if r["event_id"] == "e1" else r for r in rows],
     )
     result = run_daily(instance, "2026-01-03", "2026-01-03")
     assert result.success
@@ -309,15 +317,10 @@ def test_daily_model_tests_read_the_window_but_event_ids_the_whole_table(catalog
     assert check_results(result)[("staging/stg_events", accepted)] is False
 
     # An event id of Jan 3 left on Jan 2 as well: only a whole-table test sees it.
-    stg = read_table(catalog, "staging.stg_events")
-    rows = stg.to_pylist()
-    e6 = next(r for r in rows if r["event_id"] == "e6")
-    rows.append({**e6, "event_date": raw_fixture.dt.date(2026, 1, 2)})
-    write_table(
+    jan_2 = raw_fixture.dt.date(2026, 1, 2)
+    rewrite_stg_events(
         catalog,
-        "staging.stg_events",
-        raw_fixture.pa.Table.from_pylist(rows, schema=stg.schema),
-        mode="overwrite",
+        lambda rows: rows + [{**r, "event_date": jan_2} for r in rows if r["event_id"] == "e6"],
     )
     result = run_daily(instance, "2026-01-03", "2026-01-03")
     checks = check_results(result)
