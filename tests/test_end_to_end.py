@@ -36,6 +36,8 @@ EXPECTED_TABLES = {
     "marts.fct_daily_events",
     "ml.user_features",
     "analytics.daily_metrics",
+    # Not an asset: the sync's hashed key index of raw.events (shared.key_index).
+    "raw_key_index.events",
 }
 
 

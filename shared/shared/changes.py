@@ -32,7 +32,7 @@ conditions import it at definitions load (which must stay cheap).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +145,7 @@ def sync_changes(
     since_snapshot_id: int | None,
     day_column: str,
     key_columns: Sequence[str] = (),
+    earlier: Callable[[int, Any], Any] | None = None,
 ) -> Changes:
     """The UTC days a sync changed in ``table``: rows added after ``since_snapshot_id``.
 
@@ -156,6 +157,10 @@ def sync_changes(
       the old version until D1 is re-run. Read from the table as of ``since_snapshot_id``
       (skipped when the table had no snapshot then: nothing earlier exists), projected to the
       key and day columns and filtered to the added keys (:func:`earlier_versions`).
+
+    ``earlier(snapshot_id, keys)`` answers :func:`earlier_versions` (same arguments and result)
+    another way: ``shared.key_index.earlier_versions`` reads a hashed key index of the table
+    instead of its whole key column. Default: :func:`earlier_versions`.
 
     Rows an overwrite deleted are not counted: raw tables are append-only.
     """
@@ -192,18 +197,21 @@ def sync_changes(
     if parent is None or added_keys == 0:
         looked_up = 0 if parent is not None else None
         return Changes(added_days, added_days, added_keys, looked_up, looked_up)
-    earlier = earlier_versions(table, parent, added.select(keys), day_column)
+    if earlier is None:
+        found = earlier_versions(table, parent, added.select(keys), day_column)
+    else:
+        found = earlier(parent, added.select(keys))
     # A version on a day none of the key's added rows is on: the key moved away from that day.
     # (A version without a day was on no day: it moved from none.) Both sides are small once
     # the added rows are cut to the keys found earlier.
-    dated = earlier.filter(pc.is_valid(earlier[_DAY]))
+    dated = found.filter(pc.is_valid(found[_DAY]))
     also_added = added.join(dated.select(keys), keys=keys, join_type="left semi")
     moved = dated.join(also_added, keys=[*keys, _DAY], join_type="left anti")
     return Changes(
-        days=tuple(sorted(set(added_days) | set(_days(earlier)))),
+        days=tuple(sorted(set(added_days) | set(_days(found)))),
         added_days=added_days,
         added_keys=added_keys,
-        redelivered_keys=_count_distinct(earlier, keys),
+        redelivered_keys=_count_distinct(found, keys),
         moved_keys=_count_distinct(moved, keys),
     )
 

@@ -73,6 +73,7 @@ from ingestion.streams import (
     STREAMS,
     RawStream,
     airbyte_column_variant,
+    key_index_spec,
 )
 from shared.partitions import FIRST_DAY
 from shared.resources import IcebergCatalogResource
@@ -124,6 +125,24 @@ def duplicate_groups_with(
     values = pc.unique(new[first]).cast(table[first].type)
     candidates = table.filter(pc.is_in(table[first], value_set=values))
     return duplicate_groups(candidates, columns, examples)
+
+
+def repeats_with_earlier(
+    new: "pa.Table", column: str, earlier: "pa.Array", examples: int = 5
+) -> tuple[int, list]:
+    """:func:`duplicate_groups_with` for one column when the earlier rows are known only by
+    which of ``new``'s values they hold (``earlier``): the non-null values of ``new[column]``
+    held by two new rows, or by a new row and an earlier one."""
+    import pyarrow.compute as pc
+
+    rows = new.select([column]).filter(pc.is_valid(new[column]))
+    if rows.num_rows == 0:
+        return 0, []
+    counts = rows.group_by([column]).aggregate([([], "count_all")])
+    seen = pc.is_in(counts[column], value_set=earlier.cast(counts[column].type))
+    repeated = counts.filter(pc.or_(pc.greater(counts["count_all"], 1), seen))
+    sample = repeated[column].slice(0, examples).to_pylist()
+    return repeated.num_rows, [(str(v),) for v in sample]
 
 
 @dataclass(frozen=True)
@@ -453,6 +472,8 @@ def check_primary_key_unique(stream: RawStream, iceberg: IcebergCatalogResource)
         table = new  # nothing landed: nothing new can repeat anything
     elif total is not None and total == new.num_rows:
         table = new  # the latest commit holds every row of the table (full refresh)
+    elif (indexed := _unique_by_key_index(stream, iceberg, handle, new, total)) is not None:
+        return indexed
     else:
         # The key columns of every row, at the same snapshot as ``new``.
         table = handle.scan(selected_fields=tuple(columns), snapshot_id=snapshot.snapshot_id)
@@ -470,9 +491,74 @@ def check_primary_key_unique(stream: RawStream, iceberg: IcebergCatalogResource)
         if n:
             passed = False
             metadata[f"duplicate_{name}_examples"] = MetadataValue.json(sample)
-    n_pk, _ = duplicate_groups_with(new, table, stream.primary_key)
+    # A null key is no key (``null_keys`` counts those rows): not counted as a repeat.
+    with_key = new.filter(_all_valid(new, stream.primary_key)) if new.num_rows else new
+    n_pk, _ = duplicate_groups_with(with_key, table, stream.primary_key)
     metadata["repeated_primary_keys_info"] = MetadataValue.int(n_pk)
     return AssetCheckResult(passed=passed, severity=AssetCheckSeverity.ERROR, metadata=metadata)
+
+
+def _all_valid(table: "pa.Table", columns: Sequence[str]) -> Any:
+    import pyarrow.compute as pc
+
+    mask = pc.is_valid(table[columns[0]])
+    for c in columns[1:]:
+        mask = pc.and_(mask, pc.is_valid(table[c]))
+    return mask
+
+
+def _unique_by_key_index(
+    stream: RawStream,
+    iceberg: IcebergCatalogResource,
+    handle: Any,
+    new: "pa.Table",
+    total: int | None,
+) -> AssetCheckResult | None:
+    """:func:`check_primary_key_unique` answered from the stream's hashed key index
+    (``shared.key_index``) instead of the key columns of every row; None when it cannot be
+    (no index for the stream, a latest commit that deleted rows, a null record id, an index that
+    cannot answer): the caller reads every row.
+
+    The new rows are compared with the table as of the snapshot before the latest commit. A
+    repeated ``_airbyte_raw_id`` fails the check only once CONFIRMED on raw: the index's hash
+    matches point to the raw commits that hold them, whose files are read and the ids compared
+    (a hash collision can never fail it). Repeated primary keys are information: counted from
+    hash matches (a collision, about one in 2^64, could add one)."""
+    from shared import key_index
+
+    spec = key_index_spec(stream)
+    snapshot = handle.current_snapshot()
+    raw_id = spec.raw_id_column if spec is not None else None
+    if (
+        spec is None
+        or unique_keys(stream) != [(raw_id,)]
+        or snapshot.parent_snapshot_id is None
+        or not key_index.append_only(snapshot)
+        or new[raw_id].null_count
+    ):
+        return None
+    catalog = iceberg.catalog()
+    before = snapshot.parent_snapshot_id
+    earlier_ids = key_index.confirmed_earlier(catalog, handle, spec, before, new[raw_id])
+    if earlier_ids is None:
+        return None
+    earlier_keys = key_index.candidate_keys(catalog, handle, spec, before, new[spec.key_column])
+    if earlier_keys is None:
+        return None
+    n, sample = repeats_with_earlier(new, raw_id, earlier_ids)
+    name = raw_id.lstrip("_")
+    metadata: dict[str, Any] = {
+        "rows": MetadataValue.int(new.num_rows),
+        "rows_in_table": MetadataValue.int(total if total is not None else new.num_rows),
+        "scope": "rows added by the latest commit, against every row's key (hashed key index; "
+        "repeated record ids confirmed on raw)",
+        f"duplicate_{name}": MetadataValue.int(n),
+    }
+    if n:
+        metadata[f"duplicate_{name}_examples"] = MetadataValue.json(sample)
+    n_pk, _ = repeats_with_earlier(new, spec.key_column, earlier_keys)
+    metadata["repeated_primary_keys_info"] = MetadataValue.int(n_pk)
+    return AssetCheckResult(passed=n == 0, severity=AssetCheckSeverity.ERROR, metadata=metadata)
 
 
 def check_freshness(stream: RawStream, iceberg: IcebergCatalogResource):

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from ingestion import landing
 from ingestion.settings import LANDING_PREFIX, load_standin_settings
-from ingestion.streams import STREAMS, STREAMS_BY_NAME, RawStream, stream_for_key
+from ingestion.streams import STREAMS, STREAMS_BY_NAME, RawStream, key_index_spec, stream_for_key
 from shared import airbyte as shared_airbyte
 from shared.resources import IcebergCatalogResource, filesystem_for, store_path
 from shared.settings import Settings
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from dagster_airbyte.types import AirbyteOutput
 
     from ingestion.airbyte import ConnectionSync, PlatformAirbyteWorkspace, SnapshotState
+    from shared.key_index import KeyIndexSpec
 
 
 class AirbyteSyncResource(ConfigurableResource):
@@ -428,18 +429,35 @@ def _with_changed_days(
     """
     import time
 
+    from shared import key_index
     from shared.changes import UNKNOWN, changed_days_metadata, sync_changes
 
     stream = stream_for_key(event.asset_key)
     if stream.event_time_column is None:
         return event
+    spec = key_index_spec(stream)
+    if spec is not None and before is not None:  # None: the catalog could not be read
+        _catch_up_key_index(spec, iceberg_resource, context)
     try:
         if before is None:
             raise RuntimeError("the table's snapshot before the sync is unknown")
         table = iceberg_resource.load_table(stream.identifier)
         started = time.perf_counter()
+        day_column = stream.event_time_column
+
+        def earlier(snapshot_id: int, keys: Any) -> Any:
+            # The hashed key index answers (falling back to reading raw when it cannot).
+            assert spec is not None
+            return key_index.earlier_versions(
+                iceberg_resource.catalog(), table, spec, snapshot_id, keys, day_column
+            )
+
         changes = sync_changes(
-            table, before.get(stream.name), stream.event_time_column, stream.primary_key
+            table,
+            before.get(stream.name),
+            day_column,
+            stream.primary_key,
+            earlier=earlier if spec is not None else None,
         )
         days = changes.days
         moved = ""
@@ -463,6 +481,30 @@ def _with_changed_days(
     if isinstance(event, AssetMaterialization):
         return event.with_metadata(metadata)
     return event._replace(metadata=metadata)
+
+
+def _catch_up_key_index(
+    spec: KeyIndexSpec, iceberg_resource: IcebergCatalogResource, context: AssetExecutionContext
+) -> None:
+    """Index the rows raw gained since the key index's marker (``shared.key_index``), right
+    after the sync's raw commit. Best effort: the sync succeeded whatever happens here, and an
+    index left behind only makes its readers read the tail from raw (or raw in full)."""
+    import time
+
+    from shared.key_index import catch_up
+
+    started = time.perf_counter()
+    try:
+        done = catch_up(iceberg_resource.catalog(), spec)
+    except Exception as exc:
+        context.log.warning(f"{spec.identifier}: key index not caught up (readers read raw): {exc}")
+        return
+    what = "built from the whole table" if done.rebuilt else "caught up"
+    context.log.info(
+        f"{spec.identifier}: {what}, {done.rows_indexed} row(s) indexed through raw snapshot "
+        f"{done.marker} in {time.perf_counter() - started:.2f} s"
+        + (f"; merged {done.compacted} index files into one" if done.compacted else "")
+    )
 
 
 def _snapshot_state(

@@ -22,6 +22,8 @@ from shared.keys import table_identifier, table_key
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from shared.key_index import KeyIndexSpec
+
 # The columns are declared by name and Arrow type name, and turned into pyarrow objects only
 # when first used (``RawStream.source_fields``/``schema``, ``TIMESTAMP``, ``AIRBYTE_META_FIELDS``):
 # importing pyarrow costs a few hundred ms, and loading the definitions (asset specs, checks) needs
@@ -251,3 +253,19 @@ def stream_for_key(key: AssetKey) -> RawStream:
         if stream.key == key:
             return stream
     raise KeyError(f"asset {key.to_user_string()} is not a raw stream of the ingestion location")
+
+
+def key_index_spec(stream: RawStream) -> KeyIndexSpec | None:
+    """The hashed key index of ``stream``'s raw table (``shared.key_index``): for a stream with
+    an event time and a one-column primary key (``raw.events``); None for the others
+    (``raw.users`` has no event day, a small table and a two-column version key)."""
+    from shared.key_index import KeyIndexSpec
+
+    if stream.event_time_column is None or len(stream.primary_key) != 1:
+        return None
+    return KeyIndexSpec(
+        raw_identifier=stream.identifier,
+        key_column=stream.primary_key[0],
+        raw_id_column="_airbyte_raw_id",
+        day_column=stream.event_time_column,
+    )

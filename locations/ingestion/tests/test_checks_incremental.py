@@ -10,11 +10,12 @@ from ingestion.checks import (
     added_data_files,
     duplicate_groups_with,
     latest_commit_rows,
+    repeats_with_earlier,
     run_check,
 )
 from ingestion.settings import StandInSettings
-from ingestion.streams import EVENTS, USERS
-from shared import iceberg
+from ingestion.streams import EVENTS, USERS, key_index_spec
+from shared import iceberg, key_index
 from shared.resources import IcebergCatalogResource
 from shared.settings import load_settings
 
@@ -102,3 +103,74 @@ def test_full_refresh_of_users_is_checked_whole(catalog):
     assert not result.passed
     assert result.metadata["duplicate_id_updated_at"].value == 1
     assert result.metadata["rows"].value == result.metadata["rows_in_table"].value
+
+
+# ---- with the hashed key index (shared.key_index), as a sync leaves it ---------------------------
+
+
+def append_indexed(catalog, batch):
+    iceberg.write_table(catalog, EVENTS.identifier, batch, mode="append")
+    key_index.catch_up(catalog, key_index_spec(EVENTS))
+
+
+def colliding_hash(values):
+    """Every value hashes to 0: every earlier row is a candidate match of every new one."""
+    return pa.array([None if v is None else 0 for v in values.to_pylist()], pa.int64())
+
+
+@pytest.mark.parametrize("collide", [False, True], ids=["hash64", "every-hash-collides"])
+def test_uniqueness_from_the_key_index_fails_only_on_a_confirmed_repeat(
+    catalog, monkeypatch, collide
+):
+    if collide:
+        monkeypatch.setattr(key_index, "hash64", colliding_hash)
+    for d in (0, 1):
+        append_indexed(catalog, standin.generate_events(SMALL, d))
+    clean = standin.generate_events(SMALL, 2)
+    append_indexed(catalog, clean)
+    result = run_checks(EVENTS)["primary_key_unique"]
+    assert "hashed key index" in result.metadata["scope"].value  # the index answered
+    assert result.passed, result.metadata  # candidates (all of them when colliding) not confirmed
+    assert result.metadata["duplicate_airbyte_raw_id"].value == 0
+
+    old = iceberg.read_table(catalog, EVENTS.identifier).slice(0, 1)
+    batch = pa.concat_tables([standin.generate_events(SMALL, 3), old.cast(EVENTS.schema)])
+    append_indexed(catalog, batch)
+    result = run_checks(EVENTS)["primary_key_unique"]
+    assert "hashed key index" in result.metadata["scope"].value
+    assert not result.passed
+    assert result.metadata["duplicate_airbyte_raw_id"].value == 1
+    assert result.metadata["duplicate_airbyte_raw_id_examples"].value == [
+        [old["_airbyte_raw_id"][0].as_py()]
+    ]
+    # The repeated event_id (information) counted as reading every row counts it.
+    indexed_info = result.metadata["repeated_primary_keys_info"].value
+    assert indexed_info >= 1
+    if not collide:
+        catalog.drop_table(key_index_spec(EVENTS).identifier)  # no index: every row is read
+        full = run_checks(EVENTS)["primary_key_unique"]
+        assert "hashed key index" not in full.metadata["scope"].value
+        assert full.metadata["repeated_primary_keys_info"].value == indexed_info
+        assert full.metadata["duplicate_airbyte_raw_id"].value == 1
+
+
+def test_a_lagging_key_index_gives_the_same_verdict(catalog):
+    """The sync was killed after its raw commit: the check reads the unindexed commits from
+    raw."""
+    append_indexed(catalog, standin.generate_events(SMALL, 0))
+    iceberg.write_table(
+        catalog, EVENTS.identifier, standin.generate_events(SMALL, 1), mode="append"
+    )
+    old = iceberg.read_table(catalog, EVENTS.identifier).slice(SMALL.events_per_day + 3, 1)
+    batch = pa.concat_tables([standin.generate_events(SMALL, 2), old.cast(EVENTS.schema)])
+    iceberg.write_table(catalog, EVENTS.identifier, batch, mode="append")  # not indexed either
+    result = run_checks(EVENTS)["primary_key_unique"]
+    assert "hashed key index" in result.metadata["scope"].value
+    assert not result.passed and result.metadata["duplicate_airbyte_raw_id"].value == 1
+
+
+def test_repeats_with_earlier_counts_values_repeated_among_new_or_found_earlier():
+    new = pa.table({"k": ["a", "b", "b", None, None, "c"]})
+    assert repeats_with_earlier(new, "k", pa.array([], pa.string())) == (1, [("b",)])
+    n, sample = repeats_with_earlier(new, "k", pa.array(["c", "zz"]))
+    assert n == 2 and sorted(sample) == [("b",), ("c",)]
