@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,42 @@ def test_every_model_and_test_renders_to_valid_trino_sql():
     # two simulated `dbt run`s (CREATE TABLE AS, then temp table + DELETE + INSERT).
     checked = int(proc.stdout.split("check: ")[1].split(" rendered")[0])
     assert checked >= 2 * (4 + 30) + 20
+
+
+def test_stg_events_carries_its_extraction_bound_as_a_trino_literal():
+    """The bound stg_events queries when it executes is written into its SQL as a Trino
+    timestamp literal (what the Iceberg connector prunes files by), in UTC, floored to the
+    second; the window is compared on event_ts itself. Without a window, no bound."""
+    from tests.trino_check import WINDOW_VARS
+
+    code = subprocess.run(
+        [sys.executable, "-c", COMPILE_STG_EVENTS, json.dumps(WINDOW_VARS)],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert code.returncode == 0, code.stderr[-3000:]
+    window, full = json.loads(code.stdout.strip().splitlines()[-1])
+    window = " ".join(window.split())
+    assert "where _airbyte_extracted_at >= timestamp '2026-01-02 00:05:00 UTC'" in window
+    assert (
+        "where event_ts >= timestamp '2026-01-01 00:00:00 UTC'"
+        " and event_ts < timestamp '2026-01-02 00:00:00 UTC'"
+    ) in window
+    assert check_sql(window) == []
+    assert "_airbyte_extracted_at >=" not in full
+
+
+#: Compiles stg_events for trino with the window (argv[1]) and without; prints both as JSON.
+#: A subprocess, as above: dbt runs in-process there.
+COMPILE_STG_EVENTS = """
+import json, sys
+from pathlib import Path
+from tests.trino_check import compile_for_trino
+from transformation.project import DBT_PROJECT_DIR
+node = "model.data_platform.stg_events"
+window = compile_for_trino(Path(DBT_PROJECT_DIR), json.loads(sys.argv[1]))["nodes"][node]
+full = compile_for_trino(Path(DBT_PROJECT_DIR))["nodes"][node]
+print(json.dumps([window["compiled_code"], full["compiled_code"]]))
+"""
 
 
 @pytest.mark.parametrize(

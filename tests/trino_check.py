@@ -20,7 +20,9 @@ What this does NOT catch (documented in the location README):
 * semantic errors: unknown tables/columns, type mismatches (e.g. comparing varchar with bigint),
   functions called with wrong argument types, Trino's stricter implicit casts;
 * ``is_incremental()`` branches inside model bodies (the models do not use it: the window vars
-  decide), and anything that depends on real column types or on query results;
+  decide), and anything that depends on real column types or on query results (the one result a
+  model reads while rendering, stg_events' extraction bound, is a fixed answer here:
+  :data:`EARLIEST_EXTRACTION`);
 * Iceberg connector limits (table properties, partition transforms) and runtime behaviour.
 
 A check tool, not production code: it lives with the tests (``tests/``), outside every installed
@@ -30,6 +32,7 @@ line per problem on failure).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -67,6 +70,25 @@ TRINO_EXTRA_FUNCTIONS = {
 
 WINDOW_VARS = {"window_start": "2026-01-01", "window_end": "2026-01-02"}
 
+#: What the simulated Trino answers for the window's earliest extraction that stg_events queries
+#: when it executes (dbt/macros/extraction_bound.sql): with a row, the model renders its bound
+#: literal, which is then checked too. Below a second, in another zone: the macro floors and
+#: converts to UTC.
+EARLIEST_EXTRACTION = dt.datetime(
+    2026, 1, 2, 1, 5, 0, 123_456, tzinfo=dt.timezone(dt.timedelta(hours=1))
+)
+
+
+def _data_answer(sql: str) -> tuple[list[tuple[str]], list[tuple]]:
+    """(description column names, rows) for the queries models send while rendering (none but
+    the extraction bound: every other query returns no rows)."""
+    low = " ".join(sql.lower().split())
+    if "min(_airbyte_extracted_at) as earliest" in low:
+        return [("matching_rows",), ("extracted_rows",), ("earliest",)], [
+            (2, 2, EARLIEST_EXTRACTION)
+        ]
+    return [], []
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -83,7 +105,8 @@ class _SimulatedTrino:
 
     ``existing`` maps schema -> table -> column names: the relations the warehouse "has". Empty,
     every model is created from scratch; filled, dbt takes the incremental path of daily models
-    (temp table, DELETE, INSERT) and replaces the other tables. Any other statement returns no rows.
+    (temp table, DELETE, INSERT) and replaces the other tables. The extraction bound is answered
+    by :func:`_data_answer`; any other statement returns no rows.
     """
 
     def __init__(self, database: str, existing: Mapping[str, Mapping[str, list[str]]]):
@@ -112,7 +135,7 @@ class _SimulatedTrino:
             name = table.group(1).removesuffix("__dbt_tmp") if table else ""
             columns = self.existing.get(schema.group(1) if schema else "", {}).get(name, [])
             return [("column_name",), ("data_type",)], [(c, "varchar") for c in columns]
-        return [], []
+        return _data_answer(sql)
 
     def connect(self, *args: Any, **kwargs: Any) -> _FakeTrinoConnection:
         return _FakeTrinoConnection(self)
@@ -136,10 +159,10 @@ class _FakeTrinoCursor:
     def execute(self, sql: str, params: Any = None) -> _FakeTrinoCursor:
         self.query = sql
         if self.server is None:
-            self.description, self._rows = None, []
-            return self
-        self.server.statements.append(sql)
-        names, self._rows = self.server.answer(sql)
+            names, self._rows = _data_answer(sql)
+        else:
+            self.server.statements.append(sql)
+            names, self._rows = self.server.answer(sql)
         self.description = [(n[0], "varchar", None, None, None, None, None) for n in names] or None
         return self
 
