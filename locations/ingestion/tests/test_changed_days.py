@@ -152,3 +152,41 @@ def test_an_airbyte_sync_moving_an_event_records_the_day_it_left(lakehouse, prod
     assert "2026-01-10" in recorded and len(recorded) >= 2  # the new rows' day(s) and Jan 10
     assert (metadata[REDELIVERED_KEYS].value, metadata[MOVED_KEYS].value) == (1, 1)
     assert metadata[MOVED_FROM_DAYS].value == ["2026-01-10"]
+
+
+def test_syncs_keep_the_key_index_and_a_failed_catch_up_only_delays_it(home, monkeypatch):
+    """Each sync indexes what it committed (``shared.key_index``); when its catch-up fails (or
+    the process dies after the raw commit) the sync still records its days, read through the
+    index plus the unindexed tail, and the next sync's catch-up indexes both commits once."""
+    from ingestion.streams import key_index_spec
+    from shared import key_index
+    from shared.iceberg import open_catalog
+
+    spec = key_index_spec(EVENTS)
+    catalog = open_catalog(load_settings())
+
+    def indexed_through():
+        index = catalog.load_table(spec.identifier)
+        return int(index.properties[key_index.MARKER]), index.scan().to_arrow().num_rows
+
+    def raw_now():
+        raw = catalog.load_table(EVENTS.identifier)
+        return raw.current_snapshot().snapshot_id, raw.scan().to_arrow().num_rows
+
+    monkeypatch.setenv("DATA_PLATFORM_STANDIN_DAYS", "2")
+    run()
+    assert indexed_through() == raw_now()
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("killed before the index commit")
+
+    real_catch_up = key_index.catch_up
+    monkeypatch.setattr(key_index, "catch_up", fail)
+    monkeypatch.setenv("DATA_PLATFORM_STANDIN_DAYS", "3")
+    assert days(run()[EVENTS.key]) == ["2026-01-03"]
+    marker, _ = indexed_through()
+    assert marker != raw_now()[0]  # behind: raw has a commit the index does not
+    monkeypatch.setattr(key_index, "catch_up", real_catch_up)
+    monkeypatch.setenv("DATA_PLATFORM_STANDIN_DAYS", "4")
+    assert days(run()[EVENTS.key]) == ["2026-01-04"]
+    assert indexed_through() == raw_now()  # both commits indexed, none twice
