@@ -222,7 +222,8 @@ def earlier_versions(table: Any, snapshot_id: int, keys: Any, day_column: str) -
     (null for a version without one).
 
     Cost: the key column of the whole history is read (Iceberg has no index, and random ids
-    defeat the files' min/max pruning): only the key and day columns, the files in parallel
+    defeat the files' min/max pruning; the raw syncs keep one of their own and read it instead,
+    ``shared.key_index``, falling back to this): only the key and day columns, the files in parallel
     (pyiceberg's scan), streamed through one Arrow (Acero) hash semi-join whose hash table of the
     keys is built once, so only the matching rows are kept. Not an Iceberg ``In`` filter:
     pyiceberg translates and binds it again for every data file (20k keys over 30 files: 4 s,
