@@ -185,7 +185,7 @@ def sync_changes(
     if not keys:
         return Changes(days=added_days, added_days=added_days)
     # Rows without a key are no version of anything: they count for their day only.
-    added = added.filter(_all_valid(added, keys))
+    added = added.filter(all_valid(added, keys))
     added_keys = _count_distinct(added, keys)
     # The snapshot the sync committed onto: only when the walk reached the marker (an expired or
     # replaced marker made every file "added": then no version is earlier, all days counted).
@@ -279,7 +279,8 @@ def _days(key_days: Any) -> tuple[dt.date, ...]:
     return tuple(sorted(pc.unique(key_days[_DAY]).drop_null().to_pylist()))
 
 
-def _all_valid(table: Any, columns: Sequence[str]) -> Any:
+def all_valid(table: Any, columns: Sequence[str]) -> Any:
+    """The Arrow mask of the rows of ``table`` where every one of ``columns`` is non-null."""
     import pyarrow.compute as pc
 
     mask = pc.is_valid(table[columns[0]])

@@ -75,6 +75,7 @@ from ingestion.streams import (
     airbyte_column_variant,
     key_index_spec,
 )
+from shared.changes import all_valid
 from shared.partitions import FIRST_DAY
 from shared.resources import IcebergCatalogResource
 
@@ -492,19 +493,10 @@ def check_primary_key_unique(stream: RawStream, iceberg: IcebergCatalogResource)
             passed = False
             metadata[f"duplicate_{name}_examples"] = MetadataValue.json(sample)
     # A null key is no key (``null_keys`` counts those rows): not counted as a repeat.
-    with_key = new.filter(_all_valid(new, stream.primary_key)) if new.num_rows else new
+    with_key = new.filter(all_valid(new, stream.primary_key)) if new.num_rows else new
     n_pk, _ = duplicate_groups_with(with_key, table, stream.primary_key)
     metadata["repeated_primary_keys_info"] = MetadataValue.int(n_pk)
     return AssetCheckResult(passed=passed, severity=AssetCheckSeverity.ERROR, metadata=metadata)
-
-
-def _all_valid(table: "pa.Table", columns: Sequence[str]) -> Any:
-    import pyarrow.compute as pc
-
-    mask = pc.is_valid(table[columns[0]])
-    for c in columns[1:]:
-        mask = pc.and_(mask, pc.is_valid(table[c]))
-    return mask
 
 
 def _unique_by_key_index(
