@@ -78,7 +78,7 @@ def _blocking_failure(
     )
 
 
-def _not_older(iceberg: IcebergCatalogResource, mart, events) -> bool:
+def _not_older(mart, events) -> bool:
     """Whether the snapshot of ``marts.dim_users`` read (``mart``) was committed no earlier than
     the snapshot of ``staging.stg_events`` read (``events``): the mart was rebuilt after the
     events last changed, so its totals cover them.
@@ -91,11 +91,10 @@ def _not_older(iceberg: IcebergCatalogResource, mart, events) -> bool:
         return False
     if events.snapshot_id is None:  # no events at all: the mart's totals are zeros
         return True
-    mart_snapshot = iceberg.load_table(mart.identifier).snapshot_by_id(mart.snapshot_id)
-    events_snapshot = iceberg.load_table(events.identifier).snapshot_by_id(events.snapshot_id)
-    if mart_snapshot is None or events_snapshot is None:
+    # The commit times of the very snapshots read (read_upstream keeps them): no reload.
+    if mart.snapshot_timestamp_ms is None or events.snapshot_timestamp_ms is None:
         return False
-    return mart_snapshot.timestamp_ms >= events_snapshot.timestamp_ms
+    return mart.snapshot_timestamp_ms >= events.snapshot_timestamp_ms
 
 
 class UserFeaturesConfig(Config):
@@ -204,7 +203,7 @@ def user_features(
         and feature_defs.totals_cover(
             as_of,
             feature_defs.totals_latest_day(totals.lazy()),
-            _not_older(iceberg, totals_read, events),
+            _not_older(totals_read, events),
         )
     )
     if not use_totals:

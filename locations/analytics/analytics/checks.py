@@ -9,7 +9,7 @@ recorded with the materialization and never hold data back.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
@@ -103,6 +103,14 @@ def _result(
         description="; ".join(failures[:10]) if failures else "ok",
         metadata={"failures": len(failures), **metadata},
     )
+
+
+def _first_users(bad: pl.DataFrame, describe: Callable[[dict], str]) -> list[str]:
+    """One failure line per user of ``bad`` (by ``describe``), the first 10, then how many more."""
+    lines = [describe(r) for r in bad.head(10).iter_rows(named=True)]
+    if bad.height > 10:
+        lines.append(f"... {bad.height - 10} more user(s)")
+    return lines
 
 
 def _spec(specs: list[AssetCheckSpec], name: str) -> AssetCheckSpec:
@@ -207,20 +215,22 @@ def reconcile_features_with_dim_users(
     """
     import polars as pl
 
+    from analytics.features import WINDOW_DAYS
+
     spec = _spec(USER_FEATURES_CHECKS, "reconciles_with_dim_users")
     if totals_from_mart:
-        window_start = pl.col("as_of_date") - pl.duration(days=29)
+        window_start = pl.col("as_of_date") - pl.duration(days=WINDOW_DAYS - 1)
         in_window = pl.col("last_event_date").is_not_null() & (
             pl.col("last_event_date") >= window_start
         )
         bad = features.filter((pl.col("events_30d") > 0) != in_window).sort("user_id")
-        failures = [
-            f"user {r['user_id']}: {r['events_30d']} event(s) in the 30-day window of "
-            f"stg_events, but dim_users' last event day is {r['last_event_date']}"
-            for r in bad.head(10).iter_rows(named=True)
-        ]
-        if bad.height > 10:
-            failures.append(f"... {bad.height - 10} more user(s)")
+        failures = _first_users(
+            bad,
+            lambda r: (
+                f"user {r['user_id']}: {r['events_30d']} event(s) in the 30-day window "
+                f"of stg_events, but dim_users' last event day is {r['last_event_date']}"
+            ),
+        )
         return _result(
             spec, failures, mismatched_users=bad.height, compared="30-day window vs dim_users"
         )
@@ -249,14 +259,14 @@ def reconcile_features_with_dim_users(
         )
         | pl.col("event_count").is_null()
     ).sort("user_id")
-    failures = [
-        f"user {r['user_id']}: events {r['events_total']} vs {r['event_count']}, purchases "
-        f"{r['purchases_total']} vs {r['purchase_count']}, revenue {r['revenue_total']} vs "
-        f"{r['revenue']}"
-        for r in bad.head(10).iter_rows(named=True)
-    ]
-    if bad.height > 10:
-        failures.append(f"... {bad.height - 10} more user(s)")
+    failures = _first_users(
+        bad,
+        lambda r: (
+            f"user {r['user_id']}: events {r['events_total']} vs {r['event_count']}, "
+            f"purchases {r['purchases_total']} vs {r['purchase_count']}, revenue "
+            f"{r['revenue_total']} vs {r['revenue']}"
+        ),
+    )
     return _result(spec, failures, mismatched_users=bad.height)
 
 

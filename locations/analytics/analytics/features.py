@@ -109,7 +109,7 @@ def attributes_as_of(versions: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
 
 
 #: The per-user all-time totals the features need, under the names :func:`user_features` uses.
-#: Computed from every event up to D (:func:`lifetime_totals`), or taken from ``marts.dim_users``
+#: Computed from every event up to D (:func:`_lifetime_totals`), or taken from ``marts.dim_users``
 #: (:func:`totals_from_dim_users`), which holds them over every event already.
 LIFETIME_COLUMNS = (
     "first_event_date",
@@ -129,13 +129,9 @@ def window_start(as_of: dt.date) -> dt.date:
     return as_of - dt.timedelta(days=WINDOW_DAYS - 1)
 
 
-def lifetime_totals(events: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
-    """Per user, the all-time totals (:data:`LIFETIME_COLUMNS`) over every event up to
-    ``as_of``: the full-history path, needed for features as of a past day."""
-    return _lifetime_totals(dedupe_events(events), as_of)
-
-
 def _lifetime_totals(deduped: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
+    """Per user, the all-time totals (:data:`LIFETIME_COLUMNS`) over every deduplicated event
+    up to ``as_of``: the full-history path, needed for features as of a past day."""
     ev = deduped.filter(pl.col("event_date") <= as_of)
     date = pl.col("event_date")
     is_purchase = pl.col("event_type") == "purchase"
@@ -156,7 +152,7 @@ def totals_from_dim_users(dim_users: pl.LazyFrame) -> pl.LazyFrame:
     (total_revenue), first_event_at, last_event_at``: the mart computes them with the same
     definitions over every event of ``staging.stg_events`` (the days are the UTC dates of the
     first/last ``event_ts``; the revenue is rounded again here, a no-op on the mart's rounded
-    sums). Only equal to :func:`lifetime_totals` when the mart is up to date with the events
+    sums). Only equal to :func:`_lifetime_totals` when the mart is up to date with the events
     and has no event after D: :func:`totals_cover` decides.
     """
     return dim_users.select(
@@ -195,13 +191,10 @@ def totals_cover(as_of: dt.date, latest_day: dt.date | None, up_to_date: bool) -
     return up_to_date and (latest_day is None or latest_day <= as_of)
 
 
-def window_features(events: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
-    """Per user, the 7d and 30d features from the events of ``[as_of - 29, as_of]`` (events
-    outside the window are ignored, so the frame may hold only those days)."""
-    return _window_features(dedupe_events(events), as_of)
-
-
 def _window_features(deduped: pl.LazyFrame, as_of: dt.date) -> pl.LazyFrame:
+    """Per user, the 7d and 30d features from the deduplicated events of
+    ``[as_of - 29, as_of]`` (events outside the window are ignored, so the frame may hold only
+    those days)."""
     d7 = as_of - dt.timedelta(days=6)
     date = pl.col("event_date")
     ev = deduped.filter((date >= window_start(as_of)) & (date <= as_of))

@@ -43,6 +43,8 @@ class ReadResult:
     row_filter: str
     snapshot_id: int | None
     reader: str = "polars.scan_iceberg"
+    #: When the snapshot read was committed (ms since the epoch; None for an empty table).
+    snapshot_timestamp_ms: int | None = field(default=None, repr=False)
     known_rows: int | None = field(default=None, repr=False)
 
     @cached_property
@@ -158,6 +160,7 @@ def read_upstream(
         columns=columns,
         row_filter=str(predicate) if predicate is not None else "none (column projection only)",
         snapshot_id=snapshot.snapshot_id if snapshot else None,
+        snapshot_timestamp_ms=snapshot.timestamp_ms if snapshot else None,
     )
 
 

@@ -122,11 +122,8 @@ DIM_USERS_ACTIVITY = Upstream(
 DIM_USERS_TOTALS = Upstream(
     key=table_key("marts", "dim_users"),
     columns=(
-        Column("user_id"),
-        Column("event_count"),
-        Column("purchase_count"),
+        *DIM_USERS_ACTIVITY.columns,
         Column("priced_purchase_count"),
-        Column("revenue", ("total_revenue",)),
         Column("first_event_at"),
         Column("last_event_at"),
     ),
