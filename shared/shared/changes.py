@@ -73,13 +73,27 @@ def snapshots_since(table: Any, since_snapshot_id: int | None) -> list[Any]:
     When ``since_snapshot_id`` is no ancestor (the table was replaced, or the snapshot expired),
     the whole ancestry is returned: more days, never fewer.
     """
+    by_id = {s.snapshot_id: s for s in table.metadata.snapshots}
+    snapshots, _ = ancestry(by_id, current_snapshot_id(table), since_snapshot_id)
+    return snapshots
+
+
+def ancestry(
+    by_id: Mapping[int, Any], start: int | None, stop: int | None
+) -> tuple[list[Any], bool]:
+    """The snapshots from ``start`` back along its ancestry (``by_id``: the table's snapshots by
+    id), newest first, up to (without) ``stop``; and whether ``stop`` was reached (with ``stop``
+    None: always, the whole ancestry being what was asked for). The walk ends early at a parent
+    missing from ``by_id`` (expired)."""
     out = []
-    snapshot = table.current_snapshot()
-    while snapshot is not None and snapshot.snapshot_id != since_snapshot_id:
+    snapshot = by_id.get(start) if start is not None else None
+    while snapshot is not None:
+        if snapshot.snapshot_id == stop:
+            return out, True
         out.append(snapshot)
         parent = snapshot.parent_snapshot_id
-        snapshot = table.snapshot_by_id(parent) if parent is not None else None
-    return out
+        snapshot = by_id.get(parent) if parent is not None else None
+    return out, stop is None
 
 
 def added_data_files(table: Any, snapshot: Any) -> list[Any]:
@@ -189,6 +203,7 @@ def sync_changes(
     added_keys = _count_distinct(added, keys)
     # The snapshot the sync committed onto: only when the walk reached the marker (an expired or
     # replaced marker made every file "added": then no version is earlier, all days counted).
+    # Not ancestry()'s ``reached``: that differs when the walk stops at an expired parent.
     parent = (
         since_snapshot_id
         if snapshots and snapshots[-1].parent_snapshot_id == since_snapshot_id

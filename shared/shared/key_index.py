@@ -64,6 +64,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shared.changes import ancestry
+
 log = logging.getLogger(__name__)
 
 #: The Iceberg namespace of the key indexes (no asset namespace: ``shared.keys.NAMESPACES``).
@@ -289,20 +291,6 @@ def append_only(snapshot: Any) -> bool:
     )
 
 
-def _walk(by_id: dict[int, Any], start: int | None, stop: int | None) -> tuple[list[Any], bool]:
-    """The snapshots from ``start`` back along its ancestry, newest first, up to (without)
-    ``stop``; and whether ``stop`` was reached."""
-    out = []
-    snapshot = by_id.get(start) if start is not None else None
-    while snapshot is not None:
-        if snapshot.snapshot_id == stop:
-            return out, True
-        out.append(snapshot)
-        parent = snapshot.parent_snapshot_id
-        snapshot = by_id.get(parent) if parent is not None else None
-    return out, stop is None
-
-
 @dataclass(frozen=True)
 class _State:
     marker: int | None
@@ -389,12 +377,12 @@ def _catch_up_once(catalog: Any, spec: KeyIndexSpec, hash_fn: HashFn) -> CatchUp
     if state is not None:
         if state.marker == current.snapshot_id:
             return CatchUp(0, False, state.marker)
-        new, reached = _walk(by_id, current.snapshot_id, state.marker)
+        new, reached = ancestry(by_id, current.snapshot_id, state.marker)
         rebuild = not reached or not all(append_only(s) for s in new)
     columns = (spec.key_column, spec.raw_id_column, spec.day_column)
     if rebuild:
-        ancestry, _ = _walk(by_id, current.snapshot_id, None)
-        deleting = [s for s in ancestry if not append_only(s)]
+        history, _ = ancestry(by_id, current.snapshot_id, None)
+        deleting = [s for s in history if not append_only(s)]
         base = deleting[0].snapshot_id if deleting else None
         files = _live_files(raw, current)
     else:
@@ -631,11 +619,11 @@ def lookup(
     by_id = {s.snapshot_id: s for s in raw.metadata.snapshots}
     if snapshot_id not in by_id:
         return None
-    tail, reached = _walk(by_id, snapshot_id, state.marker)
+    tail, reached = ancestry(by_id, snapshot_id, state.marker)
     after: set[int] = set()
     if not reached:
         # The index is ahead of P (a later sync was indexed): leave its rows out.
-        ahead, reached = _walk(by_id, state.marker, snapshot_id)
+        ahead, reached = ancestry(by_id, state.marker, snapshot_id)
         if not reached:
             return None  # P is on no line of history the index covers
         after = {s.snapshot_id for s in ahead}
