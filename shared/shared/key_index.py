@@ -64,7 +64,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared.changes import ancestry
+from shared.changes import added_data_files, ancestry
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +386,7 @@ def _catch_up_once(catalog: Any, spec: KeyIndexSpec, hash_fn: HashFn) -> CatchUp
         base = deleting[0].snapshot_id if deleting else None
         files = _live_files(raw, current)
     else:
-        files = [(f, s.snapshot_id) for s in reversed(new) for f in _added_files(raw, s)]
+        files = [(f, s.snapshot_id) for s in reversed(new) for f in added_data_files(raw, s)]
     new_rows = sum(f.record_count for f, _ in files)
     merge = [] if rebuild or index is None else _to_merge(index, new_rows)
     written = 0
@@ -460,12 +460,6 @@ def _group_files(files: Sequence[tuple[Any, int]]) -> list[tuple[int, list[Any]]
         else:
             out.append((snapshot_id, [f]))
     return out
-
-
-def _added_files(raw: Any, snapshot: Any) -> list[Any]:
-    from shared.changes import added_data_files
-
-    return added_data_files(raw, snapshot)
 
 
 def _live_files(raw: Any, snapshot: Any) -> list[tuple[Any, int]]:
@@ -647,7 +641,7 @@ def lookup(
     parts = [found]
     raw_columns = (spec.key_column, spec.raw_id_column, spec.day_column)
     for snapshot in reversed(tail):
-        for batch in _raw_rows(raw, _added_files(raw, snapshot), raw_columns):
+        for batch in _raw_rows(raw, added_data_files(raw, snapshot), raw_columns):
             rows = _index_rows(batch, spec, snapshot.snapshot_id, hash_fn).select(columns)
             parts.append(rows.filter(pc.is_in(rows[column], value_set=wanted)))
     return pa.concat_tables(parts)
@@ -743,7 +737,7 @@ def confirmed_earlier(
         snapshot = by_id.get(snapshot_id_)
         if snapshot is None:
             return None  # its files cannot be told apart any more: read raw instead
-        for batch in _raw_rows(raw, _added_files(raw, snapshot), (spec.raw_id_column,)):
+        for batch in _raw_rows(raw, added_data_files(raw, snapshot), (spec.raw_id_column,)):
             ids = batch.column(0)
             confirmed.append(pc.filter(ids, pc.is_in(ids, value_set=distinct.cast(ids.type))))
     if not confirmed:
