@@ -473,28 +473,34 @@ def check_primary_key_unique(stream: RawStream, iceberg: IcebergCatalogResource)
         table = new  # nothing landed: nothing new can repeat anything
     elif total is not None and total == new.num_rows:
         table = new  # the latest commit holds every row of the table (full refresh)
-    elif (indexed := _unique_by_key_index(stream, iceberg, handle, new, total)) is not None:
-        return indexed
+    elif (indexed := _unique_by_key_index(stream, iceberg, handle, new)) is not None:
+        table = None  # answered from the key index: no other row is read
     else:
         # The key columns of every row, at the same snapshot as ``new``.
         table = handle.scan(selected_fields=tuple(columns), snapshot_id=snapshot.snapshot_id)
         table = table.to_arrow()
+    if table is None:
+        scope, duplicates, n_pk = indexed
+        rows_read = new.num_rows
+    else:
+        scope = "rows added by the latest commit, against every row's key"
+        duplicates = {key: duplicate_groups_with(new, table, key) for key in keys}
+        # A null key is no key (``null_keys`` counts those rows): not counted as a repeat.
+        with_key = new.filter(all_valid(new, stream.primary_key)) if new.num_rows else new
+        n_pk, _ = duplicate_groups_with(with_key, table, stream.primary_key)
+        rows_read = table.num_rows
     metadata: dict[str, Any] = {
         "rows": MetadataValue.int(new.num_rows),
-        "rows_in_table": MetadataValue.int(total if total is not None else table.num_rows),
-        "scope": "rows added by the latest commit, against every row's key",
+        "rows_in_table": MetadataValue.int(total if total is not None else rows_read),
+        "scope": scope,
     }
     passed = True
-    for key in keys:
-        n, sample = duplicate_groups_with(new, table, key)
+    for key, (n, sample) in duplicates.items():
         name = "_".join(k.lstrip("_") for k in key)
         metadata[f"duplicate_{name}"] = MetadataValue.int(n)
         if n:
             passed = False
             metadata[f"duplicate_{name}_examples"] = MetadataValue.json(sample)
-    # A null key is no key (``null_keys`` counts those rows): not counted as a repeat.
-    with_key = new.filter(all_valid(new, stream.primary_key)) if new.num_rows else new
-    n_pk, _ = duplicate_groups_with(with_key, table, stream.primary_key)
     metadata["repeated_primary_keys_info"] = MetadataValue.int(n_pk)
     return AssetCheckResult(passed=passed, severity=AssetCheckSeverity.ERROR, metadata=metadata)
 
@@ -504,10 +510,11 @@ def _unique_by_key_index(
     iceberg: IcebergCatalogResource,
     handle: Any,
     new: "pa.Table",
-    total: int | None,
-) -> AssetCheckResult | None:
-    """:func:`check_primary_key_unique` answered from the stream's hashed key index
-    (``shared.key_index``) instead of the key columns of every row; None when it cannot be
+) -> tuple[str, dict[tuple[str, ...], tuple[int, list]], int] | None:
+    """The findings of :func:`check_primary_key_unique` (its scope, ``(n, sample)`` of
+    :func:`duplicate_groups_with` per unique key, and the repeated primary keys), answered from
+    the stream's hashed key index (``shared.key_index``) instead of the key columns of every
+    row; None when they cannot be
     (no index for the stream, a latest commit that deleted rows, a null record id, an index that
     cannot answer): the caller reads every row.
 
@@ -537,20 +544,12 @@ def _unique_by_key_index(
     earlier_keys = key_index.candidate_keys(catalog, handle, spec, before, new[spec.key_column])
     if earlier_keys is None:
         return None
-    n, sample = repeats_with_earlier(new, raw_id, earlier_ids)
-    name = raw_id.lstrip("_")
-    metadata: dict[str, Any] = {
-        "rows": MetadataValue.int(new.num_rows),
-        "rows_in_table": MetadataValue.int(total if total is not None else new.num_rows),
-        "scope": "rows added by the latest commit, against every row's key (hashed key index; "
-        "repeated record ids confirmed on raw)",
-        f"duplicate_{name}": MetadataValue.int(n),
-    }
-    if n:
-        metadata[f"duplicate_{name}_examples"] = MetadataValue.json(sample)
+    scope = (
+        "rows added by the latest commit, against every row's key (hashed key index; "
+        "repeated record ids confirmed on raw)"
+    )
     n_pk, _ = repeats_with_earlier(new, spec.key_column, earlier_keys)
-    metadata["repeated_primary_keys_info"] = MetadataValue.int(n_pk)
-    return AssetCheckResult(passed=n == 0, severity=AssetCheckSeverity.ERROR, metadata=metadata)
+    return scope, {(raw_id,): repeats_with_earlier(new, raw_id, earlier_ids)}, n_pk
 
 
 def check_freshness(stream: RawStream, iceberg: IcebergCatalogResource):
