@@ -66,4 +66,4 @@ if [ "$#" -gt 0 ]; then
   fi
   exec uv run --frozen "$@"
 fi
-say "ready. Next: uv run data-platform demo (about 12 s here, more on a first run), then uv run data-platform ui"
+say "ready. Next: uv run data-platform demo (about 12 s on 2 quiet cores), then uv run data-platform ui"
