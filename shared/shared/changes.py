@@ -32,7 +32,7 @@ conditions import it at definitions load (which must stay cheap).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +115,45 @@ def added_data_files(table: Any, snapshot: Any) -> list[Any]:
     return files
 
 
+def read_files(
+    table: Any, files: Iterable[Any], columns: Sequence[str], *, parallel: bool = True
+) -> Iterator[Any]:
+    """Record batches of ``columns`` of data ``files`` of ``table`` (pyiceberg ``DataFile``s, or
+    ``FileScanTask``s, read with their delete files): exactly these files, no scan planning.
+
+    The one reader of chosen data files (raw commits' added files, the key index's files):
+    pyiceberg's Arrow reader against the table's current schema, so columns are matched by field
+    id (a renamed column is still found) and a column a file lacks comes back as nulls, typed as
+    in the table. ``columns`` must be columns of the table (another name raises ``ValueError``).
+
+    ``parallel``: every file at once on pyiceberg's thread pool (each file's batches are held
+    until consumed: for the few files of a commit). False: one file after the other, so memory
+    holds one file's batches (for a whole history: the key index's backfill).
+    """
+    scan, tasks = _arrow_scan(table, files, columns)
+    if parallel:
+        yield from scan.to_record_batches(tasks)
+    else:
+        for task in tasks:
+            yield from scan.to_record_batches([task])
+
+
+def read_files_table(table: Any, files: Iterable[Any], columns: Sequence[str]) -> Any:
+    """:func:`read_files` (in parallel) as one Arrow table; with no file, an empty table of the
+    columns, typed as in the table."""
+    scan, tasks = _arrow_scan(table, files, columns)
+    return scan.to_table(tasks)
+
+
+def _arrow_scan(table: Any, files: Iterable[Any], columns: Sequence[str]) -> tuple[Any, list]:
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan
+    from pyiceberg.table import FileScanTask
+
+    scan = ArrowScan(table.metadata, table.io, table.schema().select(*columns), AlwaysTrue())
+    return scan, [f if isinstance(f, FileScanTask) else FileScanTask(f) for f in files]
+
+
 def utc_dates(values: Any) -> Any:
     """The UTC day (Arrow date32) of each value of an Arrow array of timestamps (or dates)."""
     import pyarrow as pa
@@ -164,7 +203,7 @@ def sync_changes(
     """The UTC days a sync changed in ``table``: rows added after ``since_snapshot_id``.
 
     * The days of the added rows: ``day_column`` of the data files the new snapshots added
-      (pyiceberg's Arrow reader over exactly those files).
+      (:func:`read_files`: exactly those files).
     * With ``key_columns`` (the record's key: one event whatever its versions), also the days of
       the earlier versions of the added keys: a key re-delivered with its day changed (an event
       whose ``event_ts`` moved from D1 to D2) changes D1 too, since D1's daily rows still hold
@@ -179,9 +218,6 @@ def sync_changes(
     Rows an overwrite deleted are not counted: raw tables are append-only.
     """
     import pyarrow.compute as pc
-    from pyiceberg.expressions import AlwaysTrue
-    from pyiceberg.io.pyarrow import ArrowScan
-    from pyiceberg.table import FileScanTask
 
     schema = table.schema()
     if day_column not in schema.column_names:
@@ -193,8 +229,7 @@ def sync_changes(
     files = [f for s in snapshots for f in added_data_files(table, s)]
     if not files:
         return Changes(redelivered_keys=0 if keys else None, moved_keys=0 if keys else None)
-    scan = ArrowScan(table.metadata, table.io, schema.select(*keys, day_column), AlwaysTrue())
-    added = _key_days(scan.to_record_batches([FileScanTask(f) for f in files]), keys, day_column)
+    added = _key_days(read_files(table, files, (*keys, day_column)), keys, day_column)
     added_days = _days(added)
     if not keys:
         return Changes(days=added_days, added_days=added_days)

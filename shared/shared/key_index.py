@@ -64,7 +64,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared.changes import added_data_files, ancestry
+from shared.changes import added_data_files, ancestry, read_files
 
 log = logging.getLogger(__name__)
 
@@ -254,19 +254,6 @@ def _index_rows(batch: Any, spec: KeyIndexSpec, snapshot_id: int, hash_fn: HashF
     )
 
 
-def _raw_rows(raw: Any, files: Sequence[Any], columns: Sequence[str]) -> Iterator[Any]:
-    """Record batches of ``columns`` of the raw data ``files`` (pyiceberg's Arrow reader: columns
-    matched by field id, a column a file lacks read as nulls), one file at a time."""
-    from pyiceberg.expressions import AlwaysTrue
-    from pyiceberg.io.pyarrow import ArrowScan
-    from pyiceberg.table import FileScanTask
-
-    schema = raw.schema()
-    scan = ArrowScan(raw.metadata, raw.io, schema.select(*columns), AlwaysTrue())
-    for f in files:
-        yield from scan.to_record_batches([FileScanTask(f)])
-
-
 def _indexable(raw: Any, spec: KeyIndexSpec) -> bool:
     names = raw.schema().column_names
     return all(c in names for c in (spec.key_column, spec.raw_id_column, spec.day_column))
@@ -360,9 +347,6 @@ def catch_up(
 
 def _catch_up_once(catalog: Any, spec: KeyIndexSpec, hash_fn: HashFn) -> CatchUp:
     import pyarrow as pa
-    from pyiceberg.expressions import AlwaysTrue
-    from pyiceberg.io.pyarrow import ArrowScan
-    from pyiceberg.table import FileScanTask
 
     raw = catalog.load_table(spec.raw_identifier)
     current = raw.current_snapshot()
@@ -394,12 +378,12 @@ def _catch_up_once(catalog: Any, spec: KeyIndexSpec, hash_fn: HashFn) -> CatchUp
     def chunks() -> Iterator[pa.Table]:
         nonlocal written
         if merge:
-            scan = ArrowScan(index.metadata, index.io, index.schema(), AlwaysTrue())
-            for batch in scan.to_record_batches([FileScanTask(f) for f in merge]):
+            for batch in read_files(index, merge, index.schema().column_names):
                 yield pa.Table.from_batches([batch]).cast(index_schema())
         by_snapshot = _group_files(files)
         for snapshot_id, group in by_snapshot:
-            for batch in _raw_rows(raw, group, columns):
+            # One raw file at a time: a backfill reads the whole history.
+            for batch in read_files(raw, group, columns, parallel=False):
                 rows = _index_rows(batch, spec, snapshot_id, hash_fn)
                 written += rows.num_rows
                 yield rows
@@ -641,7 +625,8 @@ def lookup(
     parts = [found]
     raw_columns = (spec.key_column, spec.raw_id_column, spec.day_column)
     for snapshot in reversed(tail):
-        for batch in _raw_rows(raw, added_data_files(raw, snapshot), raw_columns):
+        files = added_data_files(raw, snapshot)
+        for batch in read_files(raw, files, raw_columns, parallel=False):
             rows = _index_rows(batch, spec, snapshot.snapshot_id, hash_fn).select(columns)
             parts.append(rows.filter(pc.is_in(rows[column], value_set=wanted)))
     return pa.concat_tables(parts)
@@ -737,7 +722,8 @@ def confirmed_earlier(
         snapshot = by_id.get(snapshot_id_)
         if snapshot is None:
             return None  # its files cannot be told apart any more: read raw instead
-        for batch in _raw_rows(raw, added_data_files(raw, snapshot), (spec.raw_id_column,)):
+        files = added_data_files(raw, snapshot)
+        for batch in read_files(raw, files, (spec.raw_id_column,), parallel=False):
             ids = batch.column(0)
             confirmed.append(pc.filter(ids, pc.is_in(ids, value_set=distinct.cast(ids.type))))
     if not confirmed:

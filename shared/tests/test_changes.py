@@ -16,6 +16,8 @@ from shared.changes import (
     changed_days_metadata,
     current_snapshot_id,
     days_in_metadata,
+    read_files,
+    read_files_table,
     sync_changes,
     utc_days,
     with_lookback,
@@ -190,3 +192,34 @@ def test_a_composite_key_matches_on_every_column(catalog):
     assert (changes.redelivered_keys, changes.moved_keys) == (1, 1)
     # A key column the table lacks: the added days only, no look-up.
     assert sync_changes(table, marker, "event_ts", ("no_such",)).days == (d(9),)
+
+
+def test_read_files_reads_exactly_the_files_given_by_field_id(catalog):
+    """The one reader of chosen data files: only those files; a renamed column found by its
+    field id; a column added after the file was written read as nulls of the table's type."""
+    from pyiceberg.types import StringType
+
+    from shared.changes import added_data_files
+
+    first = append(catalog, events(at(1), at(2), ids=["a", "b"]))
+    first_files = added_data_files(first, first.current_snapshot())
+    table = append(catalog, events(at(3), ids=["c"]))
+    with table.update_schema() as update:
+        update.rename_column("event_id", "id")
+        update.add_column("note", StringType())
+    table = catalog.load_table("raw.events")
+
+    batches = list(read_files(table, first_files, ["id", "note"]))
+    rows = pa.Table.from_batches(batches)
+    assert sorted(rows["id"].to_pylist()) == ["a", "b"]  # the second commit's file is not read
+    assert rows["note"].to_pylist() == [None, None]
+    assert rows.schema.field("note").type in (pa.string(), pa.large_string())  # Iceberg's string
+    one_by_one = pa.Table.from_batches(list(read_files(table, first_files, ["id"], parallel=False)))
+    assert one_by_one.sort_by("id") == rows.select(["id"]).sort_by("id")
+    assert read_files_table(table, first_files, ["id", "note"]).sort_by("id") == rows.sort_by("id")
+
+    empty = read_files_table(table, [], ["id", "event_ts"])
+    assert empty.num_rows == 0
+    assert empty.schema.field("event_ts").type == pa.timestamp("us", "UTC")
+    with pytest.raises(ValueError):
+        list(read_files(table, first_files, ["event_id"]))  # the old name is no column now

@@ -688,17 +688,14 @@ def added_data_files(table: Any) -> list:
 def latest_commit_rows(table: Any, columns: Sequence[str]) -> "pa.Table":
     """The rows the table's current snapshot added (its new data files), ``columns`` only.
 
-    Read through pyiceberg's Arrow reader (columns matched by field id; a column a file lacks
-    comes back as nulls, typed as in the table). Columns the table does not have are left out.
-    """
-    from pyiceberg.expressions import AlwaysTrue
-    from pyiceberg.io.pyarrow import ArrowScan
-    from pyiceberg.table import FileScanTask
+    Read by ``shared.changes.read_files_table`` (columns matched by field id; a column a file
+    lacks comes back as nulls, typed as in the table). Columns the table does not have are left
+    out."""
+    from shared.changes import read_files_table
 
-    schema = table.schema()
-    present = [c for c in columns if c in schema.column_names]
-    scan = ArrowScan(table.metadata, table.io, schema.select(*present), AlwaysTrue())
-    return scan.to_table([FileScanTask(f) for f in added_data_files(table)])
+    names = table.schema().column_names
+    present = [c for c in columns if c in names]
+    return read_files_table(table, added_data_files(table), present)
 
 
 def check_null_keys(stream: RawStream, iceberg: IcebergCatalogResource):
