@@ -288,6 +288,37 @@ def materialized_partitions(home, report) -> dict[str, list]:
     return out
 
 
+def test_a_nightly_check_runs_alone_on_the_demo_instance(demo, monkeypatch):
+    """What the demo does when the automation requests a check on its own (the nightly
+    whole-table test of stg_events, once a day): a run of that check only, in its code location,
+    testing the whole table; no asset is materialized."""
+    from dagster import AssetCheckKey, AssetKey
+
+    from data_platform.demo import demo_instance_dir, execute_requested_run
+    from data_platform.graph import (
+        WORKSPACE_FILE,
+        RequestedRun,
+        load_location_defs,
+        workspace_locations,
+    )
+    from data_platform.instance import open_instance
+    from data_platform.launch import WorkspaceLauncher
+
+    home, _, _ = demo
+    monkeypatch.setenv("DATA_PLATFORM_HOME", str(home))
+    nightly = AssetCheckKey(AssetKey(["staging", "stg_events"]), "unique_stg_events_event_id")
+    with open_instance(demo_instance_dir(home)) as instance:
+        launcher = WorkspaceLauncher(instance, workspace_locations(), WORKSPACE_FILE.parent)
+        run = RequestedRun("transformation", (), check_keys=(nightly,))
+        result = execute_requested_run(load_location_defs()["transformation"], run, launcher)
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert [(e.asset_key, e.check_name, e.passed) for e in evaluations] == [
+        (nightly.asset_key, nightly.name, True)
+    ]
+    assert not [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+
+
 # Last in this module: it grows the demo's lakehouse that the tests above read.
 def test_one_more_day_rebuilds_only_that_day_plus_lookback(demo):
     home, first, second = demo

@@ -307,7 +307,10 @@ def _landing_outcome(result) -> str:
 
 
 def _describe(number: int, run: RequestedRun) -> str:
-    keys = ", ".join(k.to_user_string() for k in run.asset_keys)
+    keys = ", ".join(
+        [k.to_user_string() for k in run.asset_keys]
+        + [f"check {c.asset_key.to_user_string()}:{c.name}" for c in run.check_keys]
+    )
     window = f" [{run.partition_range[0]}..{run.partition_range[1]}]" if run.partition_range else ""
     return f"run {number} {run.location}{window}: {keys}"
 
@@ -319,13 +322,19 @@ def execute_requested_run(
     the UI would create it, tagged with its partition range and this process's pid; returns
     Dagster's result. Raises :class:`DemoFailed` when ``defs`` has no job for its assets.
 
-    The run executes its assets' checks, as the automation's runs do. ``with_checks=False``
-    (the benchmark's measure of what the checks cost) leaves out every check that can be left
-    out: all but :func:`inseparable_checks`."""
-    job = defs.resolve_implicit_job_def_def_for_assets(list(run.asset_keys))
+    The run executes the checks the automation's run would: its assets' checks that have no
+    condition of their own (:func:`ride_along_checks`), and ``run.check_keys``.
+    ``with_checks=False`` (the benchmark's measure of what the checks cost) leaves out every
+    check that can be left out: all but :func:`inseparable_checks`."""
+    targets = list(run.asset_keys) or [c.asset_key for c in run.check_keys]
+    job = defs.resolve_implicit_job_def_def_for_assets(targets)
     if job is None:
-        raise DemoFailed(f"{run.location} has no job for {run.asset_keys}")
-    checks = None if with_checks else inseparable_checks(defs, run.asset_keys)
+        raise DemoFailed(f"{run.location} has no job for {targets}")
+    checks = set(run.check_keys) | (
+        ride_along_checks(defs, run.asset_keys)
+        if with_checks
+        else inseparable_checks(defs, run.asset_keys)
+    )
     # The demo's pid: a later process frees the pool slot of a run whose process died.
     tags = {PID_TAG: str(os.getpid())}
     if run.partition_range:
@@ -334,6 +343,18 @@ def execute_requested_run(
         tags[ASSET_PARTITION_RANGE_END_TAG] = last
     # A run of the location's job, as the UI makes it: it belongs to its code location there.
     return launcher.launch(run.location, job.name, run.asset_keys, tags, asset_check_keys=checks)
+
+
+def ride_along_checks(defs, asset_keys: Iterable[AssetKey]) -> set[AssetCheckKey]:
+    """The checks that run with ``asset_keys``, as Dagster's automation picks them for a run it
+    requests: every check of those assets without an automation condition of its own (one with a
+    condition, e.g. a nightly whole-table test, runs when its condition asks for it)."""
+    graph = defs.resolve_asset_graph()
+    return {
+        check
+        for check in graph.get_check_keys_for_assets(set(asset_keys))
+        if graph.get(check).automation_condition is None
+    }
 
 
 def inseparable_checks(defs, asset_keys: Iterable[AssetKey]) -> set[AssetCheckKey]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from dagster import AssetKey, Definitions
+from dagster import AssetCheckKey, AssetKey, Definitions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE_FILE = REPO_ROOT / "workspace.yaml"
@@ -180,11 +180,13 @@ def workspace_definitions(location_defs: dict[str, Definitions]) -> Definitions:
 @dataclass(frozen=True)
 class RequestedRun:
     """One run the automation asked for: some assets of a planned run, and for partitioned ones
-    one contiguous range of days (``first``..``last``, inclusive partition keys)."""
+    one contiguous range of days (``first``..``last``, inclusive partition keys); or, with no
+    assets, ``check_keys``: checks requested by a condition of their own (a nightly test)."""
 
     location: str
     asset_keys: tuple[AssetKey, ...]
     partition_range: tuple[str, str] | None = None
+    check_keys: tuple[AssetCheckKey, ...] = ()
 
 
 def contiguous_ranges(partition_keys: set[str]) -> list[tuple[str, str]]:
@@ -207,14 +209,22 @@ def contiguous_ranges(partition_keys: set[str]) -> list[tuple[str, str]]:
 
 
 def plan_requested_runs(
-    plan: list[PlannedRun], requested: dict[AssetKey, set[str] | None]
+    plan: list[PlannedRun], requested: dict[AssetKey | AssetCheckKey, set[str] | None]
 ) -> list[RequestedRun]:
     """The runs that carry out one automation tick's requests, in the plan's dependency order.
 
     ``requested``: per asset key, the requested partition keys (None: an unpartitioned asset).
     Assets of one planned run with the same requested days run together; non-contiguous days
-    (a late day and the newest) become one run per contiguous range.
+    (a late day and the newest) become one run per contiguous range. Checks requested on their
+    own (``AssetCheckKey``s) run after those, without their assets: one run for the checks of
+    each planned run's assets.
     """
+    checks = sorted((k for k in requested if isinstance(k, AssetCheckKey)), key=str)
+    check_runs = [
+        RequestedRun(planned.location, (), check_keys=own)
+        for planned in plan
+        if (own := tuple(c for c in checks if c.asset_key in planned.asset_keys))
+    ]
     runs: list[RequestedRun] = []
     for planned in plan:
         keys = [k for k in planned.asset_keys if k in requested]
@@ -229,7 +239,7 @@ def plan_requested_runs(
         for days, group in sorted(by_days.items(), key=lambda item: sorted(item[0])):
             for first, last in contiguous_ranges(set(days)):
                 runs.append(RequestedRun(planned.location, tuple(group), (first, last)))
-    return runs
+    return runs + check_runs
 
 
 def sync_runs(graph: LocationGraph, plan: list[PlannedRun]) -> list[RequestedRun]:

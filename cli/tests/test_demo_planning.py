@@ -45,6 +45,34 @@ def test_assets_of_one_run_with_different_days_run_apart():
     ]
 
 
+def test_checks_requested_on_their_own_run_last_without_their_assets():
+    """A check with a condition of its own (a nightly test) is requested alone: one run of the
+    checks of each planned run's assets, after the tick's asset runs."""
+    from dagster import AssetCheckKey
+
+    nightly = AssetCheckKey(STG, "unique_stg_events_event_id")
+    runs = plan_requested_runs(PLAN, {nightly: None, USERS: None})
+    assert [(r.location, r.asset_keys, r.partition_range, r.check_keys) for r in runs] == [
+        ("transformation", (USERS,), None, ()),
+        ("transformation", (), None, (nightly,)),
+    ]
+
+
+def test_a_run_takes_the_checks_without_a_condition_of_their_own():
+    """As Dagster's automation builds its runs: the nightly whole-table test of stg_events is
+    left out of the daily runs; every other check of the daily models rides along."""
+    from dagster import AssetCheckKey
+
+    from data_platform.demo import ride_along_checks
+    from data_platform.graph import load_location_defs
+
+    defs = load_location_defs()["transformation"]
+    checks = defs.resolve_asset_graph().get_check_keys_for_assets({STG, FCT})
+    riding = ride_along_checks(defs, [STG, FCT])
+    assert checks - riding == {AssetCheckKey(STG, "unique_stg_events_event_id")}
+    assert AssetCheckKey(STG, "unique_stg_events_event_id_in_day_window") in riding
+
+
 def test_the_real_plan_starts_dbt_twice_per_cycle():
     """transformation's unpartitioned models wait for the daily ones and run as ONE invocation
     (stg_users alone, then dim_users, would start a third dbt process each day)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import dagster as dg
 import polars as pl
 import raw_fixture
 from dagster import AssetKey, DagsterInstance, materialize
@@ -384,3 +385,45 @@ def test_null_key_rows_left_out_and_conflicting_duplicates_resolve_to_the_last_d
         2: (1, 1, 0, 0, 0.0),
         3: (0, 0, 0, 0, 0.0),
     }
+
+
+def test_the_nightly_unique_test_runs_alone_over_the_whole_table(catalog, home):
+    """stg_events' cross-day `unique` reads every event id: its check has a nightly condition
+    of its own (transformation.automation), so Dagster's automation leaves it out of the daily
+    runs, and its own run (checks only, no partition) tests the whole table."""
+    from dagster import AssetCheckKey, AutomationCondition
+
+    from transformation.automation import NIGHTLY_CRON
+
+    key = AssetCheckKey(AssetKey(["staging", "stg_events"]), "unique_stg_events_event_id")
+    specs = {spec.key: spec for spec in dbt_daily_models.check_specs}
+    assert specs[key].automation_condition == AutomationCondition.cron_tick_passed(
+        NIGHTLY_CRON, cron_timezone="UTC"
+    )
+    # Every other test of the daily models rides along with their runs.
+    assert [k for k, s in specs.items() if s.automation_condition is not None] == [key]
+
+    raw_fixture.write_raw(catalog)
+    instance = DagsterInstance.ephemeral()
+    assert run_daily(instance, "2026-01-01", "2026-01-03").success
+    nightly = dg.define_asset_job("nightly", selection=dg.AssetSelection.checks(key))
+    job = dg.Definitions(assets=[dbt_daily_models], jobs=[nightly], resources=RESOURCES)
+
+    def run_nightly():
+        result = job.resolve_job_def("nightly").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        assert [e.asset_key for e in result.get_asset_materialization_events()] == []
+        return result
+
+    result = run_nightly()
+    assert result.success and check_results(result) == {("staging/stg_events", key.name): True}
+    # An event of Jan 3 left on Jan 1 too (two days apart: no window holds both): found.
+    jan_1 = raw_fixture.dt.date(2026, 1, 1)
+    rewrite_stg_events(
+        catalog,
+        lambda rows: rows + [{**r, "event_date": jan_1} for r in rows if r["event_id"] == "e6"],
+    )
+    result = run_nightly()
+    assert check_results(result) == {("staging/stg_events", key.name): False}
+    assert result.success  # a warning: it fails no run

@@ -204,9 +204,12 @@ def dbt_daily_models(
 
     A range of partitions (a backfill) is one run and one dbt invocation; each model replaces
     exactly the days of the window in its Iceberg table, so re-running a day never duplicates it.
+    A run of checks only (the ``nightly`` tests, transformation.automation) has no partition:
+    its tests read the whole table.
     """
-    start, end = context.partition_time_window
-    yield from run_dbt(context, dbt, iceberg, window_vars(start, end), DAILY_SELECTION)
+    partitioned = context.has_partition_key or context.has_partition_key_range
+    window = window_vars(*context.partition_time_window) if partitioned else {}
+    yield from run_dbt(context, dbt, iceberg, window, DAILY_SELECTION)
 
 
 @multi_asset(

@@ -12,6 +12,8 @@ location never imports it.
   backfill, which the single-run backfill policy turns into one ``dbt build`` per day range.
 * Unpartitioned models (``tag:full``): requested when an input changed, without waiting for
   missing days of the daily models.
+* Tests tagged ``nightly`` (a whole-table test, whose cost grows with history): their checks run
+  once a day in a run of their own (:data:`NIGHTLY_CRON`), not with every run of their model.
 """
 
 from __future__ import annotations
@@ -49,11 +51,29 @@ def full_model_condition() -> AutomationCondition:
     return full_condition(ignore_missing=DAILY_MODEL_KEYS)
 
 
+#: When the ``nightly`` tests run: once a day, after the night's syncs (UTC).
+NIGHTLY_CRON = "0 3 * * *"
+#: dbt tag of a test that reads a whole table (its cost grows with history): its check runs once a
+#: day in a run of its own, not in every run of its model.
+NIGHTLY_TAG = "nightly"
+
+
+def nightly_check_condition() -> AutomationCondition:
+    """Evaluate a whole-table check once a day (:data:`NIGHTLY_CRON`). A check with a condition
+    of its own does not ride along with its asset's runs (Dagster's automation leaves it out of
+    them), so an hourly sync's runs cost what their days cost, not what the history costs."""
+    return AutomationCondition.cron_tick_passed(NIGHTLY_CRON, cron_timezone="UTC")
+
+
 def condition_for(dbt_resource_props: Mapping[str, Any]) -> AutomationCondition | None:
-    """The condition of a dbt node: by its ``daily``/``full`` tag; none for other nodes."""
+    """The condition of a dbt node: a model's by its ``daily``/``full`` tag, a test's
+    :func:`nightly_check_condition` when tagged ``nightly``; none for other nodes (a test
+    without a condition runs with its model)."""
+    tags = set(dbt_resource_props.get("tags") or ())
+    if dbt_resource_props.get("resource_type") == "test":
+        return nightly_check_condition() if NIGHTLY_TAG in tags else None
     if dbt_resource_props.get("resource_type") != "model":
         return None
-    tags = set(dbt_resource_props.get("tags") or ())
     if "daily" in tags:
         return daily_model_condition()
     if "full" in tags:

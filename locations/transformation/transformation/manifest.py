@@ -226,7 +226,8 @@ def build_specs(
 ) -> DbtAssetSpecs:
     """Asset and check specs of the models and tests ``selection`` picks in ``manifest``.
 
-    ``automation_condition(props) -> AutomationCondition | None`` gives each model's condition.
+    ``automation_condition(props) -> AutomationCondition | None`` gives each model's and each
+    test's condition (a test's check with a condition runs on its own, not with its model).
     """
     nodes = manifest["nodes"]
     models = {
@@ -285,6 +286,7 @@ def build_specs(
                 blocking=(test.get("config") or {}).get("severity", "error").lower() == "error",
                 additional_deps=[AssetDep(k) for k in others],
                 metadata={UNIQUE_ID_KEY: uid},
+                automation_condition=automation_condition(test) if automation_condition else None,
             )
         )
     return DbtAssetSpecs(specs=specs, check_specs=check_specs)
