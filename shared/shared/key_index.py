@@ -691,58 +691,76 @@ def scan(plan: Plan, wanted: Mapping[str, Any], *, day: bool = False) -> dict[st
     return {c: pa.concat_tables(tables) for c, tables in parts.items()}
 
 
-#: Index rows semi-joined at a time by :func:`_semi_joins` (about 30 MB of hash columns).
+#: Index rows semi-joined at a time by :func:`_semi_joins` for several columns (about 30 MB).
 _JOIN_ROWS = 1 << 20
 
 
 def _semi_joins(batches: Iterable[Any], wanted: Mapping[str, Any], extra: list[str]) -> Any:
     """For each column in ``wanted``, the rows of ``batches`` whose value in it is one of
-    ``wanted[column]`` (that column and ``extra``): Arrow (Acero) hash semi-joins over chunks
-    of :data:`_JOIN_ROWS` rows, so that one read of the rows serves every column while memory
-    holds one chunk; the wanted values' hash table is built once per chunk and column.
+    ``wanted[column]`` (that column and ``extra``): Arrow (Acero) hash semi-joins, the wanted
+    values' hash table built once (as ``shared.changes.earlier_versions``).
 
-    Why chunks: an Acero node has one consumer, so the rows cannot stream into two joins at
-    once. Measured slower (docs/benchmarks.md, "Raw uniqueness check: one plan, one scan"):
-    ``is_in`` per batch (it builds the hash set again for every batch), and one stream through
-    two left outer joins and a filter."""
+    One column (the sync's look-up): the rows stream through one join. Several (the uniqueness
+    check's): an Acero node has one consumer, so the rows cannot stream into two joins at once;
+    they are joined in chunks of :data:`_JOIN_ROWS` rows, each chunk with every column (a hash
+    table per chunk and column), so one read of the rows serves every column while memory holds
+    one chunk. Measured slower for several columns (docs/benchmarks.md, "Raw uniqueness check:
+    one plan, one scan"): ``is_in`` per batch (it builds the hash set again for every batch),
+    and one stream through two left outer joins and a filter."""
+    import itertools
+
     import pyarrow as pa
     from pyarrow import acero
 
     out: dict[str, list[Any]] = {c: [] for c in wanted}
-
-    def join(chunk: list[Any]) -> None:
-        table = pa.concat_tables(
-            [pa.Table.from_batches([b]) for b in chunk], promote_options="permissive"
+    if len(wanted) == 1:
+        [(column, values)] = wanted.items()
+        names = [c for c in index_schema().names if c in (column, *extra)]  # as read
+        schema = _index_fields(names)
+        reader = pa.RecordBatchReader.from_batches(schema, (b.cast(schema) for b in batches))
+        source = acero.Declaration(
+            "record_batch_reader_source", acero.RecordBatchReaderSourceNodeOptions(reader)
         )
-        for column, values in wanted.items():
-            source = acero.Declaration(
-                "table_source", acero.TableSourceNodeOptions(table.select([column, *extra]))
-            )
-            keys = acero.Declaration(
-                "table_source", acero.TableSourceNodeOptions(pa.table({column: values}))
-            )
-            semi = acero.Declaration(
-                "hashjoin",
-                acero.HashJoinNodeOptions("left semi", left_keys=[column], right_keys=[column]),
-                inputs=[source, keys],
-            )
-            out[column].append(semi.to_table(use_threads=True))
-
-    chunk: list[Any] = []
-    rows = 0
-    for batch in batches:
-        chunk.append(batch)
-        rows += batch.num_rows
-        if rows >= _JOIN_ROWS:
-            join(chunk)
-            chunk, rows = [], 0
-    if chunk:
-        join(chunk)
+        out[column].append(_semi_join(source, column, values).select([column, *extra]))
+    else:
+        chunk: list[Any] = []
+        rows = 0
+        for batch in itertools.chain(batches, [None]):  # None: the end
+            if batch is not None:
+                chunk.append(batch)
+                rows += batch.num_rows
+            if chunk and (batch is None or rows >= _JOIN_ROWS):
+                table = pa.concat_tables(
+                    [pa.Table.from_batches([b]) for b in chunk], promote_options="permissive"
+                )
+                for column, values in wanted.items():
+                    source = acero.Declaration(
+                        "table_source",
+                        acero.TableSourceNodeOptions(table.select([column, *extra])),
+                    )
+                    out[column].append(_semi_join(source, column, values))
+                chunk, rows = [], 0
     result = {}
     for column, tables in out.items():
         schema = _index_fields([column, *extra])
         result[column] = pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
     return result
+
+
+def _semi_join(source: Any, column: str, values: Any) -> Any:
+    """The rows of the Acero ``source`` whose ``column`` is one of ``values``."""
+    import pyarrow as pa
+    from pyarrow import acero
+
+    keys = acero.Declaration(
+        "table_source", acero.TableSourceNodeOptions(pa.table({column: values}))
+    )
+    join = acero.Declaration(
+        "hashjoin",
+        acero.HashJoinNodeOptions("left semi", left_keys=[column], right_keys=[column]),
+        inputs=[source, keys],
+    )
+    return join.to_table(use_threads=True)
 
 
 def lookup(
