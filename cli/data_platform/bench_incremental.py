@@ -50,8 +50,11 @@ def run_cycle(
     automation: DemoAutomation,
     plan: list,
     launcher: WorkspaceLauncher,
+    with_checks: bool = True,
 ) -> dict[str, Any]:
     """The raw syncs, then every run the automation requests until it is quiet; timings.
+    ``with_checks=False``: the same runs without the checks that can be left out
+    (:func:`data_platform.demo.execute_requested_run`), to measure what the checks cost.
 
     Returns ``{"seconds", "by_location", "steps", "dbt_models", "partitions", "runs"}``: a step's
     time is Dagster's own measure of the step (STEP_SUCCESS duration), a model's is dbt's
@@ -67,7 +70,9 @@ def run_cycle(
     for batch in itertools.chain([syncs], automation.ticks(plan)):
         for run in batch:
             t0 = time.perf_counter()
-            result = execute_requested_run(location_defs[run.location], run, launcher)
+            result = execute_requested_run(
+                location_defs[run.location], run, launcher, with_checks=with_checks
+            )
             elapsed = time.perf_counter() - t0
             runs += 1
             by_location[run.location] = by_location.get(run.location, 0.0) + elapsed
@@ -109,7 +114,13 @@ def run_cycle(
 
 
 def measure_incremental(
-    home: str, histories: list[int], users: int, events_per_day: int, seed: int, repeats: int = 3
+    home: str,
+    histories: list[int],
+    users: int,
+    events_per_day: int,
+    seed: int,
+    repeats: int = 3,
+    without_checks: bool = False,
 ) -> dict[str, Any]:
     """Time the cycle of one new day after each history length in ``histories`` (ascending),
     and the bare floor of the same day's work (:func:`bare_day`).
@@ -118,6 +129,11 @@ def measure_incremental(
     each cycle followed by its bare floor) and the MEDIAN cycle is reported, with the median
     floor: one cycle is a few seconds, and a single sample on a shared machine moved a ratio by
     a third between runs. Every sample's seconds are kept (``samples``, ``bare_samples``).
+
+    ``without_checks``: after them, ``repeats`` more new days are timed with the runs leaving out
+    every check that can be left out (dbt's tests, the raw tables' checks, the freshness checks;
+    analytics' checks are computed in their assets' ops and stay): ``without_checks`` is their
+    median cycle, which splits the platform's time into what the checks cost and the rest.
     """
     from shared.partitions import day_of
     from shared.settings import late_data_lookback_days
@@ -181,6 +197,18 @@ def measure_incremental(
                  "samples": [round(c["seconds"], 3) for c in cycles],
                  "bare_samples": [f["seconds"] for f in floors]}
             )  # fmt: skip
+            if without_checks:
+                bare_cycles = []
+                for day in range(done, done + repeats):
+                    os.environ["DATA_PLATFORM_STANDIN_DAYS"] = str(day + 1)
+                    bare_cycles.append(
+                        run_cycle(location_defs, syncs, automation, plan, launcher, False)
+                    )
+                done += repeats
+                results[-1]["without_checks"] = {
+                    **median_by(bare_cycles, "seconds"),
+                    "samples": [round(c["seconds"], 3) for c in bare_cycles],
+                }
     return {"runs": results}
 
 

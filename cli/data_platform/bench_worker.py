@@ -463,6 +463,7 @@ def incremental(args: dict[str, Any]) -> dict[str, Any]:
         events_per_day=int(args["events_per_day"]),
         seed=int(args["seed"]),
         repeats=int(args.get("repeats", 3)),
+        without_checks=bool(args.get("without_checks", False)),
     )
 
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from data_platform.graph import (
     WORKSPACE_FILE,
@@ -38,6 +38,9 @@ from data_platform.graph import (
 )
 from data_platform.instance import PID_TAG, ensure_instance, open_instance
 from data_platform.launch import WorkspaceLauncher
+
+if TYPE_CHECKING:
+    from dagster import AssetCheckKey, AssetKey
 
 # Dagster's run tags for a partition range (what a single-run backfill sets); public tag names,
 # though dagster exports the constants only from a private module.
@@ -309,13 +312,20 @@ def _describe(number: int, run: RequestedRun) -> str:
     return f"run {number} {run.location}{window}: {keys}"
 
 
-def execute_requested_run(defs, run: RequestedRun, launcher: WorkspaceLauncher):
+def execute_requested_run(
+    defs, run: RequestedRun, launcher: WorkspaceLauncher, with_checks: bool = True
+):
     """Launch ``run`` (planned by :mod:`data_platform.graph`) as a run of its location's job, as
     the UI would create it, tagged with its partition range and this process's pid; returns
-    Dagster's result. Raises :class:`DemoFailed` when ``defs`` has no job for its assets."""
+    Dagster's result. Raises :class:`DemoFailed` when ``defs`` has no job for its assets.
+
+    The run executes its assets' checks, as the automation's runs do. ``with_checks=False``
+    (the benchmark's measure of what the checks cost) leaves out every check that can be left
+    out: all but :func:`inseparable_checks`."""
     job = defs.resolve_implicit_job_def_def_for_assets(list(run.asset_keys))
     if job is None:
         raise DemoFailed(f"{run.location} has no job for {run.asset_keys}")
+    checks = None if with_checks else inseparable_checks(defs, run.asset_keys)
     # The demo's pid: a later process frees the pool slot of a run whose process died.
     tags = {PID_TAG: str(os.getpid())}
     if run.partition_range:
@@ -323,7 +333,21 @@ def execute_requested_run(defs, run: RequestedRun, launcher: WorkspaceLauncher):
         tags[ASSET_PARTITION_RANGE_START_TAG] = first
         tags[ASSET_PARTITION_RANGE_END_TAG] = last
     # A run of the location's job, as the UI makes it: it belongs to its code location there.
-    return launcher.launch(run.location, job.name, run.asset_keys, tags)
+    return launcher.launch(run.location, job.name, run.asset_keys, tags, asset_check_keys=checks)
+
+
+def inseparable_checks(defs, asset_keys: Iterable[AssetKey]) -> set[AssetCheckKey]:
+    """The checks of ``asset_keys`` that a run of those assets cannot leave out: those computed
+    in the op of an asset that cannot be subset (an ``@asset`` with ``check_specs``, which
+    yields its check results with its output). The checks of dbt's multi-assets (its tests), the
+    raw tables' multi-asset checks and the freshness checks can all be left out."""
+    graph = defs.resolve_asset_graph()
+    checks: set[AssetCheckKey] = set()
+    for key in asset_keys:
+        assets_def = graph.get(key).assets_def
+        if not assets_def.can_subset:
+            checks.update(assets_def.check_keys)
+    return checks
 
 
 def demo_instance_dir(home: Path) -> Path:

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
+from dagster import AssetCheckKey, AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
 REPOSITORY_NAME = "__repository__"
 
@@ -89,9 +89,11 @@ class WorkspaceLauncher:
         job_name: str,
         asset_keys: Iterable[AssetKey] | None,
         tags: Mapping[str, str] | None = None,
+        asset_check_keys: Iterable[AssetCheckKey] | None = None,
     ) -> LaunchedRun:
-        """Create a run of ``job_name`` over ``asset_keys`` (and their checks; ``None``: the
-        whole job) in ``location``, execute it and return it finished."""
+        """Create a run of ``job_name`` over ``asset_keys`` (``None``: the whole job) in
+        ``location``, execute it and return it finished. The run executes the assets' checks,
+        or only ``asset_check_keys`` when given (as a run request's ``asset_check_keys``)."""
         from dagster._core.definitions.selector import JobSubsetSelector
         from dagster._core.execution.api import execute_run
         from dagster._utils.hosted_user_process import recon_job_from_origin
@@ -99,6 +101,7 @@ class WorkspaceLauncher:
         code_location = self.code_location(location)
         repository = code_location.get_repository(REPOSITORY_NAME)
         keys = frozenset(asset_keys) if asset_keys is not None else None
+        checks = frozenset(asset_check_keys) if asset_check_keys is not None else None
         remote_job = code_location.get_job(
             JobSubsetSelector(
                 location_name=location,
@@ -106,6 +109,7 @@ class WorkspaceLauncher:
                 job_name=job_name,
                 op_selection=None,
                 asset_selection=keys,
+                asset_check_selection=checks,
             )
         )
         plan = code_location.get_execution_plan(
@@ -129,7 +133,7 @@ class WorkspaceLauncher:
             remote_job_origin=remote_job.get_remote_origin(),
             job_code_origin=remote_job.get_python_origin(),
             asset_selection=keys,
-            asset_check_selection=None,
+            asset_check_selection=checks,
             asset_graph=repository.asset_graph,
         )
         execute_run(recon_job_from_origin(run.job_code_origin), run, self.instance)

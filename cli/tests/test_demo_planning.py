@@ -86,3 +86,27 @@ def test_a_step_failure_shows_the_error_under_dagsters_wrapper():
     text = error_text(wrapper)
     assert text.startswith('Error occurred while executing op "dbt_models":')
     assert "No space left on device" in text
+
+
+def test_runs_without_checks_keep_only_the_checks_computed_in_their_assets_ops():
+    """The benchmark's cycle without checks (``execute_requested_run(with_checks=False)``) can
+    leave out dbt's tests, the raw tables' checks and the freshness checks, but not the checks
+    an analytics asset yields from its own op (the run could not be built without them)."""
+    from dagster import AssetCheckKey
+
+    from data_platform.demo import inseparable_checks
+    from data_platform.graph import load_location_defs
+
+    defs = load_location_defs()
+    features = AssetKey(["ml", "user_features"])
+    kept = inseparable_checks(defs["analytics"], [features])
+    assert kept and all(isinstance(c, AssetCheckKey) for c in kept)
+    assert kept == set(
+        defs["analytics"].resolve_asset_graph().get_check_keys_for_assets([features])
+    )
+    stg_events = AssetKey(["staging", "stg_events"])
+    assert defs["transformation"].resolve_asset_graph().get_check_keys_for_assets([stg_events])
+    assert inseparable_checks(defs["transformation"], [stg_events]) == set()
+    raw = [AssetKey(["raw", "events"]), AssetKey(["raw", "users"])]
+    assert defs["ingestion"].resolve_asset_graph().get_check_keys_for_assets(raw)
+    assert inseparable_checks(defs["ingestion"], raw) == set()

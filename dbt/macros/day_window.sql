@@ -44,15 +44,50 @@
 {%- endmacro %}
 
 
-{# A boolean SQL expression: `date_expr` lies in the window (always true without a window). #}
-{% macro in_day_window(date_expr) -%}
+{#
+  The one window predicate, which every comparison with the day window renders: `expr` lies in
+  [start, end) of day_window() (`1 = 1`, always true, without a window). `bound` says how a day
+  is written: 'date' (`cast('YYYY-MM-DD' as date)`), or 'utc_timestamp' (its first instant in
+  UTC, a literal of utc_timestamp_literal, extraction_bound.sql). in_day_window and
+  in_day_window_ts below are this with one kind of bound each, so they cannot drift apart.
+#}
+{% macro day_window_predicate(expr, bound) -%}
     {%- set window = day_window() -%}
     {%- if window is none -%}
         1 = 1
     {%- else -%}
-        {{ date_expr }} >= cast('{{ window.start }}' as date)
-        and {{ date_expr }} < cast('{{ window.end }}' as date)
+        {{ expr }} >= {{ day_bound_literal(window.start, bound) }}
+        and {{ expr }} < {{ day_bound_literal(window.end, bound) }}
     {%- endif -%}
+{%- endmacro %}
+
+
+{# Day `day` ('YYYY-MM-DD') as a SQL literal of kind `bound` (day_window_predicate). #}
+{% macro day_bound_literal(day, bound) -%}
+    {%- if bound == 'date' -%}
+        {{ return("cast('" ~ day ~ "' as date)") }}
+    {%- elif bound == 'utc_timestamp' -%}
+        {{ return(utc_timestamp_literal(day ~ ' 00:00:00')) }}
+    {%- endif -%}
+    {{ exceptions.raise_compiler_error(
+        "day_bound_literal: bound must be 'date' or 'utc_timestamp', got " ~ bound) }}
+{%- endmacro %}
+
+
+{# A boolean SQL expression: `date_expr` lies in the window (always true without a window). #}
+{% macro in_day_window(date_expr) -%}
+    {{- day_window_predicate(date_expr, 'date') -}}
+{%- endmacro %}
+
+
+{#
+  A boolean SQL expression: timestamp `ts_expr` lies in the day window (always true without a
+  window). The same rows as `in_day_window('cast(ts_expr as date)')` (days are UTC days), but a
+  comparison of the column itself with UTC timestamp literals, which engines push into their
+  scans (DuckDB: parquet row groups; Trino: Iceberg file pruning); the cast is not pushed.
+#}
+{% macro in_day_window_ts(ts_expr) -%}
+    {{- day_window_predicate(ts_expr, 'utc_timestamp') -}}
 {%- endmacro %}
 
 

@@ -21,22 +21,6 @@
 
 
 {#
-  A boolean SQL expression: timestamp `ts_expr` lies in the day window (always true without a
-  window). The same rows as `in_day_window('cast(ts_expr as date)')` (days are UTC days), but a
-  comparison of the column itself, which engines push into their scans; the cast is not pushed.
-#}
-{% macro in_day_window_ts(ts_expr) -%}
-    {%- set window = day_window() -%}
-    {%- if window is none -%}
-        1 = 1
-    {%- else -%}
-        {{ ts_expr }} >= {{ utc_timestamp_literal(window.start ~ ' 00:00:00') }}
-        and {{ ts_expr }} < {{ utc_timestamp_literal(window.end ~ ' 00:00:00') }}
-    {%- endif -%}
-{%- endmacro %}
-
-
-{#
   The earliest `_airbyte_extracted_at` of the rows of `relation` that match `where`, floored to
   the second, as 'YYYY-MM-DD HH:MM:SS' (UTC), or none when no bound is known: at parse time (no
   query runs then), when no row matches, or when a matching row has no extraction time.

@@ -20,16 +20,13 @@
 {%- endmacro %}
 
 
-{# `where` with every `__in_day_window__(<column>)` replaced by the run's window predicate. #}
+{#
+  `where` with every `__in_day_window__(<column>)` replaced by the run's window predicate:
+  in_day_window itself (day_window.sql) on one line, with the pattern's column (\1) as its
+  expression, so one substitution gives every column the same bounds.
+#}
 {% macro day_window_placeholders(where) -%}
-    {%- set window = day_window() -%}
-    {%- if window is none -%}
-        {%- set predicate = '(1 = 1)' -%}
-    {%- else -%}
-        {#- One pattern, one substitution: the same bounds for every column (\1). -#}
-        {%- set predicate = "(\\1 >= cast('" ~ window.start ~ "' as date) and \\1 < cast('"
-              ~ window.end ~ "' as date))" -%}
-    {%- endif -%}
+    {%- set predicate = '(' ~ (in_day_window('\\1').split() | join(' ')) ~ ')' -%}
     {{- return(modules.re.sub(
           '__in_day_window__\\(\\s*([A-Za-z_][A-Za-z0-9_]*)\\s*\\)', predicate, where)) -}}
 {%- endmacro %}

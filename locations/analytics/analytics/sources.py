@@ -65,8 +65,13 @@ class Upstream:
 
 #: dbt ``staging/stg_events``: one row per event_id (deduplicated), daily partitioned on
 #: ``event_date``. ``amount`` is set on purchases only. Analytics takes an event's day as the UTC
-#: date of ``event_ts`` (``event_date`` only prunes partitions), so its figures do not depend on
-#: the time zone of the engine that computed ``event_date``.
+#: date of ``event_ts``, and reads ``event_date`` for two things: partition pruning (widened by a
+#: day on each side, ``analytics.io.read_upstream``) and ``ml.user_features``' default as-of day
+#: (the largest ``event_date`` in the manifests, ``analytics.io.metadata_max``). That day is the
+#: latest UTC date of ``event_ts`` because dbt writes ``event_date`` as the UTC date of
+#: ``event_ts`` on both engines: Trino's Iceberg timestamptz values carry UTC, and the DuckDB
+#: session is pinned to UTC in dbt/profiles.yml whatever the process time zone
+#: (tests/test_event_date_time_zone.py).
 STG_EVENTS = Upstream(
     key=table_key("staging", "stg_events"),
     columns=(
