@@ -34,10 +34,13 @@ snapshot the catch-up was planned on:
   commit fail: it reloads and plans again from the new marker, so no row is indexed twice and
   none is missed. A process killed between the raw commit and the index commit leaves the marker
   behind: the next catch-up (or a reader, see below) covers the gap.
-* Readers as of a raw snapshot P (:func:`lookup`) read the index rows whose raw snapshot is P or
-  an ancestor of P (rows of snapshots after P, a concurrent writer's, are left out), plus the
-  unindexed tail: the rows added by raw snapshots between the marker and P, read from raw's added
-  files directly (key columns only) and hashed the same way.
+* Readers as of a raw snapshot P read the index rows whose raw snapshot is P or an ancestor of
+  P (rows of snapshots after P, a concurrent writer's, are left out), plus the unindexed tail:
+  the rows added by raw snapshots between the marker and P, read from raw's added files directly
+  (key columns only) and hashed the same way. In two steps: :func:`plan` (the index loaded and
+  its marker checked once, its files and the tail's raw files listed) and :func:`scan` (those
+  files read once for every hash column looked up: the uniqueness check looks up record ids and
+  keys together, :func:`repeats`). :func:`lookup` is both for one column.
 * An index that cannot answer for P (missing or unreadable; made for another table or with
   another hash; its marker unknown to raw or on another line of history; raw deleted rows since
   it was built or between the marker and P) is not used: the reader falls back to reading raw in
@@ -60,7 +63,7 @@ files the candidates point to, and compares the ids themselves).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,22 +239,35 @@ def hash_name(hash_fn: HashFn) -> str:
     return HASH_NAME if hash_fn is hash64 else getattr(hash_fn, "__name__", repr(hash_fn))
 
 
-def _index_rows(batch: Any, spec: KeyIndexSpec, snapshot_id: int, hash_fn: HashFn) -> Any:
-    """The index rows of a batch of raw rows (key, record id and event time columns)."""
+def _index_rows(
+    batch: Any,
+    spec: KeyIndexSpec,
+    snapshot_id: int,
+    hash_fn: HashFn,
+    columns: Sequence[str] = (KEY_HASH, RAW_ID_HASH, DAY, SNAPSHOT),
+) -> Any:
+    """The index rows of a batch of raw rows: the index ``columns`` (all by default), each made
+    from the raw column it needs only (key, record id, event time)."""
     import pyarrow as pa
 
     from shared.changes import utc_dates
 
     n = batch.num_rows
-    return pa.table(
-        [
-            hash_fn(batch.column(spec.key_column)),
-            hash_fn(batch.column(spec.raw_id_column)),
-            utc_dates(batch.column(spec.day_column)),
-            pa.array([snapshot_id] * n, pa.int64()) if n else pa.array([], pa.int64()),
-        ],
-        schema=index_schema(),
-    )
+    make = {
+        KEY_HASH: lambda: hash_fn(batch.column(spec.key_column)),
+        RAW_ID_HASH: lambda: hash_fn(batch.column(spec.raw_id_column)),
+        DAY: lambda: utc_dates(batch.column(spec.day_column)),
+        SNAPSHOT: lambda: pa.array([snapshot_id] * n, pa.int64()),
+    }
+    return pa.table([make[c]() for c in columns], schema=_index_fields(columns))
+
+
+def _index_fields(columns: Sequence[str]) -> Any:
+    """The Arrow schema of these columns of the index."""
+    import pyarrow as pa
+
+    schema = index_schema()
+    return pa.schema([schema.field(c) for c in columns])
 
 
 def _indexable(raw: Any, spec: KeyIndexSpec) -> bool:
@@ -428,7 +444,7 @@ def _delete_files(index: Any, files: Sequence[Any]) -> None:
     """Delete the index's data files a commit replaced. Only the index's current snapshot is
     ever read, so nothing needs them (Iceberg's snapshot expiry keeps files; left, every
     compaction would leave its inputs on disk). A reader that planned the previous snapshot
-    and now misses a file falls back to reading raw (:func:`lookup`)."""
+    and now misses a file falls back to reading raw (:func:`scan`)."""
     for f in files:
         try:
             index.io.delete(f.file_path)
@@ -561,29 +577,34 @@ def _write_files(producer: Any, tx: Any, io: Any, batches: Iterable[Any]) -> Non
 # ---- readers ------------------------------------------------------------------------------------
 
 
-def lookup(
-    catalog: Any,
-    raw: Any,
-    spec: KeyIndexSpec,
-    snapshot_id: int,
-    column: str,
-    wanted: Any,
-    *,
-    hash_fn: HashFn | None = None,
-) -> Any:
-    """The index rows, as of raw snapshot ``snapshot_id``, whose ``column`` (:data:`KEY_HASH` or
-    :data:`RAW_ID_HASH`) is one of the hashes ``wanted`` (an Arrow int64 array): an Arrow table
-    of ``column``, :data:`DAY` (for :data:`KEY_HASH` only) and :data:`SNAPSHOT`, one row per
-    matching raw row (candidates: see the module docstring). None when the index cannot answer
-    for that snapshot: read raw instead.
+@dataclass(frozen=True)
+class Plan:
+    """What look-ups as of one raw snapshot read (:func:`plan`), planned once for any number of
+    hash columns (:func:`scan`): the index's data files, which of its rows to leave out, and the
+    raw files of the unindexed tail."""
 
-    The rows of the index's snapshot whose raw snapshot is ``snapshot_id`` or an ancestor of it,
-    plus the unindexed tail (raw snapshots after the marker up to ``snapshot_id``), hashed from
-    raw's added files."""
+    raw: Any
+    spec: KeyIndexSpec
+    hash_fn: HashFn
+    #: The raw snapshot the look-ups answer for.
+    snapshot_id: int
+    #: The index table as loaded, and its current snapshot's data files (``FileScanTask``s).
+    index: Any
+    index_files: tuple[Any, ...]
+    #: Raw snapshots after :attr:`snapshot_id` whose index rows are left out (the index is
+    #: ahead of it: a later sync was indexed).
+    after: frozenset[int]
+    #: The unindexed tail: ``(raw snapshot id, the data files it added)``, oldest first.
+    tail: tuple[tuple[int, tuple[Any, ...]], ...]
+
+
+def plan(
+    catalog: Any, raw: Any, spec: KeyIndexSpec, snapshot_id: int, *, hash_fn: HashFn | None = None
+) -> Plan | None:
+    """The plan of look-ups as of raw snapshot ``snapshot_id``: the index loaded once, its
+    marker checked, its files listed, the unindexed raw files found. None when the index cannot
+    answer for that snapshot (module docstring): read raw instead."""
     hash_fn = hash_fn or hash64  # looked up at call time: tests inject another
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if not _indexable(raw, spec):
         return None
     try:
@@ -610,48 +631,162 @@ def lookup(
             return None  # built after a deletion later than P: P's deleted rows are missing
     if not all(append_only(s) for s in tail):
         return None  # raw deleted rows since the index was built: the next catch-up rebuilds
-    wanted = pc.unique(wanted.drop_null()).cast(pa.int64())
-    # Only the columns the callers use: reading the index is most of a look-up's cost.
-    columns = [column, DAY, SNAPSHOT] if column == KEY_HASH else [column, SNAPSHOT]
     try:
-        reader = index.scan(selected_fields=tuple(columns)).to_arrow_batch_reader()
-        found = _semi_join(reader, column, wanted).select(columns)
+        index_files = tuple(index.scan().plan_files())
     except Exception as exc:
         log.warning("%s cannot be read, reading raw instead: %s", spec.identifier, exc)
         return None
-    if after:
-        keep = pc.invert(pc.is_in(found[SNAPSHOT], value_set=pa.array(sorted(after), pa.int64())))
-        found = found.filter(keep)
-    parts = [found]
-    raw_columns = (spec.key_column, spec.raw_id_column, spec.day_column)
-    for snapshot in reversed(tail):
-        files = added_data_files(raw, snapshot)
-        for batch in read_files(raw, files, raw_columns, parallel=False):
-            rows = _index_rows(batch, spec, snapshot.snapshot_id, hash_fn).select(columns)
-            parts.append(rows.filter(pc.is_in(rows[column], value_set=wanted)))
-    return pa.concat_tables(parts)
+    return Plan(
+        raw=raw,
+        spec=spec,
+        hash_fn=hash_fn,
+        snapshot_id=snapshot_id,
+        index=index,
+        index_files=index_files,
+        after=frozenset(after),
+        tail=tuple((s.snapshot_id, tuple(added_data_files(raw, s))) for s in reversed(tail)),
+    )
 
 
-def _semi_join(reader: Any, column: str, wanted: Any) -> Any:
-    """The rows of ``reader`` whose ``column`` is in ``wanted``: one Arrow (Acero) hash
-    semi-join, the hash table of ``wanted`` built once (as ``shared.changes.earlier_versions``)."""
+def scan(plan: Plan, wanted: Mapping[str, Any], *, day: bool = False) -> dict[str, Any] | None:
+    """For each hash column in ``wanted`` (:data:`KEY_HASH`, :data:`RAW_ID_HASH`), the planned
+    rows whose value in it is one of its hashes (an Arrow int64 array): an Arrow table of that
+    column, :data:`DAY` (with ``day``) and :data:`SNAPSHOT`, one row per matching raw row
+    (candidates: module docstring). None when the index cannot be read: read raw instead.
+
+    The index files are read ONCE for all the columns, only the columns asked for (reading the
+    index is most of a look-up's cost); so is each raw file of the tail, hashed the same way.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    spec = plan.spec
+    wanted = {c: pc.unique(w.drop_null()).cast(pa.int64()) for c, w in wanted.items()}
+    extra = [DAY, SNAPSHOT] if day else [SNAPSHOT]
+    columns = [*wanted, *extra]
+    try:
+        batches = read_files(plan.index, plan.index_files, columns)
+        found = _semi_joins(batches, wanted, extra)
+    except Exception as exc:  # e.g. a file a concurrent compaction deleted after the plan
+        log.warning("%s cannot be read, reading raw instead: %s", spec.identifier, exc)
+        return None
+    if plan.after:
+        after = pa.array(sorted(plan.after), pa.int64())
+        found = {
+            c: t.filter(pc.invert(pc.is_in(t[SNAPSHOT], value_set=after))) for c, t in found.items()
+        }
+    parts = {c: [t] for c, t in found.items()}
+    needed = {
+        spec.key_column: KEY_HASH in wanted,
+        spec.raw_id_column: RAW_ID_HASH in wanted,
+        spec.day_column: day,
+    }
+    raw_columns = [name for name, need in needed.items() if need]
+    for snapshot_id, files in plan.tail:
+        for batch in read_files(plan.raw, files, raw_columns, parallel=False):
+            rows = _index_rows(batch, spec, snapshot_id, plan.hash_fn, columns)
+            for c, hashes in wanted.items():
+                match = rows.filter(pc.is_in(rows[c], value_set=hashes))
+                parts[c].append(match.select([c, *extra]))
+    return {c: pa.concat_tables(tables) for c, tables in parts.items()}
+
+
+#: Index rows semi-joined at a time by :func:`_semi_joins` for several columns (about 30 MB).
+_JOIN_ROWS = 1 << 20
+
+
+def _semi_joins(batches: Iterable[Any], wanted: Mapping[str, Any], extra: list[str]) -> Any:
+    """For each column in ``wanted``, the rows of ``batches`` whose value in it is one of
+    ``wanted[column]`` (that column and ``extra``): Arrow (Acero) hash semi-joins, the wanted
+    values' hash table built once (as ``shared.changes.earlier_versions``).
+
+    One column (the sync's look-up): the rows stream through one join. Several (the uniqueness
+    check's): an Acero node has one consumer, so the rows cannot stream into two joins at once;
+    they are joined in chunks of :data:`_JOIN_ROWS` rows, each chunk with every column (a hash
+    table per chunk and column), so one read of the rows serves every column while memory holds
+    one chunk. Measured slower for several columns (docs/benchmarks.md, "Raw uniqueness check:
+    one plan, one scan"): ``is_in`` per batch (it builds the hash set again for every batch),
+    and one stream through two left outer joins and a filter."""
+    import itertools
+
     import pyarrow as pa
     from pyarrow import acero
 
-    source = acero.Declaration(
-        "record_batch_reader_source", acero.RecordBatchReaderSourceNodeOptions(reader)
-    )
+    out: dict[str, list[Any]] = {c: [] for c in wanted}
+    if len(wanted) == 1:
+        [(column, values)] = wanted.items()
+        names = [c for c in index_schema().names if c in (column, *extra)]  # as read
+        schema = _index_fields(names)
+        reader = pa.RecordBatchReader.from_batches(schema, (b.cast(schema) for b in batches))
+        source = acero.Declaration(
+            "record_batch_reader_source", acero.RecordBatchReaderSourceNodeOptions(reader)
+        )
+        out[column].append(_semi_join(source, column, values).select([column, *extra]))
+    else:
+        chunk: list[Any] = []
+        rows = 0
+        for batch in itertools.chain(batches, [None]):  # None: the end
+            if batch is not None:
+                chunk.append(batch)
+                rows += batch.num_rows
+            if chunk and (batch is None or rows >= _JOIN_ROWS):
+                table = pa.concat_tables(
+                    [pa.Table.from_batches([b]) for b in chunk], promote_options="permissive"
+                )
+                for column, values in wanted.items():
+                    source = acero.Declaration(
+                        "table_source",
+                        acero.TableSourceNodeOptions(table.select([column, *extra])),
+                    )
+                    out[column].append(_semi_join(source, column, values))
+                chunk, rows = [], 0
+    result = {}
+    for column, tables in out.items():
+        schema = _index_fields([column, *extra])
+        result[column] = pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
+    return result
+
+
+def _semi_join(source: Any, column: str, values: Any) -> Any:
+    """The rows of the Acero ``source`` whose ``column`` is one of ``values``."""
+    import pyarrow as pa
+    from pyarrow import acero
+
     keys = acero.Declaration(
-        "table_source", acero.TableSourceNodeOptions(pa.table({column: wanted}))
+        "table_source", acero.TableSourceNodeOptions(pa.table({column: values}))
     )
     join = acero.Declaration(
         "hashjoin",
         acero.HashJoinNodeOptions("left semi", left_keys=[column], right_keys=[column]),
         inputs=[source, keys],
     )
-    found = join.to_table(use_threads=True)
-    schema = index_schema()
-    return found.cast(pa.schema([schema.field(name) for name in found.column_names]))
+    return join.to_table(use_threads=True)
+
+
+def lookup(
+    catalog: Any,
+    raw: Any,
+    spec: KeyIndexSpec,
+    snapshot_id: int,
+    column: str,
+    wanted: Any,
+    *,
+    hash_fn: HashFn | None = None,
+) -> Any:
+    """The index rows, as of raw snapshot ``snapshot_id``, whose ``column`` (:data:`KEY_HASH` or
+    :data:`RAW_ID_HASH`) is one of the hashes ``wanted`` (an Arrow int64 array): an Arrow table
+    of ``column``, :data:`DAY` (for :data:`KEY_HASH` only) and :data:`SNAPSHOT`, one row per
+    matching raw row (candidates: see the module docstring). None when the index cannot answer
+    for that snapshot: read raw instead.
+
+    The rows of the index's snapshot whose raw snapshot is ``snapshot_id`` or an ancestor of it,
+    plus the unindexed tail (raw snapshots after the marker up to ``snapshot_id``), hashed from
+    raw's added files: :func:`plan`, then :func:`scan` of the one column."""
+    planned = plan(catalog, raw, spec, snapshot_id, hash_fn=hash_fn)
+    if planned is None:
+        return None
+    found = scan(planned, {column: wanted}, day=column == KEY_HASH)
+    return None if found is None else found[column]
 
 
 def earlier_versions(
@@ -706,31 +841,8 @@ def confirmed_earlier(
     row of raw as of ``snapshot_id`` holds, CONFIRMED: the index gives candidates (hash
     matches) and the raw snapshot that added each; only the files those snapshots added are
     read, and the ids themselves compared. None when the index cannot answer."""
-    hash_fn = hash_fn or hash64  # looked up at call time: tests inject another
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    distinct = pc.unique(values.drop_null())
-    found = lookup(catalog, raw, spec, snapshot_id, RAW_ID_HASH, hash_fn(distinct), hash_fn=hash_fn)
-    if found is None:
-        return None
-    if found.num_rows == 0:
-        return pa.array([], distinct.type)
-    by_id = {s.snapshot_id: s for s in raw.metadata.snapshots}
-    confirmed = []
-    for snapshot_id_ in sorted(set(found[SNAPSHOT].to_pylist())):
-        snapshot = by_id.get(snapshot_id_)
-        if snapshot is None:
-            return None  # its files cannot be told apart any more: read raw instead
-        files = added_data_files(raw, snapshot)
-        for batch in read_files(raw, files, (spec.raw_id_column,), parallel=False):
-            ids = batch.column(0)
-            confirmed.append(pc.filter(ids, pc.is_in(ids, value_set=distinct.cast(ids.type))))
-    if not confirmed:
-        return pa.array([], distinct.type)
-    return pc.unique(pa.chunked_array(confirmed, confirmed[0].type).combine_chunks()).cast(
-        distinct.type
-    )
+    found = repeats(catalog, raw, spec, snapshot_id, values, None, hash_fn=hash_fn)
+    return None if found is None else found.raw_ids
 
 
 def candidate_keys(
@@ -745,12 +857,81 @@ def candidate_keys(
     """The distinct keys among ``values`` whose hash a row of raw as of ``snapshot_id`` holds
     (candidates, not confirmed: for counts reported as information). None when the index
     cannot answer."""
+    found = repeats(catalog, raw, spec, snapshot_id, None, values, hash_fn=hash_fn)
+    return None if found is None else found.keys
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """What :func:`repeats` found in raw as of a snapshot (None where not asked)."""
+
+    #: The distinct record ids asked about that a row holds, confirmed on raw.
+    raw_ids: Any
+    #: The distinct keys asked about whose hash a row holds (candidates, not confirmed).
+    keys: Any
+
+
+def repeats(
+    catalog: Any,
+    raw: Any,
+    spec: KeyIndexSpec,
+    snapshot_id: int,
+    raw_ids: Any,
+    keys: Any,
+    *,
+    hash_fn: HashFn | None = None,
+) -> Repeats | None:
+    """:func:`confirmed_earlier` of ``raw_ids`` and :func:`candidate_keys` of ``keys`` (Arrow
+    arrays; None: not asked) from ONE :func:`plan` and ONE :func:`scan` (both hash columns read
+    together): the raw uniqueness check's look-ups. None when the index cannot answer."""
     hash_fn = hash_fn or hash64  # looked up at call time: tests inject another
     import pyarrow.compute as pc
 
-    distinct = pc.unique(values.drop_null())
-    hashes = hash_fn(distinct)
-    found = lookup(catalog, raw, spec, snapshot_id, KEY_HASH, hashes, hash_fn=hash_fn)
+    planned = plan(catalog, raw, spec, snapshot_id, hash_fn=hash_fn)
+    if planned is None:
+        return None
+    ids = pc.unique(raw_ids.drop_null()) if raw_ids is not None else None
+    distinct = pc.unique(keys.drop_null()) if keys is not None else None
+    key_hashes = hash_fn(distinct) if distinct is not None else None
+    wanted = {}
+    if ids is not None:
+        wanted[RAW_ID_HASH] = hash_fn(ids)
+    if distinct is not None:
+        wanted[KEY_HASH] = key_hashes
+    found = scan(planned, wanted)
     if found is None:
         return None
-    return distinct.filter(pc.is_in(hashes, value_set=found[KEY_HASH]))
+    confirmed = None
+    if ids is not None:
+        confirmed = _confirmed(planned, ids, found[RAW_ID_HASH])
+        if confirmed is None:
+            return None
+    candidates = None
+    if distinct is not None:
+        candidates = distinct.filter(pc.is_in(key_hashes, value_set=found[KEY_HASH][KEY_HASH]))
+    return Repeats(raw_ids=confirmed, keys=candidates)
+
+
+def _confirmed(plan: Plan, ids: Any, found: Any) -> Any:
+    """The ``ids`` (distinct record ids) that raw holds, of the candidates ``found`` (index rows
+    matching their hashes): the raw files of the snapshots the candidates name are read and the
+    ids compared. None when such a snapshot is gone (its files cannot be told apart)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if found.num_rows == 0:
+        return pa.array([], ids.type)
+    raw, column = plan.raw, plan.spec.raw_id_column
+    by_id = {s.snapshot_id: s for s in raw.metadata.snapshots}
+    confirmed = []
+    for snapshot_id in sorted(set(found[SNAPSHOT].to_pylist())):
+        snapshot = by_id.get(snapshot_id)
+        if snapshot is None:
+            return None  # its files cannot be told apart any more: read raw instead
+        files = added_data_files(raw, snapshot)
+        for batch in read_files(raw, files, (column,), parallel=False):
+            values = batch.column(0)
+            confirmed.append(pc.filter(values, pc.is_in(values, value_set=ids.cast(values.type))))
+    if not confirmed:
+        return pa.array([], ids.type)
+    return pc.unique(pa.chunked_array(confirmed, confirmed[0].type).combine_chunks()).cast(ids.type)

@@ -356,3 +356,45 @@ def test_repeated_record_ids_are_confirmed_on_raw(catalog, hash_fn):
     # An index built with another hash is not read.
     other = colliding_hash if hash_fn is hash64 else hash64
     assert confirmed_earlier(catalog, raw, SPEC, p, new_ids, hash_fn=other) is None
+
+
+# ---- one plan, one scan -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hash_fn", [hash64, colliding_hash])
+def test_one_scan_of_both_hash_columns_answers_as_a_full_read(catalog, hash_fn, monkeypatch):
+    """One plan and one scan of both hash columns give, at every snapshot (the index ahead of
+    it, at it, behind it), each column's matches as hashing raw in full does, and as a look-up
+    of that column alone; the index's rows joined in several chunks."""
+    monkeypatch.setattr(key_index, "_JOIN_ROWS", 64)  # several chunks of index rows
+    data = Raw(catalog, seed=11)
+    data.commit(150, on_day=0)
+    data.commit(150, redeliver=40, on_day=1)
+    catch_up(catalog, SPEC, hash_fn=hash_fn)  # the index is ahead of the first snapshot
+    data.commit(150, redeliver=40, on_day=2)
+    raw = data.commit(150, redeliver=40, on_day=3)  # two commits left unindexed: a tail
+    keys = pa.array(data.rng.sample(data.keys, 80) + ["never-seen", None])
+    ids = pa.array(["r00000003", "r00000200", "r00000500", "r99999999"])
+    for p in data.snapshots:
+        planned = key_index.plan(catalog, raw, SPEC, p, hash_fn=hash_fn)
+        assert planned is not None
+        found = key_index.scan(
+            planned, {KEY_HASH: hash_fn(keys), RAW_ID_HASH: hash_fn(ids)}, day=True
+        )
+        rows = raw.scan(snapshot_id=p).to_arrow()
+        full = pa.table(
+            {
+                KEY_HASH: hash_fn(rows["event_id"]),
+                RAW_ID_HASH: hash_fn(rows["_airbyte_raw_id"]),
+                key_index.DAY: changes.utc_dates(rows["event_ts"]),
+            }
+        )
+        for column, values in ((KEY_HASH, keys), (RAW_ID_HASH, ids)):
+            wanted = hash_fn(values).drop_null()
+            expected = full.filter(pc.is_in(full[column], value_set=wanted))
+            got = found[column]
+            assert got.column_names == [column, key_index.DAY, key_index.SNAPSHOT]
+            columns = [column, key_index.DAY]
+            assert sorted_pairs(got.select(columns)) == sorted_pairs(expected.select(columns))
+            alone = lookup(catalog, raw, SPEC, p, column, hash_fn(values), hash_fn=hash_fn)
+            assert sorted_pairs(got.select(alone.column_names)) == sorted_pairs(alone)

@@ -538,18 +538,16 @@ def _unique_by_key_index(
         return None
     catalog = iceberg.catalog()
     before = snapshot.parent_snapshot_id
-    earlier_ids = key_index.confirmed_earlier(catalog, handle, spec, before, new[raw_id])
-    if earlier_ids is None:
-        return None
-    earlier_keys = key_index.candidate_keys(catalog, handle, spec, before, new[spec.key_column])
-    if earlier_keys is None:
+    # One plan and one read of the index for both look-ups.
+    earlier = key_index.repeats(catalog, handle, spec, before, new[raw_id], new[spec.key_column])
+    if earlier is None:
         return None
     scope = (
         "rows added by the latest commit, against every row's key (hashed key index; "
         "repeated record ids confirmed on raw)"
     )
-    n_pk, _ = repeats_with_earlier(new, spec.key_column, earlier_keys)
-    return scope, {(raw_id,): repeats_with_earlier(new, raw_id, earlier_ids)}, n_pk
+    n_pk, _ = repeats_with_earlier(new, spec.key_column, earlier.keys)
+    return scope, {(raw_id,): repeats_with_earlier(new, raw_id, earlier.raw_ids)}, n_pk
 
 
 def check_freshness(stream: RawStream, iceberg: IcebergCatalogResource):

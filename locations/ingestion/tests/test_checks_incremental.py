@@ -174,3 +174,83 @@ def test_repeats_with_earlier_counts_values_repeated_among_new_or_found_earlier(
     assert repeats_with_earlier(new, "k", pa.array([], pa.string())) == (1, [("b",)])
     n, sample = repeats_with_earlier(new, "k", pa.array(["c", "zz"]))
     assert n == 2 and sorted(sample) == [("b",), ("c",)]
+
+
+def counting(calls, name, fn):
+    """``fn``, recording each call's arguments under ``name`` in ``calls``."""
+
+    def wrapper(*args, **kwargs):
+        calls.append((name, args, kwargs))
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("lag", [False, True], ids=["indexed", "index-lags-two-syncs"])
+def test_uniqueness_from_the_key_index_loads_plans_and_reads_it_once(catalog, lag):
+    """The check's two look-ups (repeated record ids, confirmed on raw; repeated event ids, as
+    information) come from ONE load and plan of the index and ONE read of its files, each
+    unindexed raw file read once, with the findings of the two look-ups made apart and of a
+    read of every row."""
+    day0 = standin.generate_events(SMALL, 0)
+    append_indexed(catalog, day0)
+    append_indexed(catalog, standin.generate_events(SMALL, 1))
+    write = (
+        (lambda b: iceberg.write_table(catalog, EVENTS.identifier, b, mode="append"))
+        if lag
+        else (lambda b: append_indexed(catalog, b))
+    )
+    write(standin.generate_events(SMALL, 2))
+    # Day 0's: the same record stored twice (fails the check) and an event sent again.
+    raw_id = day0.schema.get_field_index("_airbyte_raw_id")
+    again = day0.slice(5, 1)
+    redelivered = day0.slice(7, 1).set_column(raw_id, "_airbyte_raw_id", pa.array(["re-sent-1"]))
+    batch = pa.concat_tables([standin.generate_events(SMALL, 3), again, redelivered])
+    write(batch)
+
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("_load_index", "plan", "scan", "read_files"):
+            patch.setattr(key_index, name, counting(calls, name, getattr(key_index, name)))
+        result = run_checks(EVENTS)["primary_key_unique"]
+
+    assert "hashed key index" in result.metadata["scope"].value  # the index answered
+    assert [name for name, _, _ in calls if name != "read_files"] == ["plan", "_load_index", "scan"]
+    index_reads = [
+        a for name, a, _ in calls if name == "read_files" and a[0].name()[0] == "raw_key_index"
+    ]
+    assert len(index_reads) == 1
+    raw_files = [
+        getattr(f, "file_path", None)
+        for name, a, _ in calls
+        if name == "read_files" and a[0].name()[0] == "raw"
+        for f in a[1]
+    ]
+    # The tail's files (hashed) and day 0's (the confirmation), each read once.
+    assert raw_files and len(raw_files) == len(set(raw_files))
+    planned = key_index.plan(
+        catalog,
+        catalog.load_table(EVENTS.identifier),
+        key_index_spec(EVENTS),
+        catalog.load_table(EVENTS.identifier).current_snapshot().parent_snapshot_id,
+    )
+    assert len(planned.tail) == (1 if lag else 0)  # day 2's commit, as of the check's P
+
+    # The same findings as the two look-ups made apart, and as reading every row.
+    raw = catalog.load_table(EVENTS.identifier)
+    spec, before = key_index_spec(EVENTS), raw.current_snapshot().parent_snapshot_id
+    ids = key_index.confirmed_earlier(catalog, raw, spec, before, batch["_airbyte_raw_id"])
+    keys = key_index.candidate_keys(catalog, raw, spec, before, batch["event_id"])
+    assert ids.to_pylist() == [again["_airbyte_raw_id"][0].as_py()]
+    assert redelivered["event_id"][0].as_py() in keys.to_pylist()
+    assert not result.passed
+    assert result.metadata["duplicate_airbyte_raw_id"].value == 1
+    assert result.metadata["duplicate_airbyte_raw_id_examples"].value == [ids.to_pylist()]
+    n_pk = repeats_with_earlier(batch, "event_id", keys)[0]
+    assert result.metadata["repeated_primary_keys_info"].value == n_pk >= 2
+    catalog.drop_table(spec.identifier)  # no index: every row is read
+    full = run_checks(EVENTS)["primary_key_unique"]
+    assert "hashed key index" not in full.metadata["scope"].value
+    for name in ("duplicate_airbyte_raw_id", "repeated_primary_keys_info", "rows", "rows_in_table"):
+        assert full.metadata[name].value == result.metadata[name].value, name
+    assert full.metadata["duplicate_airbyte_raw_id_examples"].value == [ids.to_pylist()]
