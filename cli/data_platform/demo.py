@@ -322,19 +322,24 @@ def execute_requested_run(
     the UI would create it, tagged with its partition range and this process's pid; returns
     Dagster's result. Raises :class:`DemoFailed` when ``defs`` has no job for its assets.
 
-    The run executes the checks the automation's run would: its assets' checks that have no
-    condition of their own (:func:`ride_along_checks`), and ``run.check_keys``.
-    ``with_checks=False`` (the benchmark's measure of what the checks cost) leaves out every
-    check that can be left out: all but :func:`inseparable_checks`."""
+    The run executes the checks the automation's run would: a run of days (a single-run
+    backfill in a deployment) every check of its assets, as Dagster's backfills select them; an
+    unpartitioned run the checks without a condition of their own (:func:`ride_along_checks`);
+    a run of checks only ``run.check_keys``. ``with_checks=False`` (the benchmark's measure of
+    what the checks cost) leaves out every check that can be left out: all but
+    :func:`inseparable_checks`."""
     targets = list(run.asset_keys) or [c.asset_key for c in run.check_keys]
     job = defs.resolve_implicit_job_def_def_for_assets(targets)
     if job is None:
         raise DemoFailed(f"{run.location} has no job for {targets}")
-    checks = set(run.check_keys) | (
-        ride_along_checks(defs, run.asset_keys)
-        if with_checks
-        else inseparable_checks(defs, run.asset_keys)
-    )
+    if not with_checks:
+        checks: set[AssetCheckKey] | None = set(run.check_keys) | inseparable_checks(
+            defs, run.asset_keys
+        )
+    elif run.partition_range:
+        checks = None
+    else:
+        checks = set(run.check_keys) | ride_along_checks(defs, run.asset_keys)
     # The demo's pid: a later process frees the pool slot of a run whose process died.
     tags = {PID_TAG: str(os.getpid())}
     if run.partition_range:

@@ -36,7 +36,7 @@ from shared.keys import table_identifier
 from shared.partitions import daily_partitions
 from shared.resources import IcebergCatalogResource
 from shared.settings import Settings
-from transformation.automation import condition_for
+from transformation.automation import NIGHTLY_TAG, condition_for
 from transformation.dbt_workdir import PARTIAL_PARSE, run_target
 from transformation.manifest import TagSelection, build_specs, load_manifest
 from transformation.project import DBT_PROJECT_DIR, ensure_manifest
@@ -131,7 +131,9 @@ def run_dbt(
         all_vars["data_platform_home"] = str(settings.home)
     args = build_args(settings, all_vars, window)
     manifest = load_manifest(str(MANIFEST_PATH))
-    args += dbt_run.selection_args(context, manifest, selection.select, selection.exclude)
+    # A whole-table (`nightly`) test runs in its own run, which has no window, never in a day's.
+    skip = (NIGHTLY_TAG,) if window else ()
+    args += dbt_run.selection_args(context, manifest, selection.select, selection.exclude, skip)
     context.log.info(f"dbt {' '.join(args)}")
     # dbt's target folder of its own under the home, with the home's partial-parse state
     # (transformation.dbt_workdir): nothing shared with other homes or concurrent runs. Kept,

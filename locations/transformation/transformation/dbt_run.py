@@ -62,9 +62,16 @@ TRANSLATOR = PlatformDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_
 
 
 def selection_args(
-    context: AssetExecutionContext, manifest: Mapping[str, Any], select: str, exclude: str | None
+    context: AssetExecutionContext,
+    manifest: Mapping[str, Any],
+    select: str,
+    exclude: str | None,
+    skip_test_tags: Iterable[str] = (),
 ) -> list[str]:
     """dbt selection flags for the step's selected assets and checks.
+
+    Selected checks whose dbt test carries one of ``skip_test_tags`` are not run (their
+    evaluation is then not reported: Dagster shows them as not executed in this run).
 
     * everything of the definition selected: its own ``--select``/``--exclude``, with
       ``--indirect-selection buildable`` (a test runs only if every model it reads is built in
@@ -76,9 +83,15 @@ def selection_args(
     assets_def = context.assets_def  # in a subset run: the subset; node_*: the whole definition
     exclude_args = ["--exclude", exclude] if exclude else []
     selected_keys = set(context.selected_asset_keys)
-    selected_checks = set(context.selected_asset_check_keys)
+    check_specs = {spec.key: spec for spec in assets_def.node_check_specs_by_output_name.values()}
+    skipped = set(skip_test_tags)
+    selected_checks = {
+        c
+        for c in context.selected_asset_check_keys
+        if not skipped & set(manifest["nodes"][check_specs[c].metadata[UNIQUE_ID_KEY]]["tags"])
+    }
     all_keys = set(assets_def.node_keys_by_output_name.values())
-    all_checks = {spec.key for spec in assets_def.node_check_specs_by_output_name.values()}
+    all_checks = set(check_specs)
     all_checks_of_selected = {c for c in all_checks if c.asset_key in selected_keys}
     if selected_keys == all_keys and selected_checks == all_checks:
         return ["--select", select, *exclude_args, "--indirect-selection", "buildable"]
@@ -86,7 +99,6 @@ def selection_args(
     if selected_checks == all_checks_of_selected:
         names = dbt_selection_names(manifest, model_ids)
         return ["--select", " ".join(names), *exclude_args, "--indirect-selection", "buildable"]
-    check_specs = {spec.key: spec for spec in assets_def.node_check_specs_by_output_name.values()}
     test_ids = [check_specs[c].metadata[UNIQUE_ID_KEY] for c in selected_checks]
     names = dbt_selection_names(manifest, [*model_ids, *test_ids])
     return ["--select", " ".join(names), "--indirect-selection", "empty"]
