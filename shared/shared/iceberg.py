@@ -211,12 +211,23 @@ def _all_optional(schema: pa.Schema) -> pa.Schema:
 #: on the new snapshot (:func:`_retry_commit`), so pyiceberg's retry is off.
 TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
 
-#: Table properties of every day-partitioned table, on top of :data:`TABLE_PROPERTIES`. A daily
-#: table gets a commit per day, and a fast append adds a manifest per commit: after 180 one-day
+#: Manifest merging, for every table the platform creates (set where absent: a count set on
+#: purpose on a table is kept). A fast append adds a manifest per commit: after 180 one-day
 #: commits planning a scan opens 180+ manifests (docs/benchmarks.md, "File layout and
-#: history-flat reads"). A merge append (pyiceberg's, chosen by this property) folds the
-#: manifests into one once there are ``min-count-to-merge`` of them, so their number stays
-#: below that count whatever the history.
+#: history-flat reads"), and a raw table synced hourly gets 24 a day: every scan of it, and
+#: every append (which rewrites the manifest list), then costs more with each sync. A merge
+#: append (pyiceberg's, chosen by this property) folds the manifests into one once there are
+#: ``min-count-to-merge`` of them, so their number stays below that count whatever the history.
+#: What a commit added stays readable: a merged manifest keeps each file's entry with the
+#: snapshot that added it (``shared.changes.added_data_files`` reads the entries ADDED by a
+#: snapshot, not whole manifests).
+MERGE_TABLE_PROPERTIES = {
+    "commit.manifest-merge.enabled": "true",
+    "commit.manifest.min-count-to-merge": "16",
+}
+
+#: Table properties of every day-partitioned table, on top of :data:`TABLE_PROPERTIES`: manifest
+#: merging (:data:`MERGE_TABLE_PROPERTIES`) and snapshot expiry.
 #:
 #: The snapshots themselves are the other thing a daily table accumulates: every commit writes
 #: a metadata file listing all of them, and pyiceberg deep-copies that metadata many times per
@@ -227,15 +238,17 @@ TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
 #: commit, :func:`_expired_snapshots`). Only daily tables get them: raw tables' history is read
 #: by shared.changes and the landing loader.
 DAILY_TABLE_PROPERTIES = {
-    "commit.manifest-merge.enabled": "true",
-    "commit.manifest.min-count-to-merge": "16",
+    **MERGE_TABLE_PROPERTIES,
     "history.expire.min-snapshots-to-keep": "16",
     "history.expire.max-snapshot-age-ms": str(60 * 60 * 1000),
 }
 
 
 def _table_properties(partitioned: bool) -> dict[str, str]:
-    return {**TABLE_PROPERTIES, **(DAILY_TABLE_PROPERTIES if partitioned else {})}
+    return {
+        **TABLE_PROPERTIES,
+        **(DAILY_TABLE_PROPERTIES if partitioned else MERGE_TABLE_PROPERTIES),
+    }
 
 
 #: Conflicts a new attempt (re-planned on the table as it now is) resolves.
@@ -243,15 +256,15 @@ _CONFLICTS = (CommitFailedException, ValidationException, TableAlreadyExistsErro
 
 
 def _ensure_properties(table: Table) -> Table:
-    """Set :data:`TABLE_PROPERTIES` (and :data:`DAILY_TABLE_PROPERTIES` on a partitioned table,
-    those it lacks) on a table made before they existed: one metadata commit, once. Two writers doing it at once
-    conflict like any two commits; the loser's write is retried (:func:`_retry_commit`) and finds
-    the properties set."""
+    """Set :data:`TABLE_PROPERTIES` (and those it lacks of :data:`DAILY_TABLE_PROPERTIES` on a
+    partitioned table, of :data:`MERGE_TABLE_PROPERTIES` on another) on a table made before they
+    existed: one metadata commit, once. Two writers doing it at once conflict like any two
+    commits; the loser's write is retried (:func:`_retry_commit`) and finds the properties set."""
     props = table.properties
     missing = {k: v for k, v in TABLE_PROPERTIES.items() if props.get(k) != v}
-    if not table.spec().is_unpartitioned():
-        # Only where absent: a value set on purpose on a table (a merge count) is kept.
-        missing.update({k: v for k, v in DAILY_TABLE_PROPERTIES.items() if k not in props})
+    extra = MERGE_TABLE_PROPERTIES if table.spec().is_unpartitioned() else DAILY_TABLE_PROPERTIES
+    # Only where absent: a value set on purpose on a table (a merge count) is kept.
+    missing.update({k: v for k, v in extra.items() if k not in props})
     if not missing:
         return table
     with table.transaction() as tx:
@@ -529,7 +542,7 @@ def _add_chunks(tx: Any, io: Any, chunks: Iterable[pa.Table], properties: dict[s
 def _append_producer(tx: Any, properties: dict[str, str]) -> Any:
     """The snapshot producer of an append, as pyiceberg's ``Transaction.append`` picks it: a
     merge append when the table has ``commit.manifest-merge.enabled`` (see
-    :data:`DAILY_TABLE_PROPERTIES`), else a fast append (one new manifest per commit)."""
+    :data:`MERGE_TABLE_PROPERTIES`), else a fast append (one new manifest per commit)."""
     from pyiceberg.table import TableProperties
     from pyiceberg.utils.properties import property_as_bool
 
@@ -610,7 +623,7 @@ def _append_streaming(
     )
     arrow_schema = tx.table_metadata.schema().as_arrow()
     counter = itertools.count(0)
-    with tx.update_snapshot(snapshot_properties=properties).fast_append() as append_files:
+    with _append_producer(tx, properties) as append_files:
         for bin_batches in bin_pack_record_batches(batches, target_size):
             # The bin's own schema (string columns may be `string`, see _align); a batch that
             # differs (a source switching types mid-stream) is cast to the bin's first.

@@ -100,6 +100,10 @@ COMPACT_FANOUT = 8
 
 #: Snapshot expiry of the index table (it gets a commit per sync; see shared.iceberg).
 _INDEX_PROPERTIES = {
+    # A catch-up per sync: manifests merged, as on every table (shared.iceberg
+    # MERGE_TABLE_PROPERTIES; not imported here, to keep this module's import light).
+    "commit.manifest-merge.enabled": "true",
+    "commit.manifest.min-count-to-merge": "16",
     "history.expire.min-snapshots-to-keep": "8",
     "history.expire.max-snapshot-age-ms": str(60 * 60 * 1000),
 }
@@ -545,13 +549,15 @@ def _commit(
                 _write_files(overwrite, tx, index.io, batches())
         else:
             _append_streaming(tx, index.io, batches(), {})
-        tx.set_properties(properties)
+        # An index made before a property existed gets it here (the marker is set anyway).
+        missing = {k: v for k, v in _INDEX_PROPERTIES.items() if k not in index.properties}
+        tx.set_properties({**missing, **properties})
     return replaced
 
 
 def _write_files(producer: Any, tx: Any, io: Any, batches: Iterable[Any]) -> None:
     """Add ``batches`` to ``producer`` as data files of up to ``STREAM_BIN_BYTES`` of rows each,
-    written one at a time (as ``shared.iceberg._append_streaming``, which only fast-appends)."""
+    written one at a time (as ``shared.iceberg._append_streaming``, which only appends)."""
     import itertools
 
     import pyarrow as pa

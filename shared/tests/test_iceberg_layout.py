@@ -100,9 +100,46 @@ def test_an_existing_daily_table_gets_the_properties_once(catalog, monkeypatch):
     overwrite_day(catalog, day(4))  # set once: the next write makes no property commit
     log = [e.metadata_file for e in catalog.load_table("staging.ev").metadata.metadata_log]
     assert log[-1] == metadata
-    # Unpartitioned tables keep fast appends.
+    # Unpartitioned tables (raw tables) merge manifests too, and keep their snapshots.
     write_table(catalog, "raw.r", rows([day(0)]))
-    assert "commit.manifest-merge.enabled" not in catalog.load_table("raw.r").properties
+    props = catalog.load_table("raw.r").properties
+    assert props["commit.manifest-merge.enabled"] == "true"
+    assert "history.expire.min-snapshots-to-keep" not in props
+
+
+def test_raw_appends_merge_manifests_and_each_commit_still_knows_what_it_added(
+    catalog, monkeypatch
+):
+    """A raw table synced hourly gets a commit per sync: its manifests must stay bounded (every
+    scan plan and every append reads them), while each commit's added files stay readable for
+    the changed days, the key index and the checks of the latest commit (shared.changes)."""
+    from shared.changes import added_data_files
+
+    monkeypatch.setitem(iceberg.MERGE_TABLE_PROPERTIES, "commit.manifest.min-count-to-merge", "4")
+    counts = []
+    for n in range(20):
+        write_table(catalog, "raw.r", rows([day(n)] * (n + 1), label=str(n)), mode="append")
+        counts.append(manifests(catalog.load_table("raw.r")))
+    assert max(counts) <= 4  # 20 with fast appends
+    table = catalog.load_table("raw.r")
+    assert len(table.snapshots()) == 20  # no expiry: raw history is read
+    for n, snapshot in enumerate(sorted(table.snapshots(), key=lambda s: s.sequence_number)):
+        added = added_data_files(table, snapshot)
+        assert sum(f.record_count for f in added) == n + 1
+        got = table.scan(snapshot_id=snapshot.snapshot_id).to_arrow()
+        assert got.num_rows == (n + 1) * (n + 2) // 2  # merged entries still read
+        assert snapshot.summary.operation.value == "append"
+    # The current snapshot's merged manifests keep, per file, the snapshot that added it (what
+    # the key index's live files and the checks' earlier range read).
+    added_by = {
+        f.file_path: s.snapshot_id for s in table.snapshots() for f in added_data_files(table, s)
+    }
+    live = {
+        e.data_file.file_path: e.snapshot_id
+        for m in table.current_snapshot().manifests(table.io)
+        for e in m.fetch_manifest_entry(table.io, discard_deleted=True)
+    }
+    assert live == added_by
 
 
 def test_column_max_reads_the_manifests_only(catalog, monkeypatch):
