@@ -1,7 +1,7 @@
 """Incremental cost: what production runs after a one-day sync, after N days of history.
 
-History is built once, in order, the way production builds it: a raw sync, then what the
-automation conditions request (``shared.automation``, evaluated tick after tick on the
+History is built once, in order, the way production builds it: a raw sync per day, then what
+the automation conditions request (``shared.automation``, evaluated tick after tick on the
 workspace-wide graph as the daemon does, and as ``data-platform demo`` does: the same
 :class:`data_platform.demo.DemoAutomation`), until nothing more is requested. After ``h`` days
 the stand-in is given one more day and the same cycle is timed: the raw sync (one new day), then
@@ -47,12 +47,13 @@ class RunFailed(RuntimeError):
 def run_cycle(
     location_defs: dict[str, Any],
     syncs: list[RequestedRun],
-    automation: DemoAutomation,
+    automation: DemoAutomation | None,
     plan: list,
     launcher: WorkspaceLauncher,
     with_checks: bool = True,
 ) -> dict[str, Any]:
-    """The raw syncs, then every run the automation requests until it is quiet; timings.
+    """The raw syncs, then every run the automation requests until it is quiet (``automation``
+    None: the syncs only); timings.
     ``with_checks=False``: the same runs without the checks that can be left out
     (:func:`data_platform.demo.execute_requested_run`), to measure what the checks cost.
 
@@ -67,7 +68,8 @@ def run_cycle(
     partitions: dict[str, int] = {}
     runs = 0
     started = time.perf_counter()
-    for batch in itertools.chain([syncs], automation.ticks(plan)):
+    ticks = automation.ticks(plan) if automation is not None else []
+    for batch in itertools.chain([syncs], ticks):
         for run in batch:
             t0 = time.perf_counter()
             result = execute_requested_run(
@@ -176,8 +178,15 @@ def measure_incremental(
                 raise ValueError(f"history {h} is already passed ({done} days materialized)")
             build = 0.0
             if h > done:  # catch the history up to h days (untimed for the comparison)
+                # One raw sync per day, as production syncs (at least daily): each is a commit,
+                # and what grows with the number of commits (a raw table's manifests and
+                # snapshots) is then measured too. The automation then requests the runs for
+                # every day those syncs changed, as after a daemon outage.
+                for day in range(done + 1, h):
+                    os.environ["DATA_PLATFORM_STANDIN_DAYS"] = str(day)
+                    build += run_cycle(location_defs, syncs, None, plan, launcher)["seconds"]
                 os.environ["DATA_PLATFORM_STANDIN_DAYS"] = str(h)
-                build = run_cycle(location_defs, syncs, automation, plan, launcher)["seconds"]
+                build += run_cycle(location_defs, syncs, automation, plan, launcher)["seconds"]
             cycles, floors = [], []
             for day in range(h, h + repeats):  # the new day is `day` (0-based): h, h+1, ...
                 os.environ["DATA_PLATFORM_STANDIN_DAYS"] = str(day + 1)
