@@ -71,6 +71,8 @@ def run_cycle(
     ticks = automation.ticks(plan) if automation is not None else []
     for batch in itertools.chain([syncs], ticks):
         for run in batch:
+            if not with_checks and not run.asset_keys:
+                continue  # a run of checks only (a nightly test at its hour): nothing left
             t0 = time.perf_counter()
             result = execute_requested_run(
                 location_defs[run.location], run, launcher, with_checks=with_checks

@@ -262,9 +262,9 @@ def _ensure_properties(table: Table) -> Table:
     commits; the loser's write is retried (:func:`_retry_commit`) and finds the properties set."""
     props = table.properties
     missing = {k: v for k, v in TABLE_PROPERTIES.items() if props.get(k) != v}
-    extra = MERGE_TABLE_PROPERTIES if table.spec().is_unpartitioned() else DAILY_TABLE_PROPERTIES
-    # Only where absent: a value set on purpose on a table (a merge count) is kept.
-    missing.update({k: v for k, v in extra.items() if k not in props})
+    # The others only where absent: a value set on purpose on a table (a merge count) is kept.
+    wanted = _table_properties(not table.spec().is_unpartitioned())
+    missing.update({k: v for k, v in wanted.items() if k not in props and k not in missing})
     if not missing:
         return table
     with table.transaction() as tx:

@@ -100,10 +100,6 @@ COMPACT_FANOUT = 8
 
 #: Snapshot expiry of the index table (it gets a commit per sync; see shared.iceberg).
 _INDEX_PROPERTIES = {
-    # A catch-up per sync: manifests merged, as on every table (shared.iceberg
-    # MERGE_TABLE_PROPERTIES; not imported here, to keep this module's import light).
-    "commit.manifest-merge.enabled": "true",
-    "commit.manifest.min-count-to-merge": "16",
     "history.expire.min-snapshots-to-keep": "8",
     "history.expire.max-snapshot-age-ms": str(60 * 60 * 1000),
 }
@@ -505,11 +501,15 @@ def _commit(
     from pyiceberg.io import load_file_io
 
     from shared.iceberg import (
+        MERGE_TABLE_PROPERTIES,
         TABLE_PROPERTIES,
         _append_streaming,
         _expired_snapshots,
         ensure_namespace,
     )
+
+    # A catch-up per sync: manifests merged, as on every table; snapshots expired.
+    wanted = {**MERGE_TABLE_PROPERTIES, **_INDEX_PROPERTIES}
 
     def batches() -> Iterator[Any]:
         for chunk in chunks:
@@ -520,7 +520,7 @@ def _commit(
         tx = catalog.create_table_transaction(
             spec.identifier,
             schema=index_schema(),
-            properties={**TABLE_PROPERTIES, **_INDEX_PROPERTIES},
+            properties={**TABLE_PROPERTIES, **wanted},
         )
         metadata = tx.table_metadata
         io = load_file_io({**catalog.properties, **metadata.properties}, metadata.location)
@@ -550,7 +550,7 @@ def _commit(
         else:
             _append_streaming(tx, index.io, batches(), {})
         # An index made before a property existed gets it here (the marker is set anyway).
-        missing = {k: v for k, v in _INDEX_PROPERTIES.items() if k not in index.properties}
+        missing = {k: v for k, v in wanted.items() if k not in index.properties}
         tx.set_properties({**missing, **properties})
     return replaced
 

@@ -207,10 +207,10 @@ def dbt_daily_models(
     A range of partitions (a backfill) is one run and one dbt invocation; each model replaces
     exactly the days of the window in its Iceberg table, so re-running a day never duplicates it.
     A run of checks only (the ``nightly`` tests, transformation.automation) has no partition:
-    its tests read the whole table.
+    its tests read the whole table. A run of models always has one.
     """
-    partitioned = context.has_partition_key or context.has_partition_key_range
-    window = window_vars(*context.partition_time_window) if partitioned else {}
+    models = bool(context.selected_asset_keys)
+    window = window_vars(*context.partition_time_window) if models else {}
     yield from run_dbt(context, dbt, iceberg, window, DAILY_SELECTION)
 
 

@@ -70,8 +70,8 @@ def selection_args(
 ) -> list[str]:
     """dbt selection flags for the step's selected assets and checks.
 
-    Selected checks whose dbt test carries one of ``skip_test_tags`` are not run (their
-    evaluation is then not reported: Dagster shows them as not executed in this run).
+    A dbt test carrying one of ``skip_test_tags`` is not run, selected or not: it is left out
+    as dbt's own ``--exclude tag:...`` (Dagster then shows its check as not executed here).
 
     * everything of the definition selected: its own ``--select``/``--exclude``, with
       ``--indirect-selection buildable`` (a test runs only if every model it reads is built in
@@ -81,17 +81,19 @@ def selection_args(
     * a subset of the checks: the models and exactly the selected tests (indirect selection off).
     """
     assets_def = context.assets_def  # in a subset run: the subset; node_*: the whole definition
+    skipped = sorted(set(skip_test_tags))
+    exclude = " ".join([*([exclude] if exclude else []), *(f"tag:{t}" for t in skipped)])
     exclude_args = ["--exclude", exclude] if exclude else []
     selected_keys = set(context.selected_asset_keys)
     check_specs = {spec.key: spec for spec in assets_def.node_check_specs_by_output_name.values()}
-    skipped = set(skip_test_tags)
-    selected_checks = {
-        c
-        for c in context.selected_asset_check_keys
-        if not skipped & set(manifest["nodes"][check_specs[c].metadata[UNIQUE_ID_KEY]]["tags"])
-    }
+
+    def runs_here(check: AssetCheckKey) -> bool:
+        tags = manifest["nodes"][check_specs[check].metadata[UNIQUE_ID_KEY]]["tags"]
+        return not set(skipped) & set(tags)
+
+    selected_checks = {c for c in context.selected_asset_check_keys if runs_here(c)}
     all_keys = set(assets_def.node_keys_by_output_name.values())
-    all_checks = set(check_specs)
+    all_checks = {c for c in check_specs if runs_here(c)}
     all_checks_of_selected = {c for c in all_checks if c.asset_key in selected_keys}
     if selected_keys == all_keys and selected_checks == all_checks:
         return ["--select", select, *exclude_args, "--indirect-selection", "buildable"]
