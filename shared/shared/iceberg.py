@@ -609,6 +609,14 @@ def _append_streaming(
     Parquet writer's buffers and pyarrow's pool), so pyiceberg's 512 MiB default would still peak
     near 1.7 GB; 128 MiB of Arrow data makes ~40 MB zstd files and peaks under 0.7 GB.
     """
+    with _append_producer(tx, properties) as append_files:
+        add_files_streaming(append_files, tx, io, batches)
+
+
+def add_files_streaming(producer: Any, tx: Any, io: Any, batches: Iterable[pa.RecordBatch]) -> None:
+    """Add ``batches`` to the snapshot ``producer`` (an append, or an overwrite that also deletes
+    files) as data files written one at a time, each bin of rows written and closed before the
+    next is read (:func:`_append_streaming` says why and how bins are sized)."""
     from pyiceberg.io.pyarrow import _dataframe_to_data_files, bin_pack_record_batches
     from pyiceberg.table import TableProperties
     from pyiceberg.utils.properties import property_as_int
@@ -623,21 +631,20 @@ def _append_streaming(
     )
     arrow_schema = tx.table_metadata.schema().as_arrow()
     counter = itertools.count(0)
-    with _append_producer(tx, properties) as append_files:
-        for bin_batches in bin_pack_record_batches(batches, target_size):
-            # The bin's own schema (string columns may be `string`, see _align); a batch that
-            # differs (a source switching types mid-stream) is cast to the bin's first.
-            bin_schema = bin_batches[0].schema if bin_batches else arrow_schema
-            bin_batches = [b if b.schema == bin_schema else b.cast(bin_schema) for b in bin_batches]
-            files = _dataframe_to_data_files(
-                table_metadata=tx.table_metadata,
-                df=pa.RecordBatchReader.from_batches(bin_schema, bin_batches),
-                io=io,
-                write_uuid=append_files.commit_uuid,
-                counter=counter,
-            )
-            for data_file in files:  # waits for this bin's file before reading the next bin
-                append_files.append_data_file(data_file)
+    for bin_batches in bin_pack_record_batches(batches, target_size):
+        # The bin's own schema (string columns may be `string`, see _align); a batch that
+        # differs (a source switching types mid-stream) is cast to the bin's first.
+        bin_schema = bin_batches[0].schema if bin_batches else arrow_schema
+        bin_batches = [b if b.schema == bin_schema else b.cast(bin_schema) for b in bin_batches]
+        files = _dataframe_to_data_files(
+            table_metadata=tx.table_metadata,
+            df=pa.RecordBatchReader.from_batches(bin_schema, bin_batches),
+            io=io,
+            write_uuid=producer.commit_uuid,
+            counter=counter,
+        )
+        for data_file in files:  # waits for this bin's file before reading the next bin
+            producer.append_data_file(data_file)
 
 
 def _align(chunk: pa.Table, iceberg_schema: Any) -> pa.Table:

@@ -505,6 +505,7 @@ def _commit(
         TABLE_PROPERTIES,
         _append_streaming,
         _expired_snapshots,
+        add_files_streaming,
         ensure_namespace,
     )
 
@@ -546,38 +547,13 @@ def _commit(
             with tx.update_snapshot().overwrite() as overwrite:
                 for f in merge:
                     overwrite.delete_data_file(f)
-                _write_files(overwrite, tx, index.io, batches())
+                add_files_streaming(overwrite, tx, index.io, batches())
         else:
             _append_streaming(tx, index.io, batches(), {})
         # An index made before a property existed gets it here (the marker is set anyway).
         missing = {k: v for k, v in wanted.items() if k not in index.properties}
         tx.set_properties({**missing, **properties})
     return replaced
-
-
-def _write_files(producer: Any, tx: Any, io: Any, batches: Iterable[Any]) -> None:
-    """Add ``batches`` to ``producer`` as data files of up to ``STREAM_BIN_BYTES`` of rows each,
-    written one at a time (as ``shared.iceberg._append_streaming``, which only appends)."""
-    import itertools
-
-    import pyarrow as pa
-    from pyiceberg.io.pyarrow import _dataframe_to_data_files, bin_pack_record_batches
-
-    from shared.iceberg import STREAM_BIN_BYTES
-
-    counter = itertools.count(0)
-    for bin_batches in bin_pack_record_batches(batches, STREAM_BIN_BYTES):
-        if not bin_batches:
-            continue
-        reader = pa.RecordBatchReader.from_batches(bin_batches[0].schema, bin_batches)
-        for data_file in _dataframe_to_data_files(
-            table_metadata=tx.table_metadata,
-            df=reader,
-            io=io,
-            write_uuid=producer.commit_uuid,
-            counter=counter,
-        ):
-            producer.append_data_file(data_file)
 
 
 # ---- readers ------------------------------------------------------------------------------------
