@@ -209,16 +209,16 @@ def measure_incremental(
                  "bare_samples": [f["seconds"] for f in floors]}
             )  # fmt: skip
             if without_checks:
-                bare_cycles = []
+                unchecked = []
                 for day in range(done, done + repeats):
                     os.environ["DATA_PLATFORM_STANDIN_DAYS"] = str(day + 1)
-                    bare_cycles.append(
+                    unchecked.append(
                         run_cycle(location_defs, syncs, automation, plan, launcher, False)
                     )
                 done += repeats
                 results[-1]["without_checks"] = {
-                    **median_by(bare_cycles, "seconds"),
-                    "samples": [round(c["seconds"], 3) for c in bare_cycles],
+                    **median_by(unchecked, "seconds"),
+                    "samples": [round(c["seconds"], 3) for c in unchecked],
                 }
     return {"runs": results}
 

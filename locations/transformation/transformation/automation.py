@@ -59,9 +59,11 @@ NIGHTLY_TAG = "nightly"
 
 
 def nightly_check_condition() -> AutomationCondition:
-    """Evaluate a whole-table check once a day (:data:`NIGHTLY_CRON`). A check with a condition
-    of its own does not ride along with its asset's runs (Dagster's automation leaves it out of
-    them), so an hourly sync's runs cost what their days cost, not what the history costs."""
+    """Evaluate a whole-table check once a day (:data:`NIGHTLY_CRON`), in a run of its own. A
+    check with a condition of its own does not ride along with the single runs Dagster's
+    automation requests; a daily backfill run still selects every check of its assets, so a run
+    with a day window leaves ``nightly`` tests out itself (``transformation.assets.run_dbt``).
+    An hourly sync's runs then cost what their days cost, not what the history costs."""
     return AutomationCondition.cron_tick_passed(NIGHTLY_CRON, cron_timezone="UTC")
 
 

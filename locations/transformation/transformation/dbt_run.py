@@ -81,15 +81,15 @@ def selection_args(
     * a subset of the checks: the models and exactly the selected tests (indirect selection off).
     """
     assets_def = context.assets_def  # in a subset run: the subset; node_*: the whole definition
-    skipped = sorted(set(skip_test_tags))
-    exclude = " ".join([*([exclude] if exclude else []), *(f"tag:{t}" for t in skipped)])
+    skipped = set(skip_test_tags)
+    exclude = " ".join([*([exclude] if exclude else []), *(f"tag:{t}" for t in sorted(skipped))])
     exclude_args = ["--exclude", exclude] if exclude else []
     selected_keys = set(context.selected_asset_keys)
     check_specs = {spec.key: spec for spec in assets_def.node_check_specs_by_output_name.values()}
 
     def runs_here(check: AssetCheckKey) -> bool:
         tags = manifest["nodes"][check_specs[check].metadata[UNIQUE_ID_KEY]]["tags"]
-        return not set(skipped) & set(tags)
+        return not skipped & set(tags)
 
     selected_checks = {c for c in context.selected_asset_check_keys if runs_here(c)}
     all_keys = set(assets_def.node_keys_by_output_name.values())
