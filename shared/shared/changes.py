@@ -71,7 +71,8 @@ def snapshots_since(table: Any, since_snapshot_id: int | None) -> list[Any]:
 
     Walks the current snapshot's ancestry back to ``since_snapshot_id`` (all of it when None).
     When ``since_snapshot_id`` is no ancestor (the table was replaced, or the snapshot expired),
-    the whole ancestry is returned: more days, never fewer.
+    the whole ancestry kept is returned (expiry cuts it: :func:`sync_changes` then reads every
+    live file instead).
     """
     by_id = {s.snapshot_id: s for s in table.metadata.snapshots}
     snapshots, _ = ancestry(by_id, current_snapshot_id(table), since_snapshot_id)
@@ -113,6 +114,21 @@ def added_data_files(table: Any, snapshot: Any) -> list[Any]:
             ):
                 files.append(entry.data_file)
     return files
+
+
+def live_data_files(table: Any) -> list[Any]:
+    """The data files of ``table``'s current snapshot (from its manifests' entries)."""
+    from pyiceberg.manifest import DataFileContent
+
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return []
+    return [
+        entry.data_file
+        for manifest in snapshot.manifests(table.io)
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
+        if entry.data_file.content == DataFileContent.DATA
+    ]
 
 
 def read_files(
@@ -227,6 +243,13 @@ def sync_changes(
         keys = []  # a key the table lacks identifies nothing: the added days only
     snapshots = snapshots_since(table, since_snapshot_id)
     files = [f for s in snapshots for f in added_data_files(table, s)]
+    if since_snapshot_id is not None and not any(
+        s.snapshot_id == since_snapshot_id for s in table.metadata.snapshots
+    ):
+        # The pre-sync snapshot is gone (expired by shared.maintenance, or the table replaced):
+        # the snapshots after it may be expired too, so what the sync added is unknown. Every
+        # live file counts (every day changed): more days, never fewer.
+        files = live_data_files(table)
     if not files:
         return Changes(redelivered_keys=0 if keys else None, moved_keys=0 if keys else None)
     added = _key_days(read_files(table, files, (*keys, day_column)), keys, day_column)

@@ -897,7 +897,7 @@ def repeats(
 def _confirmed(plan: Plan, ids: Any, found: Any) -> Any:
     """The ``ids`` (distinct record ids) that raw holds, of the candidates ``found`` (index rows
     matching their hashes): the raw files of the snapshots the candidates name are read and the
-    ids compared. None when such a snapshot is gone (its files cannot be told apart)."""
+    ids compared (those of an expired snapshot found by their manifest entries)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -905,15 +905,25 @@ def _confirmed(plan: Plan, ids: Any, found: Any) -> Any:
         return pa.array([], ids.type)
     raw, column = plan.raw, plan.spec.raw_id_column
     by_id = {s.snapshot_id: s for s in raw.metadata.snapshots}
+    named = sorted(set(found[SNAPSHOT].to_pylist()))
+    gone = {i for i in named if i not in by_id}
+    # A snapshot expired since (shared.maintenance): its files are still told apart by the
+    # manifest entries of P, each of which keeps the snapshot that added it.
+    expired_files = (
+        [f for f, i in _live_files(raw, by_id[plan.snapshot_id]) if i in gone] if gone else []
+    )
     confirmed = []
-    for snapshot_id in sorted(set(found[SNAPSHOT].to_pylist())):
+    for snapshot_id in named:
         snapshot = by_id.get(snapshot_id)
         if snapshot is None:
-            return None  # its files cannot be told apart any more: read raw instead
+            continue
         files = added_data_files(raw, snapshot)
         for batch in read_files(raw, files, (column,), parallel=False):
             values = batch.column(0)
             confirmed.append(pc.filter(values, pc.is_in(values, value_set=ids.cast(values.type))))
+    for batch in read_files(raw, expired_files, (column,), parallel=False):
+        values = batch.column(0)
+        confirmed.append(pc.filter(values, pc.is_in(values, value_set=ids.cast(values.type))))
     if not confirmed:
         return pa.array([], ids.type)
     return pc.unique(pa.chunked_array(confirmed, confirmed[0].type).combine_chunks()).cast(ids.type)
