@@ -254,3 +254,34 @@ def test_uniqueness_from_the_key_index_loads_plans_and_reads_it_once(catalog, la
     for name in ("duplicate_airbyte_raw_id", "repeated_primary_keys_info", "rows", "rows_in_table"):
         assert full.metadata[name].value == result.metadata[name].value, name
     assert full.metadata["duplicate_airbyte_raw_id_examples"].value == [ids.to_pylist()]
+
+
+def test_the_checks_give_the_same_verdicts_after_old_snapshots_expired(catalog):
+    """Every raw check reads the latest commit, its parent (kept: at least 2 snapshots stay)
+    and the current snapshot's manifest entries (the earlier range): an aggressive expiry
+    changes no verdict, and the repeat of a record whose commit expired is still confirmed
+    from the key index."""
+    from shared.maintenance import expire_tables
+    from shared.settings import SnapshotRetention
+
+    for d in range(4):
+        append_indexed(catalog, standin.generate_events(SMALL, d))
+    old = iceberg.read_table(catalog, EVENTS.identifier).slice(5, 1)  # added by day 0's commit
+    batch = pa.concat_tables([standin.generate_events(SMALL, 4), old.cast(EVENTS.schema)])
+    append_indexed(catalog, batch)
+
+    def verdicts():
+        return {
+            # (the freshness check's age moves with the clock)
+            name: (r.passed, {k: v.value for k, v in r.metadata.items() if k != "age_hours"})
+            for name, r in run_checks(EVENTS).items()
+        }
+
+    before = verdicts()
+    [expired] = expire_tables(catalog, [EVENTS.identifier], SnapshotRetention(2, 0))
+    assert expired.expired == 3 and expired.kept == 2
+    after = verdicts()
+    assert after == before
+    unique = after["primary_key_unique"]
+    assert not unique[0] and unique[1]["duplicate_airbyte_raw_id"] == 1
+    assert "hashed key index" in unique[1]["scope"]  # answered by the index, not a fallback
