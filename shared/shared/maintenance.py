@@ -193,3 +193,89 @@ def expire_tables(
             log.info("%s: expired %d snapshots, %d kept", identifier, result.expired, result.kept)
         results.append(result)
     return results
+
+
+#: When the maintenance jobs run: hourly, between the raw syncs (:15, ``ingestion.jobs``), so a
+#: table never holds more than ``keep_last`` plus an hour of commits.
+MAINTENANCE_CRON = "45 * * * *"
+
+
+def maintenance_definitions(
+    location: str, tables: Sequence[str], *, cron_schedule: str = MAINTENANCE_CRON
+) -> Any:
+    """A location's table maintenance as Dagster definitions: the job
+    ``<location>_table_maintenance`` (one op, ``<location>_expire_snapshots``, looping over
+    ``tables``, the Iceberg tables this location owns: :func:`expire_tables`) and its hourly
+    schedule ``<location>_table_maintenance_hourly``.
+
+    The schedule ships RUNNING, unlike the syncs' (which start external work): expiry only
+    removes metadata beyond the retention the settings give, and a stopped one bounds nothing.
+    Each table's outcome is logged and attached to the op's output metadata; a table whose
+    expiry gave up (conflicts) fails the op after the others were done."""
+    import dagster as dg
+
+    names = tuple(tables)
+
+    # No annotations on the op: this module imports Dagster only here (the benchmark imports
+    # it without), and Dagster resolves an op's annotations at definition time.
+    @dg.op(
+        name=f"{location}_expire_snapshots",
+        description=f"Expire old snapshots of the {location} location's tables "
+        "(shared.maintenance; retention: DATA_PLATFORM_SNAPSHOT_*).",
+        required_resource_keys={"iceberg"},
+    )
+    def expire_op(context):  # type: ignore[no-untyped-def]
+        """Expire the old snapshots of each of this location's tables (shared.maintenance)."""
+        from shared.settings import SettingsError
+
+        try:
+            retention = snapshot_retention()
+        except SettingsError as exc:  # the run's failure says which variable, not a traceback
+            raise dg.Failure(str(exc)) from None
+        catalog = context.resources.iceberg.catalog()
+        done, failed = [], []
+        for identifier in names:
+            try:
+                result = expire_snapshots(catalog, identifier, retention)
+            except Exception as exc:  # one table's failure does not stop the others
+                context.log.error(f"{identifier}: snapshots not expired: {exc}")
+                failed.append(identifier)
+                continue
+            context.log.info(
+                f"{identifier}: {result.expired} expired, {result.kept} kept"
+                + (f" ({result.held_by_markers} held by markers)" if result.held_by_markers else "")
+            )
+            done.append(result.as_metadata())
+        if failed:
+            raise dg.Failure(
+                f"snapshots not expired for {', '.join(failed)} (the others were); retried at "
+                "the next run",
+                metadata={"tables": dg.MetadataValue.json(done)},
+            )
+        return dg.Output(
+            None,
+            metadata={
+                "tables": dg.MetadataValue.json(done),
+                "expired": sum(r["expired"] for r in done),
+                "keep_last": retention.keep_last,
+                "min_age_minutes": retention.min_age_ms // 60_000,
+            },
+        )
+
+    @dg.job(
+        name=f"{location}_table_maintenance",
+        description=f"Expire old snapshots of the {location} location's Iceberg tables.",
+        tags={"data-platform/maintenance": location},
+    )
+    def maintenance_job():  # type: ignore[no-untyped-def]
+        expire_op()
+
+    schedule = dg.ScheduleDefinition(
+        name=f"{location}_table_maintenance_hourly",
+        job=maintenance_job,
+        cron_schedule=cron_schedule,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Snapshot expiry of the {location} location's tables, hourly.",
+    )
+    return dg.Definitions(jobs=[maintenance_job], schedules=[schedule])
