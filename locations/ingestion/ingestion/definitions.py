@@ -36,5 +36,5 @@ defs = Definitions.merge(
     # Freshness: Dagster's checks for the raw tables this location owns, on their own schedule.
     monitoring_definitions("ingestion", freshness={s.key: s.freshness for s in STREAMS}),
     # Old snapshots of the raw tables and key indexes expired hourly (shared.maintenance).
-    maintenance_defs,
+    maintenance_defs(),
 )

@@ -8,6 +8,8 @@ table's key-index marker and the snapshots after it are kept (``shared.maintenan
 
 from __future__ import annotations
 
+from typing import Any
+
 from ingestion.streams import STREAMS, key_index_spec
 from shared.maintenance import maintenance_definitions
 
@@ -22,5 +24,7 @@ def owned_tables() -> list[str]:
     return tables
 
 
-#: ``ingestion_table_maintenance`` and its schedule ``ingestion_table_maintenance_hourly``.
-maintenance_defs = maintenance_definitions("ingestion", owned_tables())
+def maintenance_defs() -> Any:
+    """``ingestion_table_maintenance`` and its schedule ``ingestion_table_maintenance_hourly``
+    (a function: a module may hold one ``Definitions`` at module scope, the location's)."""
+    return maintenance_definitions("ingestion", owned_tables())
