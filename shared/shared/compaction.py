@@ -27,8 +27,8 @@ and the readers of raw history read them there (the rows a sync added, ``shared.
 key index's tail and confirmations, ``shared.key_index``; the raw checks' latest commit). They
 go when snapshot expiry removes the last snapshot that lists them.
 
-Every reader of raw history skips ``replace`` snapshots (they add no row): :func:`is_replace`,
-``shared.changes.adds_rows`` and ``shared.changes.latest_data_snapshot``.
+Every reader of raw history skips ``replace`` snapshots (they add no row):
+``shared.changes.is_replace`` and ``shared.changes.latest_data_snapshot`` (the last sync).
 
 Concurrency: the new files are written first, then committed onto the table as it is at the
 commit. A writer that appended meanwhile makes the commit fail (the transaction asserts the
@@ -53,6 +53,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shared.changes import is_replace  # noqa: F401 (re-exported: where readers look first)
 from shared.iceberg import IcebergError
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,6 @@ SUMMARY_PROPERTY = "compaction.files-replaced"
 class CompactionConflict(IcebergError):
     """The compaction could not commit (a file it replaces was removed by a concurrent commit);
     nothing was committed."""
-
-
-def is_replace(snapshot: Any) -> bool:
-    """Whether ``snapshot`` is a ``replace`` (a compaction: files rewritten, no row added or
-    removed)."""
-    summary = getattr(snapshot, "summary", None)
-    return summary is not None and summary.operation.value == "replace"
 
 
 @dataclass(frozen=True)
