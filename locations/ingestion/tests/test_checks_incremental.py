@@ -338,3 +338,22 @@ def test_a_compaction_does_not_make_a_stale_table_fresh(catalog):
     compact(catalog, EVENTS)
     result = run_checks(stale)["freshness"]
     assert not result.passed and result.metadata["last_commit"] == last
+
+
+def test_a_compaction_during_an_airbyte_job_is_not_taken_for_its_commit(catalog):
+    """What the sync compares before and after a job is the last commit that added rows."""
+    from types import SimpleNamespace
+
+    from ingestion.airbyte import written_by_job
+    from ingestion.resources import _snapshot_state
+
+    append_days(catalog, [0, 1])
+    context = SimpleNamespace(log=SimpleNamespace(warning=print))
+    resource = IcebergCatalogResource()
+    before = _snapshot_state(resource, EVENTS, [], context)
+    compact(catalog, EVENTS)  # the maintenance job runs while the job writes nothing
+    after = _snapshot_state(resource, EVENTS, [], context)
+    assert after == before and not written_by_job(before, after, None)
+    append_days(catalog, [2])  # the job's commit
+    after = _snapshot_state(resource, EVENTS, [], context)
+    assert written_by_job(before, after, None)
