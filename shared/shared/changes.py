@@ -66,12 +66,33 @@ def current_snapshot_id(table: Any) -> int | None:
     return snapshot.snapshot_id if snapshot is not None else None
 
 
+def is_replace(snapshot: Any) -> bool:
+    """Whether ``snapshot`` is a ``replace``: a compaction (``shared.compaction``) rewrote data
+    files without adding or removing a row. Every reader of raw history skips it: its added
+    files hold rows earlier snapshots added (still listed, and read, there)."""
+    summary = getattr(snapshot, "summary", None)
+    return summary is not None and summary.operation.value == "replace"
+
+
+def latest_data_snapshot(table: Any) -> Any:
+    """The newest snapshot of the table's current ancestry that is not a ``replace`` (the last
+    commit that changed rows: a sync), or None (no snapshot; or only compactions back to an
+    expired parent)."""
+    by_id = {s.snapshot_id: s for s in table.metadata.snapshots}
+    snapshot = table.current_snapshot()
+    while snapshot is not None and is_replace(snapshot):
+        parent = snapshot.parent_snapshot_id
+        snapshot = by_id.get(parent) if parent is not None else None
+    return snapshot
+
+
 def snapshots_since(table: Any, since_snapshot_id: int | None) -> list[Any]:
     """The snapshots committed after ``since_snapshot_id``, newest first.
 
     Walks the current snapshot's ancestry back to ``since_snapshot_id`` (all of it when None).
     When ``since_snapshot_id`` is no ancestor (the table was replaced, or the snapshot expired),
-    the whole ancestry is returned: more days, never fewer.
+    the whole ancestry kept is returned (expiry cuts it: :func:`sync_changes` then reads every
+    live file instead).
     """
     by_id = {s.snapshot_id: s for s in table.metadata.snapshots}
     snapshots, _ = ancestry(by_id, current_snapshot_id(table), since_snapshot_id)
@@ -113,6 +134,21 @@ def added_data_files(table: Any, snapshot: Any) -> list[Any]:
             ):
                 files.append(entry.data_file)
     return files
+
+
+def live_data_files(table: Any) -> list[Any]:
+    """The data files of ``table``'s current snapshot (from its manifests' entries)."""
+    from pyiceberg.manifest import DataFileContent
+
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return []
+    return [
+        entry.data_file
+        for manifest in snapshot.manifests(table.io)
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
+        if entry.data_file.content == DataFileContent.DATA
+    ]
 
 
 def read_files(
@@ -215,7 +251,9 @@ def sync_changes(
     another way: ``shared.key_index.earlier_versions`` reads a hashed key index of the table
     instead of its whole key column. Default: :func:`earlier_versions`.
 
-    Rows an overwrite deleted are not counted: raw tables are append-only.
+    Rows an overwrite deleted are not counted: raw tables are append-only. A ``replace``
+    snapshot (a compaction) adds no row: skipped (:func:`is_replace`); the earlier versions are
+    read as of the snapshot before the sync, compacted or not.
     """
     import pyarrow.compute as pc
 
@@ -226,7 +264,15 @@ def sync_changes(
     if any(k not in schema.column_names for k in keys):
         keys = []  # a key the table lacks identifies nothing: the added days only
     snapshots = snapshots_since(table, since_snapshot_id)
-    files = [f for s in snapshots for f in added_data_files(table, s)]
+    # A compaction's files hold rows of earlier snapshots: no row added, no day changed.
+    files = [f for s in snapshots if not is_replace(s) for f in added_data_files(table, s)]
+    if since_snapshot_id is not None and not any(
+        s.snapshot_id == since_snapshot_id for s in table.metadata.snapshots
+    ):
+        # The pre-sync snapshot is gone (expired by shared.maintenance, or the table replaced):
+        # the snapshots after it may be expired too, so what the sync added is unknown. Every
+        # live file counts (every day changed): more days, never fewer.
+        files = live_data_files(table)
     if not files:
         return Changes(redelivered_keys=0 if keys else None, moved_keys=0 if keys else None)
     added = _key_days(read_files(table, files, (*keys, day_column)), keys, day_column)

@@ -67,7 +67,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared.changes import added_data_files, ancestry, read_files
+from shared.changes import added_data_files, ancestry, is_replace, read_files
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +275,19 @@ def _indexable(raw: Any, spec: KeyIndexSpec) -> bool:
     return all(c in names for c in (spec.key_column, spec.raw_id_column, spec.day_column))
 
 
+def keeps_rows(snapshot: Any) -> bool:
+    """Whether every row before ``snapshot`` is still there after it: it only added rows
+    (:func:`append_only`), or it is a ``replace`` (a compaction rewrote files, rows unchanged:
+    ``shared.compaction``), which adds no row either: the index needs nothing for it."""
+    return is_replace(snapshot) or append_only(snapshot)
+
+
+def _added_rows_files(raw: Any, snapshot: Any) -> list[Any]:
+    """The data files holding the rows ``snapshot`` added: none for a ``replace`` (its files
+    hold rows of earlier snapshots, indexed with those)."""
+    return [] if is_replace(snapshot) else added_data_files(raw, snapshot)
+
+
 def append_only(snapshot: Any) -> bool:
     """Whether ``snapshot`` only added rows (no file or row deleted)."""
     summary = snapshot.summary
@@ -378,15 +391,17 @@ def _catch_up_once(catalog: Any, spec: KeyIndexSpec, hash_fn: HashFn) -> CatchUp
         if state.marker == current.snapshot_id:
             return CatchUp(0, False, state.marker)
         new, reached = ancestry(by_id, current.snapshot_id, state.marker)
-        rebuild = not reached or not all(append_only(s) for s in new)
+        rebuild = not reached or not all(keeps_rows(s) for s in new)
     columns = (spec.key_column, spec.raw_id_column, spec.day_column)
     if rebuild:
         history, _ = ancestry(by_id, current.snapshot_id, None)
+        # Also a compaction: the rows of its files are tagged with it (the snapshots that
+        # added them cannot be told apart any more), so the index answers from it on.
         deleting = [s for s in history if not append_only(s)]
         base = deleting[0].snapshot_id if deleting else None
         files = _live_files(raw, current)
     else:
-        files = [(f, s.snapshot_id) for s in reversed(new) for f in added_data_files(raw, s)]
+        files = [(f, s.snapshot_id) for s in reversed(new) for f in _added_rows_files(raw, s)]
     new_rows = sum(f.record_count for f, _ in files)
     merge = [] if rebuild or index is None else _to_merge(index, new_rows)
     written = 0
@@ -611,7 +626,7 @@ def plan(
         tail = []
         if state.base is not None and state.base in after:
             return None  # built after a deletion later than P: P's deleted rows are missing
-    if not all(append_only(s) for s in tail):
+    if not all(keeps_rows(s) for s in tail):
         return None  # raw deleted rows since the index was built: the next catch-up rebuilds
     try:
         index_files = tuple(index.scan().plan_files())
@@ -626,7 +641,7 @@ def plan(
         index=index,
         index_files=index_files,
         after=frozenset(after),
-        tail=tuple((s.snapshot_id, tuple(added_data_files(raw, s))) for s in reversed(tail)),
+        tail=tuple((s.snapshot_id, tuple(_added_rows_files(raw, s))) for s in reversed(tail)),
     )
 
 
@@ -896,24 +911,50 @@ def repeats(
 
 def _confirmed(plan: Plan, ids: Any, found: Any) -> Any:
     """The ``ids`` (distinct record ids) that raw holds, of the candidates ``found`` (index rows
-    matching their hashes): the raw files of the snapshots the candidates name are read and the
-    ids compared. None when such a snapshot is gone (its files cannot be told apart)."""
+    matching their hashes): the raw files holding the rows of the snapshots the candidates name
+    are read (:func:`_files_holding`) and the ids compared."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if found.num_rows == 0:
         return pa.array([], ids.type)
     raw, column = plan.raw, plan.spec.raw_id_column
-    by_id = {s.snapshot_id: s for s in raw.metadata.snapshots}
+    files = _files_holding(raw, plan.snapshot_id, set(found[SNAPSHOT].to_pylist()))
     confirmed = []
-    for snapshot_id in sorted(set(found[SNAPSHOT].to_pylist())):
-        snapshot = by_id.get(snapshot_id)
-        if snapshot is None:
-            return None  # its files cannot be told apart any more: read raw instead
-        files = added_data_files(raw, snapshot)
+    if files:
         for batch in read_files(raw, files, (column,), parallel=False):
             values = batch.column(0)
             confirmed.append(pc.filter(values, pc.is_in(values, value_set=ids.cast(values.type))))
     if not confirmed:
         return pa.array([], ids.type)
     return pc.unique(pa.chunked_array(confirmed, confirmed[0].type).combine_chunks()).cast(ids.type)
+
+
+def _files_holding(raw: Any, snapshot_id: int, added_by: set[int]) -> list[Any]:
+    """Raw data files that hold every row (as of ``snapshot_id``) added by the snapshots
+    ``added_by`` (the index's pointers), read from manifests only.
+
+    A pointer still in raw's metadata: the files it added, where they were written (a
+    compaction since rewrote their rows elsewhere, but the snapshot still lists them, so they
+    are on storage). A pointer that expired: the files of ``snapshot_id`` that it added (never
+    compacted: their entries keep its id), and those a compaction (``replace``) or another
+    expired snapshot added, since the rows may have been rewritten there (a superset: the ids
+    are compared, so it costs reads, never a wrong answer)."""
+    from pyiceberg.manifest import DataFileContent
+
+    by_id = {s.snapshot_id: s for s in raw.metadata.snapshots}
+    files: dict[str, Any] = {}
+    for pointer in sorted(p for p in added_by if p in by_id):
+        for f in added_data_files(raw, by_id[pointer]):
+            files[f.file_path] = f
+    expired = {p for p in added_by if p not in by_id}
+    if expired:
+        snapshot = by_id[snapshot_id]
+        for manifest in snapshot.manifests(raw.io):
+            for entry in manifest.fetch_manifest_entry(raw.io, discard_deleted=True):
+                adder = by_id.get(entry.snapshot_id)
+                if entry.data_file.content == DataFileContent.DATA and (
+                    entry.snapshot_id in expired or adder is None or is_replace(adder)
+                ):
+                    files.setdefault(entry.data_file.file_path, entry.data_file)
+    return list(files.values())

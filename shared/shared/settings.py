@@ -400,3 +400,54 @@ def load_code_reference_settings(environ: Mapping[str, str] | None = None) -> Co
         )
     branch = env_str(env_vars, "DATA_PLATFORM_GIT_BRANCH", "main") or "main"
     return CodeReferenceSettings(git_url=url, git_branch=branch)
+
+
+#: Defaults of :func:`snapshot_retention` (why these: its docstring).
+SNAPSHOT_KEEP_LAST = 16
+SNAPSHOT_MIN_AGE_MINUTES = 60
+
+
+@dataclass(frozen=True)
+class SnapshotRetention:
+    """How many old snapshots a table keeps (``shared.maintenance``): a snapshot is expired
+    only when it is BOTH beyond the newest ``keep_last`` AND older than ``min_age_ms``."""
+
+    keep_last: int
+    min_age_ms: int
+
+
+def snapshot_retention(environ: Mapping[str, str] | None = None) -> SnapshotRetention:
+    """``DATA_PLATFORM_SNAPSHOT_KEEP_LAST`` (default 16, at least 2) and
+    ``DATA_PLATFORM_SNAPSHOT_MIN_AGE_MINUTES`` (default 60; 0 allowed): the retention of every
+    table's snapshots. Read when a maintenance run starts, never at import.
+
+    Why both bounds, and these defaults:
+
+    * The count bounds the cost. pyiceberg copies the whole table metadata, which lists every
+      snapshot, several times per commit, so a commit's cost grows with the snapshots kept. An
+      age-only rule (Iceberg's own default: 5 days) keeps every snapshot of those days: about 120
+      per table with the hourly sync, 1,440 with a 5-minute one, so the cost would still follow
+      the sync frequency times the age. Sixteen is the count the daily tables already keep
+      (``shared.iceberg.DAILY_TABLE_PROPERTIES``): 16 hours of time travel at the hourly sync,
+      16 days at a daily one.
+    * The age protects what is in flight: a run reading an older snapshot by id (a sync reads
+      the table as of its pre-sync snapshot to find moved keys; the raw checks compare the
+      latest commit with its parent). An hour is far longer than those reads; runs that already
+      planned their files are not affected at all (expiry removes metadata, no file).
+    * At least 2: the current snapshot and its parent (the snapshot the latest sync committed
+      onto, which the checks read back) always stay.
+
+    A benchmark that compresses days into minutes sets the age to 0.
+    """
+    env_vars = environment(environ)
+    keep = env_int(
+        env_vars, "DATA_PLATFORM_SNAPSHOT_KEEP_LAST", SNAPSHOT_KEEP_LAST, minimum=2, maximum=100_000
+    )
+    minutes = env_int(
+        env_vars,
+        "DATA_PLATFORM_SNAPSHOT_MIN_AGE_MINUTES",
+        SNAPSHOT_MIN_AGE_MINUTES,
+        minimum=0,
+        maximum=366 * 24 * 60,
+    )
+    return SnapshotRetention(keep_last=keep, min_age_ms=minutes * 60 * 1000)

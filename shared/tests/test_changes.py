@@ -223,3 +223,55 @@ def test_read_files_reads_exactly_the_files_given_by_field_id(catalog):
     assert empty.schema.field("event_ts").type == pa.timestamp("us", "UTC")
     with pytest.raises(ValueError):
         list(read_files(table, first_files, ["event_id"]))  # the old name is no column now
+
+
+# ---- compaction: a replace snapshot adds no row -------------------------------------------------
+
+
+def compact(catalog):
+    from shared.compaction import compact_small_files
+
+    done = compact_small_files(catalog, "raw.events", min_files=2)
+    assert done.snapshot_id is not None
+    return catalog.load_table("raw.events")
+
+
+def test_a_compaction_changes_no_day_and_a_later_sync_only_its_own(catalog):
+    """The same answers with and without a compaction in the history: a compaction alone
+    changes nothing; a sync after it (or with it in between) reports only its own days."""
+    table = append(catalog, events(at(1), at(2), at(3), ids=["a", "b", "x"]))
+    table = append(catalog, events(at(4), ids=["y"]))
+    marker = current_snapshot_id(table)
+    table = append(catalog, events(at(5, 3), at(2, hour=20), at(6, 3), ids=["a", "b", "c"]))
+    expected = sync_changes(table, marker, "event_ts", ("event_id",))
+    synced = current_snapshot_id(table)
+
+    table = compact(catalog)  # rewrites the three commits' files into one
+    assert sync_changes(table, synced, "event_ts", ("event_id",)).days == ()
+    assert changed_days(table, synced, "event_ts") == []
+    # The sync's answer read again with the compaction after it: unchanged.
+    assert sync_changes(table, marker, "event_ts", ("event_id",)) == expected
+
+    # A sync after the compaction: its own days, its earlier versions found in compacted files.
+    table = append(catalog, events(at(7, 3), at(8, 3), ids=["c", "z"]))
+    # Since the last sync (the compaction in between): the compaction adds nothing.
+    after = sync_changes(table, synced, "event_ts", ("event_id",))
+    assert after.added_days == (d(7, 3), d(8, 3))
+    assert after.days == (d(6, 3), d(7, 3), d(8, 3))  # c left Mar 6
+    assert (after.added_keys, after.redelivered_keys, after.moved_keys) == (2, 1, 1)
+    # Since the snapshot right before the sync (the compaction) the same.
+    parent = table.current_snapshot().parent_snapshot_id
+    assert sync_changes(table, parent, "event_ts", ("event_id",)) == after
+
+
+def test_latest_data_snapshot_skips_compactions(catalog):
+    from shared.changes import is_replace, latest_data_snapshot
+
+    table = append(catalog, events(at(1), ids=["a"]))
+    table = append(catalog, events(at(2), ids=["b"]))
+    synced = current_snapshot_id(table)
+    table = compact(catalog)
+    assert is_replace(table.current_snapshot())
+    assert latest_data_snapshot(table).snapshot_id == synced
+    table = append(catalog, events(at(3), ids=["c"]))
+    assert latest_data_snapshot(table).snapshot_id == current_snapshot_id(table)

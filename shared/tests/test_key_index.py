@@ -398,3 +398,111 @@ def test_one_scan_of_both_hash_columns_answers_as_a_full_read(catalog, hash_fn, 
             assert sorted_pairs(got.select(columns)) == sorted_pairs(expected.select(columns))
             alone = lookup(catalog, raw, SPEC, p, column, hash_fn(values), hash_fn=hash_fn)
             assert sorted_pairs(got.select(alone.column_names)) == sorted_pairs(alone)
+
+
+# ---- compaction of raw: a replace keeps every row ----------------------------------------------
+
+
+def compact_raw(catalog):
+    from shared.compaction import compact_small_files
+
+    done = compact_small_files(catalog, "raw.events", min_files=2)
+    assert done.snapshot_id is not None
+    return catalog.load_table("raw.events")
+
+
+def index_files(catalog) -> set[str]:
+    return {t.file.file_path for t in catalog.load_table(SPEC.identifier).scan().plan_files()}
+
+
+def test_the_index_stays_valid_and_cheap_across_a_compaction(catalog):
+    """A compaction of raw neither rebuilds the index nor stops it answering: its rows keep
+    pointing at the snapshots that added them, and it answers as a full read at every
+    snapshot, before, at and after the compaction."""
+    data = Raw(catalog, seed=12)
+    for i in range(4):
+        data.commit(150, redeliver=30, on_day=i)
+        catch_up(catalog, SPEC)
+    files = index_files(catalog)
+    raw = compact_raw(catalog)
+    compacted = raw.current_snapshot().snapshot_id
+    done = catch_up(catalog, SPEC)
+    assert (done.rows_indexed, done.rebuilt, done.marker) == (0, False, compacted)
+    assert index_files(catalog) == files  # nothing rewritten for the compaction
+    for _ in range(2):
+        raw = data.commit(150, redeliver=60, on_day=5)
+        done = catch_up(catalog, SPEC)
+        assert (done.rows_indexed, done.rebuilt, done.marker) == (210, False, data.snapshots[-1])
+    index_rows = catalog.load_table(SPEC.identifier).scan().to_arrow()
+    assert index_rows.num_rows == raw.scan().to_arrow().num_rows
+    for p in [*data.snapshots, compacted]:
+        assert used_index(catalog, raw, p)
+        assert_same_as_full_read(catalog, raw, p, data.keys + [None])
+
+
+def test_a_compaction_between_the_marker_and_the_snapshot_read(catalog):
+    """Commits left unindexed, then a compaction of raw, then another commit: the readers
+    read the tail from the commits' own files (the compaction adds no row), and the catch-up
+    indexes each row once."""
+    data = Raw(catalog, seed=13)
+    data.commit(100, on_day=0)
+    catch_up(catalog, SPEC)
+    data.commit(100, redeliver=40, on_day=1)
+    data.commit(100, redeliver=40, on_day=2)  # never indexed
+    compact_raw(catalog)
+    raw = data.commit(100, redeliver=40, on_day=3)
+    for p in [*data.snapshots, raw.current_snapshot().parent_snapshot_id]:
+        assert used_index(catalog, raw, p)
+        assert_same_as_full_read(catalog, raw, p, data.keys)
+    done = catch_up(catalog, SPEC)
+    assert (done.rows_indexed, done.rebuilt) == (3 * 140, False)
+    index_rows = catalog.load_table(SPEC.identifier).scan().to_arrow()
+    raw_rows = raw.scan().to_arrow()
+    assert sorted(index_rows[RAW_ID_HASH].to_pylist()) == sorted(
+        hash64(raw_rows["_airbyte_raw_id"]).to_pylist()
+    )
+
+
+def test_a_rebuild_after_a_compaction_answers_from_the_compaction_on(catalog):
+    data = Raw(catalog, seed=14)
+    for i in range(3):
+        data.commit(100, redeliver=20, on_day=i)
+    before = data.snapshots[-1]
+    raw = compact_raw(catalog)
+    raw = data.commit(100, redeliver=20, on_day=4)
+    done = catch_up(catalog, SPEC)  # backfill: the compacted files' rows are the compaction's
+    assert done.rebuilt and done.rows_indexed == raw.scan().to_arrow().num_rows
+    now = raw.current_snapshot().snapshot_id
+    assert used_index(catalog, raw, now)
+    assert not used_index(catalog, raw, before)  # before the compaction: raw answers
+    assert_same_as_full_read(catalog, raw, now, data.keys)
+    assert_same_as_full_read(catalog, raw, before, data.keys)
+
+
+@pytest.mark.parametrize("hash_fn", [hash64, colliding_hash])
+def test_repeated_record_ids_are_confirmed_after_compaction_and_expiry(catalog, hash_fn):
+    """A candidate points at the raw commit that added it; after a compaction rewrote that
+    commit's file, and even after that commit expired, the id is still confirmed (read from
+    the files that hold it now), and an id raw never held is not."""
+    from pyiceberg.table.update.snapshot import ExpireSnapshots
+
+    data = Raw(catalog, seed=15)
+    data.commit(100, on_day=0)
+    data.commit(100, on_day=1)
+    catch_up(catalog, SPEC, hash_fn=hash_fn)
+    compact_raw(catalog)
+    raw = data.commit(50, on_day=2, repeat_raw_id="r00000042")
+    catch_up(catalog, SPEC, hash_fn=hash_fn)
+    new_ids = pa.array(["r00000042", "r99999999", "nope"])
+    p = raw.current_snapshot().parent_snapshot_id  # the compaction
+    assert confirmed_earlier(catalog, raw, SPEC, p, new_ids, hash_fn=hash_fn).to_pylist() == [
+        "r00000042"
+    ]
+    # The commits that added the candidates expire (their files are the compaction's now).
+    with raw.transaction() as tx:
+        with ExpireSnapshots(tx) as expire:
+            expire.by_ids(data.snapshots[:2])
+    raw = data.table()
+    assert raw.snapshot_by_id(data.snapshots[0]) is None
+    found = confirmed_earlier(catalog, raw, SPEC, p, new_ids, hash_fn=hash_fn)
+    assert found is not None and found.to_pylist() == ["r00000042"]

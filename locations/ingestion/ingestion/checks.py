@@ -12,7 +12,8 @@ day downstream), named ``raw_<stream>_<check>``:
   version key (users: ``(id, updated_at)``: two rows of one user with the same ``updated_at``
   are the same version twice, which staging could not order). Repeated event_ids are reported
   as metadata, not failed.
-* ``freshness``: the table's last Iceberg commit is recent enough (``RawStream.freshness``).
+* ``freshness``: the table's last sync (its last Iceberg commit that added rows: a compaction
+  adds none) is recent enough (``RawStream.freshness``).
 * ``schema_drift``: columns added by the source (kept: ``shared.iceberg`` evolves the table),
   expected columns missing from the table, columns the source stopped sending (entirely null in
   the latest batch (the latest commit's rows at their newest ``_airbyte_extracted_at``), or
@@ -45,6 +46,11 @@ the current snapshot), not the whole table, so their cost does not grow with his
 ``primary_key_not_null`` and ``schema_drift`` read the latest commit's rows only;
 ``primary_key_unique`` compares the new rows' keys with the key columns (only those) of every
 row, so a new row repeating an old record is still caught (see its docstring).
+
+"The latest commit" is the latest that added rows: a compaction of the raw table
+(``shared.compaction``, a ``replace`` snapshot) rewrites files without adding a row, so a check
+run right after one reads the same rows and gives the same result as before it (the files the
+sync added, which its snapshot still lists; the earlier range as of the snapshot before it).
 
 A check that cannot read its table (catalog down, table not landed yet) fails with a warning
 that says why, rather than erroring the run: the sync itself may have succeeded.
@@ -284,20 +290,28 @@ def outside_range(
 
 
 def earlier_range(table: Any, column: str) -> tuple[dt.datetime, dt.datetime] | None:
-    """The range of a timestamp column over the data files of commits before the current one,
-    from the manifests' per-file bounds (no data file read); None without earlier data."""
+    """The range of a timestamp column over the data of the table before its latest sync (the
+    data files of the snapshot that sync committed onto), from the manifests' per-file bounds
+    (no data file read); None without earlier data.
+
+    Not the current snapshot's files minus the latest commit's: after a compaction
+    (``shared.compaction``) the latest commit is the compaction, whose files hold the latest
+    sync's rows together with earlier ones."""
     from pyiceberg.conversions import from_bytes
     from pyiceberg.manifest import DataFileContent
 
-    snapshot = table.current_snapshot()
-    if snapshot is None:
-        return None
+    latest = latest_sync_snapshot(table)
+    parent = None
+    if latest is not None and latest.parent_snapshot_id is not None:
+        parent = table.snapshot_by_id(latest.parent_snapshot_id)
+    if parent is None:
+        return None  # the first commit (or its parent expired): no earlier data to compare
     field = table.schema().find_field(column)
     lows, highs = [], []
-    for manifest in snapshot.manifests(table.io):
+    for manifest in parent.manifests(table.io):
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
             data = entry.data_file
-            if entry.snapshot_id == snapshot.snapshot_id or data.content != DataFileContent.DATA:
+            if data.content != DataFileContent.DATA:
                 continue
             if data.lower_bounds and field.field_id in data.lower_bounds:
                 lows.append(from_bytes(field.field_type, data.lower_bounds[field.field_id]))
@@ -526,7 +540,7 @@ def _unique_by_key_index(
     from shared import key_index
 
     spec = key_index_spec(stream)
-    snapshot = handle.current_snapshot()
+    snapshot = latest_sync_snapshot(handle)  # the commit whose rows ``new`` are
     raw_id = spec.raw_id_column if spec is not None else None
     if (
         spec is None
@@ -551,7 +565,8 @@ def _unique_by_key_index(
 
 
 def check_freshness(stream: RawStream, iceberg: IcebergCatalogResource):
-    snapshot = iceberg.load_table(stream.identifier).current_snapshot()
+    # The last sync, not the last commit: a compaction brings no new data.
+    snapshot = latest_sync_snapshot(iceberg.load_table(stream.identifier))
     last = dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=dt.UTC) if snapshot else None
     result = freshness(last, dt.datetime.now(dt.UTC), stream.freshness)
     metadata: dict[str, Any] = {"max_age_hours": stream.freshness.total_seconds() / 3600}
@@ -674,17 +689,28 @@ def _total_records(snapshot: Any) -> int | None:
     return int(value) if value is not None else None
 
 
+def latest_sync_snapshot(table: Any) -> Any:
+    """The table's latest commit that added rows: its current snapshot, or, when compactions
+    (``replace`` snapshots, ``shared.compaction``) came after it, the snapshot before them.
+    A compaction adds no row: a check run right after one says what it said before it."""
+    from shared.changes import latest_data_snapshot
+
+    return latest_data_snapshot(table)
+
+
 def added_data_files(table: Any) -> list:
-    """The data files the table's current snapshot added (none without a snapshot); read from
-    the manifests that snapshot wrote only, so the cost follows the commit, not the history."""
+    """The data files the table's latest sync added (:func:`latest_sync_snapshot`; none without
+    one), as that commit wrote them (a later compaction rewrote their rows, but the snapshot
+    still lists them); read from the manifests that snapshot wrote only, so the cost follows
+    the commit, not the history."""
     from shared.changes import added_data_files as added_by
 
-    snapshot = table.current_snapshot()
+    snapshot = latest_sync_snapshot(table)
     return [] if snapshot is None else added_by(table, snapshot)
 
 
 def latest_commit_rows(table: Any, columns: Sequence[str]) -> "pa.Table":
-    """The rows the table's current snapshot added (its new data files), ``columns`` only.
+    """The rows the table's latest sync added (its new data files), ``columns`` only.
 
     Read by ``shared.changes.read_files_table`` (columns matched by field id; a column a file
     lacks comes back as nulls, typed as in the table). Columns the table does not have are left

@@ -1,4 +1,4 @@
-"""The ingestion code location: ``raw/*`` assets, their checks, job, sensor and schedule.
+"""The ingestion code location: ``raw/*`` assets, their checks, jobs, sensor and schedules.
 
 Importing this module makes no network call and reads no setting: the assets are declared from
 ``ingestion.streams`` and the mode (local stand-in or Airbyte) is chosen when a run starts.
@@ -11,6 +11,7 @@ from dagster import Definitions
 from ingestion.assets import airbyte_raw_sync
 from ingestion.checks import RAW_CHECKS
 from ingestion.jobs import ingestion_job, landing_sensor, raw_sync_schedule
+from ingestion.maintenance import maintenance_defs
 from ingestion.resources import AirbyteSyncResource
 from ingestion.streams import STREAMS
 from shared.catalog import with_code_references
@@ -34,4 +35,6 @@ defs = Definitions.merge(
     ),
     # Freshness: Dagster's checks for the raw tables this location owns, on their own schedule.
     monitoring_definitions("ingestion", freshness={s.key: s.freshness for s in STREAMS}),
+    # Old snapshots of the raw tables and key indexes expired hourly (shared.maintenance).
+    maintenance_defs(),
 )

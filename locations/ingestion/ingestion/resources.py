@@ -513,16 +513,20 @@ def _snapshot_state(
     missing: list[str],
     context: AssetExecutionContext,
 ) -> SnapshotState | None:
-    """The table's current snapshot; ``SnapshotState(None)`` when the table does not exist,
-    None when it cannot be known (catalog not configured or unreadable: logged)."""
+    """The table's latest snapshot that added rows (a compaction's ``replace`` snapshot is no
+    sync's commit: ``shared.changes.latest_data_snapshot``); ``SnapshotState(None)`` when the
+    table does not exist, None when it cannot be known (catalog not configured or unreadable:
+    logged)."""
     from ingestion.airbyte import SnapshotState
 
     if missing:
         return None
     from pyiceberg.exceptions import NoSuchTableError
 
+    from shared.changes import latest_data_snapshot
+
     try:
-        snapshot = iceberg_resource.load_table(stream.identifier).current_snapshot()
+        snapshot = latest_data_snapshot(iceberg_resource.load_table(stream.identifier))
     except NoSuchTableError:
         return SnapshotState(None)
     except Exception as exc:  # the catalog is another system: only a warning

@@ -254,3 +254,137 @@ def test_uniqueness_from_the_key_index_loads_plans_and_reads_it_once(catalog, la
     for name in ("duplicate_airbyte_raw_id", "repeated_primary_keys_info", "rows", "rows_in_table"):
         assert full.metadata[name].value == result.metadata[name].value, name
     assert full.metadata["duplicate_airbyte_raw_id_examples"].value == [ids.to_pylist()]
+
+
+def test_the_checks_give_the_same_verdicts_after_old_snapshots_expired(catalog):
+    """Every raw check reads the latest commit, its parent (kept: at least 2 snapshots stay)
+    and the current snapshot's manifest entries (the earlier range): an aggressive expiry
+    changes no verdict, and the repeat of a record whose commit expired is still confirmed
+    from the key index."""
+    from shared.maintenance import expire_tables
+    from shared.settings import SnapshotRetention
+
+    for d in range(4):
+        append_indexed(catalog, standin.generate_events(SMALL, d))
+    old = iceberg.read_table(catalog, EVENTS.identifier).slice(5, 1)  # added by day 0's commit
+    batch = pa.concat_tables([standin.generate_events(SMALL, 4), old.cast(EVENTS.schema)])
+    append_indexed(catalog, batch)
+
+    def verdicts():
+        return {
+            # (the freshness check's age moves with the clock)
+            name: (r.passed, {k: v.value for k, v in r.metadata.items() if k != "age_hours"})
+            for name, r in run_checks(EVENTS).items()
+        }
+
+    before = verdicts()
+    [expired] = expire_tables(catalog, [EVENTS.identifier], SnapshotRetention(2, 0))
+    assert expired.expired == 3 and expired.kept == 2
+    after = verdicts()
+    assert after == before
+    unique = after["primary_key_unique"]
+    assert not unique[0] and unique[1]["duplicate_airbyte_raw_id"] == 1
+    assert "hashed key index" in unique[1]["scope"]  # answered by the index, not a fallback
+
+
+# ---- a compaction of raw (shared.compaction) is no sync ------------------------------------------
+
+#: Metadata that follows the clock, not the data.
+CLOCK_KEYS = {"age_hours", "latest_allowed"}
+
+
+def verdicts(stream):
+    out = {}
+    for suffix, result in run_checks(stream).items():
+        metadata = {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}
+        out[suffix] = (
+            result.passed,
+            {k: v for k, v in metadata.items() if k not in CLOCK_KEYS},
+            result.description,
+        )
+    return out
+
+
+def compact(catalog, stream):
+    from shared.compaction import compact_small_files
+
+    done = compact_small_files(catalog, stream.identifier, min_files=2)
+    assert done.snapshot_id is not None
+    assert catalog.load_table(stream.identifier).current_snapshot().summary.operation.value == (
+        "replace"
+    )
+
+
+def test_checks_right_after_a_compaction_give_the_same_results_for_users(catalog):
+    """The latest sync's rows (one with a null id, one repeating a record), the freshness of
+    the last sync and the earlier range: the same findings with the compaction after it."""
+    users = standin.generate_users_base(SMALL)
+    iceberg.write_table(catalog, USERS.identifier, users, mode="append")
+    for d in (0, 1):
+        iceberg.write_table(
+            catalog, USERS.identifier, standin.generate_user_updates(SMALL, d), mode="append"
+        )
+    update = standin.generate_user_updates(SMALL, 2)
+    ids = update["id"].to_pylist()
+    ids[0] = None
+    bad = pa.concat_tables(
+        [update.set_column(0, "id", pa.array(ids, update.schema.field(0).type)), users.slice(3, 1)]
+    )  # a row stored again (same _airbyte_raw_id)
+    iceberg.write_table(catalog, USERS.identifier, bad, mode="append")
+    before = verdicts(USERS)
+    assert not before["primary_key_not_null"][0] and not before["primary_key_unique"][0]
+    compact(catalog, USERS)
+    assert verdicts(USERS) == before
+
+
+def test_checks_right_after_a_compaction_give_the_same_results_for_events(catalog):
+    """With the key index (the sync's catch-up also after the compaction), a new row repeating
+    an old record is still confirmed; a later clean sync passes."""
+    for d in (0, 1):
+        append_indexed(catalog, standin.generate_events(SMALL, d))
+    old = iceberg.read_table(catalog, EVENTS.identifier).slice(3, 1)
+    batch = pa.concat_tables([standin.generate_events(SMALL, 2), old.cast(EVENTS.schema)])
+    append_indexed(catalog, batch)
+    before = verdicts(EVENTS)
+    assert not before["primary_key_unique"][0]
+    assert "hashed key index" in before["primary_key_unique"][1]["scope"]
+    compact(catalog, EVENTS)
+    key_index.catch_up(catalog, key_index_spec(EVENTS))
+    assert verdicts(EVENTS) == before
+
+    append_indexed(catalog, standin.generate_events(SMALL, 3))  # a clean sync after it
+    results = run_checks(EVENTS)
+    for name, result in results.items():
+        assert result.passed, (name, result.metadata)
+    assert results["primary_key_not_null"].metadata["rows"].value == SMALL.events_per_day
+    assert "hashed key index" in results["primary_key_unique"].metadata["scope"].value
+
+
+def test_a_compaction_does_not_make_a_stale_table_fresh(catalog):
+    from dataclasses import replace
+
+    append_days(catalog, [0, 1])
+    stale = replace(EVENTS, freshness=EVENTS.freshness * 0)  # every commit is too old
+    last = run_checks(stale)["freshness"].metadata["last_commit"]
+    compact(catalog, EVENTS)
+    result = run_checks(stale)["freshness"]
+    assert not result.passed and result.metadata["last_commit"] == last
+
+
+def test_a_compaction_during_an_airbyte_job_is_not_taken_for_its_commit(catalog):
+    """What the sync compares before and after a job is the last commit that added rows."""
+    from types import SimpleNamespace
+
+    from ingestion.airbyte import written_by_job
+    from ingestion.resources import _snapshot_state
+
+    append_days(catalog, [0, 1])
+    context = SimpleNamespace(log=SimpleNamespace(warning=print))
+    resource = IcebergCatalogResource()
+    before = _snapshot_state(resource, EVENTS, [], context)
+    compact(catalog, EVENTS)  # the maintenance job runs while the job writes nothing
+    after = _snapshot_state(resource, EVENTS, [], context)
+    assert after == before and not written_by_job(before, after, None)
+    append_days(catalog, [2])  # the job's commit
+    after = _snapshot_state(resource, EVENTS, [], context)
+    assert written_by_job(before, after, None)

@@ -2,6 +2,7 @@
 only once complete, never under a reused name with other content; unexpected errors leave it
 pending, and the sensor's state does not grow (``ingestion.landing``'s docstring)."""
 
+import datetime as dt
 import json
 import os
 import signal
@@ -147,6 +148,71 @@ def test_a_kill_after_the_commit_before_the_ledger_does_not_load_twice(zone, mon
     assert meta[EVENTS.key]["rows_written"].value == 0
     assert landing.read_ledger(fs, str(root), "b2")
     assert tick(instance) == []
+
+
+def expire_everything_old(catalog) -> None:
+    """Every snapshot but the current one and its parent expired (the most the settings allow)."""
+    from shared.maintenance import expire_tables
+    from shared.settings import SnapshotRetention
+
+    expire_tables(catalog, [EVENTS.identifier, USERS.identifier], SnapshotRetention(2, 0))
+
+
+def test_a_kill_before_the_ledger_then_expiry_still_loads_once(zone, monkeypatch):
+    """The batch's commit is no longer in any snapshot summary: its first row says it was
+    committed, with this content."""
+    catalog, fs, root = zone
+    drop(root, "b3", {"events.jsonl": events(20), "users.jsonl": jsonl([USER])})
+    instance = DagsterInstance.ephemeral()
+
+    def killed(*args, **kwargs):
+        raise OSError("killed before the ledger was written")
+
+    with monkeypatch.context() as m:
+        m.setattr(landing_load, "write_ledger", killed)
+        [result] = tick_and_run(instance).values()
+    assert not result.success
+    # Later commits push b3's out of the kept snapshots (loaded directly: a tick would retry b3).
+    for i in range(3):
+        drop(root, f"c{i}", {"events.jsonl": events(5, f"c{i}-")})
+        files = landing.scan_zone(fs, str(root)).batches[f"c{i}"].data_files
+        landing.load_batch(catalog, fs, str(root), f"c{i}", files, dt.datetime.now(dt.UTC))
+    expire_everything_old(catalog)
+    table = catalog.load_table(EVENTS.identifier)
+    assert landing_load.committed_fingerprint(table, "b3") is None  # the summary is gone
+    [again] = tick_and_run(instance).values()
+    assert again.success
+    assert rows_of(catalog, EVENTS, "b3") == 20 and rows_of(catalog, USERS, "b3") == 1
+    meta = {
+        e.asset_key: e.step_materialization_data.materialization.metadata
+        for e in again.get_asset_materialization_events()
+    }
+    assert meta[EVENTS.key]["landing_already_loaded"].value is True
+    assert landing.read_ledger(fs, str(root), "b3")
+    assert tick(instance) == []
+
+
+def test_new_content_under_a_used_name_is_rejected_after_its_snapshot_expired(zone):
+    catalog, fs, root = zone
+    drop(root, "b9", {"events.jsonl": events(10), "users.jsonl": jsonl([USER])})
+    instance = DagsterInstance.ephemeral()
+    assert all(r.success for r in tick_and_run(instance).values())
+    for i in range(3):
+        drop(root, f"d{i}", {"events.jsonl": events(5, f"d{i}-")})
+        assert all(r.success for r in tick_and_run(instance).values())
+    expire_everything_old(catalog)
+    fs.rm(str(root / landing.LOADED_DIR / "b9"), recursive=True)  # the ledger lost too
+    users_before = iceberg.read_table(catalog, USERS.identifier).num_rows
+    (root / "b9" / "events.jsonl").write_bytes(events(20))
+    [result] = tick_and_run(instance).values()
+    assert not result.success
+    message, meta = failure(result)
+    assert "already loaded with different content" in message
+    assert meta["landing_outcome"] == "rejected"
+    assert rows_of(catalog, EVENTS, "b9") == 10
+    assert (
+        iceberg.read_table(catalog, USERS.identifier).num_rows == users_before
+    )  # no table changed
 
 
 def test_a_kill_between_two_streams_commits_each_stream_once(zone, monkeypatch):

@@ -174,7 +174,13 @@ def test_sensor_and_schedule_ship_stopped():
     # The freshness sensor ships stopped too unless alerts are configured (shared.monitoring).
     assert {s.name for s in repo.sensor_defs} == {"landing_sensor", "ingestion_freshness_checks"}
     assert all(s.default_status == DefaultSensorStatus.STOPPED for s in repo.sensor_defs)
-    assert {s.name for s in repo.schedule_defs} == {"raw_sync_hourly"}
+    assert {s.name for s in repo.schedule_defs} == {
+        "raw_sync_hourly",
+        "ingestion_table_maintenance_hourly",
+    }
+    # Table maintenance runs by default: it only removes metadata beyond the retention.
+    maintenance = repo.get_schedule_def("ingestion_table_maintenance_hourly")
+    assert maintenance.default_status.value == "RUNNING"
 
 
 def test_landing_dir_is_where_the_sensor_looks(home):

@@ -27,7 +27,9 @@ The protocol (each rule holds if any process is killed at any moment):
   Then a ledger record ``landing/_loaded/<batch>/<listing signature>.json`` is written: the
   sensor requests a run for every complete batch without a record for its current listing.
 * **re-dropped**: an identical batch (same fingerprint) is skipped; different content under a
-  used name is rejected, whether the ledger or a table's history knows the name.
+  used name is rejected, whether the ledger or a table's history knows the name. Once the
+  commit's snapshot expired (``shared.maintenance``), the batch's first row still knows it: its
+  deterministic raw id finds it, its ``_airbyte_meta`` carries the fingerprint.
 * **rejected** (:class:`LandingRejected`: bad values, formats, names, a reused name): the whole
   batch is validated before anything is written, so no table changes; the caller moves the batch
   to ``landing/_rejected/<batch>/`` with an ``_error.txt``: nothing is ever deleted.

@@ -53,21 +53,26 @@ def raw_ids(batch: str, relative: str, n: int, start: int = 0) -> pa.Array:
     )
 
 
-def airbyte_meta(batch: str, relative: str, missing: Sequence[str], added: Sequence[str]) -> str:
+def airbyte_meta(batch: str, relative: str, missing: Sequence[str], added: Sequence[str],
+                 fingerprint: str | None = None) -> str:  # fmt: skip
     """``_airbyte_meta`` of a landed file's rows: where they came from and what the file lacked
-    or added, beside Airbyte's usual ``changes`` list. Starts with :data:`LANDING_META_PREFIX`."""
-    meta = {
+    or added, beside Airbyte's usual ``changes`` list, and the batch's content fingerprint (how
+    a batch committed long ago is recognised once its snapshot expired: :func:`_loaded_with`).
+    Starts with :data:`LANDING_META_PREFIX`."""
+    meta: dict[str, Any] = {
         "landing_batch": batch,
         "landing_file": relative,
         "missing_columns": list(missing),
         "added_columns": list(added),
         "changes": [],
     }
+    if fingerprint:
+        meta["landing_fingerprint"] = fingerprint
     return json.dumps(meta, separators=(",", ":"))
 
 
 def to_raw(batch: str, parsed: ParsedFile, extracted_at: dt.datetime, start: int = 0,
-           whole: FileSummary | None = None) -> pa.Table:  # fmt: skip
+           whole: FileSummary | None = None, fingerprint: str | None = None) -> pa.Table:  # fmt: skip
     """The rows of a file (or of its chunk starting at row ``start``; ``whole`` says what the
     whole file lacked or added) with Airbyte's metadata columns, in the raw table's
     column order (declared source columns, Airbyte's columns, then added columns)."""
@@ -79,7 +84,7 @@ def to_raw(batch: str, parsed: ParsedFile, extracted_at: dt.datetime, start: int
     source = parsed.data
     declared = [f.name for f in parsed.file.stream.source_fields]
     missing, added = (whole.missing, whole.added) if whole else (parsed.missing, parsed.added)
-    meta = airbyte_meta(batch, parsed.file.relative, missing, added)
+    meta = airbyte_meta(batch, parsed.file.relative, missing, added, fingerprint)
     columns = [source[name] for name in declared]
     columns += [
         raw_ids(batch, parsed.file.relative, n, start),
@@ -181,7 +186,11 @@ def _table_schema(catalog: Catalog, stream: RawStream) -> pa.Schema | None:
 
 def committed_fingerprint(table: Any, batch: str) -> str | None:
     """The content fingerprint with which ``batch`` was committed to ``table`` (from the
-    snapshot summaries, written in the same commit as the rows), or None."""
+    snapshot summaries, written in the same commit as the rows), or None.
+
+    Only the snapshots the table still has are seen (``shared.maintenance`` expires old ones,
+    so this reads a bounded number): a batch committed earlier is found in the data instead
+    (:func:`_loaded_with`)."""
     for snapshot in reversed(table.snapshots()):
         summary = snapshot.summary
         if summary is not None and summary[BATCH_PROPERTY] == batch:
@@ -197,10 +206,15 @@ def _reused(batch: str, old: str, new: str) -> LandingRejected:
     )
 
 
-def _legacy_loaded(catalog: Catalog, stream: RawStream, first_raw_id: str) -> bool:
-    """Whether a row with this (deterministic) raw id is in the table: how batches loaded
-    before fingerprints were recorded (no ``landing.batch`` snapshot property) are recognised.
-    Pushed down, so only files whose id bounds could hold it are read."""
+def _loaded_with(catalog: Catalog, stream: RawStream, first_raw_id: str) -> str | None:
+    """The fingerprint of the batch whose first row (its raw id is deterministic: batch, file,
+    row) is in the table: read from that row's ``_airbyte_meta`` ("" for a row loaded before
+    rows carried it); None when no such row is in the table.
+
+    How a batch is recognised whose commit's snapshot expired (a run killed after its commit,
+    before its ledger write, then the snapshot expired), and how batches loaded before
+    fingerprints were recorded are. Pushed down, so only files whose id bounds could hold it
+    are read."""
     from pyiceberg.expressions import EqualTo
 
     from shared import iceberg
@@ -209,12 +223,18 @@ def _legacy_loaded(catalog: Catalog, stream: RawStream, first_raw_id: str) -> bo
         found = iceberg.read_table(
             catalog,
             stream.identifier,
-            columns=["_airbyte_raw_id"],
+            columns=["_airbyte_raw_id", "_airbyte_meta"],
             row_filter=EqualTo("_airbyte_raw_id", first_raw_id),
         )
     except iceberg.IcebergError:
-        return False
-    return found.num_rows > 0
+        return None
+    if found.num_rows == 0:
+        return None
+    try:
+        meta = json.loads(found["_airbyte_meta"][0].as_py() or "{}")
+    except ValueError:
+        meta = {}
+    return str(meta.get("landing_fingerprint") or "") if isinstance(meta, dict) else ""
 
 
 def _listed(fs: Any, root: str, batch: str, files: Sequence[str]) -> Batch:
@@ -311,7 +331,7 @@ def _raw_schema(stream: RawStream, summaries: Sequence[FileSummary],
 def _raw_chunks(fs: Any, root: str, batch: str, stream_files: Sequence[Any],
                 summaries: Sequence[FileSummary], table_schema: pa.Schema | None,
                 schema: pa.Schema, extracted_at: dt.datetime,
-                unchanged: Any) -> Any:  # fmt: skip
+                unchanged: Any, fingerprint: str) -> Any:  # fmt: skip
     """A function giving the stream's raw rows chunk by chunk, in ``schema`` (what
     ``shared.iceberg.write_table`` streams into one commit); it checks last that the files
     did not change since they were fingerprinted."""
@@ -329,7 +349,7 @@ def _raw_chunks(fs: Any, root: str, batch: str, stream_files: Sequence[Any],
             for chunk in iter_chunks(f, _open(fs, root, f.relative)):
                 if not chunk.rows:
                     continue
-                raw = to_raw(batch, chunk, extracted_at, start, summary)
+                raw = to_raw(batch, chunk, extracted_at, start, summary, fingerprint)
                 raw = align_to_table(f.stream, raw, table_schema, f.relative)
                 index = pa.array(range(position, position + raw.num_rows), pa.int64())
                 raw = raw.append_column(pa.field(RECORD_INDEX_COLUMN, pa.int64()), index)
@@ -354,9 +374,10 @@ def load_batch(catalog: Catalog, fs: Any, root: str, batch: str, files: Sequence
     """Load landing batch ``batch`` (``files`` relative to ``root``, the landing prefix).
 
     Exactly once, whatever is killed when (see :mod:`ingestion.landing`): the batch's content
-    fingerprint is looked up in the ledger and in each table's snapshot summaries; a stream
-    already committed with it is skipped, one committed with another fingerprint rejects the
-    batch (a batch name is loaded once). Every file is read and validated, and aligned with its
+    fingerprint is looked up in the ledger, in each table's snapshot summaries and, for a
+    stream neither knows (its snapshot expired), in the ``_airbyte_meta`` of the batch's first
+    row in the table; a stream already committed with it is skipped, one committed with another
+    fingerprint rejects the batch (a batch name is loaded once). Every file is read and validated, and aligned with its
     table, before anything is written: a bad file raises :class:`LandingRejected` with no table
     changed. Then each stream is appended in one Iceberg commit that carries the batch name and
     fingerprint in its snapshot summary; the commit asserts the table is still at the snapshot
@@ -408,6 +429,22 @@ def load_batch(catalog: Catalog, fs: Any, root: str, batch: str, files: Sequence
     unchanged()
     properties = {BATCH_PROPERTY: batch, FINGERPRINT_PROPERTY: fingerprint}
 
+    # A stream the ledger and the snapshots kept do not know: its first row in the data says
+    # whether the batch was committed (a kill before the ledger write, its snapshot expired
+    # since), and with which content. Looked up for every stream before any is written, so a
+    # reused name rejects the batch with no table changed.
+    for name in plan:
+        first = next((s for s in summaries[name] if s.rows), None)
+        if first is None or committed[name]:
+            continue
+        stream = STREAMS_BY_NAME[name]
+        old = _loaded_with(catalog, stream, raw_ids(batch, first.relative, 1)[0].as_py())
+        if old:
+            if old != fingerprint:
+                raise _reused(batch, old, fingerprint)
+        if old is not None:
+            committed[name] = True
+
     def precondition(table: Any) -> None:
         old = committed_fingerprint(table, batch)
         if old == fingerprint:
@@ -434,18 +471,15 @@ def load_batch(catalog: Catalog, fs: Any, root: str, batch: str, files: Sequence
         )
         first = next((s for s in files_summary if s.rows), None)
         if first is not None and not load.already_loaded:
-            if _legacy_loaded(catalog, stream, raw_ids(batch, first.relative, 1)[0].as_py()):
+            chunks = _raw_chunks(fs, root, batch, stream_files, files_summary, table_schema,
+                                 schemas[name], extracted_at, unchanged, fingerprint)  # fmt: skip
+            try:
+                load.write = iceberg.write_table(
+                    catalog, stream.identifier, chunks, schema=schemas[name], mode="append",
+                    snapshot_properties=properties, precondition=precondition,
+                )  # fmt: skip
+            except _AlreadyCommitted:
                 load.already_loaded = True
-            else:
-                chunks = _raw_chunks(fs, root, batch, stream_files, files_summary, table_schema,
-                                     schemas[name], extracted_at, unchanged)  # fmt: skip
-                try:
-                    load.write = iceberg.write_table(
-                        catalog, stream.identifier, chunks, schema=schemas[name], mode="append",
-                        snapshot_properties=properties, precondition=precondition,
-                    )  # fmt: skip
-                except _AlreadyCommitted:
-                    load.already_loaded = True
         if load.write is None:
             try:
                 table = catalog.load_table(stream.identifier)

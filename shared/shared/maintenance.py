@@ -1,0 +1,281 @@
+"""Table maintenance: expire old snapshots so a table's metadata stops growing with its history.
+
+Why: every commit writes a metadata file listing every snapshot the table ever had, and pyiceberg
+deep-copies that metadata several times per commit (0.15 s per copy at 182 snapshots), so one
+more append cost more after 180 daily syncs than after one, though it adds as much data. Nothing
+expired the raw tables' snapshots (the daily tables expire theirs in their own commits,
+``shared.iceberg.DAILY_TABLE_PROPERTIES``, only once they are an hour old).
+
+What: :func:`expire_snapshots` removes, in one metadata commit, the snapshots that are BOTH beyond
+the newest ``keep_last`` AND older than ``min_age`` (``shared.settings.snapshot_retention``, the one
+place that decides them), never:
+
+* the current snapshot or any branch or tag head (pyiceberg refuses those too);
+* a snapshot a marker still needs (:func:`marker_snapshots`): the key index of a raw table
+  (``shared.key_index``) names the raw snapshot it indexed through; that snapshot and every later
+  one stay until the index has caught up past them, so the index's readers can still walk raw's
+  ancestry from any snapshot to the marker.
+
+It uses pyiceberg's own API (``table.maintenance.expire_snapshots().by_ids(...)``), which writes
+metadata only: it removes the snapshots, their snapshot-log entries and statistics and the refs
+pointing at them, and DELETES NO FILE. Raw tables are append-only, so their data files stay live
+in the current snapshot; files only an expired snapshot referenced (a daily table's overwritten
+partitions) stay on storage as orphans until an orphan-file clean-up, which this module does not
+do (a reader that planned an expired snapshot, e.g. a query in flight, still reads its files).
+
+Other metadata that grows per commit, checked (pyiceberg 0.12):
+
+* the snapshot log: pruned with the snapshots (above);
+* the metadata log (previous metadata files): capped by Iceberg's
+  ``write.metadata.previous-versions-max``, default 100 entries of a path and a time each, which
+  pyiceberg applies at every commit; already bounded, left as it is (old metadata FILES stay on
+  storage: ``write.metadata.delete-after-commit.enabled`` is off, so a reader holding an older
+  metadata location, DuckDB's ``iceberg_scan``, never loses it);
+* statistics files: we write none; removed with their snapshot anyway.
+
+Concurrency: the expiry commit removes snapshot ids from the table's metadata as the catalog has it
+at commit time, so an append committed meanwhile is kept (tested). A concurrent expiry that removed
+one of the same snapshots first makes the commit fail: it is planned again on the table as it now
+is (:func:`shared.iceberg._retry_commit`), and gives up with one clear error after ``attempts``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shared.settings import SnapshotRetention, snapshot_retention
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Expired:
+    """What :func:`expire_snapshots` did to one table."""
+
+    identifier: str
+    #: Snapshots removed from the metadata (0: nothing to expire, or no such table).
+    expired: int
+    #: Snapshots the table has now.
+    kept: int
+    #: Of those, kept only because a marker needs them (:func:`marker_snapshots`).
+    held_by_markers: int = 0
+    #: False when the table does not exist (nothing done).
+    exists: bool = True
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "table": self.identifier,
+            "expired": self.expired,
+            "kept": self.kept,
+            "held_by_markers": self.held_by_markers,
+            "exists": self.exists,
+        }
+
+
+def expirable(
+    table: Any,
+    retention: SnapshotRetention,
+    now_ms: int,
+    protected: Iterable[int] = (),
+) -> list[int]:
+    """The ids of ``table``'s snapshots to expire: beyond the newest ``retention.keep_last``
+    (by sequence number, then time) AND older than ``retention.min_age_ms`` at ``now_ms``; never
+    a branch or tag head, the current snapshot, or one of ``protected``."""
+    snapshots = sorted(
+        table.metadata.snapshots, key=lambda s: (s.sequence_number or 0, s.timestamp_ms)
+    )
+    keep = {ref.snapshot_id for ref in table.metadata.refs.values()}
+    current = table.current_snapshot()
+    if current is not None:
+        keep.add(current.snapshot_id)
+    keep |= set(protected)
+    cutoff = now_ms - retention.min_age_ms
+    old = snapshots[: max(0, len(snapshots) - retention.keep_last)]
+    return [s.snapshot_id for s in old if s.timestamp_ms <= cutoff and s.snapshot_id not in keep]
+
+
+def marker_snapshots(catalog: Any, table: Any, identifier: str) -> set[int]:
+    """The snapshots of ``table`` a marker needs: for a raw table with a key index, the index's
+    marker (``shared.key_index.MARKER``) and every snapshot committed after it (the unindexed
+    tail the index's readers and its next catch-up walk). Empty when no marker names this table
+    (the marker's snapshot is gone, the index is missing or describes another table: the index
+    is then rebuilt from raw's current files and needs no old snapshot)."""
+    from shared import key_index
+
+    spec_identifier = key_index.index_identifier(identifier) if "." in identifier else None
+    if spec_identifier is None or identifier.startswith(f"{key_index.INDEX_NAMESPACE}."):
+        return set()
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+    try:
+        index = catalog.load_table(spec_identifier)
+    except (NoSuchTableError, NoSuchNamespaceError):
+        return set()
+    props = index.properties
+    if props.get(key_index.RAW_UUID) != str(table.metadata.table_uuid):
+        return set()
+    try:
+        marker = int(props[key_index.MARKER])
+    except (KeyError, ValueError):
+        return set()
+    by_id = {s.snapshot_id: s for s in table.metadata.snapshots}
+    if marker not in by_id:
+        return set()
+    since = by_id[marker].sequence_number or 0
+    return {s.snapshot_id for s in table.metadata.snapshots if (s.sequence_number or 0) >= since}
+
+
+def expire_snapshots(
+    catalog: Any,
+    identifier: str,
+    retention: SnapshotRetention | None = None,
+    *,
+    now_ms: int | None = None,
+    markers: Callable[[Any, Any, str], set[int]] = marker_snapshots,
+    attempts: int = 8,
+) -> Expired:
+    """Expire ``identifier``'s old snapshots (module docstring) in one metadata commit, planned
+    again on a conflict. ``retention`` defaults to the settings'
+    (``shared.settings.snapshot_retention``); ``now_ms`` to the current time. A missing table is
+    no error (a stream never synced yet): nothing is done."""
+    from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+
+    from shared.iceberg import _retry_commit
+
+    retention = retention or snapshot_retention()
+    outcome: list[Expired] = []
+
+    def attempt() -> None:
+        try:
+            table = catalog.load_table(identifier)
+        except NoSuchTableError:
+            outcome[:] = [Expired(identifier, 0, 0, exists=False)]
+            return
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        held = markers(catalog, table, identifier)
+        ids = expirable(table, retention, now, held)
+        freed = expirable(table, retention, now)
+        n = len(table.metadata.snapshots)
+        if ids:
+            try:
+                table.maintenance.expire_snapshots().by_ids(ids).commit()
+            except ValueError as exc:
+                # pyiceberg applies the removal to the metadata the catalog has at commit time:
+                # a snapshot a concurrent expiry removed first is "does not exist" there. Plan
+                # again on the table as it is now.
+                if "does not exist" not in str(exc):
+                    raise
+                raise CommitFailedException(f"{identifier}: {exc}") from exc
+        outcome[:] = [Expired(identifier, len(ids), n - len(ids), len(set(freed) - set(ids)))]
+
+    _retry_commit(f"expire snapshots of {identifier}", attempt, attempts)
+    return outcome[0]
+
+
+def expire_tables(
+    catalog: Any,
+    identifiers: Sequence[str],
+    retention: SnapshotRetention | None = None,
+    *,
+    now_ms: int | None = None,
+) -> list[Expired]:
+    """:func:`expire_snapshots` of each table, one after the other (the plain function a
+    location's maintenance job and the benchmark call). The retention is read once for all."""
+    retention = retention or snapshot_retention()
+    results = []
+    for identifier in identifiers:
+        result = expire_snapshots(catalog, identifier, retention, now_ms=now_ms)
+        if result.expired:
+            log.info("%s: expired %d snapshots, %d kept", identifier, result.expired, result.kept)
+        results.append(result)
+    return results
+
+
+#: When the maintenance jobs run: hourly, between the raw syncs (:15, ``ingestion.jobs``), so a
+#: table never holds more than ``keep_last`` plus an hour of commits.
+MAINTENANCE_CRON = "45 * * * *"
+
+
+def maintenance_definitions(
+    location: str, tables: Sequence[str], *, cron_schedule: str = MAINTENANCE_CRON
+) -> Any:
+    """A location's table maintenance as Dagster definitions: the job
+    ``<location>_table_maintenance`` (one op, ``<location>_expire_snapshots``, looping over
+    ``tables``, the Iceberg tables this location owns: :func:`expire_tables`) and its hourly
+    schedule ``<location>_table_maintenance_hourly``.
+
+    The schedule ships RUNNING, unlike the syncs' (which start external work): expiry only
+    removes metadata beyond the retention the settings give, and a stopped one bounds nothing.
+    Each table's outcome is logged and attached to the op's output metadata; a table whose
+    expiry gave up (conflicts) fails the op after the others were done."""
+    import dagster as dg
+
+    names = tuple(tables)
+
+    # No annotations on the op: this module imports Dagster only here (the benchmark imports
+    # it without), and Dagster resolves an op's annotations at definition time.
+    @dg.op(
+        name=f"{location}_expire_snapshots",
+        description=f"Expire old snapshots of the {location} location's tables "
+        "(shared.maintenance; retention: DATA_PLATFORM_SNAPSHOT_*).",
+        required_resource_keys={"iceberg"},
+    )
+    def expire_op(context):  # type: ignore[no-untyped-def]
+        """Expire the old snapshots of each of this location's tables (shared.maintenance)."""
+        from shared.settings import SettingsError
+
+        try:
+            retention = snapshot_retention()
+        except SettingsError as exc:  # the run's failure says which variable, not a traceback
+            raise dg.Failure(str(exc)) from None
+        catalog = context.resources.iceberg.catalog()
+        done, failed = [], []
+        for identifier in names:
+            try:
+                result = expire_snapshots(catalog, identifier, retention)
+            except Exception as exc:  # one table's failure does not stop the others
+                context.log.error(f"{identifier}: snapshots not expired: {exc}")
+                failed.append(identifier)
+                continue
+            context.log.info(
+                f"{identifier}: {result.expired} expired, {result.kept} kept"
+                + (f" ({result.held_by_markers} held by markers)" if result.held_by_markers else "")
+            )
+            done.append(result.as_metadata())
+        if failed:
+            raise dg.Failure(
+                f"snapshots not expired for {', '.join(failed)} (the others were); retried at "
+                "the next run",
+                metadata={"tables": dg.MetadataValue.json(done)},
+            )
+        return dg.Output(
+            None,
+            metadata={
+                "tables": dg.MetadataValue.json(done),
+                "expired": sum(r["expired"] for r in done),
+                "keep_last": retention.keep_last,
+                "min_age_minutes": retention.min_age_ms // 60_000,
+            },
+        )
+
+    @dg.job(
+        name=f"{location}_table_maintenance",
+        description=f"Expire old snapshots of the {location} location's Iceberg tables.",
+        tags={"data-platform/maintenance": location},
+    )
+    def maintenance_job():  # type: ignore[no-untyped-def]
+        expire_op()
+
+    schedule = dg.ScheduleDefinition(
+        name=f"{location}_table_maintenance_hourly",
+        job=maintenance_job,
+        cron_schedule=cron_schedule,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Snapshot expiry of the {location} location's tables, hourly.",
+    )
+    return dg.Definitions(jobs=[maintenance_job], schedules=[schedule])

@@ -1,0 +1,179 @@
+"""Compaction of small data files: one ``replace`` snapshot, rows and schema unchanged, and a
+concurrent commit either survives it or makes it give up cleanly."""
+
+import datetime as dt
+import os
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pytest
+
+from shared import compaction
+from shared.compaction import (
+    MIN_INPUT_FILES,
+    SUMMARY_PROPERTY,
+    CompactionConflict,
+    compact_small_files,
+    is_replace,
+)
+from shared.iceberg import open_catalog, write_table
+from shared.settings import load_settings
+
+UTC = dt.UTC
+
+
+@pytest.fixture
+def catalog(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_PLATFORM_HOME", str(tmp_path))
+    return open_catalog(load_settings())
+
+
+def rows(start: int, n: int = 3, day: int = 1, extra: bool = False) -> pa.Table:
+    data = {
+        "id": pa.array(range(start, start + n), pa.int64()),
+        "name": [f"n{i}" for i in range(start, start + n)],
+        "ts": pa.array([dt.datetime(2026, 1, day, 12, tzinfo=UTC)] * n, pa.timestamp("us", "UTC")),
+    }
+    if extra:
+        data["added_later"] = [f"x{i}" for i in range(start, start + n)]
+    return pa.table(data)
+
+
+def append_many(catalog, count: int, identifier: str = "raw.users", **kwargs) -> None:
+    for k in range(count):
+        write_table(catalog, identifier, rows(k * 10, **kwargs), mode="append")
+
+
+def content(table, snapshot_id: int | None = None) -> list[tuple]:
+    data = table.scan(snapshot_id=snapshot_id).to_arrow()
+    names = sorted(data.column_names)
+    return sorted(zip(*(data[c].to_pylist() for c in names), strict=True), key=repr)
+
+
+def data_files(table) -> list:
+    return [task.file for task in table.scan().plan_files()]
+
+
+def exists(path: str) -> bool:
+    return os.path.exists(urlparse(path).path if path.startswith("file:") else path)
+
+
+def test_small_files_are_rewritten_as_one_replace_snapshot(catalog):
+    append_many(catalog, 10)
+    table = catalog.load_table("raw.users")
+    before, schema, snapshots = content(table), table.schema(), len(table.metadata.snapshots)
+    total = table.current_snapshot().summary["total-records"]
+    old_files = data_files(table)
+
+    done = compact_small_files(catalog, "raw.users")
+
+    table = catalog.load_table("raw.users")
+    snapshot = table.current_snapshot()
+    assert done.snapshot_id == snapshot.snapshot_id
+    assert (done.files_replaced, done.files_written, done.rows) == (10, 1, 30)
+    assert is_replace(snapshot) and snapshot.summary.operation.value == "replace"
+    assert len(table.metadata.snapshots) == snapshots + 1  # ONE snapshot
+    assert snapshot.summary["total-records"] == total
+    assert snapshot.summary["deleted-data-files"] == "10"
+    assert snapshot.summary["added-data-files"] == "1"
+    assert snapshot.summary[SUMMARY_PROPERTY] == "10"
+    assert len(data_files(table)) == 1
+    assert content(table) == before
+    assert table.schema() == schema
+    # The replaced files stay on storage: earlier snapshots (read by raw-history readers) list
+    # them, and every one of those still reads the same.
+    assert all(exists(f.file_path) for f in old_files)
+    assert content(table, snapshot.parent_snapshot_id) == before
+
+
+def test_too_few_small_files_or_large_files_are_left_alone(catalog):
+    append_many(catalog, MIN_INPUT_FILES - 1)
+    current = catalog.load_table("raw.users").current_snapshot().snapshot_id
+    assert compact_small_files(catalog, "raw.users").snapshot_id is None
+    append_many(catalog, 1)
+    assert compact_small_files(catalog, "raw.users", small_file_bytes=1).snapshot_id is None
+    table = catalog.load_table("raw.users")
+    assert table.current_snapshot().parent_snapshot_id == current  # only the append since
+    assert compact_small_files(catalog, "raw.users").files_replaced == MIN_INPUT_FILES
+
+
+def test_files_of_an_older_schema_get_the_new_columns_as_nulls(catalog):
+    append_many(catalog, 5)
+    for k in range(5):
+        write_table(catalog, "raw.users", rows(100 + k * 10, extra=True), mode="append")
+    table = catalog.load_table("raw.users")
+    before = content(table)
+    compact_small_files(catalog, "raw.users")
+    table = catalog.load_table("raw.users")
+    assert content(table) == before
+    assert sum(v is None for v in table.scan().to_arrow()["added_later"].to_pylist()) == 15
+
+
+def test_only_partitions_with_enough_small_files_are_compacted(catalog):
+    for k in range(MIN_INPUT_FILES):
+        write_table(catalog, "staging.t", rows(k * 10, day=1), mode="append", partition_by_day="ts")
+    for k in range(3):
+        write_table(
+            catalog, "staging.t", rows(500 + k, day=2), mode="append", partition_by_day="ts"
+        )
+    table = catalog.load_table("staging.t")
+    before = content(table)
+    done = compact_small_files(catalog, "staging.t")
+    assert (done.files_replaced, done.partitions) == (MIN_INPUT_FILES, 1)
+    table = catalog.load_table("staging.t")
+    assert content(table) == before
+    by_day: dict = {}
+    for f in data_files(table):
+        by_day.setdefault(f.partition[0], []).append(f)
+    assert sorted(len(v) for v in by_day.values()) == [1, 3]
+
+
+def test_a_concurrent_append_between_plan_and_commit_survives(catalog, monkeypatch):
+    append_many(catalog, 10)
+    real = compaction._commit_replace
+    calls = []
+
+    def append_first(table, replaced, written):
+        if not calls:  # another writer commits after the compaction planned and wrote
+            write_table(catalog, "raw.users", rows(1000), mode="append")
+        calls.append(table.current_snapshot().snapshot_id)
+        return real(table, replaced, written)
+
+    monkeypatch.setattr(compaction, "_commit_replace", append_first)
+    done = compact_small_files(catalog, "raw.users")
+
+    assert done.attempts == 2 and len(set(calls)) == 2  # built again on the new snapshot
+    table = catalog.load_table("raw.users")
+    ids = sorted(table.scan().to_arrow()["id"].to_pylist())
+    assert ids == sorted([*range(1000, 1003), *(k * 10 + i for k in range(10) for i in range(3))])
+    assert len(data_files(table)) == 2  # the compacted file and the concurrent append's
+    assert table.current_snapshot().summary["total-records"] == "33"
+
+
+def test_a_concurrent_commit_that_removed_a_file_makes_it_give_up_cleanly(catalog, monkeypatch):
+    append_many(catalog, 10)
+    real = compaction._commit_replace
+    written = []
+
+    def overwrite_first(table, replaced, new_files):
+        written.extend(new_files)
+        write_table(catalog, "raw.users", rows(2000), mode="overwrite")  # a full refresh
+        return real(table, replaced, new_files)
+
+    monkeypatch.setattr(compaction, "_commit_replace", overwrite_first)
+    with pytest.raises(CompactionConflict, match="nothing committed"):
+        compact_small_files(catalog, "raw.users")
+    table = catalog.load_table("raw.users")
+    assert sorted(table.scan().to_arrow()["id"].to_pylist()) == [2000, 2001, 2002]
+    assert not is_replace(table.current_snapshot())
+    assert written and not any(exists(f.file_path) for f in written)  # no orphans left
+
+
+def test_manifests_stay_merged_across_compactions(catalog):
+    for _ in range(3):
+        append_many(catalog, 20)
+        compact_small_files(catalog, "raw.users")
+    append_many(catalog, 20)
+    table = catalog.load_table("raw.users")
+    assert len(table.current_snapshot().manifests(table.io)) < 16
+    assert len(data_files(table)) <= 20 + 3
