@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -344,3 +345,28 @@ def test_one_more_day_rebuilds_only_that_day_plus_lookback(demo):
     assert read(tables["staging.stg_events"]).num_rows == distinct_events
     fct = read(tables["marts.fct_daily_events"])
     assert sum(fct["event_count"].to_pylist()) == distinct_events
+
+
+def test_the_benchmark_floor_runs_the_tests_a_days_runs_run(demo, tmp_path):
+    """The bare floor does the day's checks too: the dbt tests it runs are exactly the tests of
+    the five models that a day's runs execute (every one but the nightly run's), compiled with
+    the day window (``data-platform bench``, incremental_floor)."""
+    from data_platform.bench_incremental import BARE_MODELS, compile_models
+    from transformation.project import DBT_PROJECT_DIR
+
+    home, _, _ = demo  # dbt compiles against the demo's tables (read only)
+    sql = compile_models(str(home), "2026-01-01", "2026-01-03", tmp_path / "target")
+    manifest = json.loads((Path(DBT_PROJECT_DIR) / "target" / "manifest.json").read_text())
+    models = {f"model.data_platform.{m}" for _, m, _ in BARE_MODELS}
+    daily = {
+        n["name"]
+        for n in manifest["nodes"].values()
+        if n["resource_type"] == "test"
+        and set(n["depends_on"]["nodes"]) & models
+        and "nightly" not in n["tags"]
+    }
+    assert set(sql["tests"]) == daily and len(daily) > 30
+    assert set(sql["models"]) == {m for _, m, _ in BARE_MODELS}
+    # The window is compiled in: a daily model's windowed test reads the window's days only.
+    windowed = [s for s in sql["tests"].values() if "2026-01-03" in s]
+    assert windowed and all("2026-01-01" in s for s in windowed)

@@ -242,10 +242,13 @@ BARE_MODELS = (
 )
 
 
-def compile_models(home: str, start: str, end: str, target: Path) -> dict[str, str]:
-    """The SQL dbt runs for the four models over the day window ``[start, end)`` (untimed).
+def compile_models(home: str, start: str, end: str, target: Path) -> dict[str, dict[str, str]]:
+    """The SQL dbt runs for the five models and their tests over the day window
+    ``[start, end)`` (untimed): ``{"models": {model: sql}, "tests": {test: sql}}``.
 
-    ``dbt compile`` with the window as vars: the very SQL the platform's run executes.
+    ``dbt compile`` with the window as vars: the very SQL the platform's runs execute. The tests
+    are the ones the day's runs execute: every test of the five models except the ``nightly``
+    one (a run of its own at 03:00 UTC, not part of a day's cycle).
     """
     import json
     import subprocess
@@ -257,7 +260,7 @@ def compile_models(home: str, start: str, end: str, target: Path) -> dict[str, s
     cmd = [
         str(Path(sys.executable).with_name("dbt")), "compile", "--profiles-dir", str(project),
         "--project-dir", str(project), "--target", "duckdb", "--target-path", str(target),
-        "--select", *[m for _, m, _ in BARE_MODELS],
+        "--select", *[m for _, m, _ in BARE_MODELS], "--exclude", "tag:nightly",
         "--vars", json.dumps({"window_start": start, "window_end": end}),
     ]  # fmt: skip
     env = {**os.environ, "DATA_PLATFORM_HOME": home}
@@ -265,12 +268,24 @@ def compile_models(home: str, start: str, end: str, target: Path) -> dict[str, s
     if out.returncode != 0:
         raise RunFailed(f"dbt compile failed: {out.stdout[-2000:]}")
     compiled = target / "compiled" / "data_platform" / "models"
-    return {m: (compiled / s / f"{m}.sql").read_text() for s, m, _ in BARE_MODELS}
+    models = {m: (compiled / s / f"{m}.sql").read_text() for s, m, _ in BARE_MODELS}
+    # The tests compiled (generic and singular), from the run's results and the manifest it
+    # wrote (a compiled file's name can be a hash of a long test name).
+    nodes = json.loads((target / "manifest.json").read_text())["nodes"]
+    ran = json.loads((target / "run_results.json").read_text())["results"]
+    tests = {
+        nodes[r["unique_id"]]["name"]: nodes[r["unique_id"]]["compiled_code"]
+        for r in ran
+        if r["unique_id"].startswith("test.")
+    }
+    return {"models": models, "tests": tests}
 
 
-def bare_day(home: str, day_index: int, lookback: int, sql: dict[str, str]) -> dict[str, float]:
+def bare_day(
+    home: str, day_index: int, lookback: int, sql: dict[str, dict[str, str]]
+) -> dict[str, float]:
     """The floor: the same day's work in one Python process with the same engines, no
-    orchestration (no Dagster, no dbt, no checks or tests).
+    orchestration (no Dagster, no dbt, no event log).
 
     * raw: the stand-in's generator for the day, one pyiceberg append (to a scratch table
       ``bench.raw_events``: appending the day to ``raw.events`` again would duplicate it);
@@ -278,25 +293,48 @@ def bare_day(home: str, day_index: int, lookback: int, sql: dict[str, str]) -> d
       (``scan_sql``), each result written by the plugin's own writer (``store_batch``: the same
       pyiceberg overwrite of the window's days, or of the whole table);
     * analytics: the same reads (``read_upstream``) and polars functions, the same writes, for
-      the same days as the platform's run (the new day plus the lookback).
+      the same days as the platform's run (the new day plus the lookback);
+    * checks: the day's data-quality work, as the platform does it every day: the dbt tests'
+      compiled SQL on the same DuckDB views (a count of the failing rows, as dbt wraps it), the
+      raw tables' check functions (``ingestion.checks.CHECKS``) and the analytics checks'
+      functions with the reads they need. The freshness checks read only Dagster's event log:
+      no data work, nothing to do here.
+
+    ``seconds`` is the whole; ``without_checks`` the same minus ``checks`` (the floor of a
+    platform that checks nothing, to set against the cycle run without its checks).
     """
     import datetime as dt
     import tempfile
 
     import duckdb
+    import polars as pl
 
     from analytics import features as feature_defs
     from analytics import metrics as metric_defs
+    from analytics.checks import (
+        check_daily_metrics,
+        check_user_features,
+        reconcile_features_with_dim_users,
+    )
+    from analytics.frames import IS_EVENT, utc_date, with_utc_event_date
     from analytics.io import metadata_max, read_upstream, to_arrow
-    from analytics.sources import DIM_USERS, DIM_USERS_TOTALS, STG_EVENTS, STG_USER_VERSIONS
+    from analytics.sources import (
+        DIM_USERS,
+        DIM_USERS_TOTALS,
+        FCT_DAILY_EVENTS,
+        STG_EVENTS,
+        STG_USER_VERSIONS,
+    )
     from ingestion import standin
+    from ingestion.checks import CHECKS, checks_for
     from ingestion.settings import load_standin_settings
+    from ingestion.streams import STREAMS
     from shared import iceberg
     from shared.partitions import day_of
     from shared.resources import IcebergCatalogResource
     from transformation.duckdb_iceberg import quote_identifier, scan_sql, store_batch
 
-    parts: dict[str, float] = {}
+    parts: dict[str, float] = {"checks": 0.0}
     t0 = time.perf_counter()
     resource = IcebergCatalogResource(home=home)
     catalog = resource.catalog()
@@ -304,6 +342,12 @@ def bare_day(home: str, day_index: int, lookback: int, sql: dict[str, str]) -> d
     iceberg.write_table(catalog, "bench.raw_events", events, mode="append")
     t1 = time.perf_counter()
     parts["raw"] = t1 - t0
+    # The raw tables' checks, as the checks' step runs them after the sync.
+    for stream in STREAMS:
+        for suffix in checks_for(stream):
+            CHECKS[suffix][0](stream, resource)
+    t1b = time.perf_counter()
+    parts["checks"] += t1b - t1
 
     start, end = day_of(day_index - lookback), day_of(day_index + 1)
     scratch = Path(tempfile.mkdtemp(prefix="bench-bare-"))
@@ -317,23 +361,39 @@ def bare_day(home: str, day_index: int, lookback: int, sql: dict[str, str]) -> d
             con.execute(f"create or replace view {view} as select * from {table_sql}")
     for schema, model, day_column in BARE_MODELS:
         path = scratch / f"{model}.parquet"
-        con.execute(f"copy ({sql[model]}) to '{path}' (format parquet)")
+        con.execute(f"copy ({sql['models'][model]}) to '{path}' (format parquet)")
         window = (
             {"window_start": start.isoformat(), "window_end": end.isoformat()} if day_column else {}
         )
         store_batch(catalog, f"{schema}.{model}", path, day_partition_column=day_column, **window)
         table_sql = scan_sql(catalog.load_table(f"{schema}.{model}"), scratch)
         con.execute(f"create or replace view {schema}.{model} as select * from {table_sql}")
-    con.close()
     t2 = time.perf_counter()
-    parts["dbt_models"] = t2 - t1
+    parts["dbt_models"] = t2 - t1b
+    for test_sql in sql["tests"].values():
+        con.execute(f"select count(*) from ({test_sql}) dbt_internal_test").fetchone()
+    con.close()
+    t2b = time.perf_counter()
+    parts["checks"] += t2b - t2
 
     ev = read_upstream(
         resource, STG_EVENTS, window_column="event_ts", start=start, end=end,
         pruning_column="event_date",
     )  # fmt: skip
     us = read_upstream(resource, DIM_USERS, window_column="signup_at", start=start, end=end)
-    metrics = metric_defs.daily_metrics(ev.frame, us.frame, start, end).collect()
+    # As the asset does: the metrics and the days with events in one collect.
+    metrics, days = pl.collect_all(
+        [
+            metric_defs.daily_metrics(ev.frame, us.frame, start, end),
+            with_utc_event_date(ev.frame).filter(IS_EVENT).select(pl.col("event_date").unique()),
+        ]
+    )
+    tc = time.perf_counter()
+    mart = read_upstream(
+        resource, FCT_DAILY_EVENTS, window_column="event_date", start=start, end=end
+    ).frame.collect()
+    check_daily_metrics(metrics, start, end, set(days.to_series().to_list()), mart)
+    analytics_checks = time.perf_counter() - tc
     iceberg.write_table(
         catalog, "analytics.daily_metrics", to_arrow(metrics), mode="overwrite",
         # The same pyiceberg filter the daily_metrics asset commits with (a string, not the
@@ -358,8 +418,28 @@ def bare_day(home: str, day_index: int, lookback: int, sql: dict[str, str]) -> d
     features = feature_defs.user_features(
         users_all.frame, window.frame, as_of, versions_all.frame, totals=totals.lazy()
     ).collect()
+    tc = time.perf_counter()
+    # As the asset does: the users eligible as of D, then its checks.
+    eligible = (
+        users_all.frame.with_columns(d=utc_date(users_all.frame, "signup_at"))
+        .filter(pl.col("d").is_null() | (pl.col("d") <= as_of))
+        .select(pl.len())
+        .collect()
+        .item()
+    )
+    activity = totals.select(
+        "user_id", event_count="events_total", purchase_count="purchases_total",
+        revenue="revenue_total",
+    )  # fmt: skip
+    check_user_features(features, eligible)
+    reconcile_features_with_dim_users(
+        features, activity, as_of_is_latest=True, totals_from_mart=True, problem=None
+    )
+    analytics_checks += time.perf_counter() - tc
     iceberg.write_table(catalog, "ml.user_features", to_arrow(features), mode="overwrite")
     t3 = time.perf_counter()
-    parts["analytics"] = t3 - t2
+    parts["analytics"] = t3 - t2b - analytics_checks
+    parts["checks"] += analytics_checks
     parts["seconds"] = t3 - t0
+    parts["without_checks"] = parts["seconds"] - parts["checks"]
     return {k: round(v, 3) for k, v in parts.items()}

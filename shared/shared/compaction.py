@@ -381,3 +381,21 @@ def _delete(table: Any, files: Sequence[Any]) -> None:
             table.io.delete(f.file_path)
         except Exception as exc:  # already gone, or a store hiccup: an orphan, not an error
             log.info("%s: could not delete an uncommitted compaction file: %s", f.file_path, exc)
+
+
+def compact_tables(catalog: Any, identifiers: Sequence[str]) -> list[Compaction]:
+    """:func:`compact_small_files` of each table, one after the other (the plain function a
+    location's maintenance job calls: the ingestion location's raw tables, ``raw.users`` and
+    ``raw.events``; not the key indexes, which compact themselves by size tiers, nor dbt's or
+    analytics' tables). A table that conflicted is logged and left for the next run; the error
+    of the first one is raised after the others were done."""
+    results, failed = [], []
+    for identifier in identifiers:
+        try:
+            results.append(compact_small_files(catalog, identifier))
+        except CompactionConflict as exc:
+            log.warning("%s: not compacted (retried at the next run): %s", identifier, exc)
+            failed.append(exc)
+    if failed:
+        raise failed[0]
+    return results

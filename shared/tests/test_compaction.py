@@ -177,3 +177,15 @@ def test_manifests_stay_merged_across_compactions(catalog):
     table = catalog.load_table("raw.users")
     assert len(table.current_snapshot().manifests(table.io)) < 16
     assert len(data_files(table)) <= 20 + 3
+
+
+def test_compact_tables_compacts_each_table_with_enough_small_files(catalog):
+    append_many(catalog, MIN_INPUT_FILES, "raw.users")
+    append_many(catalog, 2, "raw.events")
+    done = compaction.compact_tables(catalog, ["raw.users", "raw.events"])
+    assert [(d.identifier, d.files_replaced) for d in done] == [
+        ("raw.users", MIN_INPUT_FILES),
+        ("raw.events", 0),
+    ]
+    assert is_replace(catalog.load_table("raw.users").current_snapshot())
+    assert not is_replace(catalog.load_table("raw.events").current_snapshot())
