@@ -64,9 +64,11 @@ log = logging.getLogger(__name__)
 #: and takes every sync's file until its day's data is as large as a written file.
 SMALL_FILE_BYTES = 16 * 1024 * 1024
 #: A partition's small files are rewritten only once there are at least this many (Iceberg's
-#: ``min-input-files`` is 5): a compaction per sync would rewrite the same rows again and again;
-#: with 8, the rows of a daily table are rewritten about once a week while its file count stays
-#: below 8 + the number of written files.
+#: ``min-input-files`` is 5): a compaction per sync would rewrite the same rows again and again.
+#: With 8, a daily-synced table is compacted about once a week and holds fewer than 8 small
+#: files beside its large ones. What one compaction rewrites is bounded by the threshold, not
+#: the history: a file is rewritten (with the next small ones) only until it reaches
+#: :data:`SMALL_FILE_BYTES`, then never again.
 MIN_INPUT_FILES = 8
 #: Snapshot summary property of a compaction: how many files it replaced (for operators).
 SUMMARY_PROPERTY = "compaction.files-replaced"
@@ -112,30 +114,37 @@ def plan_compaction(
     small_file_bytes: int = SMALL_FILE_BYTES,
     min_files: int = MIN_INPUT_FILES,
 ) -> list[Any]:
-    """The data files of ``table``'s current snapshot to rewrite (oldest commit first): the
-    small files of each partition holding at least ``min_files`` of them (module docstring).
-    Read from the manifests only."""
+    """The data files of ``table``'s current snapshot to rewrite, in commit order (the data
+    sequence number of the commit that added each): the small files of each partition holding
+    at least ``min_files`` of them (module docstring). Read from the manifests only."""
+    from pyiceberg.manifest import DataFileContent
+
     snapshot = table.current_snapshot()
     if snapshot is None:
         return []
-    order = {s.snapshot_id: s.sequence_number or 0 for s in table.metadata.snapshots}
+    with_deletes = {
+        task.file.file_path
+        for task in table.scan(snapshot_id=snapshot.snapshot_id).plan_files()
+        if task.delete_files
+    }
     groups: dict[tuple, list[tuple[int, str, Any]]] = defaultdict(list)
-    for task in table.scan(snapshot_id=snapshot.snapshot_id).plan_files():
-        data_file = task.file
-        if task.delete_files or data_file.file_size_in_bytes >= small_file_bytes:
-            continue  # rewriting a file with deletes would have to apply them: left alone
-        partition = (data_file.spec_id, tuple(data_file.partition))
-        groups[partition].append((_sequence(task, order), data_file.file_path, data_file))
+    for manifest in snapshot.manifests(table.io):
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            data_file = entry.data_file
+            if (
+                data_file.content != DataFileContent.DATA
+                or data_file.file_size_in_bytes >= small_file_bytes
+                or data_file.file_path in with_deletes  # rewriting it would apply its deletes
+            ):
+                continue
+            partition = (data_file.spec_id, tuple(data_file.partition))
+            order = entry.sequence_number or 0
+            groups[partition].append((order, data_file.file_path, data_file))
     chosen = []
     for files in groups.values():
         if len(files) >= min_files:
             chosen.extend(f for _, _, f in sorted(files, key=lambda t: t[:2]))
     return chosen
-
-
-def _sequence(task: Any, order: dict[int, int]) -> int:
-    seq = getattr(task.file, "file_sequence_number", None)
-    return seq if seq is not None else order.get(getattr(task.file, "snapshot_id", None), 0)
 
 
 def compact_small_files(

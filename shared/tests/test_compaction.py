@@ -189,3 +189,13 @@ def test_compact_tables_compacts_each_table_with_enough_small_files(catalog):
     ]
     assert is_replace(catalog.load_table("raw.users").current_snapshot())
     assert not is_replace(catalog.load_table("raw.events").current_snapshot())
+
+
+def test_rows_are_rewritten_in_commit_order(catalog):
+    append_many(catalog, 12)
+    planned = compaction.plan_compaction(catalog.load_table("raw.users"))
+    compact_small_files(catalog, "raw.users")
+    table = catalog.load_table("raw.users")
+    assert len(planned) == 12
+    ids = table.scan().to_arrow()["id"].to_pylist()
+    assert ids == [k * 10 + i for k in range(12) for i in range(3)]  # the appends' order

@@ -190,3 +190,29 @@ def test_syncs_keep_the_key_index_and_a_failed_catch_up_only_delays_it(home, mon
     monkeypatch.setenv("DATA_PLATFORM_STANDIN_DAYS", "4")
     assert days(run()[EVENTS.key]) == ["2026-01-04"]
     assert indexed_through() == raw_now()  # both commits indexed, none twice
+
+
+def test_a_sync_after_a_compaction_records_only_its_own_days(home, monkeypatch):
+    """Through the location's job: a compaction of both raw tables between two syncs (as the
+    maintenance job does) changes no day; the next sync records its own day, and the key index
+    keeps answering without a rebuild."""
+    from shared import key_index
+    from shared.compaction import compact_small_files, compact_tables
+    from shared.iceberg import open_catalog
+
+    catalog = open_catalog(load_settings())
+    for n in (2, 3):
+        monkeypatch.setenv("DATA_PLATFORM_STANDIN_DAYS", str(n))
+        run()
+    done = compact_tables(catalog, [USERS.identifier, EVENTS.identifier])
+    assert all(d.snapshot_id is None for d in done)  # 2 files each: too few (8)
+    for identifier in (USERS.identifier, EVENTS.identifier):
+        assert compact_small_files(catalog, identifier, min_files=2).files_replaced == 2
+    monkeypatch.setenv("DATA_PLATFORM_STANDIN_DAYS", "4")
+    synced = run()
+    assert days(synced[EVENTS.key]) == ["2026-01-04"]
+    assert synced[EVENTS.key]["redelivered_keys"].value == 0
+    index = catalog.load_table(key_index.index_identifier(EVENTS.identifier))
+    raw = catalog.load_table(EVENTS.identifier)
+    assert int(index.properties[key_index.MARKER]) == raw.current_snapshot().snapshot_id
+    assert index.scan().to_arrow().num_rows == raw.scan().to_arrow().num_rows
