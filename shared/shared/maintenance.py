@@ -27,10 +27,11 @@ Other metadata that grows per commit, checked (pyiceberg 0.12):
 
 * the snapshot log: pruned with the snapshots (above);
 * the metadata log (previous metadata files): capped by Iceberg's
-  ``write.metadata.previous-versions-max``, default 100 entries of a path and a time each, which
-  pyiceberg applies at every commit; already bounded, left as it is (old metadata FILES stay on
-  storage: ``write.metadata.delete-after-commit.enabled`` is off, so a reader holding an older
-  metadata location, DuckDB's ``iceberg_scan``, never loses it);
+  ``write.metadata.previous-versions-max``, which pyiceberg applies at every commit; its default
+  (100) made it 60% of the metadata once snapshots expire, so every table the platform writes
+  sets 16 (``shared.iceberg.MERGE_TABLE_PROPERTIES``). Old metadata FILES stay on storage
+  (``write.metadata.delete-after-commit.enabled`` is off), so a reader holding an older
+  metadata location, DuckDB's ``iceberg_scan``, never loses it;
 * statistics files: we write none; removed with their snapshot anyway.
 
 Concurrency: the expiry commit removes snapshot ids from the table's metadata as the catalog has it

@@ -299,3 +299,14 @@ def test_a_daily_write_that_expires_in_its_commit_survives_a_concurrent_expiry(
     table = catalog.load_table("marts.daily")
     assert sorted(table.scan().to_arrow()["events"].to_pylist()) == [0, 1, 2, 3, 4, 5, 9]
     assert len(table.metadata.snapshots) <= 3
+
+
+def test_the_metadata_log_is_bounded_on_every_table_written(catalog):
+    """The other list a metadata file carries per commit: previous metadata files, capped at 16
+    (Iceberg's default, 100, was most of an expired table's metadata)."""
+    data = Raw(catalog)
+    for i in range(24):
+        data.commit(3, on_day=i)
+    table = data.table()
+    assert table.properties["write.metadata.previous-versions-max"] == "16"
+    assert len(table.metadata.metadata_log) == 16
