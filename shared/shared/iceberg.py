@@ -272,6 +272,13 @@ def _ensure_properties(table: Table) -> Table:
     return table.refresh()
 
 
+def _lost_snapshot_race(exc: ValueError) -> bool:
+    """Whether ``exc`` is pyiceberg's "Snapshot with snapshot id ... does not exist" raised when
+    a commit's snapshot removal is applied to the catalog's current metadata."""
+    message = str(exc)
+    return message.startswith("Snapshot with snapshot id") and "does not exist" in message
+
+
 def _retry_commit(what: str, attempt_fn: Callable[[], Table | None], attempts: int) -> Table | None:
     """Run ``attempt_fn`` and run it again on Iceberg commit conflicts and SQLite lock errors.
 
@@ -285,6 +292,13 @@ def _retry_commit(what: str, attempt_fn: Callable[[], Table | None], attempts: i
             return attempt_fn()
         except _CONFLICTS as exc:
             err: Exception = exc
+        except ValueError as exc:
+            # A commit that expires snapshots (a daily write's, shared.maintenance's) applied
+            # onto metadata where a concurrent expiry already removed one: pyiceberg raises
+            # this when it applies the removal at commit time. Planned again, it is a conflict.
+            if not _lost_snapshot_race(exc):
+                raise
+            err = exc
         except Exception as exc:  # SQLAlchemy OperationalError: "database is locked"
             if "database is locked" not in str(exc):
                 raise

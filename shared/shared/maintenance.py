@@ -143,7 +143,7 @@ def expire_snapshots(
     again on a conflict. ``retention`` defaults to the settings'
     (``shared.settings.snapshot_retention``); ``now_ms`` to the current time. A missing table is
     no error (a stream never synced yet): nothing is done."""
-    from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+    from pyiceberg.exceptions import NoSuchTableError
 
     from shared.iceberg import _retry_commit
 
@@ -162,15 +162,10 @@ def expire_snapshots(
         freed = expirable(table, retention, now)
         n = len(table.metadata.snapshots)
         if ids:
-            try:
-                table.maintenance.expire_snapshots().by_ids(ids).commit()
-            except ValueError as exc:
-                # pyiceberg applies the removal to the metadata the catalog has at commit time:
-                # a snapshot a concurrent expiry removed first is "does not exist" there. Plan
-                # again on the table as it is now.
-                if "does not exist" not in str(exc):
-                    raise
-                raise CommitFailedException(f"{identifier}: {exc}") from exc
+            # pyiceberg applies the removal to the metadata the catalog has at commit time: a
+            # snapshot a concurrent expiry removed first "does not exist" there, which
+            # _retry_commit takes as a conflict (planned again on the table as it is now).
+            table.maintenance.expire_snapshots().by_ids(ids).commit()
         outcome[:] = [Expired(identifier, len(ids), n - len(ids), len(set(freed) - set(ids)))]
 
     _retry_commit(f"expire snapshots of {identifier}", attempt, attempts)

@@ -260,3 +260,42 @@ def test_sync_changes_from_an_expired_snapshot_counts_every_day(catalog):
     # A kept pre-sync snapshot gives exactly the same answer as before the expiry.
     assert full_read_changes(raw, kept_since) == expected_kept
     assert expected_kept.moved_keys  # the data exercises the look-up as of the kept snapshot
+
+
+def test_a_daily_write_that_expires_in_its_commit_survives_a_concurrent_expiry(
+    catalog, monkeypatch
+):
+    """A day-partitioned table's write expires old snapshots in its own commit (shared.iceberg);
+    when the maintenance job removed them first, the write is planned again, not failed."""
+    from shared import iceberg
+
+    def daily(n: int) -> pa.Table:
+        return pa.table(
+            {"event_date": pa.array([day(n).date()], pa.date32()), "events": pa.array([n])}
+        )
+
+    for n in range(6):
+        write_table(catalog, "marts.daily", daily(n), mode="append", partition_by_day="event_date")
+    table = catalog.load_table("marts.daily")
+    with table.transaction() as tx:  # expire in each write's commit, as aggressively as allowed
+        tx.set_properties(
+            {
+                "history.expire.min-snapshots-to-keep": "2",
+                "history.expire.max-snapshot-age-ms": "0",
+            }
+        )
+    planned = iceberg._expired_snapshots
+    raced = []
+
+    def maintenance_first(table, now_ms):
+        ids = planned(table, now_ms + 1)
+        if ids and not raced:
+            raced.append(maintenance.expire_snapshots(catalog, "marts.daily", AGGRESSIVE))
+        return ids
+
+    monkeypatch.setattr(iceberg, "_expired_snapshots", maintenance_first)
+    write_table(catalog, "marts.daily", daily(9), mode="append", partition_by_day="event_date")
+    assert raced and raced[0].expired > 0  # the race happened
+    table = catalog.load_table("marts.daily")
+    assert sorted(table.scan().to_arrow()["events"].to_pylist()) == [0, 1, 2, 3, 4, 5, 9]
+    assert len(table.metadata.snapshots) <= 3

@@ -10,6 +10,7 @@ from dagster import Definitions
 
 from analytics.assets import daily_metrics, user_features
 from analytics.automation import analytics_automation_sensor
+from analytics.maintenance import maintenance_defs
 from analytics.schedules import daily_metrics_job, daily_metrics_schedule
 from shared.catalog import with_code_references
 from shared.monitoring import monitoring_definitions
@@ -26,4 +27,6 @@ defs = Definitions.merge(
         resources={"iceberg": IcebergCatalogResource()},
     ),
     monitoring_definitions("analytics"),
+    # Old snapshots of this location's tables expired hourly (shared.maintenance).
+    maintenance_defs(),
 )

@@ -18,6 +18,7 @@ from shared.monitoring import monitoring_definitions
 from shared.resources import IcebergCatalogResource
 from transformation.assets import DbtProjectResource, dbt_daily_models, dbt_models
 from transformation.automation import transformation_automation_sensor
+from transformation.maintenance import maintenance_defs
 
 #: The marts are rebuilt whenever raw data arrives (hourly syncs, automation conditions): older
 #: than a day and two hours means syncs or dbt stopped, as for the raw tables.
@@ -40,4 +41,6 @@ defs = Definitions.merge(
     # Freshness: Dagster's checks for the marts this location owns (what other teams read), on
     # their own schedule; staging follows the same runs.
     monitoring_definitions("transformation", freshness=MARTS_FRESHNESS),
+    # Old snapshots of the models' tables expired hourly (shared.maintenance).
+    maintenance_defs(),
 )
