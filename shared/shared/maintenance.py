@@ -19,8 +19,9 @@ place that decides them), never:
 It uses pyiceberg's own API (``table.maintenance.expire_snapshots().by_ids(...)``), which writes
 metadata only: it removes the snapshots, their snapshot-log entries and statistics and the refs
 pointing at them, and DELETES NO FILE. Raw tables are append-only, so their data files stay live
-in the current snapshot; files only an expired snapshot referenced (a daily table's overwritten
-partitions) stay on storage as orphans until an orphan-file clean-up, which this module does not
+in the current snapshot, except those a compaction replaced (``shared.compaction``); files only an
+expired snapshot referenced (those, a daily table's overwritten partitions) stay on storage as
+orphans until an orphan-file clean-up, which this module does not
 do (a reader that planned an expired snapshot, e.g. a query in flight, still reads its files).
 
 Other metadata that grows per commit, checked (pyiceberg 0.12):

@@ -199,3 +199,52 @@ def test_rows_are_rewritten_in_commit_order(catalog):
     assert len(planned) == 12
     ids = table.scan().to_arrow()["id"].to_pylist()
     assert ids == [k * 10 + i for k in range(12) for i in range(3)]  # the appends' order
+
+
+def test_compactions_racing_real_appends_lose_and_double_no_row(catalog):
+    """Writers appending in threads while compactions run again and again: every appended row
+    is in the table exactly once; a compaction either committed or gave up cleanly."""
+    import threading
+
+    append_many(catalog, 2)
+    expected = [k * 10 + i for k in range(2) for i in range(3)]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer(w: int) -> None:
+        try:
+            for k in range(6):
+                write_table(catalog, "raw.users", rows(10_000 * (w + 1) + k * 10), mode="append")
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    outcomes = {"committed": 0, "gave_up": 0}
+
+    def compactor() -> None:
+        while not stop.is_set():
+            try:
+                done = compact_small_files(catalog, "raw.users", min_files=2)
+                outcomes["committed"] += done.snapshot_id is not None
+            except CompactionConflict:
+                outcomes["gave_up"] += 1
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+                return
+
+    writers = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
+    compacting = threading.Thread(target=compactor)
+    compacting.start()
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    compacting.join()
+    assert not errors, errors
+    for w in range(3):
+        expected += [10_000 * (w + 1) + k * 10 + i for k in range(6) for i in range(3)]
+    compact_small_files(catalog, "raw.users", min_files=2)  # once more, alone
+    table = catalog.load_table("raw.users")
+    assert sorted(table.scan().to_arrow()["id"].to_pylist()) == sorted(expected)
+    assert table.current_snapshot().summary["total-records"] == str(len(expected))
+    assert outcomes["committed"] >= 1
