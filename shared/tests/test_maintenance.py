@@ -310,3 +310,27 @@ def test_the_metadata_log_is_bounded_on_every_table_written(catalog):
     table = data.table()
     assert table.properties["write.metadata.previous-versions-max"] == "16"
     assert len(table.metadata.metadata_log) == 16
+
+
+def test_an_expiry_that_keeps_conflicting_gives_up_cleanly(catalog, monkeypatch):
+    """Every attempt loses to a concurrent commit: one clear error after the attempts, and the
+    table as it was (every snapshot, every row)."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    from shared.iceberg import IcebergError
+
+    data = Raw(catalog)
+    for i in range(5):
+        data.commit(10, on_day=i)
+
+    def always_conflicts(self):
+        raise CommitFailedException("another writer committed first")
+
+    from pyiceberg.table.update.snapshot import ExpireSnapshots
+
+    monkeypatch.setattr(ExpireSnapshots, "commit", always_conflicts)
+    monkeypatch.setattr("shared.iceberg.time.sleep", lambda _s: None)
+    with pytest.raises(IcebergError, match="expire snapshots of raw.events: gave up after 3"):
+        maintenance.expire_snapshots(catalog, "raw.events", AGGRESSIVE, attempts=3)
+    assert ids(data.table()) == data.snapshots
+    assert data.table().scan().to_arrow().num_rows == 50
