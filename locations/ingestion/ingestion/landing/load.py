@@ -219,12 +219,16 @@ def _loaded_with(catalog: Catalog, stream: RawStream, first_raw_id: str) -> str 
 
     from shared import iceberg
 
+    row = EqualTo("_airbyte_raw_id", first_raw_id)
     try:
+        # The id alone first: a new batch (the usual case) reads no other column.
+        ids = iceberg.read_table(
+            catalog, stream.identifier, columns=["_airbyte_raw_id"], row_filter=row
+        )
+        if not ids.num_rows:
+            return None
         found = iceberg.read_table(
-            catalog,
-            stream.identifier,
-            columns=["_airbyte_raw_id", "_airbyte_meta"],
-            row_filter=EqualTo("_airbyte_raw_id", first_raw_id),
+            catalog, stream.identifier, columns=["_airbyte_meta"], row_filter=row
         )
     except iceberg.IcebergError:
         return None
