@@ -331,7 +331,8 @@ def bench_incremental(b: Bench) -> Iterable[dict[str, Any]]:
     floor: the same cycle against one bare process doing the same day's work (<= 3), at 20k
     events/day (from the history runs) and at 200k (on a short history: building 180 days of
     200k events is hours here). Quick mode: 1 and 30 days of 2k events."""
-    figures = ("seconds", "samples", "partitions", "runs", "by_location", "steps", "dbt_models")
+    figures = ("seconds", "samples", "partitions", "runs", "by_location", "steps", "dbt_models",
+               "maintenance_samples")  # fmt: skip
     sizes = (
         [(b.n(2_000), [1, 30])] if b.quick else [(b.n(20_000), [1, 30, 180]), (b.n(200_000), [7])]
     )

@@ -198,12 +198,22 @@ MAINTENANCE_CRON = "45 * * * *"
 
 
 def maintenance_definitions(
-    location: str, tables: Sequence[str], *, cron_schedule: str = MAINTENANCE_CRON
+    location: str,
+    tables: Sequence[str],
+    *,
+    compact: Sequence[str] = (),
+    cron_schedule: str = MAINTENANCE_CRON,
 ) -> Any:
     """A location's table maintenance as Dagster definitions: the job
-    ``<location>_table_maintenance`` (one op, ``<location>_expire_snapshots``, looping over
+    ``<location>_table_maintenance`` (the op ``<location>_expire_snapshots``, looping over
     ``tables``, the Iceberg tables this location owns: :func:`expire_tables`) and its hourly
     schedule ``<location>_table_maintenance_hourly``.
+
+    ``compact``: tables whose small files are rewritten first (``shared.compaction``; the raw
+    tables, which get a small file per sync), by the op ``<location>_compact_small_files``,
+    which the expiry follows. A compaction that lost a race with a sync is left for the next
+    run (logged, not a failure: the sync won and nothing was lost); any other error fails the
+    op after the other tables were done, and the expiry then waits for the next run too.
 
     The schedule ships RUNNING, unlike the syncs' (which start external work): expiry only
     removes metadata beyond the retention the settings give, and a stopped one bounds nothing.
@@ -212,6 +222,50 @@ def maintenance_definitions(
     import dagster as dg
 
     names = tuple(tables)
+    compacted = tuple(compact)
+
+    @dg.op(
+        name=f"{location}_compact_small_files",
+        description=f"Rewrite the small data files of the {location} location's "
+        f"{', '.join(compacted) or 'tables'} as one Iceberg replace snapshot each "
+        "(shared.compaction).",
+        required_resource_keys={"iceberg"},
+        out=dg.Out(dg.Nothing),
+    )
+    def compact_op(context):  # type: ignore[no-untyped-def]
+        """Compact each table's small files (rows unchanged), before the expiry."""
+        from pyiceberg.exceptions import NoSuchTableError
+
+        from shared.compaction import CompactionConflict, compact_small_files
+
+        catalog = context.resources.iceberg.catalog()
+        done, failed = [], []
+        for identifier in compacted:
+            try:
+                result = compact_small_files(catalog, identifier)
+            except NoSuchTableError:  # never synced yet (a new deployment): nothing to do
+                context.log.info(f"{identifier}: no such table yet, nothing to compact")
+                continue
+            except CompactionConflict as exc:  # a sync committed first: next run
+                context.log.warning(f"{identifier}: not compacted, retried next run: {exc}")
+                continue
+            except Exception as exc:  # one table's failure does not stop the others
+                context.log.error(f"{identifier}: not compacted: {exc}")
+                failed.append(identifier)
+                continue
+            context.log.info(
+                f"{identifier}: {result.files_replaced} small files rewritten as "
+                f"{result.files_written} ({result.rows} rows)"
+                if result.snapshot_id is not None
+                else f"{identifier}: nothing to compact"
+            )
+            done.append(result.as_metadata())
+        if failed:
+            raise dg.Failure(
+                f"not compacted: {', '.join(failed)} (the others were); retried at the next run",
+                metadata={"tables": dg.MetadataValue.json(done)},
+            )
+        yield dg.Output(None, metadata={"tables": dg.MetadataValue.json(done)})
 
     # No annotations on the op: this module imports Dagster only here (the benchmark imports
     # it without), and Dagster resolves an op's annotations at definition time.
@@ -220,6 +274,7 @@ def maintenance_definitions(
         description=f"Expire old snapshots of the {location} location's tables "
         "(shared.maintenance; retention: DATA_PLATFORM_SNAPSHOT_*).",
         required_resource_keys={"iceberg"},
+        ins={"after": dg.In(dg.Nothing)},
     )
     def expire_op(context):  # type: ignore[no-untyped-def]
         """Expire the old snapshots of each of this location's tables (shared.maintenance)."""
@@ -261,11 +316,19 @@ def maintenance_definitions(
 
     @dg.job(
         name=f"{location}_table_maintenance",
-        description=f"Expire old snapshots of the {location} location's Iceberg tables.",
+        description=(
+            f"Compact small files, then expire old snapshots, of the {location} location's "
+            "Iceberg tables."
+            if compacted
+            else f"Expire old snapshots of the {location} location's Iceberg tables."
+        ),
         tags={"data-platform/maintenance": location},
     )
     def maintenance_job():  # type: ignore[no-untyped-def]
-        expire_op()
+        if compacted:
+            expire_op(after=compact_op())
+        else:
+            expire_op()
 
     schedule = dg.ScheduleDefinition(
         name=f"{location}_table_maintenance_hourly",
@@ -273,6 +336,6 @@ def maintenance_definitions(
         cron_schedule=cron_schedule,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Snapshot expiry of the {location} location's tables, hourly.",
+        description=f"Table maintenance of the {location} location's tables, hourly.",
     )
     return dg.Definitions(jobs=[maintenance_job], schedules=[schedule])

@@ -1,7 +1,9 @@
-"""Table maintenance of the ingestion location: the tables it owns, expired hourly.
+"""Table maintenance of the ingestion location: the tables it owns, compacted and expired hourly.
 
 The raw tables (one per stream) and their hashed key indexes (``shared.key_index``): each gets a
-commit per sync, so each would otherwise carry every snapshot it ever had. The job and schedule
+commit per sync, so each would otherwise carry every snapshot it ever had; and each sync adds a
+small data file to each raw table, which its readers would open one by one, so the raw tables'
+small files are rewritten first (``shared.compaction``; the key indexes compact themselves). The job and schedule
 are built by ``shared.maintenance.maintenance_definitions`` (the logic lives there); a raw
 table's key-index marker and the snapshots after it are kept (``shared.maintenance``).
 """
@@ -24,7 +26,12 @@ def owned_tables() -> list[str]:
     return tables
 
 
+def compacted_tables() -> list[str]:
+    """The tables whose small files the maintenance rewrites: the raw tables."""
+    return [s.identifier for s in STREAMS]
+
+
 def maintenance_defs() -> Any:
     """``ingestion_table_maintenance`` and its schedule ``ingestion_table_maintenance_hourly``
     (a function: a module may hold one ``Definitions`` at module scope, the location's)."""
-    return maintenance_definitions("ingestion", owned_tables())
+    return maintenance_definitions("ingestion", owned_tables(), compact=compacted_tables())

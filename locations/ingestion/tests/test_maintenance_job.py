@@ -1,5 +1,6 @@
-"""The ingestion location's table maintenance job: expires old snapshots of the raw tables and
-their key indexes, keeps every row, and a later sync works on the expired tables."""
+"""The ingestion location's table maintenance job: compacts the raw tables' small files, expires
+old snapshots of the raw tables and their key indexes, keeps every row, and a later sync works on
+the compacted and expired tables."""
 
 import pytest
 from dagster import DagsterInstance
@@ -42,19 +43,28 @@ def test_the_job_expires_old_snapshots_with_the_settings_retention(catalog, monk
     rows = iceberg.read_table(catalog, EVENTS.identifier).num_rows
     job = defs.resolve_job_def("ingestion_table_maintenance")
 
-    # Defaults: every snapshot is younger than the minimum age, nothing expires.
+    # Defaults: every snapshot is younger than the minimum age, nothing expires; the eight
+    # small files of the eight syncs are rewritten as one (a replace snapshot, rows unchanged).
     result = job.execute_in_process(instance=DagsterInstance.ephemeral())
     assert result.success
-    assert snapshots(catalog, EVENTS.identifier) == 8
+    assert snapshots(catalog, EVENTS.identifier) == 9
+    table = catalog.load_table(EVENTS.identifier)
+    assert table.current_snapshot().summary.operation.value == "replace"
+    assert len(table.scan().plan_files()) == 1
+    assert iceberg.read_table(catalog, EVENTS.identifier).num_rows == rows
 
     monkeypatch.setenv("DATA_PLATFORM_SNAPSHOT_KEEP_LAST", "3")
     monkeypatch.setenv("DATA_PLATFORM_SNAPSHOT_MIN_AGE_MINUTES", "0")
     result = job.execute_in_process(instance=DagsterInstance.ephemeral())
     assert result.success
-    output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
+    output = next(
+        e
+        for e in result.all_events
+        if e.event_type_value == "STEP_OUTPUT" and e.step_key == "ingestion_expire_snapshots"
+    )
     meta = output.event_specific_data.metadata
     tables = {t["table"]: t for t in meta["tables"].value}
-    assert tables[EVENTS.identifier]["expired"] == 5
+    assert tables[EVENTS.identifier]["expired"] == 6
     assert tables[USERS.identifier]["exists"] is False  # never synced: nothing to do
     assert snapshots(catalog, EVENTS.identifier) == 3
     assert snapshots(catalog, index.identifier) <= 3
