@@ -380,7 +380,7 @@ def bench_incremental(b: Bench) -> Iterable[dict[str, Any]]:
             if "without_checks" in r:
                 w = r["without_checks"]
                 split["without_checks"] = {
-                    **{k: w[k] for k in figures},
+                    **{k: w[k] for k in figures if k in w},
                     # Both without checks: the platform's cycle against the floor's.
                     "ratio_to_bare": round(w["seconds"] / bare["without_checks"], 3),
                     "checks_seconds": round(r["seconds"] - w["seconds"], 3),
