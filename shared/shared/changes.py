@@ -86,19 +86,6 @@ def latest_data_snapshot(table: Any) -> Any:
     return snapshot
 
 
-def snapshots_since(table: Any, since_snapshot_id: int | None) -> list[Any]:
-    """The snapshots committed after ``since_snapshot_id``, newest first.
-
-    Walks the current snapshot's ancestry back to ``since_snapshot_id`` (all of it when None).
-    When ``since_snapshot_id`` is no ancestor (the table was replaced, or the snapshot expired),
-    the whole ancestry kept is returned (expiry cuts it: :func:`sync_changes` then reads every
-    live file instead).
-    """
-    by_id = {s.snapshot_id: s for s in table.metadata.snapshots}
-    snapshots, _ = ancestry(by_id, current_snapshot_id(table), since_snapshot_id)
-    return snapshots
-
-
 def ancestry(
     by_id: Mapping[int, Any], start: int | None, stop: int | None
 ) -> tuple[list[Any], bool]:
@@ -263,15 +250,16 @@ def sync_changes(
     keys = list(key_columns)
     if any(k not in schema.column_names for k in keys):
         keys = []  # a key the table lacks identifies nothing: the added days only
-    snapshots = snapshots_since(table, since_snapshot_id)
+    by_id = {s.snapshot_id: s for s in table.metadata.snapshots}
+    snapshots, reached = ancestry(by_id, current_snapshot_id(table), since_snapshot_id)
     # A compaction's files hold rows of earlier snapshots: no row added, no day changed.
     files = [f for s in snapshots if not is_replace(s) for f in added_data_files(table, s)]
-    if since_snapshot_id is not None and not any(
-        s.snapshot_id == since_snapshot_id for s in table.metadata.snapshots
-    ):
-        # The pre-sync snapshot is gone (expired by shared.maintenance, or the table replaced):
-        # the snapshots after it may be expired too, so what the sync added is unknown. Every
-        # live file counts (every day changed): more days, never fewer.
+    if not reached:
+        # The walk back did not reach the pre-sync snapshot: it is gone (expired by
+        # shared.maintenance, or the table replaced), or a snapshot between it and now is
+        # (expiry keeps no unbroken run when a tag or a writer's clock holds an old one): what
+        # the sync added is unknown. Every live file counts (every day changed): more days,
+        # never fewer.
         files = live_data_files(table)
     if not files:
         return Changes(redelivered_keys=0 if keys else None, moved_keys=0 if keys else None)

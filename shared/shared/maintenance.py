@@ -131,6 +131,30 @@ def marker_snapshots(catalog: Any, table: Any, identifier: str) -> set[int]:
     return {s.snapshot_id for s in table.metadata.snapshots if (s.sequence_number or 0) >= since}
 
 
+def latest_sync_snapshots(table: Any) -> set[int]:
+    """The snapshots the checks of the latest sync read, always kept: from the current snapshot
+    back to the latest one that added rows (``shared.changes.latest_data_snapshot``: the
+    compactions after it are the newest), and its parent (the snapshot the sync committed onto,
+    which the raw checks read the earlier range and the uniqueness look-up as of). Without it, a
+    compaction after the sync would make the pre-sync snapshot third newest, and a ``keep_last``
+    of 2 would expire it."""
+    from shared.changes import latest_data_snapshot
+
+    latest = latest_data_snapshot(table)
+    if latest is None:
+        return set()
+    by_id = {s.snapshot_id: s for s in table.metadata.snapshots}
+    held = {latest.snapshot_id}
+    if latest.parent_snapshot_id is not None:
+        held.add(latest.parent_snapshot_id)
+    snapshot = table.current_snapshot()
+    while snapshot is not None and snapshot.snapshot_id != latest.snapshot_id:
+        held.add(snapshot.snapshot_id)
+        parent = snapshot.parent_snapshot_id
+        snapshot = by_id.get(parent) if parent is not None else None
+    return held
+
+
 def expire_snapshots(
     catalog: Any,
     identifier: str,
@@ -158,7 +182,7 @@ def expire_snapshots(
             outcome[:] = [Expired(identifier, 0, 0, exists=False)]
             return
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        held = markers(catalog, table, identifier)
+        held = markers(catalog, table, identifier) | latest_sync_snapshots(table)
         ids = expirable(table, retention, now, held)
         freed = expirable(table, retention, now)
         n = len(table.metadata.snapshots)

@@ -434,8 +434,10 @@ def snapshot_retention(environ: Mapping[str, str] | None = None) -> SnapshotRete
       the table as of its pre-sync snapshot to find moved keys; the raw checks compare the
       latest commit with its parent). An hour is far longer than those reads; runs that already
       planned their files are not affected at all (expiry removes metadata, no file).
-    * At least 2: the current snapshot and its parent (the snapshot the latest sync committed
-      onto, which the checks read back) always stay.
+    * At least 2: the current snapshot and its parent always stay. Whatever the count, the
+      expiry also keeps the snapshots the checks of the latest sync read: back to that sync
+      (past the compactions after it) and the snapshot it committed onto
+      (``shared.maintenance.latest_sync_snapshots``).
 
     A benchmark that compresses days into minutes sets the age to 0.
     """

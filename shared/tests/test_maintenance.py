@@ -334,3 +334,20 @@ def test_an_expiry_that_keeps_conflicting_gives_up_cleanly(catalog, monkeypatch)
         maintenance.expire_snapshots(catalog, "raw.events", AGGRESSIVE, attempts=3)
     assert ids(data.table()) == data.snapshots
     assert data.table().scan().to_arrow().num_rows == 50
+
+
+def test_sync_changes_across_a_gap_in_the_kept_snapshots_counts_every_day(catalog):
+    """Expiry keeps no unbroken run when a tag (or a writer's clock) holds an old snapshot: the
+    pre-sync snapshot is kept, a later one is gone. The walk back then does not reach it, and
+    every live file counts: more days, never fewer."""
+    data = Raw(catalog, seed=4)
+    for i in range(6):
+        data.commit(30, on_day=i, redeliver=5)
+    since = data.snapshots[1]
+    data.table().manage_snapshots().create_tag(since, "audit").commit()
+    before = full_read_changes(data.table(), since)
+    maintenance.expire_snapshots(catalog, "raw.events", AGGRESSIVE)
+    raw = data.table()
+    kept = {s.snapshot_id for s in raw.metadata.snapshots}
+    assert since in kept and not set(data.snapshots[2:-2]) & kept  # the gap
+    assert set(before.days) <= set(full_read_changes(raw, since).days)

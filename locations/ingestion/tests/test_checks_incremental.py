@@ -257,8 +257,8 @@ def test_uniqueness_from_the_key_index_loads_plans_and_reads_it_once(catalog, la
 
 
 def test_the_checks_give_the_same_verdicts_after_old_snapshots_expired(catalog):
-    """Every raw check reads the latest commit, its parent (kept: at least 2 snapshots stay)
-    and the current snapshot's manifest entries (the earlier range): an aggressive expiry
+    """Every raw check reads the latest sync and the snapshot it committed onto (kept: at least
+    2 snapshots stay; the earlier range and the confirmation read that one): an aggressive expiry
     changes no verdict, and the repeat of a record whose commit expired is still confirmed
     from the key index."""
     from shared.maintenance import expire_tables
@@ -272,8 +272,8 @@ def test_the_checks_give_the_same_verdicts_after_old_snapshots_expired(catalog):
 
     def verdicts():
         return {
-            # (the freshness check's age moves with the clock)
-            name: (r.passed, {k: v.value for k, v in r.metadata.items() if k != "age_hours"})
+            # (the freshness check's age and the latest plausible time move with the clock)
+            name: (r.passed, {k: v.value for k, v in r.metadata.items() if k not in CLOCK_KEYS})
             for name, r in run_checks(EVENTS).items()
         }
 
@@ -388,3 +388,20 @@ def test_a_compaction_during_an_airbyte_job_is_not_taken_for_its_commit(catalog)
     append_days(catalog, [2])  # the job's commit
     after = _snapshot_state(resource, EVENTS, [], context)
     assert written_by_job(before, after, None)
+
+
+def test_the_smallest_retention_after_a_compaction_keeps_what_the_checks_read(catalog):
+    """keep_last=2 after a compaction: the current snapshot is the compaction, the latest sync
+    second, the snapshot it committed onto third. The expiry keeps that one too (the earlier
+    range and the uniqueness look-up are read as of it): the same verdicts as before."""
+    from shared.maintenance import expire_tables
+    from shared.settings import SnapshotRetention
+
+    for d in range(4):
+        append_indexed(catalog, standin.generate_events(SMALL, d))
+    before = verdicts(EVENTS)
+    # The range check ran (it reads the snapshot the latest sync committed onto).
+    assert any(k.startswith("far_outside_earlier_range") for k in before["timestamps_plausible"][1])
+    compact(catalog, EVENTS)
+    expire_tables(catalog, [EVENTS.identifier], SnapshotRetention(keep_last=2, min_age_ms=0))
+    assert verdicts(EVENTS) == before

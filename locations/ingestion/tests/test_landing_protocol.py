@@ -215,6 +215,27 @@ def test_new_content_under_a_used_name_is_rejected_after_its_snapshot_expired(zo
     )  # no table changed
 
 
+def test_a_used_name_redropped_with_one_more_file_is_rejected_after_its_snapshot_expired(zone):
+    """The batch is looked up by the first row of EVERY file: a re-drop under a used name with a
+    file that sorts before the committed one must not load the committed rows again."""
+    catalog, fs, root = zone
+    drop(root, "b9", {"events.jsonl": events(10)})
+    instance = DagsterInstance.ephemeral()
+    assert all(r.success for r in tick_and_run(instance).values())
+    for i in range(3):
+        drop(root, f"d{i}", {"events.jsonl": events(5, f"d{i}-")})
+        assert all(r.success for r in tick_and_run(instance).values())
+    expire_everything_old(catalog)
+    fs.rm(str(root / landing.LOADED_DIR / "b9"), recursive=True)  # the ledger lost too
+    (root / "b9" / "events.a.jsonl").write_bytes(events(7, "new-"))  # sorts first
+    [result] = tick_and_run(instance).values()
+    assert not result.success
+    message, meta = failure(result)
+    assert "already loaded with different content" in message
+    assert meta["landing_outcome"] == "rejected"
+    assert rows_of(catalog, EVENTS, "b9") == 10
+
+
 def test_a_kill_between_two_streams_commits_each_stream_once(zone, monkeypatch):
     catalog, fs, root = zone
     drop(root, "b3", {"events.jsonl": events(10), "users.jsonl": jsonl([USER])})

@@ -206,39 +206,48 @@ def _reused(batch: str, old: str, new: str) -> LandingRejected:
     )
 
 
-def _loaded_with(catalog: Catalog, stream: RawStream, first_raw_id: str) -> str | None:
-    """The fingerprint of the batch whose first row (its raw id is deterministic: batch, file,
-    row) is in the table: read from that row's ``_airbyte_meta`` ("" for a row loaded before
-    rows carried it); None when no such row is in the table.
+def _loaded_with(
+    catalog: Catalog, stream: RawStream, first_raw_ids: Sequence[str]
+) -> set[str] | None:
+    """The fingerprints of the batches whose rows with these raw ids are in the table (a raw id
+    is deterministic: batch, file, row; the ids given are the first row of each of the batch's
+    files), read from those rows' ``_airbyte_meta`` ("" for a row loaded before rows carried
+    it); None when no such row is in the table.
 
     How a batch is recognised whose commit's snapshot expired (a run killed after its commit,
     before its ledger write, then the snapshot expired), and how batches loaded before
-    fingerprints were recorded are. Pushed down, so only files whose id bounds could hold it
-    are read."""
-    from pyiceberg.expressions import EqualTo
+    fingerprints were recorded are. EVERY file's first row is looked up, not only the first
+    file's: a batch name re-dropped with one more file (sorting first) must still be found by
+    the files it had. Pushed down, so only files whose id bounds could hold them are read."""
+    from pyiceberg.expressions import In
 
     from shared import iceberg
 
-    row = EqualTo("_airbyte_raw_id", first_raw_id)
+    rows = In("_airbyte_raw_id", list(first_raw_ids))
     try:
-        # The id alone first: a new batch (the usual case) reads no other column.
+        # The ids alone first: a new batch (the usual case) reads no other column.
         ids = iceberg.read_table(
-            catalog, stream.identifier, columns=["_airbyte_raw_id"], row_filter=row
+            catalog, stream.identifier, columns=["_airbyte_raw_id"], row_filter=rows
         )
         if not ids.num_rows:
             return None
         found = iceberg.read_table(
-            catalog, stream.identifier, columns=["_airbyte_meta"], row_filter=row
+            catalog, stream.identifier, columns=["_airbyte_meta"], row_filter=rows
         )
     except iceberg.IcebergError:
         return None
     if found.num_rows == 0:
         return None
-    try:
-        meta = json.loads(found["_airbyte_meta"][0].as_py() or "{}")
-    except ValueError:
-        meta = {}
-    return str(meta.get("landing_fingerprint") or "") if isinstance(meta, dict) else ""
+    fingerprints = set()
+    for value in found["_airbyte_meta"].to_pylist():
+        try:
+            meta = json.loads(value or "{}")
+        except ValueError:
+            meta = {}
+        fingerprints.add(
+            str(meta.get("landing_fingerprint") or "") if isinstance(meta, dict) else ""
+        )
+    return fingerprints
 
 
 def _listed(fs: Any, root: str, batch: str, files: Sequence[str]) -> Batch:
@@ -438,16 +447,15 @@ def load_batch(catalog: Catalog, fs: Any, root: str, batch: str, files: Sequence
     # since), and with which content. Looked up for every stream before any is written, so a
     # reused name rejects the batch with no table changed.
     for name in plan:
-        first = next((s for s in summaries[name] if s.rows), None)
-        if first is None or committed[name]:
+        firsts = [raw_ids(batch, s.relative, 1)[0].as_py() for s in summaries[name] if s.rows]
+        if not firsts or committed[name]:
             continue
-        stream = STREAMS_BY_NAME[name]
-        old = _loaded_with(catalog, stream, raw_ids(batch, first.relative, 1)[0].as_py())
-        if old:
-            if old != fingerprint:
-                raise _reused(batch, old, fingerprint)
-        if old is not None:
-            committed[name] = True
+        found = _loaded_with(catalog, STREAMS_BY_NAME[name], firsts)
+        if found is None:
+            continue
+        for old in sorted(fp for fp in found if fp and fp != fingerprint):
+            raise _reused(batch, old, fingerprint)
+        committed[name] = True
 
     def precondition(table: Any) -> None:
         old = committed_fingerprint(table, batch)
