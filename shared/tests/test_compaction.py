@@ -248,3 +248,92 @@ def test_compactions_racing_real_appends_lose_and_double_no_row(catalog):
     assert sorted(table.scan().to_arrow()["id"].to_pylist()) == sorted(expected)
     assert table.current_snapshot().summary["total-records"] == str(len(expected))
     assert outcomes["committed"] >= 1
+
+
+def _paths(files) -> set[str]:
+    return {f.file_path for f in files}
+
+
+def test_two_overlapping_compactions_one_commits_the_other_gives_up_cleanly(catalog, monkeypatch):
+    """Both plan and write before either commits (the second runs whole inside the first's
+    commit): the second commits, the first gives up (its files were replaced under it) and
+    deletes what it wrote; rows unchanged, never doubled."""
+    append_many(catalog, 10)
+    table = catalog.load_table("raw.users")
+    before, snapshots = content(table), len(table.metadata.snapshots)
+    old_files = _paths(data_files(table))
+    real = compaction._commit_replace
+    written: list[list] = []  # the files each compaction wrote, first (outer) one first
+
+    def other_first(table, replaced, new_files):
+        if not written:
+            written.append(list(new_files))
+            monkeypatch.setattr(compaction, "_commit_replace", real)
+            try:  # the other maintenance run: plans, writes and commits first
+                other = compact_small_files(catalog, "raw.users")
+            finally:
+                monkeypatch.setattr(compaction, "_commit_replace", other_first)
+            assert other.snapshot_id is not None and other.files_replaced == 10
+        return real(table, replaced, new_files)
+
+    monkeypatch.setattr(compaction, "_commit_replace", other_first)
+    with pytest.raises(CompactionConflict, match="nothing committed"):
+        compact_small_files(catalog, "raw.users")
+
+    table = catalog.load_table("raw.users")
+    assert content(table) == before
+    assert table.current_snapshot().summary["total-records"] == "30"
+    assert len(table.metadata.snapshots) == snapshots + 1  # the winner's replace only
+    assert is_replace(table.current_snapshot())
+    files = _paths(data_files(table))
+    assert len(files) == 1 and not files & old_files  # the winner's file
+    loser = _paths(written[0])
+    assert loser and not loser & files  # the loser's files are not listed by the table...
+    assert not any(exists(p) for p in loser)  # ...nor left on storage
+    assert all(exists(p) for p in files)
+
+
+def test_two_compactions_committing_at_once_replace_the_files_once(catalog, monkeypatch):
+    """Two threads compact the same table; both have planned and written when both commit at
+    once: exactly one replace lands, the other gives up cleanly; rows never doubled."""
+    import threading
+
+    append_many(catalog, 10)
+    before = content(catalog.load_table("raw.users"))
+    real = compaction._commit_replace
+    both_wrote = threading.Barrier(2, timeout=60)
+    written: dict[str, list] = {}
+
+    def together(table, replaced, new_files):
+        name = threading.current_thread().name
+        if name not in written:  # first commit of this compaction: wait for the other
+            written[name] = list(new_files)
+            both_wrote.wait()
+        return real(table, replaced, new_files)
+
+    monkeypatch.setattr(compaction, "_commit_replace", together)
+    outcomes: dict[str, object] = {}
+
+    def run(name: str) -> None:
+        try:
+            outcomes[name] = compact_small_files(catalog, "raw.users")
+        except BaseException as exc:  # noqa: BLE001 (asserted below)
+            outcomes[name] = exc
+
+    threads = [threading.Thread(target=run, args=(n,), name=n) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    won = [n for n, o in outcomes.items() if isinstance(o, compaction.Compaction)]
+    lost = [n for n, o in outcomes.items() if isinstance(o, CompactionConflict)]
+    assert (len(won), len(lost)) == (1, 1), outcomes
+    table = catalog.load_table("raw.users")
+    assert content(table) == before
+    assert table.current_snapshot().summary["total-records"] == "30"
+    assert sum(is_replace(s) for s in table.metadata.snapshots) == 1
+    files = _paths(data_files(table))
+    assert files == _paths(written[won[0]])
+    loser = _paths(written[lost[0]])
+    assert loser and not loser & files and not any(exists(p) for p in loser)
