@@ -138,10 +138,8 @@ def maintain_tables(home: str) -> float:
 
     t0 = time.perf_counter()
     catalog = IcebergCatalogResource(home=home).catalog()
-    existing = {".".join(t) for ns in catalog.list_namespaces() for t in catalog.list_tables(ns)}
-    compact_tables(catalog, [t for t in compacted_tables() if t in existing])
-    owned = [*ingestion_tables(), *transformation_tables(), *analytics_tables()]
-    expire_tables(catalog, [t for t in owned if t in existing])
+    compact_tables(catalog, compacted_tables())  # both skip a table not created yet
+    expire_tables(catalog, [*ingestion_tables(), *transformation_tables(), *analytics_tables()])
     return time.perf_counter() - t0
 
 

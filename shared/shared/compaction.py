@@ -158,8 +158,14 @@ def compact_small_files(
     """Rewrite the small data files of ``identifier`` into few, as ONE ``replace`` snapshot
     (module docstring); a table with too few small files is left as it is. Raises
     :class:`CompactionConflict` when a concurrent commit removed a file it replaces (nothing
-    committed, its written files deleted)."""
-    table = catalog.load_table(identifier)
+    committed, its written files deleted). A missing table is no error (a stream never synced
+    yet): nothing is done, as :func:`shared.maintenance.expire_snapshots` does."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        table = catalog.load_table(identifier)
+    except NoSuchTableError:
+        return Compaction(identifier)
     files = plan_compaction(table, small_file_bytes=small_file_bytes, min_files=min_files)
     if not files:
         return Compaction(identifier)

@@ -138,20 +138,16 @@ def latest_sync_snapshots(table: Any) -> set[int]:
     which the raw checks read the earlier range and the uniqueness look-up as of). Without it, a
     compaction after the sync would make the pre-sync snapshot third newest, and a ``keep_last``
     of 2 would expire it."""
-    from shared.changes import latest_data_snapshot
+    from shared.changes import ancestry, current_snapshot_id, latest_data_snapshot
 
     latest = latest_data_snapshot(table)
     if latest is None:
         return set()
     by_id = {s.snapshot_id: s for s in table.metadata.snapshots}
-    held = {latest.snapshot_id}
+    compactions, _ = ancestry(by_id, current_snapshot_id(table), latest.snapshot_id)
+    held = {s.snapshot_id for s in compactions} | {latest.snapshot_id}
     if latest.parent_snapshot_id is not None:
         held.add(latest.parent_snapshot_id)
-    snapshot = table.current_snapshot()
-    while snapshot is not None and snapshot.snapshot_id != latest.snapshot_id:
-        held.add(snapshot.snapshot_id)
-        parent = snapshot.parent_snapshot_id
-        snapshot = by_id.get(parent) if parent is not None else None
     return held
 
 
@@ -221,6 +217,31 @@ def expire_tables(
 MAINTENANCE_CRON = "45 * * * *"
 
 
+def _each_table(
+    dg: Any, context: Any, identifiers: Sequence[str], run: Callable[[str], Any], not_done: str
+) -> list[dict[str, Any]]:
+    """``run(identifier)`` for each table, in order: a table's error is logged (``not_done``
+    says what was not done) and does not stop the others; after all of them, one ``Failure``
+    naming the tables that failed, carrying what the others did. Returns the metadata of each
+    result (``None``: the table was skipped)."""
+    done, errors = [], []
+    for identifier in identifiers:
+        try:
+            result = run(identifier)
+        except Exception as exc:  # one table's failure does not stop the others
+            context.log.error(f"{identifier}: {not_done}: {exc}")
+            errors.append(identifier)
+            continue
+        if result is not None:
+            done.append(result.as_metadata())
+    if errors:
+        raise dg.Failure(
+            f"{not_done}: {', '.join(errors)} (the others were); retried at the next run",
+            metadata={"tables": dg.MetadataValue.json(done)},
+        )
+    return done
+
+
 def maintenance_definitions(
     location: str,
     tables: Sequence[str],
@@ -258,37 +279,25 @@ def maintenance_definitions(
     )
     def compact_op(context):  # type: ignore[no-untyped-def]
         """Compact each table's small files (rows unchanged), before the expiry."""
-        from pyiceberg.exceptions import NoSuchTableError
-
         from shared.compaction import CompactionConflict, compact_small_files
 
         catalog = context.resources.iceberg.catalog()
-        done, failed = [], []
-        for identifier in compacted:
+
+        def compact(identifier: str) -> Any:
             try:
                 result = compact_small_files(catalog, identifier)
-            except NoSuchTableError:  # never synced yet (a new deployment): nothing to do
-                context.log.info(f"{identifier}: no such table yet, nothing to compact")
-                continue
             except CompactionConflict as exc:  # a sync committed first: next run
                 context.log.warning(f"{identifier}: not compacted, retried next run: {exc}")
-                continue
-            except Exception as exc:  # one table's failure does not stop the others
-                context.log.error(f"{identifier}: not compacted: {exc}")
-                failed.append(identifier)
-                continue
+                return None
             context.log.info(
                 f"{identifier}: {result.files_replaced} small files rewritten as "
                 f"{result.files_written} ({result.rows} rows)"
                 if result.snapshot_id is not None
                 else f"{identifier}: nothing to compact"
             )
-            done.append(result.as_metadata())
-        if failed:
-            raise dg.Failure(
-                f"not compacted: {', '.join(failed)} (the others were); retried at the next run",
-                metadata={"tables": dg.MetadataValue.json(done)},
-            )
+            return result
+
+        done = _each_table(dg, context, compacted, compact, "not compacted")
         yield dg.Output(None, metadata={"tables": dg.MetadataValue.json(done)})
 
     # No annotations on the op: this module imports Dagster only here (the benchmark imports
@@ -309,25 +318,16 @@ def maintenance_definitions(
         except SettingsError as exc:  # the run's failure says which variable, not a traceback
             raise dg.Failure(str(exc)) from None
         catalog = context.resources.iceberg.catalog()
-        done, failed = [], []
-        for identifier in names:
-            try:
-                result = expire_snapshots(catalog, identifier, retention)
-            except Exception as exc:  # one table's failure does not stop the others
-                context.log.error(f"{identifier}: snapshots not expired: {exc}")
-                failed.append(identifier)
-                continue
+
+        def expire(identifier: str) -> Any:
+            result = expire_snapshots(catalog, identifier, retention)
             context.log.info(
                 f"{identifier}: {result.expired} expired, {result.kept} kept"
                 + (f" ({result.held_by_markers} held by markers)" if result.held_by_markers else "")
             )
-            done.append(result.as_metadata())
-        if failed:
-            raise dg.Failure(
-                f"snapshots not expired for {', '.join(failed)} (the others were); retried at "
-                "the next run",
-                metadata={"tables": dg.MetadataValue.json(done)},
-            )
+            return result
+
+        done = _each_table(dg, context, names, expire, "snapshots not expired")
         return dg.Output(
             None,
             metadata={

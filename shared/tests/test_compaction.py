@@ -191,6 +191,12 @@ def test_compact_tables_compacts_each_table_with_enough_small_files(catalog):
     assert not is_replace(catalog.load_table("raw.events").current_snapshot())
 
 
+def test_a_table_not_created_yet_is_nothing_to_compact(catalog):
+    """A stream never synced (a new deployment's first maintenance run): no error, no commit."""
+    [done] = compaction.compact_tables(catalog, ["raw.never_synced"])
+    assert done.snapshot_id is None and done.files_replaced == 0
+
+
 def test_rows_are_rewritten_in_commit_order(catalog):
     append_many(catalog, 12)
     planned = compaction.plan_compaction(catalog.load_table("raw.users"))
