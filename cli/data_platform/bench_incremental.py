@@ -350,7 +350,7 @@ def bare_day(
         check_user_features,
         reconcile_features_with_dim_users,
     )
-    from analytics.frames import IS_EVENT, utc_date, with_utc_event_date
+    from analytics.frames import IS_EVENT, with_utc_event_date
     from analytics.io import metadata_max, read_upstream, to_arrow
     from analytics.sources import (
         DIM_USERS,
@@ -454,13 +454,7 @@ def bare_day(
     ).collect()
     tc = time.perf_counter()
     # As the asset does: the users eligible as of D, then its checks.
-    eligible = (
-        users_all.frame.with_columns(d=utc_date(users_all.frame, "signup_at"))
-        .filter(pl.col("d").is_null() | (pl.col("d") <= as_of))
-        .select(pl.len())
-        .collect()
-        .item()
-    )
+    eligible = feature_defs.eligible_users(users_all.frame, as_of)
     activity = totals.select(
         "user_id", event_count="events_total", purchase_count="purchases_total",
         revenue="revenue_total",

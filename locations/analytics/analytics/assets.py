@@ -159,10 +159,8 @@ def user_features(
     rebuilt after new events) every event up to D is read and the totals computed from them.
     Both paths give the same rows (tests/test_features.py).
     """
-    import polars as pl
 
     from analytics import features as feature_defs
-    from analytics.frames import utc_date
     from analytics.io import metadata_max, output_metadata, read_upstream, to_arrow
 
     explicit = dt.date.fromisoformat(config.as_of_date) if config.as_of_date else None
@@ -230,13 +228,7 @@ def user_features(
         versions.frame,
         totals=totals.lazy() if use_totals else None,
     ).collect()
-    eligible = (
-        users.frame.with_columns(d=utc_date(users.frame, "signup_at"))
-        .filter(pl.col("d").is_null() | (pl.col("d") <= as_of))
-        .select(pl.len())
-        .collect()
-        .item()
-    )
+    eligible = feature_defs.eligible_users(users.frame, as_of)
     activity = None
     if totals is not None:
         activity = totals.select(

@@ -124,6 +124,18 @@ LIFETIME_COLUMNS = (
 WINDOW_DAYS = 30
 
 
+def eligible_users(users: pl.LazyFrame, as_of: dt.date) -> int:
+    """How many users of ``users`` (``signup_at``) the features as of ``as_of`` cover: signed up
+    on or before it, or with no sign-up time (the population; its row-count check)."""
+    return (
+        users.with_columns(d=utc_date(users, "signup_at"))
+        .filter(pl.col("d").is_null() | (pl.col("d") <= as_of))
+        .select(pl.len())
+        .collect()
+        .item()
+    )
+
+
 def window_start(as_of: dt.date) -> dt.date:
     """The first day of the longest feature window (30d): ``as_of - 29``."""
     return as_of - dt.timedelta(days=WINDOW_DAYS - 1)
