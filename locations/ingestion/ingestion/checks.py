@@ -81,7 +81,7 @@ from ingestion.streams import (
     airbyte_column_variant,
     key_index_spec,
 )
-from shared.changes import all_valid
+from shared.changes import all_valid, latest_data_snapshot
 from shared.partitions import FIRST_DAY
 from shared.resources import IcebergCatalogResource
 
@@ -300,7 +300,7 @@ def earlier_range(table: Any, column: str) -> tuple[dt.datetime, dt.datetime] | 
     from pyiceberg.conversions import from_bytes
     from pyiceberg.manifest import DataFileContent
 
-    latest = latest_sync_snapshot(table)
+    latest = latest_data_snapshot(table)
     parent = None
     if latest is not None and latest.parent_snapshot_id is not None:
         parent = table.snapshot_by_id(latest.parent_snapshot_id)
@@ -540,7 +540,7 @@ def _unique_by_key_index(
     from shared import key_index
 
     spec = key_index_spec(stream)
-    snapshot = latest_sync_snapshot(handle)  # the commit whose rows ``new`` are
+    snapshot = latest_data_snapshot(handle)  # the commit whose rows ``new`` are
     raw_id = spec.raw_id_column if spec is not None else None
     if (
         spec is None
@@ -566,7 +566,7 @@ def _unique_by_key_index(
 
 def check_freshness(stream: RawStream, iceberg: IcebergCatalogResource):
     # The last sync, not the last commit: a compaction brings no new data.
-    snapshot = latest_sync_snapshot(iceberg.load_table(stream.identifier))
+    snapshot = latest_data_snapshot(iceberg.load_table(stream.identifier))
     last = dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=dt.UTC) if snapshot else None
     result = freshness(last, dt.datetime.now(dt.UTC), stream.freshness)
     metadata: dict[str, Any] = {"max_age_hours": stream.freshness.total_seconds() / 3600}
@@ -689,23 +689,14 @@ def _total_records(snapshot: Any) -> int | None:
     return int(value) if value is not None else None
 
 
-def latest_sync_snapshot(table: Any) -> Any:
-    """The table's latest commit that added rows: its current snapshot, or, when compactions
-    (``replace`` snapshots, ``shared.compaction``) came after it, the snapshot before them.
-    A compaction adds no row: a check run right after one says what it said before it."""
-    from shared.changes import latest_data_snapshot
-
-    return latest_data_snapshot(table)
-
-
 def added_data_files(table: Any) -> list:
-    """The data files the table's latest sync added (:func:`latest_sync_snapshot`; none without
-    one), as that commit wrote them (a later compaction rewrote their rows, but the snapshot
-    still lists them); read from the manifests that snapshot wrote only, so the cost follows
+    """The data files the table's latest sync added (``shared.changes.latest_data_snapshot``:
+    the compactions after it skipped; none without one), as that commit wrote them (a later
+    compaction rewrote their rows, but the snapshot still lists them); read from the manifests that snapshot wrote only, so the cost follows
     the commit, not the history."""
     from shared.changes import added_data_files as added_by
 
-    snapshot = latest_sync_snapshot(table)
+    snapshot = latest_data_snapshot(table)
     return [] if snapshot is None else added_by(table, snapshot)
 
 
