@@ -1,0 +1,391 @@
+"""Orphan-file clean-up: delete the files under a table's location that no metadata references.
+
+Why: snapshot expiry (``shared.maintenance``) changes metadata only and deletes no file, so
+without this a table's storage grows with its history: the inputs of every compaction
+(``shared.compaction``), the file of every re-run day of a daily table (an overwrite writes a new
+file, the old one stays), every metadata JSON of every commit, the manifests and manifest lists
+of expired snapshots, and the files of writes that failed or were killed before their commit.
+
+pyiceberg 0.12 (our pin) has no orphan-file removal (upstream: apache/iceberg-python issue 1200
+and its pull requests, not released), so :func:`remove_orphan_files` is written here, after
+Iceberg's ``DeleteOrphanFiles`` action (Spark's and Trino's ``remove_orphan_files``): list the
+table's location, subtract every file its metadata references, delete what is left AND older
+than ``older_than`` (default 3 days, ``shared.settings.orphan_min_age_hours``).
+
+Listed: every file under the table's location plus a trailing separator (so cleaning
+``raw.event`` never touches ``raw.events``), through the table's own FileIO (pyarrow's
+``FileSelector`` for ``PyArrowFileIO``, the local default; fsspec's ``find`` for
+``FsspecFileIO``, which prod uses against Garage), with sizes and modification times. As
+Iceberg does, hidden paths (a folder or file whose name starts with ``.`` or ``_``, unless it is
+a ``name=value`` partition folder) are never considered. Paths are compared without their scheme
+(``s3://``, ``s3a://`` and a bare ``bucket/key`` are one file).
+
+Referenced (kept), as Iceberg's action counts it, from the table's CURRENT metadata:
+
+* the current metadata file and every file of its metadata log;
+* for EVERY snapshot it holds (all branches and tags, not only the current one): its manifest
+  list, the manifests that list names, and their live entries' data AND delete files (entries
+  ADDED or EXISTING). An entry with status DELETED records a file that snapshot removed: that
+  file is live in the snapshot's parent, and referenced as long as that parent is kept; once the
+  parent is expired nothing can read it (Iceberg's expiry deletes such files too);
+* the statistics and partition-statistics files.
+
+One addition to Iceberg's rule, for readers (below): what the metadata versions of the metadata
+log that were still current within ``older_than`` reference is kept too.
+
+Why the age matters (a file is deleted only once its modification time is older than
+``older_than``, and a version of the table current within that time keeps its files):
+
+* a writer writes its data files, manifests and a new metadata file BEFORE its commit makes the
+  catalog point at them: until then they look like orphans. A landing, a sync, a dbt model's
+  store or a compaction (``shared.compaction`` writes its output, then commits) in progress;
+* a reader that planned a table reads the planned files in place after planning: a dbt run's
+  DuckDB views read the data files of the snapshot planned at the start of the run
+  (``transformation.duckdb_iceberg.scan_sql``), a query in flight reads an old snapshot. Expiry
+  may meanwhile remove that snapshot, and a file only it listed becomes unreferenced at once,
+  however old the file: so the versions of the table current within the age (in the metadata
+  log, which keeps ``write.metadata.previous-versions-max`` = 16 of them) keep their files. A
+  reader slower than 16 commits of one table is not covered (none of the platform's is).
+
+Concurrency (any process can be killed, runs overlap):
+
+* planning reads the table's metadata; right before deleting, the table is loaded again and, if
+  it moved, the files to delete are checked against the new metadata: a commit in between that
+  references one of them (a writer committing files it wrote long ago, ``add_files``) keeps it.
+  A commit after that check can only reference a file older than the age that no metadata
+  referenced: a write slower than the age, which the age excludes by definition (Iceberg's rule);
+* files written after the listing are not in it, so never deleted by this run;
+* two clean-ups overlapping delete the same files: a file already gone is counted as such, not
+  an error; expiry meanwhile only makes more files unreferenced (the next clean-up takes them);
+* killed half-way: what was deleted was unreferenced; the next run deletes the rest.
+
+Nothing outside Iceberg metadata refers to files under a table's location (checked: the landing
+ledger lives under ``landing/``, the key index keeps a snapshot id, not paths; the DuckDB views
+of a dbt run are readers, above; the benchmark's scratch files are in its own work folder).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: How many orphan paths the result keeps for the op's metadata (a run may find thousands).
+SAMPLE_PATHS = 20
+
+
+class OrphanCleanupError(RuntimeError):
+    """Files could not be listed, read or deleted; the message names the table and the count."""
+
+
+@dataclass(frozen=True)
+class ListedFile:
+    """A file under a table's location, as the object store lists it."""
+
+    #: Where to delete it (a URI the table's FileIO takes).
+    uri: str
+    size: int
+    #: Modification time, milliseconds since the epoch (UTC).
+    mtime_ms: int
+
+
+@dataclass(frozen=True)
+class OrphanCleanup:
+    """What :func:`remove_orphan_files` found and did for one table."""
+
+    identifier: str
+    exists: bool = True
+    dry_run: bool = False
+    #: Files (and bytes) under the table's location.
+    files: int = 0
+    bytes: int = 0
+    #: Unreferenced files old enough to delete: deleted, or would be in a dry run. Sorted URIs.
+    orphans: tuple[str, ...] = ()
+    orphan_bytes: int = 0
+    #: Of those, deleted by this run (0 in a dry run), and their bytes.
+    deleted: int = 0
+    deleted_bytes: int = 0
+    #: Unreferenced files younger than the age, kept (a write in progress, or too recent).
+    too_young: int = 0
+    too_young_bytes: int = 0
+    #: Unreferenced by the current metadata, but by a version current within the age: kept
+    #: for the readers that may have planned it (module docstring).
+    kept_for_readers: int = 0
+    #: Planned for deletion, but a commit meanwhile referenced them: kept.
+    referenced_meanwhile: int = 0
+    #: Planned for deletion, but already gone (another clean-up deleted them first).
+    already_gone: int = 0
+    #: Metadata files read to know what is referenced (current, old versions, manifest lists,
+    #: manifests): the clean-up's own cost besides the listing.
+    metadata_read: int = 0
+    failed: tuple[str, ...] = field(default=(), repr=False)
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "table": self.identifier,
+            "exists": self.exists,
+            "dry_run": self.dry_run,
+            "files": self.files,
+            "bytes": self.bytes,
+            "orphans": len(self.orphans),
+            "orphan_bytes": self.orphan_bytes,
+            "deleted": self.deleted,
+            "deleted_bytes": self.deleted_bytes,
+            "too_young": self.too_young,
+            "too_young_bytes": self.too_young_bytes,
+            "kept_for_readers": self.kept_for_readers,
+            "referenced_meanwhile": self.referenced_meanwhile,
+            "already_gone": self.already_gone,
+            "sample": list(self.orphans[:SAMPLE_PATHS]),
+        }
+
+
+def path_key(uri: str) -> str:
+    """A file's location without its scheme: ``bucket/key`` for object stores, the absolute
+    path for local files (how both FileIOs' listings name files, and how references compare)."""
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    return PyArrowFileIO.parse_location(uri)[2]
+
+
+def _hidden(relative: str) -> bool:
+    """Iceberg's hidden-path rule: a path part starting with ``_`` or ``.`` (not a partition
+    folder ``name=value``) is not the table's: never listed as an orphan."""
+    return any(part[:1] in ("_", ".") and "=" not in part for part in relative.split("/"))
+
+
+def _to_ms(value: Any) -> int:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return int(value.timestamp() * 1000)
+    return int(float(value) * 1000)
+
+
+def list_files(io: Any, location: str) -> dict[str, ListedFile]:
+    """Every file under ``location`` (a folder: only what is under ``location`` + ``/``), by
+    :func:`path_key`, listed through ``io``'s own filesystem (module docstring)."""
+    scheme, netloc, base = _parse(io, location)
+    base = base.rstrip("/")
+    prefix = base + "/"
+    found: dict[str, ListedFile] = {}
+
+    def add(path: str, size: int, mtime_ms: int) -> None:
+        if not path.startswith(prefix) or _hidden(path[len(prefix) :]):
+            return
+        uri = path if scheme == "file" else f"{scheme}://{path}"
+        found[path] = ListedFile(uri, size, mtime_ms)
+
+    if hasattr(io, "fs_by_scheme"):  # PyArrowFileIO
+        from pyarrow.fs import FileSelector, FileType
+
+        fs = io.fs_by_scheme(scheme, netloc)
+        selector = FileSelector(base, recursive=True, allow_not_found=True)
+        for info in fs.get_file_info(selector):
+            if info.type == FileType.File:
+                add(info.path, info.size or 0, info.mtime_ns // 1_000_000)
+    elif hasattr(io, "get_fs"):  # FsspecFileIO
+        fs = io.get_fs("file" if scheme == "file" else scheme)
+        fs.invalidate_cache(base)  # s3fs caches listings: this must be the store's, now
+        try:
+            listing = fs.find(base, detail=True, withdirs=False)
+        except FileNotFoundError:
+            listing = {}
+        for path, info in listing.items():
+            stamp = info.get("LastModified", info.get("mtime", info.get("created")))
+            if stamp is None:  # never guess an age: without one the file is not a candidate
+                continue
+            add(path if scheme != "file" else path_key(path), int(info.get("size") or 0),
+                _to_ms(stamp))  # fmt: skip
+    else:
+        raise OrphanCleanupError(f"cannot list files with {type(io).__name__}")
+    return found
+
+
+def _parse(io: Any, location: str) -> tuple[str, str, str]:
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    scheme, netloc, path = PyArrowFileIO.parse_location(location)
+    return ("file" if scheme == "file" else scheme), netloc, path
+
+
+class References:
+    """The files a table's metadata references (module docstring), read once per file: a
+    manifest list or manifest already read is not read again (they never change)."""
+
+    def __init__(self, io: Any):
+        self.io = io
+        self.keys: set[str] = set()
+        self._lists: set[str] = set()
+        self._manifests: set[str] = set()
+        self._versions: set[str] = set()
+        self.reads = 0
+
+    def add_metadata(self, metadata: Any, metadata_location: str | None = None) -> None:
+        """Add what ``metadata`` (one version of the table) references."""
+        if metadata_location:
+            self.keys.add(path_key(metadata_location))
+        for entry in metadata.metadata_log:
+            self.keys.add(path_key(entry.metadata_file))
+        for stats in (*metadata.statistics, *metadata.partition_statistics):
+            self.keys.add(path_key(stats.statistics_path))
+        for snapshot in metadata.snapshots:
+            self._add_snapshot(snapshot)
+
+    def _add_snapshot(self, snapshot: Any) -> None:
+        if not snapshot.manifest_list or snapshot.manifest_list in self._lists:
+            return
+        self.keys.add(path_key(snapshot.manifest_list))
+        self.reads += 1
+        for manifest in snapshot.manifests(self.io):
+            self.keys.add(path_key(manifest.manifest_path))
+            if manifest.manifest_path in self._manifests:
+                continue
+            self.reads += 1
+            # Live entries only (ADDED, EXISTING): a DELETED entry's file is the parent's.
+            for entry in manifest.fetch_manifest_entry(self.io, discard_deleted=True):
+                self.keys.add(path_key(entry.data_file.file_path))
+            self._manifests.add(manifest.manifest_path)
+        self._lists.add(snapshot.manifest_list)
+
+    def add_recent_versions(self, metadata: Any, cutoff_ms: int) -> None:
+        """Add what the versions of the metadata log still current at or after ``cutoff_ms``
+        reference (a reader may have planned them: module docstring). A version is current
+        until the next one is written (the next log entry's time, or the current metadata's)."""
+        from pyiceberg.serializers import FromInputFile
+
+        log_entries = list(metadata.metadata_log)
+        ends = [e.timestamp_ms for e in log_entries[1:]] + [metadata.last_updated_ms]
+        ends = ends[: len(log_entries)]  # no log (a table's first version): nothing to add
+        for entry, superseded_ms in zip(log_entries, ends, strict=True):
+            if superseded_ms < cutoff_ms or entry.metadata_file in self._versions:
+                continue
+            self._versions.add(entry.metadata_file)
+            try:
+                old = FromInputFile.table_metadata(self.io.new_input(entry.metadata_file))
+            except FileNotFoundError:  # gone (not by us: we keep every file of the log)
+                log.warning("%s: listed in the metadata log, not found", entry.metadata_file)
+                continue
+            self.reads += 1
+            self.add_metadata(old)
+
+
+def _now_ms(now: dt.datetime | None) -> int:
+    return int(time.time() * 1000) if now is None else _to_ms(now)
+
+
+def remove_orphan_files(
+    catalog: Any,
+    identifier: str,
+    *,
+    older_than: dt.timedelta | None = None,
+    dry_run: bool = False,
+    now: dt.datetime | None = None,
+    lister: Callable[[Any, str], dict[str, ListedFile]] = list_files,
+) -> OrphanCleanup:
+    """Delete ``identifier``'s orphan files older than ``older_than`` (module docstring);
+    ``dry_run`` deletes nothing and returns the same list. ``older_than`` defaults to the
+    settings' (``DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS``), ``now`` to the current time. A missing
+    table is nothing to do. Raises :class:`OrphanCleanupError` when a file could not be deleted
+    (after trying the others)."""
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+    if older_than is None:
+        from shared.settings import orphan_min_age_hours
+
+        older_than = dt.timedelta(hours=orphan_min_age_hours())
+    try:
+        table = catalog.load_table(identifier)
+    except (NoSuchTableError, NoSuchNamespaceError):
+        return OrphanCleanup(identifier, exists=False, dry_run=dry_run)
+    cutoff_ms = _now_ms(now) - int(older_than.total_seconds() * 1000)
+
+    listed = lister(table.io, table.metadata.location)
+    refs = References(table.io)
+    refs.add_metadata(table.metadata, table.metadata_location)
+    current = set(refs.keys)
+    refs.add_recent_versions(table.metadata, cutoff_ms)
+    for_readers = sum(1 for k in listed if k not in current and k in refs.keys)
+    unreferenced = {k: f for k, f in listed.items() if k not in refs.keys}
+    planned = {k: f for k, f in unreferenced.items() if f.mtime_ms < cutoff_ms}
+    young = [f for k, f in unreferenced.items() if k not in planned]
+
+    meanwhile = 0
+    if planned and not dry_run:
+        # A commit since planning may reference a planned file (module docstring): check the
+        # table as it is now, right before deleting.
+        fresh = catalog.load_table(identifier)
+        if fresh.metadata_location != table.metadata_location:
+            refs.add_metadata(fresh.metadata, fresh.metadata_location)
+            refs.add_recent_versions(fresh.metadata, cutoff_ms)
+            kept = [k for k in planned if k in refs.keys]
+            for k in kept:
+                del planned[k]
+            meanwhile = len(kept)
+            if kept:
+                log.info(
+                    "%s: %d planned files were committed meanwhile: kept", identifier, len(kept)
+                )
+
+    orphans = sorted(f.uri for f in planned.values())
+    deleted = deleted_bytes = gone = 0
+    failed: list[str] = []
+    if not dry_run:
+        for key in sorted(planned):
+            f = planned[key]
+            try:
+                table.io.delete(f.uri)
+            except FileNotFoundError:
+                gone += 1
+                continue
+            except OSError as exc:  # try the others; the run fails after them
+                log.warning("%s: could not delete %s: %s", identifier, f.uri, exc)
+                failed.append(f.uri)
+                continue
+            deleted += 1
+            deleted_bytes += f.size
+    result = OrphanCleanup(
+        identifier,
+        dry_run=dry_run,
+        files=len(listed),
+        bytes=sum(f.size for f in listed.values()),
+        orphans=tuple(orphans),
+        orphan_bytes=sum(f.size for f in planned.values()),
+        deleted=deleted,
+        deleted_bytes=deleted_bytes,
+        too_young=len(young),
+        too_young_bytes=sum(f.size for f in young),
+        kept_for_readers=for_readers,
+        referenced_meanwhile=meanwhile,
+        already_gone=gone,
+        metadata_read=refs.reads + 1,
+        failed=tuple(failed),
+    )
+    if failed:
+        raise OrphanCleanupError(
+            f"{identifier}: {len(failed)} of {len(orphans)} orphan files could not be deleted "
+            f"(first: {failed[0]}); retried at the next run"
+        )
+    return result
+
+
+def remove_orphans_of_tables(
+    catalog: Any,
+    identifiers: Iterable[str],
+    *,
+    older_than: dt.timedelta | None = None,
+    dry_run: bool = False,
+) -> list[OrphanCleanup]:
+    """:func:`remove_orphan_files` of each table, one after the other; the age is read once."""
+    if older_than is None:
+        from shared.settings import orphan_min_age_hours
+
+        older_than = dt.timedelta(hours=orphan_min_age_hours())
+    return [
+        remove_orphan_files(catalog, i, older_than=older_than, dry_run=dry_run) for i in identifiers
+    ]

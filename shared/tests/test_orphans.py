@@ -1,0 +1,392 @@
+"""Orphan-file clean-up (shared.orphans): what no metadata references goes once old enough,
+nothing referenced, young or outside the table ever goes, and the table reads the same rows."""
+
+import datetime as dt
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shared import maintenance, orphans
+from shared.compaction import MIN_INPUT_FILES, compact_small_files
+from shared.iceberg import open_catalog, write_table
+from shared.settings import SettingsError, SnapshotRetention, load_settings, orphan_min_age_hours
+
+UTC = dt.UTC
+#: As aggressive as the settings allow (snapshot expiry).
+AGGRESSIVE = SnapshotRetention(keep_last=2, min_age_ms=0)
+AGE = dt.timedelta(days=3)
+FOUR_DAYS = 4 * 24 * 3600
+
+
+@pytest.fixture
+def catalog(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_PLATFORM_HOME", str(tmp_path))
+    return open_catalog(load_settings())
+
+
+def later(days: float = 4) -> dt.datetime:
+    return dt.datetime.now(UTC) + dt.timedelta(days=days)
+
+
+def rows(start: int, n: int = 3, day: int = 1) -> pa.Table:
+    return pa.table(
+        {
+            "id": pa.array(range(start, start + n), pa.int64()),
+            "name": [f"n{i}" for i in range(start, start + n)],
+            "day": pa.array([dt.date(2026, 1, day)] * n, pa.date32()),
+        }
+    )
+
+
+def content(table) -> list[tuple]:
+    data = table.scan().to_arrow()
+    names = sorted(data.column_names)
+    return sorted(zip(*(data[c].to_pylist() for c in names), strict=True), key=repr)
+
+
+def local(uri: str) -> Path:
+    return Path(orphans.path_key(uri))
+
+
+def files_under(folder: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+
+
+def table_dir(table) -> Path:
+    return local(table.metadata.location)
+
+
+def planned_files(table) -> list[Path]:
+    return [local(t.file.file_path) for t in table.scan().plan_files()]
+
+
+def age(paths, seconds: int = FOUR_DAYS) -> None:
+    """Set the modification time of ``paths`` back by ``seconds`` (files written long ago)."""
+    for p in paths:
+        st = os.stat(p)
+        os.utime(p, (st.st_atime - seconds, st.st_mtime - seconds))
+
+
+def killed_write(table, name: str | None = None, data: pa.Table | None = None) -> Path:
+    """A data file a write left under the table's data/ folder without committing it."""
+    path = table_dir(table) / "data" / (name or f"00000-0-{uuid.uuid4()}.parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(data if data is not None else rows(900), path)
+    return path
+
+
+def history_with_compaction(catalog, identifier="raw.users"):
+    """MIN_INPUT_FILES appends, a compaction, one more append, then an aggressive expiry: the
+    compaction's inputs are listed by expired snapshots only."""
+    for k in range(MIN_INPUT_FILES):
+        write_table(catalog, identifier, rows(k * 10), mode="append")
+    inputs = planned_files(catalog.load_table(identifier))
+    assert compact_small_files(catalog, identifier).files_replaced == MIN_INPUT_FILES
+    write_table(catalog, identifier, rows(1000), mode="append")
+    expired = maintenance.expire_snapshots(
+        catalog, identifier, AGGRESSIVE, now_ms=int(later(0.01).timestamp() * 1000)
+    )
+    assert expired.expired == MIN_INPUT_FILES
+    return inputs
+
+
+def test_compaction_inputs_are_deleted_once_old_enough_never_before(catalog):
+    inputs = history_with_compaction(catalog)
+    table = catalog.load_table("raw.users")
+    before = content(table)
+    on_disk = files_under(table_dir(table))
+
+    # Now: every file is younger than 3 days: nothing is deleted, whatever is unreferenced.
+    young = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE)
+    assert young.orphans == () and young.deleted == 0
+    assert young.kept_for_readers >= MIN_INPUT_FILES  # and a reader may still read them
+    assert files_under(table_dir(table)) == on_disk
+
+    # Four days later: the compaction's inputs, and the expired snapshots' manifests, go.
+    done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later())
+    assert done.deleted == len(done.orphans) > MIN_INPUT_FILES
+    assert not any(p.exists() for p in inputs)
+    assert {str(local(u)) for u in done.orphans} >= {str(p) for p in inputs}
+    assert done.deleted_bytes == sum(on_disk[str(local(u))] for u in done.orphans)
+    assert all(not local(u).exists() for u in done.orphans)
+    # Every row, read again through a fresh load of the table.
+    assert content(catalog.load_table("raw.users")) == before
+    for f in planned_files(catalog.load_table("raw.users")):
+        assert f.exists()
+    # The current metadata file and every file its log names stay.
+    table = catalog.load_table("raw.users")
+    assert local(table.metadata_location).exists()
+    assert all(local(e.metadata_file).exists() for e in table.metadata.metadata_log)
+
+    # Nothing is left to do.
+    again = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later())
+    assert again.orphans == () and again.files == done.files - done.deleted
+
+
+def test_a_reader_that_planned_a_recent_version_keeps_its_files(catalog):
+    """Files old enough but listed by a version of the table current within the age are kept:
+    a reader (a dbt run's DuckDB views) may still read what it planned from it."""
+    for k in range(MIN_INPUT_FILES):
+        write_table(catalog, "raw.users", rows(k * 10), mode="append")
+    planned_by_reader = planned_files(catalog.load_table("raw.users"))
+    compact_small_files(catalog, "raw.users")
+    write_table(catalog, "raw.users", rows(1000), mode="append")
+    maintenance.expire_snapshots(
+        catalog, "raw.users", AGGRESSIVE, now_ms=int(later(0.01).timestamp() * 1000)
+    )
+    table = catalog.load_table("raw.users")
+    age(Path(p) for p in files_under(table_dir(table)))  # every file written 4 days ago
+
+    kept = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE)
+    assert kept.kept_for_readers >= len(planned_by_reader)
+    assert all(p.exists() for p in planned_by_reader)
+    assert not {str(local(u)) for u in kept.orphans} & {str(p) for p in planned_by_reader}
+    assert pq.ParquetDataset([str(p) for p in planned_by_reader]).read().num_rows == 3 * 8
+
+
+def test_a_daily_partition_rerun_old_file_is_removed(catalog):
+    write_table(catalog, "marts.daily", rows(0, day=1), partition_by_day="day")
+    write_table(catalog, "marts.daily", rows(10, day=2), mode="append", partition_by_day="day")
+    first_day1 = [
+        p for p in planned_files(catalog.load_table("marts.daily")) if "2026-01-01" in str(p)
+    ]
+    assert len(first_day1) == 1
+    write_table(
+        catalog, "marts.daily", rows(20, day=1), overwrite_filter="day = '2026-01-01'",
+        partition_by_day="day",
+    )  # fmt: skip
+    write_table(catalog, "marts.daily", rows(30, day=3), mode="append", partition_by_day="day")
+    maintenance.expire_snapshots(
+        catalog, "marts.daily", AGGRESSIVE, now_ms=int(later(0.01).timestamp() * 1000)
+    )
+    table = catalog.load_table("marts.daily")
+    before = content(table)
+    live = planned_files(table)
+
+    done = orphans.remove_orphan_files(catalog, "marts.daily", older_than=AGE, now=later())
+    assert not first_day1[0].exists()
+    assert str(first_day1[0]) in {str(local(u)) for u in done.orphans}
+    assert all(p.exists() for p in live)
+    assert content(catalog.load_table("marts.daily")) == before
+    assert sorted({r[0] for r in before}) == [dt.date(2026, 1, d) for d in (1, 2, 3)]
+
+
+def test_a_table_whose_name_starts_with_this_ones_is_never_touched(catalog):
+    write_table(catalog, "raw.event", rows(0))
+    write_table(catalog, "raw.events", rows(0))
+    write_table(catalog, "raw.event", rows(10))  # the first file of raw.event: unreferenced
+    maintenance.expire_snapshots(
+        catalog, "raw.event", AGGRESSIVE, now_ms=int(later(0.01).timestamp() * 1000)
+    )
+    write_table(catalog, "raw.event", rows(20))
+    event, events = catalog.load_table("raw.event"), catalog.load_table("raw.events")
+    assert str(table_dir(events)).startswith(str(table_dir(event)))  # the trap is there
+    killed_write(events)  # an orphan of raw.events: not raw.event's to delete
+    neighbour = files_under(table_dir(events))
+    age(Path(p) for p in neighbour)
+    neighbour = files_under(table_dir(events))
+
+    done = orphans.remove_orphan_files(catalog, "raw.event", older_than=AGE, now=later())
+    assert done.deleted > 0
+    assert all(str(table_dir(event)) + os.sep in str(local(u)) for u in done.orphans)
+    assert files_under(table_dir(events)) == neighbour
+
+
+def test_a_killed_write_younger_than_the_age_survives_an_older_one_goes(catalog):
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    recent = killed_write(table)
+    old = killed_write(table)
+    stale_metadata = table_dir(table) / "metadata" / f"00009-{uuid.uuid4()}.metadata.json"
+    stale_metadata.write_text("{}")  # a commit that failed after writing its metadata file
+    age([old, stale_metadata])
+    before = content(table)
+
+    done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE)
+    assert recent.exists()
+    assert not old.exists() and not stale_metadata.exists()
+    assert sorted(str(local(u)) for u in done.orphans) == sorted([str(old), str(stale_metadata)])
+    assert done.too_young == 1 and done.too_young_bytes == recent.stat().st_size
+    assert content(catalog.load_table("raw.users")) == before
+
+
+def test_hidden_files_are_never_orphans(catalog):
+    write_table(catalog, "raw.users", rows(0))
+    folder = table_dir(catalog.load_table("raw.users"))
+    hidden = [folder / "data" / ".part-0.parquet.crc", folder / "_spark_metadata" / "0"]
+    for p in hidden:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    age(hidden)
+    orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later())
+    assert all(p.exists() for p in hidden)
+
+
+def test_a_dry_run_deletes_nothing_and_reports_the_same_list(catalog):
+    history_with_compaction(catalog)
+    killed_write(catalog.load_table("raw.users"))
+    folder = table_dir(catalog.load_table("raw.users"))
+    on_disk = files_under(folder)
+
+    dry = orphans.remove_orphan_files(
+        catalog, "raw.users", older_than=AGE, now=later(), dry_run=True
+    )
+    assert dry.dry_run and dry.deleted == 0 and len(dry.orphans) > MIN_INPUT_FILES
+    assert files_under(folder) == on_disk
+    assert dry.orphan_bytes == sum(on_disk[str(local(u))] for u in dry.orphans)
+
+    real = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later())
+    assert real.orphans == dry.orphans
+    assert real.deleted == len(dry.orphans) and real.deleted_bytes == dry.orphan_bytes
+    assert set(files_under(folder)) == set(on_disk) - {str(local(u)) for u in dry.orphans}
+
+
+def test_a_commit_between_planning_and_deleting_keeps_its_files(catalog):
+    """A writer commits, between the clean-up's listing and its deletes, a file it wrote long
+    ago (``add_files``): the clean-up checks the table again and keeps it."""
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    slow = killed_write(table, data=rows(500))
+    dead = killed_write(table)
+    age([slow, dead])
+
+    def listing_then_commit(io, location):
+        listed = orphans.list_files(io, location)
+        catalog.load_table("raw.users").add_files([str(slow)])
+        return listed
+
+    done = orphans.remove_orphan_files(
+        catalog, "raw.users", older_than=AGE, lister=listing_then_commit
+    )
+    assert done.referenced_meanwhile == 1
+    assert slow.exists() and not dead.exists()
+    assert [str(local(u)) for u in done.orphans] == [str(dead)]
+    ids = sorted(catalog.load_table("raw.users").scan().to_arrow()["id"].to_pylist())
+    assert ids == [0, 1, 2, 500, 501, 502]
+
+
+def test_two_overlapping_cleanups_delete_each_file_once_and_do_not_fail(catalog):
+    history_with_compaction(catalog)
+    other: list = []
+
+    def listing_then_another_cleanup(io, location):
+        listed = orphans.list_files(io, location)
+        other.append(orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later()))
+        return listed
+
+    first = orphans.remove_orphan_files(
+        catalog, "raw.users", older_than=AGE, now=later(), lister=listing_then_another_cleanup
+    )
+    assert other[0].deleted > 0
+    assert first.orphans == other[0].orphans
+    assert first.deleted == 0 and first.already_gone == other[0].deleted
+    assert len(catalog.load_table("raw.users").scan().to_arrow()) == 3 * MIN_INPUT_FILES + 3
+
+
+def test_a_missing_table_is_nothing_to_do(catalog):
+    result = orphans.remove_orphan_files(catalog, "raw.never_synced", older_than=AGE)
+    assert result.exists is False and result.deleted == 0
+    assert result.as_metadata()["exists"] is False
+
+
+def test_a_file_that_cannot_be_deleted_fails_naming_the_table_after_the_others(
+    catalog, monkeypatch
+):
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    stuck, other = killed_write(table, "a-stuck.parquet"), killed_write(table, "b-other.parquet")
+    age([stuck, other])
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    real_delete = PyArrowFileIO.delete
+
+    def delete(self, location):
+        if "a-stuck" in str(location):
+            raise PermissionError("access denied")
+        return real_delete(self, location)
+
+    monkeypatch.setattr(PyArrowFileIO, "delete", delete)
+    with pytest.raises(orphans.OrphanCleanupError, match="raw.users: 1 of 2"):
+        orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE)
+    assert stuck.exists() and not other.exists()
+
+
+def test_the_min_age_setting():
+    assert orphan_min_age_hours({}) == 72
+    assert orphan_min_age_hours({"DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS": "24"}) == 24
+    for bad in ("0", "-1", "three days", "1e9"):
+        with pytest.raises(SettingsError, match="DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS"):
+            orphan_min_age_hours({"DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS": bad})
+
+
+# ---- on S3: a real S3-compatible server (the stand-in for Garage), real listing and deletes --
+
+S3_KEY, S3_SECRET = "GKtestaccess", "test-secret-for-rclone"  # pragma: allowlist secret
+
+
+@pytest.fixture
+def s3_catalog(tmp_path):
+    """A catalog whose warehouse is a bucket of ``rclone serve s3``, through prod's FileIO."""
+    from pyiceberg.catalog import load_catalog
+
+    from tests.s3_server import RcloneS3Server
+
+    (tmp_path / "s3" / "lakehouse").mkdir(parents=True)
+    prod = {"DATA_PLATFORM_ENV": "prod", "ICEBERG_REST_URI": "http://127.0.0.1:1",
+            "GARAGE_S3_ENDPOINT": "http://127.0.0.1:1"}  # fmt: skip
+    with RcloneS3Server(tmp_path / "s3", S3_KEY, S3_SECRET) as server:
+        yield (
+            load_catalog(
+                "s3test",
+                type="sql",
+                uri=f"sqlite:///{tmp_path / 'catalog.db'}",
+                warehouse="s3://lakehouse/warehouse",
+                **{
+                    "s3.endpoint": server.endpoint,
+                    "s3.access-key-id": S3_KEY,
+                    "s3.secret-access-key": S3_SECRET,
+                    "s3.region": "garage",
+                    "py-io-impl": load_settings(prod).catalog_properties()["py-io-impl"],
+                },
+            ),
+            tmp_path / "s3",
+        )
+
+
+@pytest.mark.slow
+def test_on_s3_the_orphans_are_listed_and_deleted_through_the_object_store(s3_catalog):
+    catalog, root = s3_catalog
+    for k in range(3):  # each overwrite leaves the previous file to the expired snapshots
+        write_table(catalog, "raw.event", rows(k * 10))
+    write_table(catalog, "raw.events", rows(0))
+    maintenance.expire_snapshots(
+        catalog, "raw.event", AGGRESSIVE, now_ms=int(later(0.01).timestamp() * 1000)
+    )
+    table = catalog.load_table("raw.event")
+    assert table.io.__class__.__name__ == "FsspecFileIO"  # prod's
+    table.io.new_output(table.metadata.location + "/data/killed-write.parquet").create().write(b"x")
+    bucket_events = root / "lakehouse" / "warehouse" / "raw" / "events"
+    neighbour = files_under(bucket_events)
+    before = content(table)
+
+    dry = orphans.remove_orphan_files(
+        catalog, "raw.event", older_than=AGE, now=later(), dry_run=True
+    )
+    assert all(u.startswith("s3://lakehouse/warehouse/raw/event/") for u in dry.orphans)
+    assert any(u.endswith("/data/killed-write.parquet") for u in dry.orphans)
+    # Two overwritten data files, the killed write, the expired snapshots' manifest lists.
+    data = [u for u in dry.orphans if u.endswith(".parquet")]
+    assert len(data) == 3
+    done = orphans.remove_orphan_files(catalog, "raw.event", older_than=AGE, now=later())
+    assert done.orphans == dry.orphans and done.deleted == len(dry.orphans)
+    for u in done.orphans:
+        assert not (root / u.removeprefix("s3://")).exists()
+    assert files_under(bucket_events) == neighbour
+    assert content(catalog.load_table("raw.event")) == before
+    # Listed again through the store: nothing left, the live files all there.
+    again = orphans.remove_orphan_files(catalog, "raw.event", older_than=AGE, now=later())
+    assert again.orphans == () and again.files == done.files - done.deleted
