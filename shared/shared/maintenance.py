@@ -20,9 +20,10 @@ It uses pyiceberg's own API (``table.maintenance.expire_snapshots().by_ids(...)`
 metadata only: it removes the snapshots, their snapshot-log entries and statistics and the refs
 pointing at them, and DELETES NO FILE. Raw tables are append-only, so their data files stay live
 in the current snapshot, except those a compaction replaced (``shared.compaction``); files only an
-expired snapshot referenced (those, a daily table's overwritten partitions) stay on storage as
-orphans until an orphan-file clean-up, which this module does not
-do (a reader that planned an expired snapshot, e.g. a query in flight, still reads its files).
+expired snapshot referenced (those, a daily table's overwritten partitions, the expired
+snapshots' manifests) stay on storage as orphans until the orphan-file clean-up
+(``shared.orphans``, the op after the expiry, daily) deletes them, days later: a reader that
+planned an expired snapshot, e.g. a query in flight, still reads its files meanwhile.
 
 Other metadata that grows per commit, checked (pyiceberg 0.12):
 
@@ -30,9 +31,11 @@ Other metadata that grows per commit, checked (pyiceberg 0.12):
 * the metadata log (previous metadata files): capped by Iceberg's
   ``write.metadata.previous-versions-max``, which pyiceberg applies at every commit; its default
   (100) made it 60% of the metadata once snapshots expire, so every table the platform writes
-  sets 16 (``shared.iceberg.MERGE_TABLE_PROPERTIES``). Old metadata FILES stay on storage
-  (``write.metadata.delete-after-commit.enabled`` is off), so a reader holding an older
-  metadata location, DuckDB's ``iceberg_scan``, never loses it;
+  sets 16 (``shared.iceberg.MERGE_TABLE_PROPERTIES``). A commit deletes no old metadata FILE
+  (``write.metadata.delete-after-commit.enabled`` is off): the orphan-file clean-up deletes
+  those out of the log once older than its age (3 days), so a reader holding an older
+  metadata location (DuckDB's ``iceberg_scan``, a ``metadata_location`` in a materialization's
+  metadata) has it for at least that long;
 * statistics files: we write none; removed with their snapshot anyway.
 
 Concurrency: the expiry commit removes snapshot ids from the table's metadata as the catalog has it
@@ -213,8 +216,15 @@ def expire_tables(
 
 
 #: When the maintenance jobs run: hourly, between the raw syncs (:15, ``ingestion.jobs``), so a
-#: table never holds more than ``keep_last`` plus an hour of commits.
-MAINTENANCE_CRON = "45 * * * *"
+#: table never holds more than ``keep_last`` plus an hour of commits; but for 03:45, when the
+#: daily run (:data:`ORPHAN_CLEANUP_CRON`) does the same and removes orphan files too (two runs
+#: of the job at once would only race each other).
+MAINTENANCE_CRON = "45 0-2,4-23 * * *"
+#: When the maintenance jobs also remove orphan files (``shared.orphans``): daily, at night.
+#: Listing a table's location costs a request per 1,000 files on S3 and reading its metadata,
+#: while what it frees only becomes deletable days after it was written (the age, 3 days), so
+#: once a day bounds storage as well as hourly would, at a 24th of the cost.
+ORPHAN_CLEANUP_CRON = "45 3 * * *"
 
 
 def _each_table(
@@ -248,6 +258,7 @@ def maintenance_definitions(
     *,
     compact: Sequence[str] = (),
     cron_schedule: str = MAINTENANCE_CRON,
+    orphan_cron_schedule: str = ORPHAN_CLEANUP_CRON,
 ) -> Any:
     """A location's table maintenance as Dagster definitions: the job
     ``<location>_table_maintenance`` (the op ``<location>_expire_snapshots``, looping over
@@ -260,10 +271,20 @@ def maintenance_definitions(
     run (logged, not a failure: the sync won and nothing was lost); any other error fails the
     op after the other tables were done, and the expiry then waits for the next run too.
 
-    The schedule ships RUNNING, unlike the syncs' (which start external work): expiry only
-    removes metadata beyond the retention the settings give, and a stopped one bounds nothing.
-    Each table's outcome is logged and attached to the op's output metadata; a table whose
-    expiry gave up (conflicts) fails the op after the others were done."""
+    After the expiry, the op ``<location>_remove_orphan_files`` deletes each table's files that
+    no metadata references any more and are older than ``DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS``
+    (``shared.orphans``): what the expiry just stopped referencing, the files of killed writes.
+    It runs when its config says so (``remove_orphan_files``, true by default: a run launched
+    by hand does all of the maintenance): the daily schedule
+    ``<location>_table_maintenance_daily`` (:data:`ORPHAN_CLEANUP_CRON`) runs the job with it,
+    the hourly one without (listing storage costs requests; :data:`ORPHAN_CLEANUP_CRON`). An
+    expiry that failed skips it until the next daily run (it would find less to delete).
+
+    The schedules ship RUNNING, unlike the syncs' (which start external work): expiry only
+    removes metadata beyond the retention the settings give, and a stopped one bounds nothing;
+    the clean-up only deletes what no metadata references. Each table's outcome is logged and
+    attached to the op's output metadata; a table whose expiry gave up (conflicts) fails the
+    op after the others were done."""
     import dagster as dg
 
     names = tuple(tables)
@@ -308,6 +329,7 @@ def maintenance_definitions(
         "(shared.maintenance; retention: DATA_PLATFORM_SNAPSHOT_*).",
         required_resource_keys={"iceberg"},
         ins={"after": dg.In(dg.Nothing)},
+        out=dg.Out(dg.Nothing),
     )
     def expire_op(context):  # type: ignore[no-untyped-def]
         """Expire the old snapshots of each of this location's tables (shared.maintenance)."""
@@ -338,28 +360,106 @@ def maintenance_definitions(
             },
         )
 
+    orphan_op_name = f"{location}_remove_orphan_files"
+
+    @dg.op(
+        name=orphan_op_name,
+        description=f"Delete the files of the {location} location's tables that no metadata "
+        "references, once older than DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS (shared.orphans).",
+        required_resource_keys={"iceberg"},
+        ins={"after": dg.In(dg.Nothing)},
+        config_schema={
+            "remove_orphan_files": dg.Field(
+                bool,
+                default_value=True,
+                description="False: skip the clean-up (the hourly schedule; the daily runs it).",
+            ),
+            "dry_run": dg.Field(
+                bool, default_value=False, description="List what would be deleted, delete nothing."
+            ),
+        },
+    )
+    def orphans_op(context):  # type: ignore[no-untyped-def]
+        """Remove each table's orphan files (shared.orphans), after the expiry."""
+        import datetime as dt
+
+        from shared.orphans import remove_orphan_files
+        from shared.settings import SettingsError, orphan_min_age_hours
+
+        if not context.op_config["remove_orphan_files"]:
+            context.log.info("orphan files: not this run (daily schedule)")
+            return dg.Output(None, metadata={"skipped": True})
+        try:
+            hours = orphan_min_age_hours()
+        except SettingsError as exc:  # the run's failure says which variable, not a traceback
+            raise dg.Failure(str(exc)) from None
+        dry_run = context.op_config["dry_run"]
+        catalog = context.resources.iceberg.catalog()
+
+        def clean(identifier: str) -> Any:
+            result = remove_orphan_files(
+                catalog, identifier, older_than=dt.timedelta(hours=hours), dry_run=dry_run
+            )
+            verb = "would delete" if dry_run else "deleted"
+            count = len(result.orphans) if dry_run else result.deleted
+            size = result.orphan_bytes if dry_run else result.deleted_bytes
+            context.log.info(
+                f"{identifier}: {verb} {count} orphan files ({size} bytes) of {result.files}; "
+                f"{result.too_young} unreferenced but younger than {hours} h, "
+                f"{result.kept_for_readers} kept for readers of recent versions"
+            )
+            return result
+
+        done = _each_table(dg, context, names, clean, "orphan files not removed")
+        return dg.Output(
+            None,
+            metadata={
+                "tables": dg.MetadataValue.json(done),
+                "dry_run": dry_run,
+                "deleted": sum(r["deleted"] for r in done),
+                "deleted_bytes": sum(r["deleted_bytes"] for r in done),
+                "min_age_hours": hours,
+            },
+        )
+
     @dg.job(
         name=f"{location}_table_maintenance",
         description=(
-            f"Compact small files, then expire old snapshots, of the {location} location's "
-            "Iceberg tables."
+            f"Compact small files, expire old snapshots, then remove orphan files, of the "
+            f"{location} location's Iceberg tables."
             if compacted
-            else f"Expire old snapshots of the {location} location's Iceberg tables."
+            else f"Expire old snapshots, then remove orphan files, of the {location} "
+            "location's Iceberg tables."
         ),
         tags={"data-platform/maintenance": location},
     )
     def maintenance_job():  # type: ignore[no-untyped-def]
         if compacted:
-            expire_op(after=compact_op())
+            orphans_op(after=expire_op(after=compact_op()))
         else:
-            expire_op()
+            orphans_op(after=expire_op())
 
-    schedule = dg.ScheduleDefinition(
+    def with_orphans(remove: bool) -> dict[str, Any]:
+        return {"ops": {orphan_op_name: {"config": {"remove_orphan_files": remove}}}}
+
+    hourly = dg.ScheduleDefinition(
         name=f"{location}_table_maintenance_hourly",
         job=maintenance_job,
         cron_schedule=cron_schedule,
         execution_timezone="UTC",
+        run_config=with_orphans(False),
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Table maintenance of the {location} location's tables, hourly.",
+        description=f"Table maintenance of the {location} location's tables, hourly "
+        "(without the orphan-file clean-up, which runs daily).",
     )
-    return dg.Definitions(jobs=[maintenance_job], schedules=[schedule])
+    daily = dg.ScheduleDefinition(
+        name=f"{location}_table_maintenance_daily",
+        job=maintenance_job,
+        cron_schedule=orphan_cron_schedule,
+        execution_timezone="UTC",
+        run_config=with_orphans(True),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Table maintenance of the {location} location's tables with the "
+        "orphan-file clean-up, daily.",
+    )
+    return dg.Definitions(jobs=[maintenance_job], schedules=[hourly, daily])

@@ -59,9 +59,15 @@ Concurrency (any process can be killed, runs overlap):
   an error; expiry meanwhile only makes more files unreferenced (the next clean-up takes them);
 * killed half-way: what was deleted was unreferenced; the next run deletes the rest.
 
-Nothing outside Iceberg metadata refers to files under a table's location (checked: the landing
-ledger lives under ``landing/``, the key index keeps a snapshot id, not paths; the DuckDB views
-of a dbt run are readers, above; the benchmark's scratch files are in its own work folder).
+What else refers to files under a table's location, outside its Iceberg metadata (checked):
+
+* a write's ``metadata_location`` in the materialization metadata Dagster keeps
+  (``shared.iceberg.TableWriteResult``) and in ``data-platform tables``: information about that
+  write, not a reference anyone reads through. An old one stops resolving once its metadata
+  file is out of the metadata log (16 versions) AND older than the age;
+* the DuckDB views of a dbt run (in-memory, one per invocation): readers, above;
+* nothing else: the landing ledger lives under ``landing/``, the key index keeps a snapshot id
+  (kept by the expiry), the benchmark's and dbt's scratch files are in their own folders.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Table maintenance of the analytics location: its tables' old snapshots, expired hourly.
+"""Table maintenance of the analytics location: its tables' old snapshots expired hourly, orphan
+files removed daily.
 
 ``analytics.daily_metrics`` and ``ml.user_features`` get a commit per run. The job and schedule
 are built by ``shared.maintenance.maintenance_definitions`` (the logic lives there); the tables
@@ -21,6 +22,6 @@ def owned_tables() -> list[str]:
 
 
 def maintenance_defs() -> Any:
-    """``analytics_table_maintenance`` and its hourly schedule (a function: a module may hold
-    one ``Definitions`` at module scope, the location's)."""
+    """``analytics_table_maintenance`` and its hourly and daily schedules (a function:
+    a module may hold one ``Definitions`` at module scope, the location's)."""
     return maintenance_definitions("analytics", owned_tables())

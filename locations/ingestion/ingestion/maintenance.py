@@ -1,4 +1,5 @@
-"""Table maintenance of the ingestion location: the tables it owns, compacted and expired hourly.
+"""Table maintenance of the ingestion location: the tables it owns, compacted and expired hourly,
+their orphan files removed daily.
 
 The raw tables (one per stream) and their hashed key indexes (``shared.key_index``): each gets a
 commit per sync, so each would otherwise carry every snapshot it ever had; and each sync adds a
@@ -32,6 +33,7 @@ def compacted_tables() -> list[str]:
 
 
 def maintenance_defs() -> Any:
-    """``ingestion_table_maintenance`` and its schedule ``ingestion_table_maintenance_hourly``
-    (a function: a module may hold one ``Definitions`` at module scope, the location's)."""
+    """``ingestion_table_maintenance`` and its schedules ``ingestion_table_maintenance_hourly``
+    and ``ingestion_table_maintenance_daily`` (a function: a module may hold one
+    ``Definitions`` at module scope, the location's)."""
     return maintenance_definitions("ingestion", owned_tables(), compact=compacted_tables())

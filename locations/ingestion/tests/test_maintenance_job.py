@@ -3,7 +3,7 @@ old snapshots of the raw tables and their key indexes, keeps every row, and a la
 the compacted and expired tables."""
 
 import pytest
-from dagster import DagsterInstance
+from dagster import DagsterInstance, build_schedule_context
 
 from ingestion import standin
 from ingestion.definitions import defs
@@ -88,3 +88,83 @@ def test_a_bad_retention_setting_fails_the_run_naming_the_variable(catalog, monk
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "DATA_PLATFORM_SNAPSHOT_KEEP_LAST" in failure.step_failure_data.error.message
+
+
+def step_metadata(result, step_key: str) -> dict:
+    output = next(
+        e
+        for e in result.all_events
+        if e.event_type_value == "STEP_OUTPUT" and e.step_key == step_key
+    )
+    return output.event_specific_data.metadata
+
+
+def test_the_job_removes_orphan_files_daily_never_the_tables_rows(catalog, monkeypatch):
+    """The daily run deletes what the expiry stopped referencing (the compaction's inputs) and a
+    killed write's file, once older than the age; the hourly run does not clean; rows stay."""
+    import datetime as dt
+    import os
+    from pathlib import Path
+
+    from shared import orphans
+
+    for d in range(8):
+        iceberg.write_table(
+            catalog, EVENTS.identifier, standin.generate_events(SMALL, d), mode="append"
+        )
+    table = catalog.load_table(EVENTS.identifier)
+    inputs = [Path(orphans.path_key(t.file.file_path)) for t in table.scan().plan_files()]
+    killed = Path(orphans.path_key(table.metadata.location)) / "data" / "killed-write.parquet"
+    killed.write_bytes(b"a sync killed before its commit")
+    monkeypatch.setenv("DATA_PLATFORM_SNAPSHOT_KEEP_LAST", "2")
+    monkeypatch.setenv("DATA_PLATFORM_SNAPSHOT_MIN_AGE_MINUTES", "0")
+    job = defs.resolve_job_def("ingestion_table_maintenance")
+    hourly = defs.resolve_schedule_def("ingestion_table_maintenance_hourly")
+    daily = defs.resolve_schedule_def("ingestion_table_maintenance_daily")
+    assert daily.default_status.value == "RUNNING"
+    assert (hourly.cron_schedule, daily.cron_schedule) == ("45 0-2,4-23 * * *", "45 3 * * *")
+
+    # The hourly run compacts and expires; it does not list storage.
+    config = hourly.evaluate_tick(build_schedule_context()).run_requests[0].run_config
+    result = job.execute_in_process(run_config=config, instance=DagsterInstance.ephemeral())
+    assert result.success
+    assert step_metadata(result, "ingestion_remove_orphan_files")["skipped"].value is True
+    assert all(p.exists() for p in inputs) and killed.exists()
+    # The next sync: the snapshots listing the compaction's inputs are no longer the latest.
+    iceberg.write_table(
+        catalog, EVENTS.identifier, standin.generate_events(SMALL, 8), mode="append"
+    )
+    before = iceberg.read_table(catalog, EVENTS.identifier).sort_by("_airbyte_raw_id")
+
+    # The daily run, now: every unreferenced file is younger than the age (72 h): kept.
+    config = daily.evaluate_tick(build_schedule_context()).run_requests[0].run_config
+    result = job.execute_in_process(run_config=config, instance=DagsterInstance.ephemeral())
+    assert result.success
+    meta = step_metadata(result, "ingestion_remove_orphan_files")
+    assert meta["deleted"].value == 0 and meta["min_age_hours"].value == 72
+    assert all(p.exists() for p in inputs) and killed.exists()
+
+    # The daily run four days later: the compaction's inputs and the killed write go.
+    later = int((dt.datetime.now(dt.UTC) + dt.timedelta(days=4)).timestamp() * 1000)
+    monkeypatch.setattr(orphans, "_now_ms", lambda now: later)
+    result = job.execute_in_process(run_config=config, instance=DagsterInstance.ephemeral())
+    assert result.success
+    meta = step_metadata(result, "ingestion_remove_orphan_files")
+    tables = {t["table"]: t for t in meta["tables"].value}
+    assert tables[EVENTS.identifier]["deleted"] >= len(inputs) + 1
+    assert tables[USERS.identifier]["exists"] is False  # never synced: nothing to do
+    assert meta["deleted_bytes"].value == sum(t["deleted_bytes"] for t in tables.values())
+    assert not killed.exists() and not any(p.exists() for p in inputs)
+    after = iceberg.read_table(catalog, EVENTS.identifier).sort_by("_airbyte_raw_id")
+    assert after.equals(before)
+    os.stat(orphans.path_key(catalog.load_table(EVENTS.identifier).metadata_location))
+
+
+def test_a_bad_orphan_age_setting_fails_the_run_naming_the_variable(catalog, monkeypatch):
+    monkeypatch.setenv("DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS", "0")
+    job = defs.resolve_job_def("ingestion_table_maintenance")
+    result = job.execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "ingestion_remove_orphan_files"
+    assert "DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS" in failure.step_failure_data.error.message

@@ -177,6 +177,7 @@ def test_sensor_and_schedule_ship_stopped():
     assert {s.name for s in repo.schedule_defs} == {
         "raw_sync_hourly",
         "ingestion_table_maintenance_hourly",
+        "ingestion_table_maintenance_daily",
     }
     # Table maintenance runs by default: it only removes metadata beyond the retention.
     maintenance = repo.get_schedule_def("ingestion_table_maintenance_hourly")

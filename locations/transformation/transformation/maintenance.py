@@ -1,4 +1,5 @@
-"""Table maintenance of the transformation location: the dbt models' tables, expired hourly.
+"""Table maintenance of the transformation location: the dbt models' tables, expired hourly,
+their orphan files removed daily.
 
 Every dbt run commits to the tables of the models it builds (staging and marts); the daily ones
 expire snapshots in their own commits once they are an hour old (``shared.iceberg``), the
@@ -22,6 +23,6 @@ def owned_tables() -> list[str]:
 
 
 def maintenance_defs() -> Any:
-    """``transformation_table_maintenance`` and its hourly schedule (a function: a module may
-    hold one ``Definitions`` at module scope, the location's)."""
+    """``transformation_table_maintenance`` and its hourly and daily schedules (a function:
+    a module may hold one ``Definitions`` at module scope, the location's)."""
     return maintenance_definitions("transformation", owned_tables())
