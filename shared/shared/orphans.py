@@ -311,11 +311,17 @@ def remove_orphan_files(
         return OrphanCleanup(identifier, exists=False, dry_run=dry_run)
     cutoff_ms = _now_ms(now) - int(older_than.total_seconds() * 1000)
 
-    listed = lister(table.io, table.metadata.location)
     refs = References(table.io)
-    refs.add_metadata(table.metadata, table.metadata_location)
-    current = set(refs.keys)
-    refs.add_recent_versions(table.metadata, cutoff_ms)
+    try:
+        listed = lister(table.io, table.metadata.location)
+        refs.add_metadata(table.metadata, table.metadata_location)
+        current = set(refs.keys)
+        refs.add_recent_versions(table.metadata, cutoff_ms)
+    except (OSError, ValueError) as exc:
+        # A manifest that cannot be read may reference any file: delete nothing.
+        raise OrphanCleanupError(
+            f"{identifier}: could not list its files or read its metadata, nothing deleted: {exc}"
+        ) from exc
     for_readers = sum(1 for k in listed if k not in current and k in refs.keys)
     unreferenced = {k: f for k, f in listed.items() if k not in refs.keys}
     planned = {k: f for k, f in unreferenced.items() if f.mtime_ms < cutoff_ms}
@@ -327,8 +333,13 @@ def remove_orphan_files(
         # table as it is now, right before deleting.
         fresh = catalog.load_table(identifier)
         if fresh.metadata_location != table.metadata_location:
-            refs.add_metadata(fresh.metadata, fresh.metadata_location)
-            refs.add_recent_versions(fresh.metadata, cutoff_ms)
+            try:
+                refs.add_metadata(fresh.metadata, fresh.metadata_location)
+                refs.add_recent_versions(fresh.metadata, cutoff_ms)
+            except (OSError, ValueError) as exc:
+                raise OrphanCleanupError(
+                    f"{identifier}: could not read its metadata, nothing deleted: {exc}"
+                ) from exc
             kept = [k for k in planned if k in refs.keys]
             for k in kept:
                 del planned[k]

@@ -390,3 +390,17 @@ def test_on_s3_the_orphans_are_listed_and_deleted_through_the_object_store(s3_ca
     # Listed again through the store: nothing left, the live files all there.
     again = orphans.remove_orphan_files(catalog, "raw.event", older_than=AGE, now=later())
     assert again.orphans == () and again.files == done.files - done.deleted
+
+
+def test_unreadable_metadata_deletes_nothing_and_names_the_table(catalog):
+    """A manifest list that cannot be read may reference any file: nothing is deleted."""
+    write_table(catalog, "raw.users", rows(0), mode="append")
+    write_table(catalog, "raw.users", rows(10), mode="append")
+    table = catalog.load_table("raw.users")
+    dead = killed_write(table)
+    age([dead])
+    local(table.metadata.snapshots[0].manifest_list).unlink()  # lost, say, by a bad copy
+    on_disk = files_under(table_dir(table))
+    with pytest.raises(orphans.OrphanCleanupError, match="raw.users: could not .* nothing deleted"):
+        orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later())
+    assert files_under(table_dir(table)) == on_disk
