@@ -404,3 +404,24 @@ def test_unreadable_metadata_deletes_nothing_and_names_the_table(catalog):
     with pytest.raises(orphans.OrphanCleanupError, match="raw.users: could not .* nothing deleted"):
         orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later())
     assert files_under(table_dir(table)) == on_disk
+
+
+@pytest.mark.slow
+def test_on_s3_pyarrows_listing_and_fsspecs_agree(s3_catalog):
+    """The pyarrow branch of the listing (``FileSelector``, PyArrowFileIO) names the same files,
+    sizes and times as fsspec's on the same bucket: either FileIO can clean a table."""
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    catalog, _ = s3_catalog
+    write_table(catalog, "raw.event", rows(0))
+    write_table(catalog, "raw.events", rows(0))
+    table = catalog.load_table("raw.event")
+    arrow_io = PyArrowFileIO({k: v for k, v in table.io.properties.items() if k != "py-io-impl"})
+    by_fsspec = orphans.list_files(table.io, table.metadata.location)
+    by_arrow = orphans.list_files(arrow_io, table.metadata.location)
+    assert by_arrow.keys() == by_fsspec.keys() and len(by_arrow) >= 4
+    for key, f in by_arrow.items():
+        assert f.uri == by_fsspec[key].uri and f.uri.startswith("s3://lakehouse/")
+        assert f.size == by_fsspec[key].size
+        assert abs(f.mtime_ms - by_fsspec[key].mtime_ms) < 2000
+    assert not any("/raw/events/" in k for k in by_arrow)
