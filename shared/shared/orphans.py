@@ -58,6 +58,10 @@ Concurrency (any process can be killed, runs overlap):
 * two clean-ups overlapping delete the same files: a file already gone is counted as such, not
   an error; expiry meanwhile only makes more files unreferenced (the next clean-up takes them);
 * killed half-way: what was deleted was unreferenced; the next run deletes the rest.
+* metadata that cannot be read (a manifest list or manifest missing or corrupt), or a listing
+  that fails: :class:`OrphanCleanupError` naming the table, nothing deleted (an unreadable
+  manifest may reference any file). A file that cannot be deleted: the others are, then the
+  same error names the table and the count.
 
 What else refers to files under a table's location, outside its Iceberg metadata (checked):
 
