@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pyiceberg.types import StringType
 
 from shared.iceberg import read_table
 from transformation import duckdb_iceberg
@@ -123,11 +125,141 @@ def test_a_many_day_write_makes_one_file_per_day_in_one_snapshot(catalog, tmp_pa
 def test_scan_sql_reads_data_files_in_place_or_copies(catalog, tmp_path):
     store_batch(catalog, "staging.t", batch(tmp_path, [1], 1))
     sql = scan_sql(catalog.load_table("staging.t"), tmp_path / "scratch")
-    assert sql.startswith("read_parquet([") and "union_by_name" in sql
+    assert sql.startswith("read_parquet([") and "schema = map {" in sql
     store_batch(catalog, "staging.t", batch(tmp_path, [], 1))  # empty table: a scratch copy
     assert str(tmp_path / "scratch") in scan_sql(
         catalog.load_table("staging.t"), tmp_path / "scratch"
     )
+
+
+def duck_rows(sql: str, query: str = "select * from v order by all") -> list[tuple]:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"create view v as select * from {sql}")
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+def test_columns_are_read_by_field_id_as_iceberg_does(catalog, tmp_path):
+    """A column added later reads as null in the older files; a renamed column keeps its data
+    (matching by name, union_by_name, would read it as null)."""
+    store_batch(catalog, "staging.t", batch(tmp_path, [1], 1))
+    table = catalog.load_table("staging.t")
+    with table.update_schema() as update:
+        update.rename_column("n", "amount")
+        update.add_column("note", StringType())
+    table = catalog.load_table("staging.t")
+    table.append(
+        pa.table(
+            {
+                "event_date": pa.array([dt.date(2026, 1, 2)], pa.date32()),
+                "amount": pa.array([5], pa.int64()),
+                "note": pa.array(["new"], pa.string()),
+            }
+        )
+    )
+    sql = scan_sql(catalog.load_table("staging.t"), tmp_path / "scratch")
+    assert duck_rows(sql) == [(dt.date(2026, 1, 1), 1, None), (dt.date(2026, 1, 2), 5, "new")]
+
+
+def test_a_table_that_may_hold_files_without_field_ids_is_read_by_name(catalog, tmp_path):
+    """Files imported with add_files may carry no field ids (the table then has a name mapping):
+    DuckDB would read them as nulls under a field-id schema, so they are matched by name."""
+    path = tmp_path / "imported.parquet"
+    pq.write_table(
+        pa.table({"event_date": pa.array([dt.date(2026, 1, 1)], pa.date32()), "n": [7]}), path
+    )
+    schema = pa.schema([("event_date", pa.date32()), ("n", pa.int64())])
+    catalog.create_namespace_if_not_exists("staging")
+    table = catalog.create_table("staging.imported", schema=schema)
+    table.add_files([str(path)])
+    table = catalog.load_table("staging.imported")
+    assert duckdb_iceberg.NAME_MAPPING_PROPERTY in table.properties
+    sql = scan_sql(table, tmp_path / "scratch")
+    assert "union_by_name" in sql
+    assert duck_rows(sql) == [(dt.date(2026, 1, 1), 7)]
+
+
+def test_a_windowed_view_is_the_whole_table_and_a_window_query_opens_only_its_files(
+    catalog, tmp_path
+):
+    """With the run's window, a day-partitioned table's view is its window's files plus the
+    other days' under predicates their partitions make true: every query reads the same rows
+    as without a window, and a query of the window does not even open the other files."""
+    days = list(range(1, 11))
+    store_batch(catalog, "staging.t", batch(tmp_path, days, 1), day_partition_column="event_date")
+    table = catalog.load_table("staging.t")
+    window = (dt.date(2026, 1, 4), dt.date(2026, 1, 6))
+    plain = scan_sql(table, tmp_path / "scratch")
+    grouped = scan_sql(table, tmp_path / "scratch", window)
+    assert "union all" in grouped and "union all" not in plain
+    queries = [
+        "select * from v order by all",
+        "select * from v where event_date >= DATE '2026-01-04' and event_date < DATE '2026-01-06'"
+        " order by all",
+        "select * from v where event_date < DATE '2026-01-05' order by all",
+        "select count(*), max(event_date) from v where event_date >= DATE '2026-01-08'",
+    ]
+    for query in queries:
+        assert duck_rows(grouped, query) == duck_rows(plain, query), query
+    # The files of the other days made unreadable: the window's query still reads (it never
+    # opens them, not even their footers); a query of every day now fails (it needs them).
+    others = [
+        local_path(t.file.file_path)
+        for t in table.scan().plan_files()
+        if not 20457 <= t.file.partition[0] < 20459  # 2026-01-04 and -05, days since 1970
+    ]
+    assert len(others) == 8
+    for path in others:
+        Path(path).write_bytes(b"not parquet")
+    assert duck_rows(grouped, queries[1]) == [
+        (dt.date(2026, 1, 4), 1),
+        (dt.date(2026, 1, 5), 1),
+    ]
+    with pytest.raises(Exception, match="parquet"):
+        duck_rows(grouped, queries[0])
+
+
+def test_no_grouping_without_a_window_or_a_day_partition(catalog, tmp_path):
+    store_batch(catalog, "staging.t", batch(tmp_path, [1, 2], 1))  # unpartitioned
+    window = (dt.date(2026, 1, 1), dt.date(2026, 1, 2))
+    assert "union all" not in scan_sql(catalog.load_table("staging.t"), tmp_path, window)
+    store_batch(catalog, "staging.d", batch(tmp_path, [1, 2], 1), day_partition_column="event_date")
+    assert "union all" not in scan_sql(catalog.load_table("staging.d"), tmp_path)
+
+
+def test_run_window_reads_the_invocation_window_as_day_window_sql_does(monkeypatch):
+    import types
+
+    import dbt.flags
+
+    def flags(**values):
+        monkeypatch.setattr(dbt.flags, "get_flags", lambda: types.SimpleNamespace(**values))
+
+    d = dt.date
+    flags(VARS={}, EVENT_TIME_START=dt.datetime(2026, 1, 2), EVENT_TIME_END=dt.datetime(2026, 1, 4))
+    assert duckdb_iceberg.run_window() == (d(2026, 1, 2), d(2026, 1, 4))
+    # An end inside a day covers that day.
+    flags(
+        VARS={},
+        EVENT_TIME_START=dt.datetime(2026, 1, 2, 5),
+        EVENT_TIME_END=dt.datetime(2026, 1, 3, 1),
+    )
+    assert duckdb_iceberg.run_window() == (d(2026, 1, 2), d(2026, 1, 4))
+    # The vars win (manual runs), as in day_window.sql.
+    flags(
+        VARS={"window_start": "2026-02-01", "window_end": "2026-02-02"},
+        EVENT_TIME_START=dt.datetime(2026, 1, 2),
+        EVENT_TIME_END=dt.datetime(2026, 1, 4),
+    )
+    assert duckdb_iceberg.run_window() == (d(2026, 2, 1), d(2026, 2, 2))
+    flags(VARS={})
+    assert duckdb_iceberg.run_window() is None
+    flags(VARS={"window_start": "not a date", "window_end": "2026-02-02"})
+    assert duckdb_iceberg.run_window() is None
 
 
 def test_helpers(tmp_path):

@@ -132,8 +132,10 @@ def run_dbt(
         all_vars["data_platform_home"] = str(settings.home)
     args = build_args(settings, all_vars, window)
     manifest = load_manifest(str(MANIFEST_PATH))
-    # A whole-table (`nightly`) test runs in its own run, which has no window, never in a day's.
-    skip = (NIGHTLY_TAG,) if window else ()
+    # A whole-table (`nightly`) test runs in its own run of checks only (its automation
+    # condition requests it alone), never in a run that builds models: a day's run, or a
+    # rebuild of the unpartitioned models.
+    skip = (NIGHTLY_TAG,) if window or context.selected_asset_keys else ()
     args += dbt_run.selection_args(context, manifest, selection.select, selection.exclude, skip)
     context.log.info(f"dbt {' '.join(args)}")
     # dbt's target folder of its own under the home, with the home's partial-parse state
@@ -211,15 +213,20 @@ def dbt_daily_models(
     its tests read the whole table. A run of models always has one.
     """
     models = bool(context.selected_asset_keys)
-    if not models:
-        unbuilt = _unbuilt_tables({c.asset_key for c in context.selected_asset_check_keys}, iceberg)
-        if unbuilt:
-            # A deployment whose daily models were never built has no table to test at the
-            # nightly hour: its checks are not executed (shown so), rather than failing a run.
-            context.log.info(f"not built yet, nothing to test: {', '.join(unbuilt)}")
-            return
+    if not models and _nothing_to_test(context, iceberg):
+        return
     window = window_vars(*context.partition_time_window) if models else {}
     yield from run_dbt(context, dbt, iceberg, window, DAILY_SELECTION)
+
+
+def _nothing_to_test(context: AssetExecutionContext, iceberg: IcebergCatalogResource) -> bool:
+    """In a run of checks only (the ``nightly`` tests): whether a table they test was never
+    built (a new deployment at the nightly hour). Its checks are then not executed (shown so),
+    rather than failing a run."""
+    unbuilt = _unbuilt_tables({c.asset_key for c in context.selected_asset_check_keys}, iceberg)
+    if unbuilt:
+        context.log.info(f"not built yet, nothing to test: {', '.join(unbuilt)}")
+    return bool(unbuilt)
 
 
 def _unbuilt_tables(keys: set[AssetKey], iceberg: IcebergCatalogResource) -> list[str]:
@@ -244,5 +251,10 @@ def _unbuilt_tables(keys: set[AssetKey], iceberg: IcebergCatalogResource) -> lis
 def dbt_models(
     context: AssetExecutionContext, dbt: DbtProjectResource, iceberg: IcebergCatalogResource
 ):
-    """Unpartitioned dbt models (stg_users, dim_users), rebuilt in full from the Iceberg tables."""
+    """Unpartitioned dbt models (stg_users, dim_users), rebuilt in full from the Iceberg tables.
+
+    A run of checks only (a ``nightly`` test, transformation.automation) tests the tables as
+    they are."""
+    if not context.selected_asset_keys and _nothing_to_test(context, iceberg):
+        return
     yield from run_dbt(context, dbt, iceberg, {}, FULL_SELECTION)

@@ -24,6 +24,7 @@ Wired in ``dbt/profiles.yml``::
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import logging
 import shutil
 import tempfile
@@ -82,25 +83,196 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def scan_sql(table: Table, scratch_dir: Path) -> str:
+def scan_sql(table: Table, scratch_dir: Path, window: tuple[dt.date, dt.date] | None = None) -> str:
     """A DuckDB table expression reading ``table``'s current snapshot.
 
-    The fast path reads the snapshot's parquet data files in place: our writer
-    (pyiceberg, copy-on-write) never writes delete files, and ``union_by_name`` fills columns
-    added by schema evolution with nulls in older files. Anything else (delete files written by
-    another engine, remote files, an empty table) is read through pyiceberg and copied to a
-    scratch parquet file, which is always correct, just slower.
+    The fast path reads the snapshot's parquet data files in place: our writer (pyiceberg,
+    copy-on-write) never writes delete files. Columns are matched by Iceberg field id
+    (``read_parquet``'s ``schema``: :func:`field_id_schema`), as Iceberg readers do: a column
+    added by schema evolution reads as null in older files, a renamed one keeps its data. A table
+    whose files may lack field ids (it has a name mapping: files imported with ``add_files``), or
+    a type the mapping does not cover, is read with ``union_by_name`` instead (columns matched by
+    name), which must read every file's footer whenever a query binds the view.
+
+    ``window`` (the run's day window, :func:`run_window`): a day-partitioned table is read as the
+    window's files plus the files before and after it, each group under a predicate its
+    partition values make true (:func:`day_partition_groups`). The view is the same table for any
+    query; one that filters on the window lets DuckDB drop the other groups' scans without
+    opening their files, so a day's models and tests open the window's files, not one per day of
+    history (docs/benchmarks.md, "Views that open the window's files").
+
+    Anything else (delete files written by another engine, remote files, an empty table) is read
+    through pyiceberg and copied to a scratch parquet file, which is always correct, just slower.
     """
     tasks = list(table.scan().plan_files())
     paths = [local_path(task.file.file_path) for task in tasks]
     simple = tasks and all(paths) and not any(task.delete_files for task in tasks)
     if simple:
-        files = ", ".join(sql_string(p) for p in paths)  # type: ignore[arg-type]
-        return f"read_parquet([{files}], union_by_name = true)"
+        schema = field_id_schema(table)
+        if schema is None:
+            files = ", ".join(sql_string(p) for p in paths)  # type: ignore[arg-type]
+            return f"read_parquet([{files}], union_by_name = true)"
+        groups = day_partition_groups(table, tasks, window)
+        if groups is None:
+            return _read_files(paths, schema)  # type: ignore[arg-type]
+        branches = [
+            f"select * from {_read_files(group_paths, schema)}"
+            + (f" where {predicate}" if predicate else "")
+            for predicate, group_paths in groups
+        ]
+        return "(" + " union all ".join(branches) + ")"
     scratch_dir.mkdir(parents=True, exist_ok=True)
     copy = scratch_dir / f"{'.'.join(table.name())}-{uuid.uuid4().hex}.parquet"
     pq.write_table(table.scan().to_arrow(), copy)
     return f"read_parquet({sql_string(str(copy))})"
+
+
+def _read_files(paths: Iterable[str], schema: str) -> str:
+    files = ", ".join(sql_string(p) for p in paths)
+    return f"read_parquet([{files}], schema = {schema})"
+
+
+#: Iceberg primitive types and their DuckDB names (decimal is added with its precision).
+_DUCKDB_TYPES = {
+    "boolean": "BOOLEAN",
+    "int": "INTEGER",
+    "long": "BIGINT",
+    "float": "FLOAT",
+    "double": "DOUBLE",
+    "date": "DATE",
+    "time": "TIME",
+    "timestamp": "TIMESTAMP",
+    "timestamptz": "TIMESTAMP WITH TIME ZONE",
+    "string": "VARCHAR",
+    "uuid": "UUID",
+    "binary": "BLOB",
+}
+
+#: The table property that says some data files may have no field ids (Iceberg's name mapping).
+NAME_MAPPING_PROPERTY = "schema.name-mapping.default"
+
+
+def field_id_schema(table: Table) -> str | None:
+    """``read_parquet``'s ``schema`` argument for ``table``'s current schema: a DuckDB map from
+    each column's Iceberg field id to its name and type, in the schema's order; None when the
+    files cannot be read that way (see :func:`scan_sql`).
+
+    DuckDB reads a file without field ids as all nulls under such a map (checked, DuckDB 2.0):
+    so a table with a name mapping, the sign of imported files without ids, is never read by id.
+    Every file an Iceberg writer writes (pyiceberg, Trino, Spark) carries the ids."""
+    from pyiceberg.types import DecimalType, PrimitiveType
+
+    if NAME_MAPPING_PROPERTY in table.properties:
+        return None
+    entries = []
+    for field in table.schema().fields:
+        ftype = field.field_type
+        if isinstance(ftype, DecimalType):
+            duck = f"DECIMAL({ftype.precision}, {ftype.scale})"
+        elif isinstance(ftype, PrimitiveType) and str(ftype) in _DUCKDB_TYPES:
+            duck = _DUCKDB_TYPES[str(ftype)]
+        else:
+            return None  # nested or fixed types: read by name
+        entries.append(
+            f"{field.field_id}: {{name: {sql_string(field.name)}, type: {sql_string(duck)}, "
+            "default_value: NULL}"
+        )
+    return "map {" + ", ".join(entries) + "}"
+
+
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def day_partition_groups(
+    table: Table, tasks: list[Any], window: tuple[dt.date, dt.date] | None
+) -> list[tuple[str, list[str]]] | None:
+    """The table's files in groups around the day ``window`` ``[start, end)``, each with a
+    predicate on the partition's source column that its files' partition values make true:
+    ``(predicate, paths)``, the window's files first (no predicate needed), then those before
+    (``column < start``), after (``column >= end``) and of a null partition (none). None when
+    nothing is to be gained or it cannot be done safely: no window, not one ``day`` or
+    ``identity`` partition of a date column, or a file of another partition spec.
+
+    The predicates cost nothing to a query of the window: DuckDB sees that ``column < start``
+    contradicts the query's ``column >= start`` and plans no scan of that group."""
+    from pyiceberg.transforms import DayTransform, IdentityTransform
+    from pyiceberg.types import DateType
+
+    if window is None:
+        return None
+    spec = table.spec()
+    if len(spec.fields) != 1:
+        return None
+    part = spec.fields[0]
+    source = table.schema().find_field(part.source_id)
+    if not isinstance(part.transform, DayTransform | IdentityTransform) or not isinstance(
+        source.field_type, DateType
+    ):
+        return None
+    if any(task.file.spec_id != spec.spec_id for task in tasks):
+        return None
+    start, end = window
+    column = quote_identifier(source.name)
+    groups: dict[str, list[str]] = {"window": [], "before": [], "after": [], "null": []}
+    for task in tasks:
+        value = task.file.partition[0]
+        if value is None:
+            group = "null"
+        else:
+            day = _EPOCH + dt.timedelta(days=int(value))
+            group = "before" if day < start else "after" if day >= end else "window"
+        groups[group].append(local_path(task.file.file_path))  # type: ignore[arg-type]
+    predicates = {
+        "window": "",
+        "before": f"{column} < DATE '{start.isoformat()}'",
+        "after": f"{column} >= DATE '{end.isoformat()}'",
+        "null": "",
+    }
+    return [(predicates[name], paths) for name, paths in groups.items() if paths]
+
+
+def run_window() -> tuple[dt.date, dt.date] | None:
+    """The day window of the running dbt invocation, as ``dbt/macros/day_window.sql`` reads it
+    (the vars ``window_start``/``window_end``, else dbt's ``--event-time-start/--event-time-end``
+    flags), as dates: the start's day, and the end's day (the next one when the end is not at
+    midnight). None outside a dbt invocation or without a window.
+
+    Only a hint for :func:`scan_sql`'s grouping: the views are the same tables whatever it says."""
+    try:
+        from dbt.flags import get_flags
+
+        flags = get_flags()
+    except Exception:  # noqa: BLE001 - no dbt invocation: no window
+        return None
+    found = dict(getattr(flags, "VARS", None) or {})
+    start = found.get("window_start")
+    end = found.get("window_end")
+    if start is None and end is None:
+        start = getattr(flags, "EVENT_TIME_START", None)
+        end = getattr(flags, "EVENT_TIME_END", None)
+    try:
+        first = _as_date(start, up=False)
+        last = _as_date(end, up=True)
+    except (TypeError, ValueError):
+        return None
+    if first is None or last is None or first >= last:
+        return None
+    return first, last
+
+
+def _as_date(value: Any, *, up: bool) -> dt.date | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        day = value.date()
+        return day + dt.timedelta(days=1) if up and value.time() != dt.time(0) else day
+    if isinstance(value, dt.date):
+        return value
+    text = str(value)
+    day = dt.date.fromisoformat(text[:10])
+    if up and len(text) > 10 and dt.datetime.fromisoformat(text).time() != dt.time(0):
+        day += dt.timedelta(days=1)
+    return day
 
 
 _SCRATCH: Path | None = None
@@ -147,6 +319,8 @@ class Plugin(BasePlugin):
         self._registered: set[str] = set()
         self._lock = threading.Lock()
         self._scratch = scratch_dir()
+        #: The invocation's day window (dbt builds a plugin per invocation): the views' grouping.
+        self._window = run_window()
 
     def catalog(self) -> Catalog:
         if self._catalog is None:
@@ -188,7 +362,7 @@ class Plugin(BasePlugin):
             try:
                 cursor.execute(
                     f"create or replace view {relation} as select * from "
-                    f"{scan_sql(table, self._scratch)}"
+                    f"{scan_sql(table, self._scratch, self._window)}"
                 )
             finally:
                 cursor.close()
@@ -228,7 +402,7 @@ class Plugin(BasePlugin):
         finally:
             path.unlink(missing_ok=True)
         table = self.catalog().load_table(identifier)
-        request["scan_sql"] = scan_sql(table, self._scratch)
+        request["scan_sql"] = scan_sql(table, self._scratch, self._window)
         # The materialization points the view at the new snapshot: later reads must not reload it.
         with self._lock:
             self._registered.add(identifier)
