@@ -59,8 +59,8 @@ def test_checks_requested_on_their_own_run_last_without_their_assets():
 
 
 def test_a_run_takes_the_checks_without_a_condition_of_their_own():
-    """As Dagster's automation builds its runs: the nightly whole-table test of stg_events is
-    left out of the daily runs; every other check of the daily models rides along."""
+    """As Dagster's automation builds its runs: the nightly whole-table tests of the daily
+    models are left out of the daily runs; every other check of the daily models rides along."""
     from dagster import AssetCheckKey
 
     from data_platform.demo import ride_along_checks
@@ -69,7 +69,11 @@ def test_a_run_takes_the_checks_without_a_condition_of_their_own():
     defs = load_location_defs()["transformation"]
     checks = defs.resolve_asset_graph().get_check_keys_for_assets({STG, FCT})
     riding = ride_along_checks(defs, [STG, FCT])
-    assert checks - riding == {AssetCheckKey(STG, "unique_stg_events_event_id")}
+    assert checks - riding == {
+        AssetCheckKey(STG, "unique_stg_events_event_id"),
+        AssetCheckKey(STG, "not_null_stg_events_event_date"),
+        AssetCheckKey(FCT, "not_null_fct_daily_events_event_date"),
+    }
     assert AssetCheckKey(STG, "unique_stg_events_event_id_in_day_window") in riding
 
 
