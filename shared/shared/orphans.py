@@ -12,13 +12,27 @@ Iceberg's ``DeleteOrphanFiles`` action (Spark's and Trino's ``remove_orphan_file
 table's location, subtract every file its metadata references, delete what is left AND older
 than ``older_than`` (default 3 days, ``shared.settings.orphan_min_age_hours``).
 
-Listed: every file under the table's location plus a trailing separator (so cleaning
-``raw.event`` never touches ``raw.events``), through the table's own FileIO (pyarrow's
-``FileSelector`` for ``PyArrowFileIO``, the local default; fsspec's ``find`` for
-``FsspecFileIO``, which prod uses against Garage), with sizes and modification times. As
-Iceberg does, hidden paths (a folder or file whose name starts with ``.`` or ``_``, unless it is
-a ``name=value`` partition folder) are never considered. Paths are compared without their scheme
-(``s3://``, ``s3a://`` and a bare ``bucket/key`` are one file).
+Listed: the files under ``<location>/data/`` and ``<location>/metadata/``, where pyiceberg,
+Trino and Iceberg Java write all of a table's files (plus the folders ``write.data.path`` and
+``write.metadata.path`` name, when under the location: :func:`table_folders`), never the rest
+of the location, which may hold other tables' folders (a table at ``<warehouse>/raw`` holds
+``raw.users``'s). Each folder ends with a separator (cleaning ``raw.event`` never touches
+``raw.events``). Listed through the table's own FileIO (pyarrow's ``FileSelector`` for
+``PyArrowFileIO``, the local default; fsspec's ``find`` for ``FsspecFileIO``, which prod uses
+against Garage), with sizes and modification times. As Iceberg does, hidden paths (a folder or
+file whose name starts with ``.`` or ``_``, unless it is a ``name=value`` partition folder) are
+never considered. Paths are compared without their scheme (``s3://``, ``s3a://`` and a bare
+``bucket/key`` are one file).
+
+Refused, nothing deleted (:class:`OrphanCleanupError` naming the table):
+
+* a location that is the catalog's warehouse or above it, a bucket or a bucket's top folder, or
+  a local path of fewer than two folders (:func:`check_location`);
+* a listing that holds another table's metadata file (a table nested in this one's folders), or
+  that lacks a file of the table's current version it should hold: its metadata file, its
+  current snapshot's manifest list, manifests and data files (:func:`check_listing`). A listing
+  that names files differently from the metadata (a scheme, an encoding) would otherwise make
+  every live file look unreferenced.
 
 Referenced (kept), as Iceberg's action counts it, from the table's CURRENT metadata:
 
@@ -87,6 +101,15 @@ log = logging.getLogger(__name__)
 
 #: How many orphan paths the result keeps for the op's metadata (a run may find thousands).
 SAMPLE_PATHS = 20
+#: Table properties naming the folder of its data files (Iceberg's ``write.data.path`` and
+#: its older names) or of its metadata files (``write.metadata.path``) instead of the
+#: location's ``data`` and ``metadata``.
+PATH_PROPERTIES = (
+    "write.data.path",
+    "write.object-storage.path",
+    "write.folder-storage.path",
+    "write.metadata.path",
+)
 
 
 class OrphanCleanupError(RuntimeError):
@@ -178,7 +201,7 @@ def _to_ms(value: Any) -> int:
 
 
 def list_files(io: Any, location: str) -> dict[str, ListedFile]:
-    """Every file under ``location`` (a folder: only what is under ``location`` + ``/``), by
+    """Every file under the folder ``location`` (only what is under ``location`` + ``/``), by
     :func:`path_key`, listed through ``io``'s own filesystem (module docstring)."""
     scheme, netloc, base = _parse(io, location)
     base = base.rstrip("/")
@@ -224,6 +247,103 @@ def _parse(io: Any, location: str) -> tuple[str, str, str]:
     return ("file" if scheme == "file" else scheme), netloc, path
 
 
+def _folder_key(uri: str) -> str:
+    return path_key(uri).rstrip("/")
+
+
+def _under(key: str, folder_key: str) -> bool:
+    return key.startswith(folder_key + "/")
+
+
+@dataclass(frozen=True)
+class TableFolders:
+    """Where a table's files are written, hence what the clean-up lists (module docstring)."""
+
+    #: The folders to list (URIs), none under another.
+    roots: tuple[str, ...]
+    #: Of those, the folders its metadata files are written to (:func:`path_key`).
+    metadata: frozenset[str]
+
+    def holds(self, key: str) -> bool:
+        """Whether the listing of :attr:`roots` names the file ``key`` (not a hidden one)."""
+        for root in map(_folder_key, self.roots):
+            if _under(key, root):
+                return not _hidden(key[len(root) + 1 :])
+        return False
+
+
+def table_folders(metadata: Any) -> TableFolders:
+    """``<location>/data`` and ``<location>/metadata``, where pyiceberg, Trino and Iceberg Java
+    write a table's files, plus the folders the table's properties name instead
+    (:data:`PATH_PROPERTIES`) when they are under its location (one outside it may be shared
+    with other tables: never listed)."""
+    location = metadata.location.rstrip("/")
+    base = _folder_key(location)
+    data, meta = f"{location}/data", f"{location}/metadata"
+    folders = [data, meta]
+    meta_keys = {_folder_key(meta)}
+    for prop in PATH_PROPERTIES:
+        value = (metadata.properties.get(prop) or "").rstrip("/")
+        if value and _under(_folder_key(value), base):
+            folders.append(value)
+            if prop == "write.metadata.path":
+                meta_keys.add(_folder_key(value))
+    keys = {_folder_key(f): f for f in folders}
+    roots = tuple(f for k, f in keys.items() if not any(_under(k, other) for other in keys))
+    return TableFolders(roots, frozenset(meta_keys))
+
+
+def check_location(identifier: str, location: str, warehouse: str | None) -> None:
+    """Refuse (:class:`OrphanCleanupError`, before anything is listed) a table location that
+    cannot be a table's own folder: the catalog's warehouse or a folder above it (the
+    catalog's ``warehouse`` property when it is a location: local mode's folder, prod's
+    ``s3://bucket/prefix``; a REST catalog may give a warehouse NAME, then only the next rule
+    holds), a bucket or one folder of it, or a local path of fewer than two folders. Such a
+    location holds other tables' folders (``raw``, ``data`` or ``metadata`` may be namespaces)."""
+    scheme, _, _ = _parse(None, location)
+    key = _folder_key(location)
+    depth = len([p for p in key.split("/") if p]) - (0 if scheme == "file" else 1)
+    if depth < 2:
+        raise OrphanCleanupError(
+            f"{identifier}: its location {location} is a bucket, a folder of one or the root "
+            "of a disk (fewer than 2 folders deep), where other tables live: nothing deleted"
+        )
+    if warehouse and ("://" in warehouse or warehouse.startswith("/")):
+        top = _folder_key(warehouse)
+        if key == top or _under(top, key):
+            raise OrphanCleanupError(
+                f"{identifier}: its location {location} is the catalog's warehouse {warehouse} "
+                "or a folder above it, where other tables live: nothing deleted"
+            )
+
+
+def check_listing(
+    identifier: str, listed: dict[str, ListedFile], folders: TableFolders, live: Iterable[str]
+) -> None:
+    """Refuse (:class:`OrphanCleanupError`) to delete anything from a listing that
+
+    * holds a metadata file outside the table's metadata folders: another table's, nested
+      under this one's (a table at ``<warehouse>/raw`` and one at ``<warehouse>/raw/data``);
+    * lacks a file of the table's current version (``live``: its metadata file, its current
+      snapshot's manifest list, manifests and live data and delete files) that is in the
+      listed folders: the listing and the metadata name files differently (a scheme, an
+      encoding, a double slash), and every file of the table would look unreferenced."""
+    for key in listed:
+        parent = key.rsplit("/", 1)[0]
+        if key.endswith(".metadata.json") and parent not in folders.metadata:
+            raise OrphanCleanupError(
+                f"{identifier}: {key} is the metadata of another table under this one's "
+                "location: nothing deleted"
+            )
+    missing = sorted(k for k in live if folders.holds(k) and k not in listed)
+    if missing:
+        raise OrphanCleanupError(
+            f"{identifier}: {len(missing)} files of its current version are not in the listing "
+            f"of {', '.join(folders.roots)} (first: {missing[0]}): the listing and the metadata "
+            "name files differently, nothing deleted"
+        )
+
+
 class References:
     """The files a table's metadata references (module docstring), read once per file: a
     manifest list or manifest already read is not read again (they never change)."""
@@ -236,32 +356,46 @@ class References:
         self._versions: set[str] = set()
         self.reads = 0
 
-    def add_metadata(self, metadata: Any, metadata_location: str | None = None) -> None:
-        """Add what ``metadata`` (one version of the table) references."""
+    def add_metadata(
+        self, metadata: Any, metadata_location: str | None = None, live: set[str] | None = None
+    ) -> None:
+        """Add what ``metadata`` (one version of the table) references; ``live`` gets the files
+        of that version itself (its metadata file, its current snapshot's manifest list,
+        manifests and live data and delete files)."""
         if metadata_location:
             self.keys.add(path_key(metadata_location))
+            if live is not None:
+                live.add(path_key(metadata_location))
         for entry in metadata.metadata_log:
             self.keys.add(path_key(entry.metadata_file))
         for stats in (*metadata.statistics, *metadata.partition_statistics):
             self.keys.add(path_key(stats.statistics_path))
+        current = metadata.current_snapshot()
+        if current is not None and live is not None:
+            self._add_snapshot(current, live)
         for snapshot in metadata.snapshots:
             self._add_snapshot(snapshot)
 
-    def _add_snapshot(self, snapshot: Any) -> None:
-        if not snapshot.manifest_list or snapshot.manifest_list in self._lists:
+    def _add_snapshot(self, snapshot: Any, live: set[str] | None = None) -> None:
+        """Add what ``snapshot`` references; into ``live`` too when given (then read even if
+        read before: ``live`` must be complete)."""
+        if not snapshot.manifest_list or (live is None and snapshot.manifest_list in self._lists):
             return
-        self.keys.add(path_key(snapshot.manifest_list))
+        found = {path_key(snapshot.manifest_list)}
         self.reads += 1
         for manifest in snapshot.manifests(self.io):
-            self.keys.add(path_key(manifest.manifest_path))
-            if manifest.manifest_path in self._manifests:
+            found.add(path_key(manifest.manifest_path))
+            if live is None and manifest.manifest_path in self._manifests:
                 continue
             self.reads += 1
             # Live entries only (ADDED, EXISTING): a DELETED entry's file is the parent's.
             for entry in manifest.fetch_manifest_entry(self.io, discard_deleted=True):
-                self.keys.add(path_key(entry.data_file.file_path))
+                found.add(path_key(entry.data_file.file_path))
             self._manifests.add(manifest.manifest_path)
         self._lists.add(snapshot.manifest_list)
+        self.keys |= found
+        if live is not None:
+            live |= found
 
     def add_recent_versions(self, metadata: Any, cutoff_ms: int) -> None:
         """Add what the versions of the metadata log still current at or after ``cutoff_ms``
@@ -315,10 +449,16 @@ def remove_orphan_files(
         return OrphanCleanup(identifier, exists=False, dry_run=dry_run)
     cutoff_ms = _now_ms(now) - int(older_than.total_seconds() * 1000)
 
+    warehouse = getattr(catalog, "properties", {}).get("warehouse")
+    check_location(identifier, table.metadata.location, warehouse)
+    folders = table_folders(table.metadata)
     refs = References(table.io)
+    live: set[str] = set()
     try:
-        listed = lister(table.io, table.metadata.location)
-        refs.add_metadata(table.metadata, table.metadata_location)
+        listed: dict[str, ListedFile] = {}
+        for root in folders.roots:
+            listed.update(lister(table.io, root))
+        refs.add_metadata(table.metadata, table.metadata_location, live)
         current = set(refs.keys)
         refs.add_recent_versions(table.metadata, cutoff_ms)
     except (OSError, ValueError) as exc:
@@ -326,6 +466,7 @@ def remove_orphan_files(
         raise OrphanCleanupError(
             f"{identifier}: could not list its files or read its metadata, nothing deleted: {exc}"
         ) from exc
+    check_listing(identifier, listed, folders, live)
     for_readers = sum(1 for k in listed if k not in current and k in refs.keys)
     unreferenced = {k: f for k, f in listed.items() if k not in refs.keys}
     planned = {k: f for k, f in unreferenced.items() if f.mtime_ms < cutoff_ms}

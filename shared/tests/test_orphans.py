@@ -256,7 +256,8 @@ def test_a_commit_between_planning_and_deleting_keeps_its_files(catalog):
 
     def listing_then_commit(io, location):
         listed = orphans.list_files(io, location)
-        catalog.load_table("raw.users").add_files([str(slow)])
+        if location.endswith("/metadata"):  # the last folder listed
+            catalog.load_table("raw.users").add_files([str(slow)])
         return listed
 
     done = orphans.remove_orphan_files(
@@ -275,7 +276,10 @@ def test_two_overlapping_cleanups_delete_each_file_once_and_do_not_fail(catalog)
 
     def listing_then_another_cleanup(io, location):
         listed = orphans.list_files(io, location)
-        other.append(orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later()))
+        if location.endswith("/metadata"):  # the last folder listed
+            other.append(
+                orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later())
+            )
         return listed
 
     first = orphans.remove_orphan_files(
@@ -425,3 +429,141 @@ def test_on_s3_pyarrows_listing_and_fsspecs_agree(s3_catalog):
         assert f.size == by_fsspec[key].size
         assert abs(f.mtime_ms - by_fsspec[key].mtime_ms) < 2000
     assert not any("/raw/events/" in k for k in by_arrow)
+
+
+# ---- a location that holds other tables' folders ----------------------------------------------
+
+
+def warehouse_of(catalog) -> Path:
+    return Path(catalog.properties["warehouse"])
+
+
+def test_a_table_at_a_folder_holding_other_tables_deletes_none_of_their_files(catalog):
+    """A table created (by hand, by another engine) at ``<warehouse>/raw``: only its own
+    ``data/`` and ``metadata/`` are listed, never ``raw.users``'s folder beside them."""
+    write_table(catalog, "raw.users", rows(0))
+    users = catalog.load_table("raw.users")
+    catalog.create_namespace_if_not_exists("scratch")
+    wide = catalog.create_table(
+        "scratch.wide", schema=users.schema(), location=str(warehouse_of(catalog) / "raw")
+    )
+    dead = killed_write(wide)  # an orphan of scratch.wide's own: still cleaned
+    age(Path(p) for p in files_under(warehouse_of(catalog)))
+    theirs = files_under(table_dir(users))
+    before = content(users)
+
+    done = orphans.remove_orphan_files(catalog, "scratch.wide", older_than=AGE)
+    assert [str(local(u)) for u in done.orphans] == [str(dead)] and not dead.exists()
+    assert files_under(table_dir(users)) == theirs
+    assert content(catalog.load_table("raw.users")) == before
+
+
+@pytest.mark.parametrize("where", ["warehouse", "above"])
+def test_a_location_at_or_above_the_warehouse_is_refused_nothing_deleted(catalog, where):
+    write_table(catalog, "raw.users", rows(0))
+    wh = warehouse_of(catalog)
+    location = wh if where == "warehouse" else wh.parent
+    catalog.create_namespace_if_not_exists("scratch")
+    catalog.create_table("scratch.wide", schema=rows(0).schema, location=str(location))
+    age(Path(p) for p in files_under(location))
+    on_disk = files_under(location)
+    with pytest.raises(orphans.OrphanCleanupError, match="scratch.wide: .*warehouse.*nothing del"):
+        orphans.remove_orphan_files(catalog, "scratch.wide", older_than=AGE)
+    assert files_under(location) == on_disk
+
+
+def test_a_table_nested_in_this_ones_folders_is_refused_nothing_deleted(catalog):
+    """``raw.data`` lives at ``<warehouse>/raw/data``: the ``data/`` folder of a table at
+    ``<warehouse>/raw``. Its metadata in the listing says so: nothing is deleted."""
+    write_table(catalog, "raw.data", rows(0))
+    catalog.create_namespace_if_not_exists("scratch")
+    catalog.create_table(
+        "scratch.wide", schema=rows(0).schema, location=str(warehouse_of(catalog) / "raw")
+    )
+    age(Path(p) for p in files_under(warehouse_of(catalog)))
+    on_disk = files_under(warehouse_of(catalog))
+    with pytest.raises(orphans.OrphanCleanupError, match="another table under this one"):
+        orphans.remove_orphan_files(catalog, "scratch.wide", older_than=AGE)
+    assert files_under(warehouse_of(catalog)) == on_disk
+    assert len(catalog.load_table("raw.data").scan().to_arrow()) == 3
+
+
+@pytest.mark.parametrize(
+    ("location", "warehouse"),
+    [
+        ("s3://lakehouse", "s3://lakehouse/warehouse"),
+        ("s3://lakehouse/", None),
+        ("s3a://lakehouse/warehouse", None),  # a bucket's top folder, whatever the warehouse
+        ("s3://lakehouse/warehouse", "s3://lakehouse/warehouse/"),
+        ("s3://lakehouse/a/b", "s3a://lakehouse/a/b/warehouse"),  # above it
+        ("/", None),
+        ("/srv", None),
+        ("/srv/platform/warehouse", "/srv/platform/warehouse"),
+    ],
+)
+def test_locations_that_hold_other_tables_are_refused(location, warehouse):
+    with pytest.raises(orphans.OrphanCleanupError, match="ns.t: its location"):
+        orphans.check_location("ns.t", location, warehouse)
+
+
+@pytest.mark.parametrize(
+    ("location", "warehouse"),
+    [
+        ("s3://lakehouse/warehouse/raw/users", "s3://lakehouse/warehouse"),
+        ("s3://lakehouse/warehouse/raw", "lakehouse"),  # a REST warehouse name: not a location
+        ("s3://lakehouse/other/place", "s3://lakehouse/warehouse"),
+        ("/srv/platform/warehouse/raw/users", "/srv/platform/warehouse"),
+    ],
+)
+def test_table_locations_are_accepted(location, warehouse):
+    orphans.check_location("ns.t", location, warehouse)
+
+
+def test_a_listing_that_names_the_live_files_differently_deletes_nothing(catalog):
+    """A store whose listing spells paths differently from the metadata (here: encoded): the
+    table's own live files would all look unreferenced. Its current files missing from the
+    listing stop the clean-up."""
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    dead = killed_write(table)
+    age(Path(p) for p in files_under(table_dir(table)))
+    on_disk = files_under(table_dir(table))
+
+    def encoded(io, location):
+        return {
+            k.replace("/data/", "/d%61ta/"): f for k, f in orphans.list_files(io, location).items()
+        }
+
+    with pytest.raises(orphans.OrphanCleanupError, match="raw.users: 1 files of its current"):
+        orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, lister=encoded)
+    assert files_under(table_dir(table)) == on_disk and dead.exists()
+
+    def without_metadata(io, location):
+        return {k: f for k, f in orphans.list_files(io, location).items() if "metadata" not in k}
+
+    with pytest.raises(orphans.OrphanCleanupError, match="name files differently"):
+        orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, lister=without_metadata)
+    assert files_under(table_dir(table)) == on_disk
+
+
+def test_a_data_path_property_under_the_location_is_listed_one_outside_never(catalog):
+    """``write.data.path`` under the location: its files are the table's (listed, cleaned);
+    outside it: a folder perhaps shared with other tables, never listed."""
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    inside = f"{table.metadata.location}/files"
+    with table.transaction() as tx:
+        tx.set_properties({"write.data.path": inside})
+    folders = orphans.table_folders(catalog.load_table("raw.users").metadata)
+    assert {local(r) for r in folders.roots} == {
+        table_dir(table) / "data",
+        table_dir(table) / "metadata",
+        table_dir(table) / "files",
+    }
+    with table.transaction() as tx:
+        tx.set_properties({"write.data.path": str(warehouse_of(catalog) / "shared-data")})
+    folders = orphans.table_folders(catalog.load_table("raw.users").metadata)
+    assert {local(r) for r in folders.roots} == {
+        table_dir(table) / "data",
+        table_dir(table) / "metadata",
+    }
