@@ -44,8 +44,12 @@ Referenced (kept), as Iceberg's action counts it, from the table's CURRENT metad
   parent is expired nothing can read it (Iceberg's expiry deletes such files too);
 * the statistics and partition-statistics files.
 
-One addition to Iceberg's rule, for readers (below): what the metadata versions of the metadata
-log that were still current within ``older_than`` reference is kept too.
+One addition to Iceberg's rule, for readers (below): what every version of the table current
+within ``older_than`` references is kept too. Those versions are the metadata files in the
+listing modified within the age (the clean-up never deletes them, they are young) and, in each
+of their metadata logs and the current one's, the versions superseded within the age (the one
+current when the age began). A metadata file modified within the age that does not read as a
+version (a failed or half-written commit's) is skipped with a warning.
 
 Why the age matters (a file is deleted only once its modification time is older than
 ``older_than``, and a version of the table current within that time keeps its files):
@@ -57,9 +61,10 @@ Why the age matters (a file is deleted only once its modification time is older 
   DuckDB views read the data files of the snapshot planned at the start of the run
   (``transformation.duckdb_iceberg.scan_sql``), a query in flight reads an old snapshot. Expiry
   may meanwhile remove that snapshot, and a file only it listed becomes unreferenced at once,
-  however old the file: so the versions of the table current within the age (in the metadata
-  log, which keeps ``write.metadata.previous-versions-max`` = 16 of them) keep their files. A
-  reader slower than 16 commits of one table is not covered (none of the platform's is).
+  however old the file: so the versions of the table current within the age keep their files,
+  however many commits came since (the current metadata log keeps only
+  ``write.metadata.previous-versions-max`` = 16 versions: a backfill's overwrites outrun it,
+  the metadata files written within the age do not).
 
 Concurrency (any process can be killed, runs overlap):
 
@@ -82,7 +87,7 @@ What else refers to files under a table's location, outside its Iceberg metadata
 * a write's ``metadata_location`` in the materialization metadata Dagster keeps
   (``shared.iceberg.TableWriteResult``) and in ``data-platform tables``: information about that
   write, not a reference anyone reads through. An old one stops resolving once its metadata
-  file is out of the metadata log (16 versions) AND older than the age;
+  file is older than the age and out of the metadata log of every version current within it;
 * the DuckDB views of a dbt run (in-memory, one per invocation): readers, above;
 * nothing else: the landing ledger lives under ``landing/``, the key index keeps a snapshot id
   (kept by the expiry), the benchmark's and dbt's scratch files are in their own folders.
@@ -101,6 +106,9 @@ log = logging.getLogger(__name__)
 
 #: How many orphan paths the result keeps for the op's metadata (a run may find thousands).
 SAMPLE_PATHS = 20
+#: The modification time of a file the store listed without one: far in the future, so the
+#: file is never old enough to delete (an age is never guessed).
+UNKNOWN_MTIME_MS = 2**62
 #: Table properties naming the folder of its data files (Iceberg's ``write.data.path`` and
 #: its older names) or of its metadata files (``write.metadata.path``) instead of the
 #: location's ``data`` and ``metadata``.
@@ -123,7 +131,9 @@ class ListedFile:
     #: Where to delete it (a URI the table's FileIO takes).
     uri: str
     size: int
-    #: Modification time, milliseconds since the epoch (UTC).
+    #: Modification time, milliseconds since the epoch (UTC); :data:`UNKNOWN_MTIME_MS` when
+    #: the store gave none (or the epoch itself: ``rclone serve s3`` lists some just-written
+    #: objects so to pyarrow), which is never old enough.
     mtime_ms: int
 
 
@@ -208,9 +218,11 @@ def list_files(io: Any, location: str) -> dict[str, ListedFile]:
     prefix = base + "/"
     found: dict[str, ListedFile] = {}
 
-    def add(path: str, size: int, mtime_ms: int) -> None:
+    def add(path: str, size: int, mtime_ms: int | None) -> None:
         if not path.startswith(prefix) or _hidden(path[len(prefix) :]):
             return
+        if not mtime_ms or mtime_ms <= 0:  # never guess an age: never old enough
+            mtime_ms = UNKNOWN_MTIME_MS
         uri = path if scheme == "file" else f"{scheme}://{path}"
         found[path] = ListedFile(uri, size, mtime_ms)
 
@@ -221,7 +233,7 @@ def list_files(io: Any, location: str) -> dict[str, ListedFile]:
         selector = FileSelector(base, recursive=True, allow_not_found=True)
         for info in fs.get_file_info(selector):
             if info.type == FileType.File:
-                add(info.path, info.size or 0, info.mtime_ns // 1_000_000)
+                add(info.path, info.size or 0, (info.mtime_ns or 0) // 1_000_000)
     elif hasattr(io, "get_fs"):  # FsspecFileIO
         fs = io.get_fs("file" if scheme == "file" else scheme)
         fs.invalidate_cache(base)  # s3fs caches listings: this must be the store's, now
@@ -231,10 +243,8 @@ def list_files(io: Any, location: str) -> dict[str, ListedFile]:
             listing = {}
         for path, info in listing.items():
             stamp = info.get("LastModified", info.get("mtime", info.get("created")))
-            if stamp is None:  # never guess an age: without one the file is not a candidate
-                continue
             add(path if scheme != "file" else path_key(path), int(info.get("size") or 0),
-                _to_ms(stamp))  # fmt: skip
+                None if stamp is None else _to_ms(stamp))  # fmt: skip
     else:
         raise OrphanCleanupError(f"cannot list files with {type(io).__name__}")
     return found
@@ -364,6 +374,7 @@ class References:
         manifests and live data and delete files)."""
         if metadata_location:
             self.keys.add(path_key(metadata_location))
+            self._versions.add(path_key(metadata_location))
             if live is not None:
                 live.add(path_key(metadata_location))
         for entry in metadata.metadata_log:
@@ -398,25 +409,65 @@ class References:
             live |= found
 
     def add_recent_versions(self, metadata: Any, cutoff_ms: int) -> None:
-        """Add what the versions of the metadata log still current at or after ``cutoff_ms``
-        reference (a reader may have planned them: module docstring). A version is current
-        until the next one is written (the next log entry's time, or the current metadata's)."""
-        from pyiceberg.serializers import FromInputFile
-
+        """Add what the versions of ``metadata``'s metadata log still current at or after
+        ``cutoff_ms`` reference (a reader may have planned them: module docstring). A version
+        is current until the next one is written (the next log entry's time, or the time of
+        ``metadata``)."""
         log_entries = list(metadata.metadata_log)
         ends = [e.timestamp_ms for e in log_entries[1:]] + [metadata.last_updated_ms]
         ends = ends[: len(log_entries)]  # no log (a table's first version): nothing to add
         for entry, superseded_ms in zip(log_entries, ends, strict=True):
-            if superseded_ms < cutoff_ms or entry.metadata_file in self._versions:
+            if superseded_ms < cutoff_ms or path_key(entry.metadata_file) in self._versions:
                 continue
-            self._versions.add(entry.metadata_file)
+            self._versions.add(path_key(entry.metadata_file))
             try:
-                old = FromInputFile.table_metadata(self.io.new_input(entry.metadata_file))
+                old = self._read_version(entry.metadata_file)
             except FileNotFoundError:  # gone (not by us: we keep every file of the log)
                 log.warning("%s: listed in the metadata log, not found", entry.metadata_file)
                 continue
-            self.reads += 1
             self.add_metadata(old)
+
+    def add_listed_versions(
+        self, listed: dict[str, ListedFile], folders: TableFolders, cutoff_ms: int
+    ) -> None:
+        """Add what every version of the table written within the age references: each
+        metadata file in the listing (in the metadata folders) modified at or after
+        ``cutoff_ms``, and the versions of its metadata log current at or after it (the one
+        current at the cutoff). The current metadata's log holds 16 versions only: a reader
+        that planned a version more than 16 commits ago (a backfill's day overwrites) still
+        reads its files, and the versions written since name it. A metadata file that cannot
+        be read is a write in progress or a failed one (the table's versions are read above):
+        skipped, with a warning."""
+        for key, f in sorted(listed.items()):
+            if (
+                not key.endswith(".metadata.json")
+                or f.mtime_ms < cutoff_ms
+                or key.rsplit("/", 1)[0] not in folders.metadata
+                or key in self._versions
+            ):
+                continue
+            self._versions.add(key)
+            try:
+                version = self._read_version(f.uri)
+            except _unreadable() as exc:
+                log.warning("%s: not a readable table version, skipped: %s", f.uri, exc)
+                continue
+            self.add_metadata(version)
+            self.add_recent_versions(version, cutoff_ms)
+
+    def _read_version(self, uri: str) -> Any:
+        from pyiceberg.serializers import FromInputFile
+
+        self.reads += 1
+        return FromInputFile.table_metadata(self.io.new_input(uri))
+
+
+def _unreadable() -> tuple[type[Exception], ...]:
+    """What reading a missing or corrupt metadata file raises (pyiceberg's ``ValidationError``
+    for a metadata JSON that does not parse is no ``ValueError``)."""
+    from pyiceberg.exceptions import ValidationError
+
+    return (OSError, ValueError, ValidationError)
 
 
 def _now_ms(now: dt.datetime | None) -> int:
@@ -461,7 +512,8 @@ def remove_orphan_files(
         refs.add_metadata(table.metadata, table.metadata_location, live)
         current = set(refs.keys)
         refs.add_recent_versions(table.metadata, cutoff_ms)
-    except (OSError, ValueError) as exc:
+        refs.add_listed_versions(listed, folders, cutoff_ms)
+    except _unreadable() as exc:
         # A manifest that cannot be read may reference any file: delete nothing.
         raise OrphanCleanupError(
             f"{identifier}: could not list its files or read its metadata, nothing deleted: {exc}"
@@ -481,7 +533,7 @@ def remove_orphan_files(
             try:
                 refs.add_metadata(fresh.metadata, fresh.metadata_location)
                 refs.add_recent_versions(fresh.metadata, cutoff_ms)
-            except (OSError, ValueError) as exc:
+            except _unreadable() as exc:
                 raise OrphanCleanupError(
                     f"{identifier}: could not read its metadata, nothing deleted: {exc}"
                 ) from exc
