@@ -322,8 +322,11 @@ def test_a_file_that_cannot_be_deleted_fails_naming_the_table_after_the_others(
 def test_the_min_age_setting():
     assert orphan_min_age_hours({}) == 72
     assert orphan_min_age_hours({"DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS": "24"}) == 24
-    for bad in ("0", "-1", "three days", "1e9"):
-        with pytest.raises(SettingsError, match="DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS"):
+    assert orphan_min_age_hours({"DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS": "168"}) == 168
+    for bad in ("0", "1", "23", "-1", "three days", "1e9"):
+        with pytest.raises(
+            SettingsError, match=r"DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS=.* from 24 to .*in progress"
+        ):
             orphan_min_age_hours({"DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS": bad})
 
 
