@@ -657,3 +657,59 @@ def test_a_file_listed_without_a_time_is_never_old_enough(catalog):
         catalog, "raw.users", older_than=AGE, now=later(), lister=epoch
     )
     assert timeless.exists() and done.orphans == () and done.too_young == 1
+
+
+def test_a_snapshot_only_on_a_branch_or_a_tag_keeps_its_files(catalog):
+    """Every snapshot the metadata holds counts, not only the current one: a branch's own
+    append and a tagged snapshot that main overwrote keep their files."""
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    tagged = table.current_snapshot().snapshot_id
+    tagged_files = planned_files(table)
+    table.manage_snapshots().create_tag(tagged, "release").create_branch(tagged, "audit").commit()
+    catalog.load_table("raw.users").append(rows(100, n=2), branch="audit")
+    on_branch = catalog.load_table("raw.users").metadata.refs["audit"].snapshot_id
+    branch_files = [
+        local(t.file.file_path)
+        for t in catalog.load_table("raw.users").scan(snapshot_id=on_branch).plan_files()
+    ]
+    write_table(catalog, "raw.users", rows(10))  # main overwrites: the tagged file leaves it
+    write_table(catalog, "raw.users", rows(20))
+    maintenance.expire_snapshots(
+        catalog, "raw.users", AGGRESSIVE, now_ms=int(later(0.01).timestamp() * 1000)
+    )
+    table = catalog.load_table("raw.users")
+    only_theirs = (set(branch_files) | set(tagged_files)) - set(planned_files(table))
+    assert len(only_theirs) == 2  # the tagged file, the branch's append
+
+    done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later())
+    assert done.deleted > 0  # the overwritten rows(10) file, expired manifests
+    assert all(p.exists() for p in only_theirs)
+    table = catalog.load_table("raw.users")
+    assert len(table.scan(snapshot_id=on_branch).to_arrow()) == 5
+    assert table.scan(snapshot_id=tagged).to_arrow()["id"].to_pylist() == [0, 1, 2]
+
+
+def test_a_statistics_file_survives(catalog):
+    """A Puffin statistics file (another engine's ``ANALYZE``) is referenced by the metadata."""
+    from pyiceberg.table.statistics import StatisticsFile
+
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    stats = table_dir(table) / "metadata" / f"{uuid.uuid4()}.stats"
+    stats.write_bytes(b"PFA1")
+    stale = table_dir(table) / "metadata" / f"{uuid.uuid4()}.stats"  # of a failed ANALYZE
+    stale.write_bytes(b"PFA1")
+    with table.update_statistics() as update:
+        update.set_statistics(
+            StatisticsFile(
+                snapshot_id=table.current_snapshot().snapshot_id,
+                statistics_path=str(stats),
+                file_size_in_bytes=4,
+                file_footer_size_in_bytes=4,
+                blob_metadata=[],
+            )
+        )
+    done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later())
+    assert stats.exists() and not stale.exists()
+    assert [str(local(u)) for u in done.orphans] == [str(stale)]
