@@ -9,7 +9,7 @@ of expired snapshots, and the files of writes that failed or were killed before 
 pyiceberg 0.12 (our pin) has no orphan-file removal (upstream: apache/iceberg-python issue 1200
 and its pull requests, not released), so :func:`remove_orphan_files` is written here, after
 Iceberg's ``DeleteOrphanFiles`` action (Spark's and Trino's ``remove_orphan_files``): list the
-table's location, subtract every file its metadata references, delete what is left AND older
+table's folders, subtract every file its metadata references, delete what is left AND older
 than ``older_than`` (default 3 days, ``shared.settings.orphan_min_age_hours``).
 
 Listed: the files under ``<location>/data/`` and ``<location>/metadata/``, where pyiceberg,
@@ -487,7 +487,8 @@ def remove_orphan_files(
     ``dry_run`` deletes nothing and returns the same list. ``older_than`` defaults to the
     settings' (``DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS``), ``now`` to the current time. A missing
     table is nothing to do. Raises :class:`OrphanCleanupError` when a file could not be deleted
-    (after trying the others)."""
+    (after trying the others), and, with nothing deleted, when the location or the listing is
+    refused or the metadata cannot be read (module docstring)."""
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
     if older_than is None:
