@@ -22,10 +22,13 @@ What :func:`compact_small_files` does, for one table:
   that differs aborts the compaction). Manifests are merged as in an append when the table has
   ``commit.manifest-merge.enabled`` (``shared.iceberg.MERGE_TABLE_PROPERTIES``).
 
-The replaced files are NOT deleted from storage: the snapshots that added them still list them,
-and the readers of raw history read them there (the rows a sync added, ``shared.changes``; the
-key index's tail and confirmations, ``shared.key_index``; the raw checks' latest commit). They
-go when snapshot expiry removes the last snapshot that lists them.
+The replaced files are NOT deleted by the compaction: the snapshots that added them still list
+them, and the readers of raw history read them there (the rows a sync added,
+``shared.changes``; the key index's tail and confirmations, ``shared.key_index``; the raw
+checks' latest commit). Snapshot expiry (``shared.maintenance``) deletes no file either: once it
+has removed the last snapshot that lists them, the daily orphan-file clean-up
+(``shared.orphans``) deletes them, when they are older than its age (72 h) and no version of
+the table current within that age lists them.
 
 Every reader of raw history skips ``replace`` snapshots (they add no row):
 ``shared.changes.is_replace`` and ``shared.changes.latest_data_snapshot`` (the last sync).

@@ -227,8 +227,10 @@ TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
 #: pyiceberg copies several times per commit, grows by one; once snapshots expire
 #: (``shared.maintenance``) it is most of the metadata (60% at 16 snapshots). Sixteen, as the
 #: snapshots kept: one append at 16 snapshots took 0.023 s instead of 0.030 s. Only the log is
-#: cut: old metadata FILES stay (``write.metadata.delete-after-commit.enabled`` is off), so a
-#: reader holding an older metadata location still reads it.
+#: cut: a commit deletes no old metadata FILE (``write.metadata.delete-after-commit.enabled`` is
+#: off); the daily orphan-file clean-up (``shared.orphans``) deletes one once it is older than
+#: its age (72 h) and out of the log of every version current within that age, so a reader
+#: holding an older metadata location still reads it for at least that long.
 MERGE_TABLE_PROPERTIES = {
     "commit.manifest-merge.enabled": "true",
     "commit.manifest.min-count-to-merge": "16",
@@ -513,8 +515,10 @@ def _expired_snapshots(table: Table, now_ms: int) -> list[int]:
     """The snapshots a write to ``table`` expires (see :data:`DAILY_TABLE_PROPERTIES`): none
     unless the table has both ``history.expire.*`` properties; never the newest
     ``min-snapshots-to-keep``, one younger than ``max-snapshot-age-ms``, or a branch or tag head.
-    Expiring removes snapshots from the metadata only: their data files stay, so a reader that
-    planned an expired snapshot still reads it."""
+    Expiring removes snapshots from the metadata only and deletes no file, so a reader that
+    planned an expired snapshot still reads it; the files only expired snapshots listed are
+    deleted later by the orphan-file clean-up (``shared.orphans``), once older than its age
+    and unreferenced by every version of the table current within it."""
     props = table.properties
     keep = props.get("history.expire.min-snapshots-to-keep")
     max_age = props.get("history.expire.max-snapshot-age-ms")

@@ -22,7 +22,7 @@ pointing at them, and DELETES NO FILE. Raw tables are append-only, so their data
 in the current snapshot, except those a compaction replaced (``shared.compaction``); files only an
 expired snapshot referenced (those, a daily table's overwritten partitions, the expired
 snapshots' manifests) stay on storage as orphans until the orphan-file clean-up
-(``shared.orphans``, the op after the expiry, daily) deletes them, days later: a reader that
+(``shared.orphans``, an op of the same job, daily) deletes them, days later: a reader that
 planned an expired snapshot, e.g. a query in flight, still reads its files meanwhile.
 
 Other metadata that grows per commit, checked (pyiceberg 0.12):
@@ -33,9 +33,10 @@ Other metadata that grows per commit, checked (pyiceberg 0.12):
   (100) made it 60% of the metadata once snapshots expire, so every table the platform writes
   sets 16 (``shared.iceberg.MERGE_TABLE_PROPERTIES``). A commit deletes no old metadata FILE
   (``write.metadata.delete-after-commit.enabled`` is off): the orphan-file clean-up deletes
-  those out of the log once older than its age (3 days), so a reader holding an older
-  metadata location (DuckDB's ``iceberg_scan``, a ``metadata_location`` in a materialization's
-  metadata) has it for at least that long;
+  one once it is older than its age (3 days) and out of the log of every version current
+  within that age, so a reader holding an older metadata location (DuckDB's
+  ``iceberg_scan``, a ``metadata_location`` in a materialization's metadata) has it for at
+  least that long;
 * statistics files: we write none; removed with their snapshot anyway.
 
 Concurrency: the expiry commit removes snapshot ids from the table's metadata as the catalog has it
@@ -271,14 +272,18 @@ def maintenance_definitions(
     run (logged, not a failure: the sync won and nothing was lost); any other error fails the
     op after the other tables were done, and the expiry then waits for the next run too.
 
-    After the expiry, the op ``<location>_remove_orphan_files`` deletes each table's files that
-    no metadata references any more and are older than ``DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS``
-    (``shared.orphans``): what the expiry just stopped referencing, the files of killed writes.
-    It runs when its config says so (``remove_orphan_files``, true by default: a run launched
-    by hand does all of the maintenance): the daily schedule
+    The op ``<location>_remove_orphan_files`` deletes each table's files that no metadata
+    references any more and are older than ``DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS``
+    (``shared.orphans``): what earlier expiries stopped referencing, the files of killed
+    writes. It runs when its config says so (``remove_orphan_files``, true by default: a run
+    launched by hand does all of the maintenance): the daily schedule
     ``<location>_table_maintenance_daily`` (:data:`ORPHAN_CLEANUP_CRON`) runs the job with it,
-    the hourly one without (listing storage costs requests; :data:`ORPHAN_CLEANUP_CRON`). An
-    expiry that failed skips it until the next daily run (it would find less to delete).
+    the hourly one without (listing storage costs requests; :data:`ORPHAN_CLEANUP_CRON`).
+    It depends on no other op: a compaction or an expiry that failed (for one table, or a bad
+    setting) does not skip the clean-up of every table of the location that day. Nothing is
+    lost by not waiting for them: what this run's expiry stops referencing was referenced by
+    the version current until now, which keeps its files for the age (``shared.orphans``), and
+    the clean-up is safe alongside commits (it checks the table again before deleting).
 
     The schedules ship RUNNING, unlike the syncs' (which start external work): expiry only
     removes metadata beyond the retention the settings give, and a stopped one bounds nothing;
@@ -367,7 +372,6 @@ def maintenance_definitions(
         description=f"Delete the files of the {location} location's tables that no metadata "
         "references, once older than DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS (shared.orphans).",
         required_resource_keys={"iceberg"},
-        ins={"after": dg.In(dg.Nothing)},
         config_schema={
             "remove_orphan_files": dg.Field(
                 bool,
@@ -380,7 +384,8 @@ def maintenance_definitions(
         },
     )
     def orphans_op(context):  # type: ignore[no-untyped-def]
-        """Remove each table's orphan files (shared.orphans), after the expiry."""
+        """Remove each table's orphan files (shared.orphans); runs whether or not the
+        compaction and the expiry succeed (no input from them)."""
         import datetime as dt
 
         from shared.orphans import remove_orphan_files
@@ -425,19 +430,21 @@ def maintenance_definitions(
     @dg.job(
         name=f"{location}_table_maintenance",
         description=(
-            f"Compact small files, expire old snapshots, then remove orphan files, of the "
-            f"{location} location's Iceberg tables."
+            f"Compact small files then expire old snapshots, and remove orphan files, of "
+            f"the {location} location's Iceberg tables."
             if compacted
-            else f"Expire old snapshots, then remove orphan files, of the {location} "
+            else f"Expire old snapshots and remove orphan files of the {location} "
             "location's Iceberg tables."
         ),
         tags={"data-platform/maintenance": location},
     )
     def maintenance_job():  # type: ignore[no-untyped-def]
         if compacted:
-            orphans_op(after=expire_op(after=compact_op()))
+            expire_op(after=compact_op())
         else:
-            orphans_op(after=expire_op())
+            expire_op()
+        # Not after the expiry: one table's failed expiry must not skip every clean-up.
+        orphans_op()
 
     def with_orphans(remove: bool) -> dict[str, Any]:
         return {"ops": {orphan_op_name: {"config": {"remove_orphan_files": remove}}}}

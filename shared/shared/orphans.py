@@ -9,16 +9,30 @@ of expired snapshots, and the files of writes that failed or were killed before 
 pyiceberg 0.12 (our pin) has no orphan-file removal (upstream: apache/iceberg-python issue 1200
 and its pull requests, not released), so :func:`remove_orphan_files` is written here, after
 Iceberg's ``DeleteOrphanFiles`` action (Spark's and Trino's ``remove_orphan_files``): list the
-table's location, subtract every file its metadata references, delete what is left AND older
+table's folders, subtract every file its metadata references, delete what is left AND older
 than ``older_than`` (default 3 days, ``shared.settings.orphan_min_age_hours``).
 
-Listed: every file under the table's location plus a trailing separator (so cleaning
-``raw.event`` never touches ``raw.events``), through the table's own FileIO (pyarrow's
-``FileSelector`` for ``PyArrowFileIO``, the local default; fsspec's ``find`` for
-``FsspecFileIO``, which prod uses against Garage), with sizes and modification times. As
-Iceberg does, hidden paths (a folder or file whose name starts with ``.`` or ``_``, unless it is
-a ``name=value`` partition folder) are never considered. Paths are compared without their scheme
-(``s3://``, ``s3a://`` and a bare ``bucket/key`` are one file).
+Listed: the files under ``<location>/data/`` and ``<location>/metadata/``, where pyiceberg,
+Trino and Iceberg Java write all of a table's files (plus the folders ``write.data.path`` and
+``write.metadata.path`` name, when under the location: :func:`table_folders`), never the rest
+of the location, which may hold other tables' folders (a table at ``<warehouse>/raw`` holds
+``raw.users``'s). Each folder ends with a separator (cleaning ``raw.event`` never touches
+``raw.events``). Listed through the table's own FileIO (pyarrow's ``FileSelector`` for
+``PyArrowFileIO``, the local default; fsspec's ``find`` for ``FsspecFileIO``, which prod uses
+against Garage), with sizes and modification times. As Iceberg does, hidden paths (a folder or
+file whose name starts with ``.`` or ``_``, unless it is a ``name=value`` partition folder) are
+never considered. Paths are compared without their scheme (``s3://``, ``s3a://`` and a bare
+``bucket/key`` are one file).
+
+Refused, nothing deleted (:class:`OrphanCleanupError` naming the table):
+
+* a location that is the catalog's warehouse or above it, a bucket or a bucket's top folder, or
+  a local path of fewer than two folders (:func:`check_location`);
+* a listing that holds another table's metadata file (a table nested in this one's folders), or
+  that lacks a file of the table's current version it should hold: its metadata file, its
+  current snapshot's manifest list, manifests and data files (:func:`check_listing`). A listing
+  that names files differently from the metadata (a scheme, an encoding) would otherwise make
+  every live file look unreferenced.
 
 Referenced (kept), as Iceberg's action counts it, from the table's CURRENT metadata:
 
@@ -30,8 +44,12 @@ Referenced (kept), as Iceberg's action counts it, from the table's CURRENT metad
   parent is expired nothing can read it (Iceberg's expiry deletes such files too);
 * the statistics and partition-statistics files.
 
-One addition to Iceberg's rule, for readers (below): what the metadata versions of the metadata
-log that were still current within ``older_than`` reference is kept too.
+One addition to Iceberg's rule, for readers (below): what every version of the table current
+within ``older_than`` references is kept too. Those versions are the metadata files in the
+listing modified within the age (the clean-up never deletes them, they are young) and, in each
+of their metadata logs and the current one's, the versions superseded within the age (the one
+current when the age began). A metadata file modified within the age that does not read as a
+version (a failed or half-written commit's) is skipped with a warning.
 
 Why the age matters (a file is deleted only once its modification time is older than
 ``older_than``, and a version of the table current within that time keeps its files):
@@ -43,9 +61,10 @@ Why the age matters (a file is deleted only once its modification time is older 
   DuckDB views read the data files of the snapshot planned at the start of the run
   (``transformation.duckdb_iceberg.scan_sql``), a query in flight reads an old snapshot. Expiry
   may meanwhile remove that snapshot, and a file only it listed becomes unreferenced at once,
-  however old the file: so the versions of the table current within the age (in the metadata
-  log, which keeps ``write.metadata.previous-versions-max`` = 16 of them) keep their files. A
-  reader slower than 16 commits of one table is not covered (none of the platform's is).
+  however old the file: so the versions of the table current within the age keep their files,
+  however many commits came since (the current metadata log keeps only
+  ``write.metadata.previous-versions-max`` = 16 versions: a backfill's overwrites outrun it,
+  the metadata files written within the age do not).
 
 Concurrency (any process can be killed, runs overlap):
 
@@ -68,7 +87,7 @@ What else refers to files under a table's location, outside its Iceberg metadata
 * a write's ``metadata_location`` in the materialization metadata Dagster keeps
   (``shared.iceberg.TableWriteResult``) and in ``data-platform tables``: information about that
   write, not a reference anyone reads through. An old one stops resolving once its metadata
-  file is out of the metadata log (16 versions) AND older than the age;
+  file is older than the age and out of the metadata log of every version current within it;
 * the DuckDB views of a dbt run (in-memory, one per invocation): readers, above;
 * nothing else: the landing ledger lives under ``landing/``, the key index keeps a snapshot id
   (kept by the expiry), the benchmark's and dbt's scratch files are in their own folders.
@@ -87,6 +106,18 @@ log = logging.getLogger(__name__)
 
 #: How many orphan paths the result keeps for the op's metadata (a run may find thousands).
 SAMPLE_PATHS = 20
+#: The modification time of a file the store listed without one: far in the future, so the
+#: file is never old enough to delete (an age is never guessed).
+UNKNOWN_MTIME_MS = 2**62
+#: Table properties naming the folder of its data files (Iceberg's ``write.data.path`` and
+#: its older names) or of its metadata files (``write.metadata.path``) instead of the
+#: location's ``data`` and ``metadata``.
+PATH_PROPERTIES = (
+    "write.data.path",
+    "write.object-storage.path",
+    "write.folder-storage.path",
+    "write.metadata.path",
+)
 
 
 class OrphanCleanupError(RuntimeError):
@@ -100,7 +131,9 @@ class ListedFile:
     #: Where to delete it (a URI the table's FileIO takes).
     uri: str
     size: int
-    #: Modification time, milliseconds since the epoch (UTC).
+    #: Modification time, milliseconds since the epoch (UTC); :data:`UNKNOWN_MTIME_MS` when
+    #: the store gave none (or the epoch itself: ``rclone serve s3`` lists some just-written
+    #: objects so to pyarrow), which is never old enough.
     mtime_ms: int
 
 
@@ -178,16 +211,18 @@ def _to_ms(value: Any) -> int:
 
 
 def list_files(io: Any, location: str) -> dict[str, ListedFile]:
-    """Every file under ``location`` (a folder: only what is under ``location`` + ``/``), by
+    """Every file under the folder ``location`` (only what is under ``location`` + ``/``), by
     :func:`path_key`, listed through ``io``'s own filesystem (module docstring)."""
     scheme, netloc, base = _parse(io, location)
     base = base.rstrip("/")
     prefix = base + "/"
     found: dict[str, ListedFile] = {}
 
-    def add(path: str, size: int, mtime_ms: int) -> None:
+    def add(path: str, size: int, mtime_ms: int | None) -> None:
         if not path.startswith(prefix) or _hidden(path[len(prefix) :]):
             return
+        if not mtime_ms or mtime_ms <= 0:  # never guess an age: never old enough
+            mtime_ms = UNKNOWN_MTIME_MS
         uri = path if scheme == "file" else f"{scheme}://{path}"
         found[path] = ListedFile(uri, size, mtime_ms)
 
@@ -198,7 +233,7 @@ def list_files(io: Any, location: str) -> dict[str, ListedFile]:
         selector = FileSelector(base, recursive=True, allow_not_found=True)
         for info in fs.get_file_info(selector):
             if info.type == FileType.File:
-                add(info.path, info.size or 0, info.mtime_ns // 1_000_000)
+                add(info.path, info.size or 0, (info.mtime_ns or 0) // 1_000_000)
     elif hasattr(io, "get_fs"):  # FsspecFileIO
         fs = io.get_fs("file" if scheme == "file" else scheme)
         fs.invalidate_cache(base)  # s3fs caches listings: this must be the store's, now
@@ -208,10 +243,8 @@ def list_files(io: Any, location: str) -> dict[str, ListedFile]:
             listing = {}
         for path, info in listing.items():
             stamp = info.get("LastModified", info.get("mtime", info.get("created")))
-            if stamp is None:  # never guess an age: without one the file is not a candidate
-                continue
             add(path if scheme != "file" else path_key(path), int(info.get("size") or 0),
-                _to_ms(stamp))  # fmt: skip
+                None if stamp is None else _to_ms(stamp))  # fmt: skip
     else:
         raise OrphanCleanupError(f"cannot list files with {type(io).__name__}")
     return found
@@ -222,6 +255,103 @@ def _parse(io: Any, location: str) -> tuple[str, str, str]:
 
     scheme, netloc, path = PyArrowFileIO.parse_location(location)
     return ("file" if scheme == "file" else scheme), netloc, path
+
+
+def _folder_key(uri: str) -> str:
+    return path_key(uri).rstrip("/")
+
+
+def _under(key: str, folder_key: str) -> bool:
+    return key.startswith(folder_key + "/")
+
+
+@dataclass(frozen=True)
+class TableFolders:
+    """Where a table's files are written, hence what the clean-up lists (module docstring)."""
+
+    #: The folders to list (URIs), none under another.
+    roots: tuple[str, ...]
+    #: Of those, the folders its metadata files are written to (:func:`path_key`).
+    metadata: frozenset[str]
+
+    def holds(self, key: str) -> bool:
+        """Whether the listing of :attr:`roots` names the file ``key`` (not a hidden one)."""
+        for root in map(_folder_key, self.roots):
+            if _under(key, root):
+                return not _hidden(key[len(root) + 1 :])
+        return False
+
+
+def table_folders(metadata: Any) -> TableFolders:
+    """``<location>/data`` and ``<location>/metadata``, where pyiceberg, Trino and Iceberg Java
+    write a table's files, plus the folders the table's properties name instead
+    (:data:`PATH_PROPERTIES`) when they are under its location (one outside it may be shared
+    with other tables: never listed)."""
+    location = metadata.location.rstrip("/")
+    base = _folder_key(location)
+    data, meta = f"{location}/data", f"{location}/metadata"
+    folders = [data, meta]
+    meta_keys = {_folder_key(meta)}
+    for prop in PATH_PROPERTIES:
+        value = (metadata.properties.get(prop) or "").rstrip("/")
+        if value and _under(_folder_key(value), base):
+            folders.append(value)
+            if prop == "write.metadata.path":
+                meta_keys.add(_folder_key(value))
+    keys = {_folder_key(f): f for f in folders}
+    roots = tuple(f for k, f in keys.items() if not any(_under(k, other) for other in keys))
+    return TableFolders(roots, frozenset(meta_keys))
+
+
+def check_location(identifier: str, location: str, warehouse: str | None) -> None:
+    """Refuse (:class:`OrphanCleanupError`, before anything is listed) a table location that
+    cannot be a table's own folder: the catalog's warehouse or a folder above it (the
+    catalog's ``warehouse`` property when it is a location: local mode's folder, prod's
+    ``s3://bucket/prefix``; a REST catalog may give a warehouse NAME, then only the next rule
+    holds), a bucket or one folder of it, or a local path of fewer than two folders. Such a
+    location holds other tables' folders (``raw``, ``data`` or ``metadata`` may be namespaces)."""
+    scheme, _, _ = _parse(None, location)
+    key = _folder_key(location)
+    depth = len([p for p in key.split("/") if p]) - (0 if scheme == "file" else 1)
+    if depth < 2:
+        raise OrphanCleanupError(
+            f"{identifier}: its location {location} is a bucket, a folder of one or the root "
+            "of a disk (fewer than 2 folders deep), where other tables live: nothing deleted"
+        )
+    if warehouse and ("://" in warehouse or warehouse.startswith("/")):
+        top = _folder_key(warehouse)
+        if key == top or _under(top, key):
+            raise OrphanCleanupError(
+                f"{identifier}: its location {location} is the catalog's warehouse {warehouse} "
+                "or a folder above it, where other tables live: nothing deleted"
+            )
+
+
+def check_listing(
+    identifier: str, listed: dict[str, ListedFile], folders: TableFolders, live: Iterable[str]
+) -> None:
+    """Refuse (:class:`OrphanCleanupError`) to delete anything from a listing that
+
+    * holds a metadata file outside the table's metadata folders: another table's, nested
+      under this one's (a table at ``<warehouse>/raw`` and one at ``<warehouse>/raw/data``);
+    * lacks a file of the table's current version (``live``: its metadata file, its current
+      snapshot's manifest list, manifests and live data and delete files) that is in the
+      listed folders: the listing and the metadata name files differently (a scheme, an
+      encoding, a double slash), and every file of the table would look unreferenced."""
+    for key in listed:
+        parent = key.rsplit("/", 1)[0]
+        if key.endswith(".metadata.json") and parent not in folders.metadata:
+            raise OrphanCleanupError(
+                f"{identifier}: {key} is the metadata of another table under this one's "
+                "location: nothing deleted"
+            )
+    missing = sorted(k for k in live if folders.holds(k) and k not in listed)
+    if missing:
+        raise OrphanCleanupError(
+            f"{identifier}: {len(missing)} files of its current version are not in the listing "
+            f"of {', '.join(folders.roots)} (first: {missing[0]}): the listing and the metadata "
+            "name files differently, nothing deleted"
+        )
 
 
 class References:
@@ -236,53 +366,108 @@ class References:
         self._versions: set[str] = set()
         self.reads = 0
 
-    def add_metadata(self, metadata: Any, metadata_location: str | None = None) -> None:
-        """Add what ``metadata`` (one version of the table) references."""
+    def add_metadata(
+        self, metadata: Any, metadata_location: str | None = None, live: set[str] | None = None
+    ) -> None:
+        """Add what ``metadata`` (one version of the table) references; ``live`` gets the files
+        of that version itself (its metadata file, its current snapshot's manifest list,
+        manifests and live data and delete files)."""
         if metadata_location:
             self.keys.add(path_key(metadata_location))
+            self._versions.add(path_key(metadata_location))
+            if live is not None:
+                live.add(path_key(metadata_location))
         for entry in metadata.metadata_log:
             self.keys.add(path_key(entry.metadata_file))
         for stats in (*metadata.statistics, *metadata.partition_statistics):
             self.keys.add(path_key(stats.statistics_path))
+        current = metadata.current_snapshot()
+        if current is not None and live is not None:
+            self._add_snapshot(current, live)
         for snapshot in metadata.snapshots:
             self._add_snapshot(snapshot)
 
-    def _add_snapshot(self, snapshot: Any) -> None:
-        if not snapshot.manifest_list or snapshot.manifest_list in self._lists:
+    def _add_snapshot(self, snapshot: Any, live: set[str] | None = None) -> None:
+        """Add what ``snapshot`` references; into ``live`` too when given (then read even if
+        read before: ``live`` must be complete)."""
+        if not snapshot.manifest_list or (live is None and snapshot.manifest_list in self._lists):
             return
-        self.keys.add(path_key(snapshot.manifest_list))
+        found = {path_key(snapshot.manifest_list)}
         self.reads += 1
         for manifest in snapshot.manifests(self.io):
-            self.keys.add(path_key(manifest.manifest_path))
-            if manifest.manifest_path in self._manifests:
+            found.add(path_key(manifest.manifest_path))
+            if live is None and manifest.manifest_path in self._manifests:
                 continue
             self.reads += 1
             # Live entries only (ADDED, EXISTING): a DELETED entry's file is the parent's.
             for entry in manifest.fetch_manifest_entry(self.io, discard_deleted=True):
-                self.keys.add(path_key(entry.data_file.file_path))
+                found.add(path_key(entry.data_file.file_path))
             self._manifests.add(manifest.manifest_path)
         self._lists.add(snapshot.manifest_list)
+        self.keys |= found
+        if live is not None:
+            live |= found
 
     def add_recent_versions(self, metadata: Any, cutoff_ms: int) -> None:
-        """Add what the versions of the metadata log still current at or after ``cutoff_ms``
-        reference (a reader may have planned them: module docstring). A version is current
-        until the next one is written (the next log entry's time, or the current metadata's)."""
-        from pyiceberg.serializers import FromInputFile
-
+        """Add what the versions of ``metadata``'s metadata log still current at or after
+        ``cutoff_ms`` reference (a reader may have planned them: module docstring). A version
+        is current until the next one is written (the next log entry's time, or the time of
+        ``metadata``)."""
         log_entries = list(metadata.metadata_log)
         ends = [e.timestamp_ms for e in log_entries[1:]] + [metadata.last_updated_ms]
         ends = ends[: len(log_entries)]  # no log (a table's first version): nothing to add
         for entry, superseded_ms in zip(log_entries, ends, strict=True):
-            if superseded_ms < cutoff_ms or entry.metadata_file in self._versions:
+            if superseded_ms < cutoff_ms or path_key(entry.metadata_file) in self._versions:
                 continue
-            self._versions.add(entry.metadata_file)
+            self._versions.add(path_key(entry.metadata_file))
             try:
-                old = FromInputFile.table_metadata(self.io.new_input(entry.metadata_file))
+                old = self._read_version(entry.metadata_file)
             except FileNotFoundError:  # gone (not by us: we keep every file of the log)
                 log.warning("%s: listed in the metadata log, not found", entry.metadata_file)
                 continue
-            self.reads += 1
             self.add_metadata(old)
+
+    def add_listed_versions(
+        self, listed: dict[str, ListedFile], folders: TableFolders, cutoff_ms: int
+    ) -> None:
+        """Add what every version of the table written within the age references: each
+        metadata file in the listing (in the metadata folders) modified at or after
+        ``cutoff_ms``, and the versions of its metadata log current at or after it (the one
+        current at the cutoff). The current metadata's log holds 16 versions only: a reader
+        that planned a version more than 16 commits ago (a backfill's day overwrites) still
+        reads its files, and the versions written since name it. A metadata file that cannot
+        be read is a write in progress or a failed one (the table's versions are read above):
+        skipped, with a warning."""
+        for key, f in sorted(listed.items()):
+            if (
+                not key.endswith(".metadata.json")
+                or f.mtime_ms < cutoff_ms
+                or key.rsplit("/", 1)[0] not in folders.metadata
+                or key in self._versions
+            ):
+                continue
+            self._versions.add(key)
+            try:
+                version = self._read_version(f.uri)
+            except _unreadable() as exc:
+                log.warning("%s: not a readable table version, skipped: %s", f.uri, exc)
+                continue
+            self.add_metadata(version)
+            self.add_recent_versions(version, cutoff_ms)
+
+    def _read_version(self, uri: str) -> Any:
+        from pyiceberg.serializers import FromInputFile
+
+        self.reads += 1
+        return FromInputFile.table_metadata(self.io.new_input(uri))
+
+
+def _unreadable() -> tuple[type[Exception], ...]:
+    """What reading a missing or corrupt metadata file raises (pyiceberg's ``ValidationError``
+    for a metadata JSON that does not parse is no ``ValueError``)."""
+    from pyiceberg.exceptions import ValidationError
+
+    return (OSError, ValueError, ValidationError)
 
 
 def _now_ms(now: dt.datetime | None) -> int:
@@ -302,7 +487,8 @@ def remove_orphan_files(
     ``dry_run`` deletes nothing and returns the same list. ``older_than`` defaults to the
     settings' (``DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS``), ``now`` to the current time. A missing
     table is nothing to do. Raises :class:`OrphanCleanupError` when a file could not be deleted
-    (after trying the others)."""
+    (after trying the others), and, with nothing deleted, when the location or the listing is
+    refused or the metadata cannot be read (module docstring)."""
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
     if older_than is None:
@@ -315,17 +501,25 @@ def remove_orphan_files(
         return OrphanCleanup(identifier, exists=False, dry_run=dry_run)
     cutoff_ms = _now_ms(now) - int(older_than.total_seconds() * 1000)
 
+    warehouse = getattr(catalog, "properties", {}).get("warehouse")
+    check_location(identifier, table.metadata.location, warehouse)
+    folders = table_folders(table.metadata)
     refs = References(table.io)
+    live: set[str] = set()
     try:
-        listed = lister(table.io, table.metadata.location)
-        refs.add_metadata(table.metadata, table.metadata_location)
+        listed: dict[str, ListedFile] = {}
+        for root in folders.roots:
+            listed.update(lister(table.io, root))
+        refs.add_metadata(table.metadata, table.metadata_location, live)
         current = set(refs.keys)
         refs.add_recent_versions(table.metadata, cutoff_ms)
-    except (OSError, ValueError) as exc:
+        refs.add_listed_versions(listed, folders, cutoff_ms)
+    except _unreadable() as exc:
         # A manifest that cannot be read may reference any file: delete nothing.
         raise OrphanCleanupError(
             f"{identifier}: could not list its files or read its metadata, nothing deleted: {exc}"
         ) from exc
+    check_listing(identifier, listed, folders, live)
     for_readers = sum(1 for k in listed if k not in current and k in refs.keys)
     unreferenced = {k: f for k, f in listed.items() if k not in refs.keys}
     planned = {k: f for k, f in unreferenced.items() if f.mtime_ms < cutoff_ms}
@@ -340,7 +534,7 @@ def remove_orphan_files(
             try:
                 refs.add_metadata(fresh.metadata, fresh.metadata_location)
                 refs.add_recent_versions(fresh.metadata, cutoff_ms)
-            except (OSError, ValueError) as exc:
+            except _unreadable() as exc:
                 raise OrphanCleanupError(
                     f"{identifier}: could not read its metadata, nothing deleted: {exc}"
                 ) from exc

@@ -457,23 +457,34 @@ def snapshot_retention(environ: Mapping[str, str] | None = None) -> SnapshotRete
 
 #: Default of :func:`orphan_min_age_hours`: Iceberg's own default for ``remove_orphan_files``.
 ORPHAN_MIN_AGE_HOURS = 72
+#: The least :func:`orphan_min_age_hours` allows: a day, as Spark's procedure.
+ORPHAN_MIN_AGE_HOURS_MINIMUM = 24
 
 
 def orphan_min_age_hours(environ: Mapping[str, str] | None = None) -> int:
-    """``DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS`` (default 72, Iceberg's 3 days; at least 1): how old
-    a file no metadata references must be before the orphan-file clean-up
-    (``shared.orphans``) deletes it. Read when a maintenance run starts, never at import.
+    """``DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS`` (default 72, Iceberg's 3 days; at least
+    :data:`ORPHAN_MIN_AGE_HOURS_MINIMUM`, 24): how old a file no metadata references must be
+    before the orphan-file clean-up (``shared.orphans``) deletes it. Read when a maintenance run
+    starts, never at import.
 
     The age is what keeps a clean-up from deleting what is still in use (the reasons:
     ``shared.orphans``): a write's files exist before its commit references them, and a reader
     that planned a table a while ago still reads the files it planned. It must be longer than
-    the longest write and the longest read; no run of the platform takes an hour, so less than
-    an hour is refused (0 would delete the files of every write in progress).
+    the longest write and the longest read. Some writes hold written, uncommitted files for
+    hours (a prod Airbyte initial sync, a key-index backfill), so less than a day is refused,
+    as Spark's ``remove_orphan_files`` procedure refuses it (0 would delete the files of every
+    write in progress).
     """
-    return env_int(
-        environment(environ),
-        "DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS",
-        ORPHAN_MIN_AGE_HOURS,
-        minimum=1,
-        maximum=10 * 366 * 24,
-    )
+    try:
+        return env_int(
+            environment(environ),
+            "DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS",
+            ORPHAN_MIN_AGE_HOURS,
+            minimum=ORPHAN_MIN_AGE_HOURS_MINIMUM,
+            maximum=10 * 366 * 24,
+        )
+    except SettingsError as exc:
+        raise SettingsError(
+            f"{exc} Less than {ORPHAN_MIN_AGE_HOURS_MINIMUM} hours could delete the files of a "
+            "write still in progress (an Airbyte initial sync, a key-index backfill)."
+        ) from None

@@ -256,7 +256,8 @@ def test_a_commit_between_planning_and_deleting_keeps_its_files(catalog):
 
     def listing_then_commit(io, location):
         listed = orphans.list_files(io, location)
-        catalog.load_table("raw.users").add_files([str(slow)])
+        if location.endswith("/metadata"):  # the last folder listed
+            catalog.load_table("raw.users").add_files([str(slow)])
         return listed
 
     done = orphans.remove_orphan_files(
@@ -275,7 +276,10 @@ def test_two_overlapping_cleanups_delete_each_file_once_and_do_not_fail(catalog)
 
     def listing_then_another_cleanup(io, location):
         listed = orphans.list_files(io, location)
-        other.append(orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later()))
+        if location.endswith("/metadata"):  # the last folder listed
+            other.append(
+                orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later())
+            )
         return listed
 
     first = orphans.remove_orphan_files(
@@ -318,8 +322,11 @@ def test_a_file_that_cannot_be_deleted_fails_naming_the_table_after_the_others(
 def test_the_min_age_setting():
     assert orphan_min_age_hours({}) == 72
     assert orphan_min_age_hours({"DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS": "24"}) == 24
-    for bad in ("0", "-1", "three days", "1e9"):
-        with pytest.raises(SettingsError, match="DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS"):
+    assert orphan_min_age_hours({"DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS": "168"}) == 168
+    for bad in ("0", "1", "23", "-1", "three days", "1e9"):
+        with pytest.raises(
+            SettingsError, match=r"DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS=.* from 24 to .*in progress"
+        ):
             orphan_min_age_hours({"DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS": bad})
 
 
@@ -423,5 +430,286 @@ def test_on_s3_pyarrows_listing_and_fsspecs_agree(s3_catalog):
     for key, f in by_arrow.items():
         assert f.uri == by_fsspec[key].uri and f.uri.startswith("s3://lakehouse/")
         assert f.size == by_fsspec[key].size
-        assert abs(f.mtime_ms - by_fsspec[key].mtime_ms) < 2000
+        # The server lists some just-written objects to pyarrow with no time (the epoch):
+        # taken as unknown, never old enough, never as 1970.
+        if f.mtime_ms != orphans.UNKNOWN_MTIME_MS:
+            assert abs(f.mtime_ms - by_fsspec[key].mtime_ms) < 2000
     assert not any("/raw/events/" in k for k in by_arrow)
+
+
+# ---- a location that holds other tables' folders ----------------------------------------------
+
+
+def warehouse_of(catalog) -> Path:
+    return Path(catalog.properties["warehouse"])
+
+
+def test_a_table_at_a_folder_holding_other_tables_deletes_none_of_their_files(catalog):
+    """A table created (by hand, by another engine) at ``<warehouse>/raw``: only its own
+    ``data/`` and ``metadata/`` are listed, never ``raw.users``'s folder beside them."""
+    write_table(catalog, "raw.users", rows(0))
+    users = catalog.load_table("raw.users")
+    catalog.create_namespace_if_not_exists("scratch")
+    wide = catalog.create_table(
+        "scratch.wide", schema=users.schema(), location=str(warehouse_of(catalog) / "raw")
+    )
+    dead = killed_write(wide)  # an orphan of scratch.wide's own: still cleaned
+    age(Path(p) for p in files_under(warehouse_of(catalog)))
+    theirs = files_under(table_dir(users))
+    before = content(users)
+
+    done = orphans.remove_orphan_files(catalog, "scratch.wide", older_than=AGE)
+    assert [str(local(u)) for u in done.orphans] == [str(dead)] and not dead.exists()
+    assert files_under(table_dir(users)) == theirs
+    assert content(catalog.load_table("raw.users")) == before
+
+
+@pytest.mark.parametrize("where", ["warehouse", "above"])
+def test_a_location_at_or_above_the_warehouse_is_refused_nothing_deleted(catalog, where):
+    write_table(catalog, "raw.users", rows(0))
+    wh = warehouse_of(catalog)
+    location = wh if where == "warehouse" else wh.parent
+    catalog.create_namespace_if_not_exists("scratch")
+    catalog.create_table("scratch.wide", schema=rows(0).schema, location=str(location))
+    age(Path(p) for p in files_under(location))
+    on_disk = files_under(location)
+    with pytest.raises(orphans.OrphanCleanupError, match="scratch.wide: .*warehouse.*nothing del"):
+        orphans.remove_orphan_files(catalog, "scratch.wide", older_than=AGE)
+    assert files_under(location) == on_disk
+
+
+def test_a_table_nested_in_this_ones_folders_is_refused_nothing_deleted(catalog):
+    """``raw.data`` lives at ``<warehouse>/raw/data``: the ``data/`` folder of a table at
+    ``<warehouse>/raw``. Its metadata in the listing says so: nothing is deleted."""
+    write_table(catalog, "raw.data", rows(0))
+    catalog.create_namespace_if_not_exists("scratch")
+    catalog.create_table(
+        "scratch.wide", schema=rows(0).schema, location=str(warehouse_of(catalog) / "raw")
+    )
+    age(Path(p) for p in files_under(warehouse_of(catalog)))
+    on_disk = files_under(warehouse_of(catalog))
+    with pytest.raises(orphans.OrphanCleanupError, match="another table under this one"):
+        orphans.remove_orphan_files(catalog, "scratch.wide", older_than=AGE)
+    assert files_under(warehouse_of(catalog)) == on_disk
+    assert len(catalog.load_table("raw.data").scan().to_arrow()) == 3
+
+
+@pytest.mark.parametrize(
+    ("location", "warehouse"),
+    [
+        ("s3://lakehouse", "s3://lakehouse/warehouse"),
+        ("s3://lakehouse/", None),
+        ("s3a://lakehouse/warehouse", None),  # a bucket's top folder, whatever the warehouse
+        ("s3://lakehouse/warehouse", "s3://lakehouse/warehouse/"),
+        ("s3://lakehouse/a/b", "s3a://lakehouse/a/b/warehouse"),  # above it
+        ("/", None),
+        ("/srv", None),
+        ("/srv/platform/warehouse", "/srv/platform/warehouse"),
+    ],
+)
+def test_locations_that_hold_other_tables_are_refused(location, warehouse):
+    with pytest.raises(orphans.OrphanCleanupError, match="ns.t: its location"):
+        orphans.check_location("ns.t", location, warehouse)
+
+
+@pytest.mark.parametrize(
+    ("location", "warehouse"),
+    [
+        ("s3://lakehouse/warehouse/raw/users", "s3://lakehouse/warehouse"),
+        ("s3://lakehouse/warehouse/raw", "lakehouse"),  # a REST warehouse name: not a location
+        ("s3://lakehouse/other/place", "s3://lakehouse/warehouse"),
+        ("/srv/platform/warehouse/raw/users", "/srv/platform/warehouse"),
+    ],
+)
+def test_table_locations_are_accepted(location, warehouse):
+    orphans.check_location("ns.t", location, warehouse)
+
+
+def test_a_listing_that_names_the_live_files_differently_deletes_nothing(catalog):
+    """A store whose listing spells paths differently from the metadata (here: encoded): the
+    table's own live files would all look unreferenced. Its current files missing from the
+    listing stop the clean-up."""
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    dead = killed_write(table)
+    age(Path(p) for p in files_under(table_dir(table)))
+    on_disk = files_under(table_dir(table))
+
+    def encoded(io, location):
+        return {
+            k.replace("/data/", "/d%61ta/"): f for k, f in orphans.list_files(io, location).items()
+        }
+
+    with pytest.raises(orphans.OrphanCleanupError, match="raw.users: 1 files of its current"):
+        orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, lister=encoded)
+    assert files_under(table_dir(table)) == on_disk and dead.exists()
+
+    def without_metadata(io, location):
+        return {k: f for k, f in orphans.list_files(io, location).items() if "metadata" not in k}
+
+    with pytest.raises(orphans.OrphanCleanupError, match="name files differently"):
+        orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, lister=without_metadata)
+    assert files_under(table_dir(table)) == on_disk
+
+
+def test_a_data_path_property_under_the_location_is_listed_one_outside_never(catalog):
+    """``write.data.path`` under the location: its files are the table's (listed, cleaned);
+    outside it: a folder perhaps shared with other tables, never listed."""
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    inside = f"{table.metadata.location}/files"
+    with table.transaction() as tx:
+        tx.set_properties({"write.data.path": inside})
+    folders = orphans.table_folders(catalog.load_table("raw.users").metadata)
+    assert {local(r) for r in folders.roots} == {
+        table_dir(table) / "data",
+        table_dir(table) / "metadata",
+        table_dir(table) / "files",
+    }
+    with table.transaction() as tx:
+        tx.set_properties({"write.data.path": str(warehouse_of(catalog) / "shared-data")})
+    folders = orphans.table_folders(catalog.load_table("raw.users").metadata)
+    assert {local(r) for r in folders.roots} == {
+        table_dir(table) / "data",
+        table_dir(table) / "metadata",
+    }
+
+
+def test_a_reader_of_a_version_older_than_the_metadata_log_keeps_its_files(catalog):
+    """A reader planned the table, then more commits than the metadata log holds (16) came,
+    each expiring the old snapshots (a backfill's overwrites): no version in the current log
+    names what the reader planned, but the versions written within the age do."""
+    write_table(catalog, "raw.users", rows(0))
+    first = catalog.load_table("raw.users")
+    planned_by_reader = planned_files(first)
+    soon = int(later(0.01).timestamp() * 1000)
+    for k in range(1, 11):  # 20 commits: an overwrite and an expiry each
+        write_table(catalog, "raw.users", rows(k * 10))
+        maintenance.expire_snapshots(catalog, "raw.users", AGGRESSIVE, now_ms=soon)
+    table = catalog.load_table("raw.users")
+    logged = {local(e.metadata_file) for e in table.metadata.metadata_log}
+    assert len(logged) == 16 and local(first.metadata_location) not in logged
+    # What the first version wrote, 4 days ago; the versions since are recent.
+    old_files = [
+        *planned_by_reader,
+        local(first.metadata_location),
+        local(first.current_snapshot().manifest_list),
+        *(local(m.manifest_path) for m in first.current_snapshot().manifests(first.io)),
+    ]
+    age(old_files)
+
+    kept = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE)
+    assert all(p.exists() for p in planned_by_reader)
+    assert kept.kept_for_readers >= len(planned_by_reader)
+    assert pq.ParquetDataset([str(p) for p in planned_by_reader]).read().num_rows == 3
+
+    # Once every version naming them is older than the age, they go.
+    done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later())
+    assert not any(p.exists() for p in old_files)
+    assert {str(p) for p in old_files} <= {str(local(u)) for u in done.orphans}
+    assert content(catalog.load_table("raw.users")) == content(table)
+
+
+def test_a_recent_metadata_file_that_cannot_be_read_is_skipped(catalog):
+    """A metadata file written within the age that is no table version (a failed or
+    half-written commit's) is not read as one: the clean-up goes on, and keeps it (young)."""
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    half = table_dir(table) / "metadata" / f"00007-{uuid.uuid4()}.metadata.json"
+    half.write_text('{"format-version": 2, "table-uu')
+    dead = killed_write(table)
+    age([dead])
+    done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE)
+    assert [str(local(u)) for u in done.orphans] == [str(dead)]
+    assert half.exists() and done.too_young == 1
+
+
+def test_a_file_listed_without_a_time_is_never_old_enough(catalog):
+    """A store that lists a file with no modification time (the epoch): its age is unknown,
+    and it is kept (counted as too young), never taken as written in 1970."""
+    import pyarrow.fs as pafs
+
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    timeless = killed_write(table)
+    age([timeless])
+
+    class EpochFS:  # the local listing, but the store gives this file no time
+        def get_file_info(self, selector):
+            infos = pafs.LocalFileSystem().get_file_info(selector)
+            return [
+                pafs.FileInfo(i.path, i.type, size=i.size, mtime_ns=0)
+                if i.path == str(timeless) else i
+                for i in infos
+            ]  # fmt: skip
+
+    class EpochIO:
+        def fs_by_scheme(self, scheme, netloc):
+            return EpochFS()
+
+    listed = orphans.list_files(EpochIO(), f"{table.metadata.location}/data")
+    assert listed[str(timeless)].mtime_ms == orphans.UNKNOWN_MTIME_MS
+
+    def epoch(io, location):
+        return orphans.list_files(EpochIO(), location)
+
+    done = orphans.remove_orphan_files(
+        catalog, "raw.users", older_than=AGE, now=later(), lister=epoch
+    )
+    assert timeless.exists() and done.orphans == () and done.too_young == 1
+
+
+def test_a_snapshot_only_on_a_branch_or_a_tag_keeps_its_files(catalog):
+    """Every snapshot the metadata holds counts, not only the current one: a branch's own
+    append and a tagged snapshot that main overwrote keep their files."""
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    tagged = table.current_snapshot().snapshot_id
+    tagged_files = planned_files(table)
+    table.manage_snapshots().create_tag(tagged, "release").create_branch(tagged, "audit").commit()
+    catalog.load_table("raw.users").append(rows(100, n=2), branch="audit")
+    on_branch = catalog.load_table("raw.users").metadata.refs["audit"].snapshot_id
+    branch_files = [
+        local(t.file.file_path)
+        for t in catalog.load_table("raw.users").scan(snapshot_id=on_branch).plan_files()
+    ]
+    write_table(catalog, "raw.users", rows(10))  # main overwrites: the tagged file leaves it
+    write_table(catalog, "raw.users", rows(20))
+    maintenance.expire_snapshots(
+        catalog, "raw.users", AGGRESSIVE, now_ms=int(later(0.01).timestamp() * 1000)
+    )
+    table = catalog.load_table("raw.users")
+    only_theirs = (set(branch_files) | set(tagged_files)) - set(planned_files(table))
+    assert len(only_theirs) == 2  # the tagged file, the branch's append
+
+    done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later())
+    assert done.deleted > 0  # the overwritten rows(10) file, expired manifests
+    assert all(p.exists() for p in only_theirs)
+    table = catalog.load_table("raw.users")
+    assert len(table.scan(snapshot_id=on_branch).to_arrow()) == 5
+    assert table.scan(snapshot_id=tagged).to_arrow()["id"].to_pylist() == [0, 1, 2]
+
+
+def test_a_statistics_file_survives(catalog):
+    """A Puffin statistics file (another engine's ``ANALYZE``) is referenced by the metadata."""
+    from pyiceberg.table.statistics import StatisticsFile
+
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    stats = table_dir(table) / "metadata" / f"{uuid.uuid4()}.stats"
+    stats.write_bytes(b"PFA1")
+    stale = table_dir(table) / "metadata" / f"{uuid.uuid4()}.stats"  # of a failed ANALYZE
+    stale.write_bytes(b"PFA1")
+    with table.update_statistics() as update:
+        update.set_statistics(
+            StatisticsFile(
+                snapshot_id=table.current_snapshot().snapshot_id,
+                statistics_path=str(stats),
+                file_size_in_bytes=4,
+                file_footer_size_in_bytes=4,
+                blob_metadata=[],
+            )
+        )
+    done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later())
+    assert stats.exists() and not stale.exists()
+    assert [str(local(u)) for u in done.orphans] == [str(stale)]

@@ -53,11 +53,16 @@ def test_the_job_removes_the_files_of_expired_snapshots_once_old_enough(catalog,
     job = defs.resolve_job_def("analytics_table_maintenance")
     hourly = defs.resolve_schedule_def("analytics_table_maintenance_hourly")
     daily = defs.resolve_schedule_def("analytics_table_maintenance_daily")
+    step = "analytics_remove_orphan_files"
     for schedule in (hourly, daily):  # now: the hourly run skips, the daily keeps young files
         config = schedule.evaluate_tick(build_schedule_context()).run_requests[0].run_config
-        assert job.execute_in_process(
-            run_config=config, instance=DagsterInstance.ephemeral()
-        ).success
+        result = job.execute_in_process(run_config=config, instance=DagsterInstance.ephemeral())
+        assert result.success
+        meta = step_metadata(result, step)
+        if schedule is hourly:
+            assert meta["skipped"].value is True and "tables" not in meta
+        else:
+            assert "skipped" not in meta and meta["deleted"].value == 0
         assert first[0].exists()
 
     later = int((dt.datetime.now(dt.UTC) + dt.timedelta(days=4)).timestamp() * 1000)
@@ -65,6 +70,17 @@ def test_the_job_removes_the_files_of_expired_snapshots_once_old_enough(catalog,
     result = job.execute_in_process(run_config=config, instance=DagsterInstance.ephemeral())
     assert result.success
     assert not first[0].exists()
+    assert step_metadata(result, step)["deleted"].value >= 1
     table = catalog.load_table("ml.user_features")
     assert all(p.exists() for p in files(table))
     assert sorted(table.scan().to_arrow()["user_id"].to_pylist()) == list(range(4))
+
+
+def step_metadata(result, step_key: str) -> dict:
+    """The output metadata of ``step_key`` in ``result``."""
+    output = next(
+        e
+        for e in result.all_events
+        if e.event_type_value == "STEP_OUTPUT" and e.step_key == step_key
+    )
+    return output.event_specific_data.metadata

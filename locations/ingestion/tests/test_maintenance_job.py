@@ -168,3 +168,38 @@ def test_a_bad_orphan_age_setting_fails_the_run_naming_the_variable(catalog, mon
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert failure.step_key == "ingestion_remove_orphan_files"
     assert "DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS" in failure.step_failure_data.error.message
+
+
+def test_a_failed_expiry_does_not_skip_the_orphan_clean_up(catalog, monkeypatch):
+    """One table's expiry fails (the run fails, naming it): the clean-up still runs for every
+    table of the location that day."""
+    import datetime as dt
+    from pathlib import Path
+
+    from shared import maintenance, orphans
+
+    iceberg.write_table(catalog, EVENTS.identifier, standin.generate_events(SMALL, 0))
+    table = catalog.load_table(EVENTS.identifier)
+    killed = Path(orphans.path_key(table.metadata.location)) / "data" / "killed-write.parquet"
+    killed.write_bytes(b"a sync killed before its commit")
+
+    def expire_fails(catalog, identifier, *args, **kwargs):
+        raise RuntimeError(f"{identifier}: the catalog said no")
+
+    monkeypatch.setattr(maintenance, "expire_snapshots", expire_fails)
+    later = int((dt.datetime.now(dt.UTC) + dt.timedelta(days=4)).timestamp() * 1000)
+    monkeypatch.setattr(orphans, "_now_ms", lambda now: later)
+    daily = defs.resolve_schedule_def("ingestion_table_maintenance_daily")
+    config = daily.evaluate_tick(build_schedule_context()).run_requests[0].run_config
+    job = defs.resolve_job_def("ingestion_table_maintenance")
+    result = job.execute_in_process(
+        run_config=config, instance=DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert not result.success
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert [e.step_key for e in failures] == ["ingestion_expire_snapshots"]
+    assert "snapshots not expired" in failures[0].step_failure_data.error.message
+    meta = step_metadata(result, "ingestion_remove_orphan_files")
+    tables = {t["table"]: t for t in meta["tables"].value}
+    assert tables[EVENTS.identifier]["deleted"] == 1 and not killed.exists()
+    assert iceberg.read_table(catalog, EVENTS.identifier).num_rows > 0
