@@ -802,10 +802,12 @@ def test_another_engines_expiry_deleting_manifests_is_no_refusal(catalog):
         local(s.manifest_list).unlink()
     dead = killed_write(after)
     age([dead])
-    for days in (0, 2.9):
-        done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later(days))
-        assert done.kept_for_readers > 0  # the expired snapshots' data files, still readable
-    assert not dead.exists()
+    done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE)
+    assert [str(local(u)) for u in done.orphans] == [str(dead)] and not dead.exists()
+    # The expired snapshots' data files: unreferenced now, kept until old enough.
+    assert done.too_young == 3  # the files of rows(0), rows(10), rows(20): expired only
+    done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later(2.9))
+    assert done.orphans == ()
     assert content(catalog.load_table("raw.users")) == content(after)
 
 
@@ -849,12 +851,12 @@ def drop_from_listing(predicate):
     return lister
 
 
-def test_a_listing_missing_a_file_of_an_older_snapshot_deletes_nothing(catalog):
-    """Not only the current snapshot's files: a file only an older snapshot of the current
-    metadata lists, missing from the listing, stops the clean-up."""
+def test_a_listing_missing_a_manifest_of_an_older_snapshot_deletes_nothing(catalog):
+    """Not only the current snapshot's files: the manifest list and manifests of every snapshot
+    of the current metadata (read to plan, so they exist) must be in the listing."""
     write_table(catalog, "raw.users", rows(0))
-    older = planned_files(catalog.load_table("raw.users"))
-    write_table(catalog, "raw.users", rows(10))  # an overwrite: rows(0) only in snapshot 1
+    older = local(catalog.load_table("raw.users").current_snapshot().manifest_list)
+    write_table(catalog, "raw.users", rows(10))  # an overwrite: snapshot 1 is no longer current
     table = catalog.load_table("raw.users")
     dead = killed_write(table)
     age(Path(p) for p in files_under(table_dir(table)))
@@ -863,9 +865,24 @@ def test_a_listing_missing_a_file_of_an_older_snapshot_deletes_nothing(catalog):
             catalog,
             "raw.users",
             older_than=AGE,
-            lister=drop_from_listing(lambda k: k == str(older[0])),
+            lister=drop_from_listing(lambda k: k == str(older)),
         )
     assert dead.exists()
+
+
+def test_an_older_snapshots_data_file_deleted_by_its_writer_is_no_refusal(catalog):
+    """The key index deletes the files a commit replaced at once (older snapshots still name
+    them): gone from the listing, not from a naming mismatch. The clean-up goes on."""
+    write_table(catalog, "raw.users", rows(0))
+    replaced = planned_files(catalog.load_table("raw.users"))
+    write_table(catalog, "raw.users", rows(10))
+    for p in replaced:
+        p.unlink()
+    table = catalog.load_table("raw.users")
+    dead = killed_write(table)
+    age([dead])
+    done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE)
+    assert [str(local(u)) for u in done.orphans] == [str(dead)] and not dead.exists()
 
 
 @pytest.mark.parametrize("kind", ["manifest", "manifest list"])
