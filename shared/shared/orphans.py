@@ -28,10 +28,20 @@ Refused, nothing deleted (:class:`OrphanCleanupError` naming the table):
 
 * a location that is the catalog's warehouse or above it, a bucket or a bucket's top folder, or
   a local path of fewer than two folders (:func:`check_location`);
-* a listing that holds another table's metadata file (a table nested in this one's folders), or
-  that lacks a file of the table's current version it should hold: its metadata file, its
-  current snapshot's manifest list, manifests and data files (:func:`check_listing`). A listing
-  that names files differently from the metadata (a scheme, an encoding) would otherwise make
+* another table of the same namespace in the catalog writing its files where this one's are:
+  its location equal to this one's (a table renamed and re-created at its default location),
+  or its location or data or metadata folder at or under this one's listed folders
+  (:func:`check_neighbours`; one metadata read per table of the namespace);
+* a metadata file of another table (another ``table-uuid``) among those read: the versions
+  read for readers (below) and, before deleting, every ``*.metadata.json`` planned for
+  deletion (an old version of a table sharing the folders, of any namespace; few a day after
+  the first run). A file planned that does not parse (a failed commit's) is no version;
+* a listing that holds another table's metadata file outside the metadata folders (a table
+  nested in this one's folders), or that lacks a file of the current metadata that must exist:
+  its metadata file, the manifest lists and manifests of all its snapshots (read to plan) and
+  its current snapshot's data and delete files (:func:`check_listing`; older snapshots' data
+  files may legitimately be gone: the key index deletes what it replaced). A listing that
+  names files differently from the metadata (a scheme, an encoding) would otherwise make
   every live file look unreferenced.
 
 Referenced (kept), as Iceberg's action counts it, from the table's CURRENT metadata:
@@ -48,8 +58,14 @@ One addition to Iceberg's rule, for readers (below): what every version of the t
 within ``older_than`` references is kept too. Those versions are the metadata files in the
 listing modified within the age (the clean-up never deletes them, they are young) and, in each
 of their metadata logs and the current one's, the versions superseded within the age (the one
-current when the age began). A metadata file modified within the age that does not read as a
-version (a failed or half-written commit's) is skipped with a warning.
+current when the age began). A metadata file modified within the age that does not parse as
+a version (a failed or half-written commit's), or is gone since the listing, is skipped with a
+warning; any other failure to read one (a timeout, a 503, a permission) refuses the table,
+nothing deleted (its files cannot be known). A file listed without a time is taken as written
+within the age (read, never deleted). In a version read for its readers (not the current
+metadata), a manifest list or manifest that is gone is skipped with a warning: another
+engine's ``expire_snapshots`` (Trino's, Spark's) deletes the expired snapshots' files, and
+there is nothing left to protect.
 
 Why the age matters (a file is deleted only once its modification time is older than
 ``older_than``, and a version of the table current within that time keeps its files):
@@ -77,8 +93,9 @@ Concurrency (any process can be killed, runs overlap):
 * two clean-ups overlapping delete the same files: a file already gone is counted as such, not
   an error; expiry meanwhile only makes more files unreferenced (the next clean-up takes them);
 * killed half-way: what was deleted was unreferenced; the next run deletes the rest.
-* metadata that cannot be read (a manifest list or manifest missing or corrupt), or a listing
-  that fails: :class:`OrphanCleanupError` naming the table, nothing deleted (an unreadable
+* metadata that cannot be read (a manifest list or manifest of the current metadata missing
+  or corrupt, a version written within the age that fails to read), or a listing that
+  fails: :class:`OrphanCleanupError` naming the table, nothing deleted (an unreadable
   manifest may reference any file). A file that cannot be deleted: the others are, then the
   same error names the table and the count.
 
@@ -334,10 +351,13 @@ def check_listing(
 
     * holds a metadata file outside the table's metadata folders: another table's, nested
       under this one's (a table at ``<warehouse>/raw`` and one at ``<warehouse>/raw/data``);
-    * lacks a file of the table's current version (``live``: its metadata file, its current
-      snapshot's manifest list, manifests and live data and delete files) that is in the
-      listed folders: the listing and the metadata name files differently (a scheme, an
-      encoding, a double slash), and every file of the table would look unreferenced."""
+    * lacks a file of the table's current metadata that must exist (``live``: its metadata
+      file, the manifest lists and manifests of all its snapshots, read to plan, and its
+      current snapshot's data and delete files) that is in the listed folders: the listing
+      and the metadata name files differently (a scheme, an encoding, a double slash), and
+      every file of the table would look unreferenced. Not required: the metadata log's files
+      and older snapshots' data files, which may legitimately be gone (the key index deletes
+      the files it replaced at once, another engine's expiry may be half-way)."""
     for key in listed:
         parent = key.rsplit("/", 1)[0]
         if key.endswith(".metadata.json") and parent not in folders.metadata:
@@ -348,30 +368,104 @@ def check_listing(
     missing = sorted(k for k in live if folders.holds(k) and k not in listed)
     if missing:
         raise OrphanCleanupError(
-            f"{identifier}: {len(missing)} files of its current version are not in the listing "
+            f"{identifier}: {len(missing)} files of its current metadata are not in the listing "
             f"of {', '.join(folders.roots)} (first: {missing[0]}): the listing and the metadata "
             "name files differently, nothing deleted"
         )
+
+
+def _file_folders(metadata: Any) -> set[str]:
+    """The folders (:func:`path_key`) a table writes its files to: ``data``, ``metadata`` and
+    what its :data:`PATH_PROPERTIES` name, wherever they are."""
+    location = _folder_key(metadata.location)
+    folders = {f"{location}/data", f"{location}/metadata"}
+    for prop in PATH_PROPERTIES:
+        if value := metadata.properties.get(prop):
+            folders.add(_folder_key(value))
+    return folders
+
+
+def check_neighbours(catalog: Any, identifier: str, metadata: Any, folders: TableFolders) -> None:
+    """Refuse (:class:`OrphanCleanupError`, before anything is listed) when another table of
+    the same namespace in the catalog writes its files where this one's are listed: its
+    location equal to this table's, or its location or one of its file folders
+    (:func:`_file_folders`) at or under a listed folder, or a listed folder under one of its
+    file folders. A table renamed and re-created (a backup before a rebuild) has the same
+    default location: each would take the other's files for orphans. One metadata read per
+    table of the namespace; tables of other namespaces are caught by their metadata files
+    (:meth:`References.check_uuid`, :func:`check_listing`)."""
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+    me = Catalog.identifier_to_tuple(identifier)
+    location = _folder_key(metadata.location)
+    roots = [_folder_key(r) for r in folders.roots]
+    try:
+        neighbours = [t for t in catalog.list_tables(me[:-1]) if tuple(t) != me]
+    except NoSuchNamespaceError:  # dropped meanwhile: no neighbour left
+        return
+    for other in neighbours:
+        name = ".".join(other)
+        try:
+            theirs = catalog.load_table(other).metadata
+        except NoSuchTableError:  # dropped meanwhile: no files of its own left to keep
+            continue
+        except _unreadable() as exc:
+            raise OrphanCleanupError(
+                f"{identifier}: could not read the metadata of {name}, a table of the same "
+                f"namespace whose files may be in this one's folders, nothing deleted: {exc}"
+            ) from exc
+        if theirs.table_uuid == metadata.table_uuid:  # this table under another name
+            continue
+        their_location = _folder_key(theirs.location)
+        their_folders = _file_folders(theirs)
+        clash = their_location == location or any(
+            p == r or _under(p, r) or (_under(r, p) and p in their_folders)
+            for p in (their_location, *their_folders)
+            for r in roots
+        )
+        if clash:
+            raise OrphanCleanupError(
+                f"{identifier}: the table {name} writes its files where this one's are "
+                f"({theirs.location}, {metadata.location}): each would take the other's files "
+                "for orphans, nothing deleted"
+            )
 
 
 class References:
     """The files a table's metadata references (module docstring), read once per file: a
     manifest list or manifest already read is not read again (they never change)."""
 
-    def __init__(self, io: Any):
+    def __init__(self, io: Any, identifier: str = "", table_uuid: Any = None):
         self.io = io
+        self.identifier = identifier
+        #: The table's ``table-uuid``: every version read must have it (:meth:`check_uuid`).
+        self.table_uuid = table_uuid
         self.keys: set[str] = set()
         self._lists: set[str] = set()
         self._manifests: set[str] = set()
         self._versions: set[str] = set()
+        #: Manifest lists and manifests read (:func:`path_key`): they exist.
+        self.read_files: set[str] = set()
+        #: Manifest lists found gone, skipped for readers' versions (warned once).
+        self._gone: set[str] = set()
         self.reads = 0
 
     def add_metadata(
-        self, metadata: Any, metadata_location: str | None = None, live: set[str] | None = None
+        self,
+        metadata: Any,
+        metadata_location: str | None = None,
+        live: set[str] | None = None,
+        *,
+        for_readers: bool = False,
     ) -> None:
         """Add what ``metadata`` (one version of the table) references; ``live`` gets the files
         of that version itself (its metadata file, its current snapshot's manifest list,
-        manifests and live data and delete files)."""
+        manifests and live data and delete files). ``for_readers``: a
+        version read for its readers, not the current one: a manifest list or manifest of it
+        that is gone is skipped with a warning (another engine's ``expire_snapshots``, Trino's
+        or Spark's, deletes the expired snapshots' files: nothing left to protect); for the
+        current metadata it is an error (:class:`FileNotFoundError`)."""
         if metadata_location:
             self.keys.add(path_key(metadata_location))
             self._versions.add(path_key(metadata_location))
@@ -385,25 +479,57 @@ class References:
         if current is not None and live is not None:
             self._add_snapshot(current, live)
         for snapshot in metadata.snapshots:
-            self._add_snapshot(snapshot)
+            self._add_snapshot(snapshot, missing_ok=for_readers)
 
-    def _add_snapshot(self, snapshot: Any, live: set[str] | None = None) -> None:
+    def _add_snapshot(
+        self, snapshot: Any, live: set[str] | None = None, *, missing_ok: bool = False
+    ) -> None:
         """Add what ``snapshot`` references; into ``live`` too when given (then read even if
-        read before: ``live`` must be complete)."""
+        read before: ``live`` must be complete). ``missing_ok``: a manifest list or manifest
+        that is gone is skipped with a warning (:meth:`add_metadata`)."""
         if not snapshot.manifest_list or (live is None and snapshot.manifest_list in self._lists):
             return
-        found = {path_key(snapshot.manifest_list)}
+        if missing_ok and snapshot.manifest_list in self._gone:
+            return
         self.reads += 1
-        for manifest in snapshot.manifests(self.io):
+        try:
+            manifests = snapshot.manifests(self.io)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+            self._gone.add(snapshot.manifest_list)
+            log.warning(
+                "%s: manifest list %s of snapshot %s, named by a version read for its readers, "
+                "is gone (another engine expired it?): skipped",
+                self.identifier, snapshot.manifest_list, snapshot.snapshot_id,
+            )  # fmt: skip
+            return
+        found = {path_key(snapshot.manifest_list)}
+        self.read_files.add(path_key(snapshot.manifest_list))
+        complete = True
+        for manifest in manifests:
             found.add(path_key(manifest.manifest_path))
             if live is None and manifest.manifest_path in self._manifests:
                 continue
             self.reads += 1
-            # Live entries only (ADDED, EXISTING): a DELETED entry's file is the parent's.
-            for entry in manifest.fetch_manifest_entry(self.io, discard_deleted=True):
+            try:
+                # Live entries only (ADDED, EXISTING): a DELETED entry's file is the parent's.
+                entries = manifest.fetch_manifest_entry(self.io, discard_deleted=True)
+            except FileNotFoundError:
+                if not missing_ok:
+                    raise
+                log.warning(
+                    "%s: manifest %s, named by a version read for its readers, is gone: skipped",
+                    self.identifier, manifest.manifest_path,
+                )  # fmt: skip
+                complete = False
+                continue
+            for entry in entries:
                 found.add(path_key(entry.data_file.file_path))
             self._manifests.add(manifest.manifest_path)
-        self._lists.add(snapshot.manifest_list)
+            self.read_files.add(path_key(manifest.manifest_path))
+        if complete:  # else read again (strictly) if the current metadata names it
+            self._lists.add(snapshot.manifest_list)
         self.keys |= found
         if live is not None:
             live |= found
@@ -425,7 +551,7 @@ class References:
             except FileNotFoundError:  # gone (not by us: we keep every file of the log)
                 log.warning("%s: listed in the metadata log, not found", entry.metadata_file)
                 continue
-            self.add_metadata(old)
+            self.add_metadata(old, for_readers=True)
 
     def add_listed_versions(
         self, listed: dict[str, ListedFile], folders: TableFolders, cutoff_ms: int
@@ -435,9 +561,10 @@ class References:
         ``cutoff_ms``, and the versions of its metadata log current at or after it (the one
         current at the cutoff). The current metadata's log holds 16 versions only: a reader
         that planned a version more than 16 commits ago (a backfill's day overwrites) still
-        reads its files, and the versions written since name it. A metadata file that cannot
-        be read is a write in progress or a failed one (the table's versions are read above):
-        skipped, with a warning."""
+        reads its files, and the versions written since name it. A metadata file that does not
+        parse is a write in progress or a failed one, one gone since the listing was deleted by
+        another clean-up: skipped, with a warning. Any other failure to read it (a timeout, a
+        503, a permission) raises: its files cannot be known, nothing is deleted."""
         for key, f in sorted(listed.items()):
             if (
                 not key.endswith(".metadata.json")
@@ -446,28 +573,59 @@ class References:
                 or key in self._versions
             ):
                 continue
-            self._versions.add(key)
             try:
                 version = self._read_version(f.uri)
-            except _unreadable() as exc:
+            except (FileNotFoundError, *_not_a_version()) as exc:
                 log.warning("%s: not a readable table version, skipped: %s", f.uri, exc)
                 continue
-            self.add_metadata(version)
+            self._versions.add(key)  # only once read: a failed read protects nothing
+            self.add_metadata(version, for_readers=True)
             self.add_recent_versions(version, cutoff_ms)
 
     def _read_version(self, uri: str) -> Any:
         from pyiceberg.serializers import FromInputFile
 
         self.reads += 1
-        return FromInputFile.table_metadata(self.io.new_input(uri))
+        metadata = FromInputFile.table_metadata(self.io.new_input(uri))
+        self.check_uuid(uri, metadata)
+        return metadata
+
+    def check_uuid(self, uri: str, metadata: Any) -> None:
+        """Refuse (:class:`OrphanCleanupError`) a metadata file of another table (another
+        ``table-uuid``) in this one's folders: the two share their folders, and each would
+        take the other's files for orphans."""
+        if self.table_uuid is not None and metadata.table_uuid != self.table_uuid:
+            raise OrphanCleanupError(
+                f"{self.identifier}: {uri} is the metadata of another table (table-uuid "
+                f"{metadata.table_uuid}, this one's {self.table_uuid}) in this one's folders: "
+                "each would take the other's files for orphans, nothing deleted"
+            )
+
+    def check_planned_metadata(self, planned: dict[str, ListedFile]) -> None:
+        """Read each metadata file planned for deletion (few a day after the first run) and
+        refuse one of another table (:meth:`check_uuid`): an old version of a table sharing
+        this one's folders, which no version read so far names. One that does not parse (a
+        failed commit's) or is gone is no version: deleted, or already."""
+        for key, f in sorted(planned.items()):
+            if not key.endswith(".metadata.json"):
+                continue
+            try:
+                self._read_version(f.uri)
+            except (FileNotFoundError, *_not_a_version()):
+                continue
+
+
+def _not_a_version() -> tuple[type[Exception], ...]:
+    """What reading a metadata file that is no table version raises: JSON that does not parse
+    or does not validate (pyiceberg's ``ValidationError`` is no ``ValueError``; pydantic's is)."""
+    from pyiceberg.exceptions import ValidationError
+
+    return (ValueError, ValidationError)
 
 
 def _unreadable() -> tuple[type[Exception], ...]:
-    """What reading a missing or corrupt metadata file raises (pyiceberg's ``ValidationError``
-    for a metadata JSON that does not parse is no ``ValueError``)."""
-    from pyiceberg.exceptions import ValidationError
-
-    return (OSError, ValueError, ValidationError)
+    """What reading a missing or corrupt metadata file, or failing to, raises."""
+    return (OSError, *_not_a_version())
 
 
 def _now_ms(now: dt.datetime | None) -> int:
@@ -504,7 +662,8 @@ def remove_orphan_files(
     warehouse = getattr(catalog, "properties", {}).get("warehouse")
     check_location(identifier, table.metadata.location, warehouse)
     folders = table_folders(table.metadata)
-    refs = References(table.io)
+    check_neighbours(catalog, identifier, table.metadata, folders)
+    refs = References(table.io, identifier, table.metadata.table_uuid)
     live: set[str] = set()
     try:
         listed: dict[str, ListedFile] = {}
@@ -512,6 +671,7 @@ def remove_orphan_files(
             listed.update(lister(table.io, root))
         refs.add_metadata(table.metadata, table.metadata_location, live)
         current = set(refs.keys)
+        live |= refs.read_files  # every manifest list and manifest of it: read, so they exist
         refs.add_recent_versions(table.metadata, cutoff_ms)
         refs.add_listed_versions(listed, folders, cutoff_ms)
     except _unreadable() as exc:
@@ -524,6 +684,12 @@ def remove_orphan_files(
     unreferenced = {k: f for k, f in listed.items() if k not in refs.keys}
     planned = {k: f for k, f in unreferenced.items() if f.mtime_ms < cutoff_ms}
     young = [f for k, f in unreferenced.items() if k not in planned]
+    try:
+        refs.check_planned_metadata(planned)
+    except OSError as exc:
+        raise OrphanCleanupError(
+            f"{identifier}: could not read a metadata file to delete, nothing deleted: {exc}"
+        ) from exc
 
     meanwhile = 0
     if planned and not dry_run:
@@ -531,6 +697,7 @@ def remove_orphan_files(
         # table as it is now, right before deleting.
         fresh = catalog.load_table(identifier)
         if fresh.metadata_location != table.metadata_location:
+            refs.check_uuid(fresh.metadata_location, fresh.metadata)  # dropped, re-created
             try:
                 refs.add_metadata(fresh.metadata, fresh.metadata_location)
                 refs.add_recent_versions(fresh.metadata, cutoff_ms)

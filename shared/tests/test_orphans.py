@@ -713,3 +713,270 @@ def test_a_statistics_file_survives(catalog):
     done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later())
     assert stats.exists() and not stale.exists()
     assert [str(local(u)) for u in done.orphans] == [str(stale)]
+
+
+# ---- two tables sharing one folder -------------------------------------------------------------
+
+
+def test_a_table_renamed_and_recreated_at_the_same_location_is_refused_naming_both(catalog):
+    """``raw.users`` renamed to ``raw.users_old`` (a backup before a rebuild), then ``raw.users``
+    re-created: both live at ``<warehouse>/raw/users``. Cleaning either would take the other's
+    files for orphans: refused, naming both, nothing deleted."""
+    write_table(catalog, "raw.users", rows(0))
+    catalog.rename_table("raw.users", "raw.users_old")
+    old = catalog.load_table("raw.users_old")
+    before = content(old)
+    age(Path(p) for p in files_under(warehouse_of(catalog)))
+    write_table(catalog, "raw.users", rows(7, n=1))
+    new = catalog.load_table("raw.users")
+    assert new.metadata.location == old.metadata.location  # the trap is there
+    on_disk = files_under(table_dir(new))
+
+    for mine, theirs in (("raw.users", "raw.users_old"), ("raw.users_old", "raw.users")):
+        with pytest.raises(orphans.OrphanCleanupError, match=f"{mine}: .*{theirs}.*nothing del"):
+            orphans.remove_orphan_files(catalog, mine, older_than=AGE, now=later())
+        assert files_under(table_dir(new)) == on_disk
+    assert content(catalog.load_table("raw.users_old")) == before
+
+
+def test_another_tables_data_path_under_this_ones_folders_is_refused(catalog):
+    """A table of the namespace whose ``write.data.path`` is this table's ``data/`` folder."""
+    write_table(catalog, "raw.users", rows(0))
+    users = catalog.load_table("raw.users")
+    other = catalog.create_table("raw.other", schema=users.schema())
+    with other.transaction() as tx:
+        tx.set_properties({"write.data.path": f"{users.metadata.location}/data/other"})
+    killed_write(users)
+    age(Path(p) for p in files_under(table_dir(users)))
+    on_disk = files_under(table_dir(users))
+    with pytest.raises(orphans.OrphanCleanupError, match="raw.users: .*raw.other.*nothing del"):
+        orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later())
+    assert files_under(table_dir(users)) == on_disk
+
+
+@pytest.mark.parametrize("old", [True, False])
+def test_metadata_of_another_table_in_this_ones_folder_is_refused(catalog, old):
+    """A table of another namespace (not in the catalog check) at this table's location: its
+    metadata file, read as a version written within the age (``old=False``) or before deleting
+    it as an orphan (``old=True``), has another ``table-uuid``: refused, nothing deleted."""
+    write_table(catalog, "raw.users", rows(0))
+    users = catalog.load_table("raw.users")
+    catalog.create_namespace_if_not_exists("scratch")
+    write_table(catalog, "scratch.copy", rows(100))  # then moved where raw.users lives
+    copy = catalog.load_table("scratch.copy")
+    with copy.transaction() as tx:
+        tx.set_properties({"note": "moved"})  # a second version, so the first is not current
+    stray = local(copy.metadata.metadata_log[0].metadata_file)
+    moved = table_dir(users) / "metadata" / stray.name
+    moved.write_bytes(stray.read_bytes())
+    if old:
+        age([moved])
+    on_disk = files_under(table_dir(users))
+    with pytest.raises(
+        orphans.OrphanCleanupError, match=f"raw.users: .*{moved.name}.*another table.*nothing del"
+    ):
+        orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE)
+    assert files_under(table_dir(users)) == on_disk
+
+
+# ---- what another engine's expiry left, what could not be read ---------------------------------
+
+
+def test_another_engines_expiry_deleting_manifests_is_no_refusal(catalog):
+    """Trino's and Spark's ``expire_snapshots`` also delete the expired snapshots' manifest
+    lists and manifests. The versions written within the age still list those snapshots: what
+    is gone is skipped (nothing left to protect), the clean-up runs every day of the age."""
+    for k in range(4):
+        write_table(catalog, "raw.users", rows(k * 10))
+    before = catalog.load_table("raw.users")
+    maintenance.expire_snapshots(
+        catalog, "raw.users", AGGRESSIVE, now_ms=int(later(0.01).timestamp() * 1000)
+    )
+    after = catalog.load_table("raw.users")
+    kept = {s.snapshot_id for s in after.metadata.snapshots}
+    expired = [s for s in before.metadata.snapshots if s.snapshot_id not in kept]
+    assert expired
+    for s in expired:  # what the other engine deletes besides the metadata change
+        for m in s.manifests(before.io):
+            local(m.manifest_path).unlink(missing_ok=True)
+        local(s.manifest_list).unlink()
+    dead = killed_write(after)
+    age([dead])
+    done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE)
+    assert [str(local(u)) for u in done.orphans] == [str(dead)] and not dead.exists()
+    # The expired snapshots' data files: unreferenced now, kept until old enough.
+    assert done.too_young == 3  # the files of rows(0), rows(10), rows(20): expired only
+    done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, now=later(2.9))
+    assert done.orphans == ()
+    assert content(catalog.load_table("raw.users")) == content(after)
+
+
+def test_a_recent_version_that_fails_to_read_refuses_the_table(catalog, monkeypatch):
+    """A metadata file written within the age that cannot be read for another reason than a
+    parse error or its absence (a timeout, a 503, a permission): its files cannot be known,
+    so nothing is deleted (it is not skipped as a half-written commit's)."""
+    from pyiceberg.serializers import FromInputFile
+
+    write_table(catalog, "raw.users", rows(0))
+    first = catalog.load_table("raw.users").metadata_location
+    with catalog.load_table("raw.users").transaction() as tx:  # a log of one version: the
+        tx.set_properties({"write.metadata.previous-versions-max": "1"})  # first is listed only
+    write_table(catalog, "raw.users", rows(10))
+    write_table(catalog, "raw.users", rows(20))
+    table = catalog.load_table("raw.users")
+    assert local(first) not in {local(e.metadata_file) for e in table.metadata.metadata_log}
+    dead = killed_write(table)
+    age([dead])
+    real = FromInputFile.table_metadata
+
+    def flaky(input_file, *args, **kwargs):
+        if local(input_file.location) == local(first):
+            raise OSError("503 Slow Down")
+        return real(input_file, *args, **kwargs)
+
+    monkeypatch.setattr(FromInputFile, "table_metadata", staticmethod(flaky))
+    on_disk = files_under(table_dir(table))
+    with pytest.raises(orphans.OrphanCleanupError, match="raw.users: could not.*503"):
+        orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE)
+    assert files_under(table_dir(table)) == on_disk
+
+
+# ---- the listing guard: every file the current metadata references ----------------------------
+
+
+def drop_from_listing(predicate):
+    def lister(io, location):
+        return {k: f for k, f in orphans.list_files(io, location).items() if not predicate(k)}
+
+    return lister
+
+
+def test_a_listing_missing_a_manifest_of_an_older_snapshot_deletes_nothing(catalog):
+    """Not only the current snapshot's files: the manifest list and manifests of every snapshot
+    of the current metadata (read to plan, so they exist) must be in the listing."""
+    write_table(catalog, "raw.users", rows(0))
+    older = local(catalog.load_table("raw.users").current_snapshot().manifest_list)
+    write_table(catalog, "raw.users", rows(10))  # an overwrite: snapshot 1 is no longer current
+    table = catalog.load_table("raw.users")
+    dead = killed_write(table)
+    age(Path(p) for p in files_under(table_dir(table)))
+    with pytest.raises(orphans.OrphanCleanupError, match="raw.users: 1 files of its current"):
+        orphans.remove_orphan_files(
+            catalog,
+            "raw.users",
+            older_than=AGE,
+            lister=drop_from_listing(lambda k: k == str(older)),
+        )
+    assert dead.exists()
+
+
+def test_an_older_snapshots_data_file_deleted_by_its_writer_is_no_refusal(catalog):
+    """The key index deletes the files a commit replaced at once (older snapshots still name
+    them): gone from the listing, not from a naming mismatch. The clean-up goes on."""
+    write_table(catalog, "raw.users", rows(0))
+    replaced = planned_files(catalog.load_table("raw.users"))
+    write_table(catalog, "raw.users", rows(10))
+    for p in replaced:
+        p.unlink()
+    table = catalog.load_table("raw.users")
+    dead = killed_write(table)
+    age([dead])
+    done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE)
+    assert [str(local(u)) for u in done.orphans] == [str(dead)] and not dead.exists()
+
+
+@pytest.mark.parametrize("kind", ["manifest", "manifest list"])
+def test_a_listing_missing_only_a_manifest_deletes_nothing(catalog, kind):
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    snapshot = table.current_snapshot()
+    missing = (
+        local(snapshot.manifests(table.io)[0].manifest_path)
+        if kind == "manifest"
+        else local(snapshot.manifest_list)
+    )
+    dead = killed_write(table)
+    age([dead])
+    with pytest.raises(orphans.OrphanCleanupError, match="raw.users: 1 files of its current"):
+        orphans.remove_orphan_files(
+            catalog,
+            "raw.users",
+            older_than=AGE,
+            lister=drop_from_listing(lambda k: k == str(missing)),
+        )
+    assert dead.exists()
+
+
+def test_a_sibling_folder_sharing_a_prefix_is_never_listed(catalog):
+    """An object store lists by key prefix: ``<location>/data`` also matches ``data2/`` and
+    ``metadata`` matches ``metadata-old/``. The listing keeps only what is under the folder
+    and a separator: their files are never listed, never deleted."""
+    import pyarrow.fs as pafs
+
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    siblings = [
+        table_dir(table) / "data2" / "x.parquet",
+        table_dir(table) / "metadata-old" / "y.avro",
+    ]
+    for p in siblings:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    dead = killed_write(table)
+    age([*siblings, dead])
+
+    class PrefixFS:  # the local files, listed as an object store does: by key prefix
+        def get_file_info(self, selector):
+            parent = selector.base_dir.rstrip("/").rsplit("/", 1)[0]
+            infos = pafs.LocalFileSystem().get_file_info(pafs.FileSelector(parent, recursive=True))
+            return [i for i in infos if i.path.startswith(selector.base_dir)]
+
+    class PrefixIO:
+        def fs_by_scheme(self, scheme, netloc):
+            return PrefixFS()
+
+    def by_prefix(io, location):
+        return orphans.list_files(PrefixIO(), location)
+
+    listed = by_prefix(None, f"{table.metadata.location}/data")
+    assert str(dead) in listed and not any("data2" in k for k in listed)
+    done = orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE, lister=by_prefix)
+    assert [str(local(u)) for u in done.orphans] == [str(dead)] and not dead.exists()
+    assert all(p.exists() for p in siblings)
+
+
+def test_a_metadata_file_listed_without_a_time_is_read_as_recent_and_kept(catalog):
+    """A version whose metadata file the store lists with no time: taken as written within the
+    age (its reader's files are kept), and itself never deleted."""
+    import pyarrow.fs as pafs
+
+    write_table(catalog, "raw.users", rows(0))
+    first = catalog.load_table("raw.users")
+    planned_by_reader = planned_files(first)
+    write_table(catalog, "raw.users", rows(10))
+    maintenance.expire_snapshots(
+        catalog, "raw.users", AGGRESSIVE, now_ms=int(later(0.01).timestamp() * 1000)
+    )
+    timeless = str(local(first.metadata_location))
+
+    class EpochFS:
+        def get_file_info(self, selector):
+            infos = pafs.LocalFileSystem().get_file_info(selector)
+            return [
+                pafs.FileInfo(i.path, i.type, size=i.size, mtime_ns=0) if i.path == timeless else i
+                for i in infos
+            ]
+
+    class EpochIO:
+        def fs_by_scheme(self, scheme, netloc):
+            return EpochFS()
+
+    def epoch(io, location):
+        return orphans.list_files(EpochIO(), location)
+
+    # Four days later every file is old, but the version listed without a time may be recent.
+    done = orphans.remove_orphan_files(
+        catalog, "raw.users", older_than=AGE, now=later(), lister=epoch
+    )
+    assert Path(timeless).exists() and all(p.exists() for p in planned_by_reader)
+    assert done.kept_for_readers >= len(planned_by_reader) and timeless not in done.orphans
