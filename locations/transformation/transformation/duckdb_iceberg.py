@@ -144,9 +144,10 @@ _DUCKDB_TYPES = {
     "timestamp": "TIMESTAMP",
     "timestamptz": "TIMESTAMP WITH TIME ZONE",
     "string": "VARCHAR",
-    "uuid": "UUID",
     "binary": "BLOB",
 }
+# Not mapped (read by name instead): uuid and fixed, stored as fixed-length byte arrays whose
+# conversion DuckDB's field-id schema does not promise; nested types.
 
 #: The table property that says some data files may have no field ids (Iceberg's name mapping).
 NAME_MAPPING_PROPERTY = "schema.name-mapping.default"
