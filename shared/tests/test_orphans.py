@@ -841,6 +841,31 @@ def test_a_recent_version_that_fails_to_read_refuses_the_table(catalog, monkeypa
     assert files_under(table_dir(table)) == on_disk
 
 
+def test_a_recent_metadata_file_no_version_names_that_fails_to_read_refuses(catalog, monkeypatch):
+    """The same for a metadata file of the table that no version's log names (a commit that
+    lost its race, or was killed after writing it): it is read only from the listing."""
+    from pyiceberg.serializers import FromInputFile
+
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    lost = table_dir(table) / "metadata" / f"00001-{uuid.uuid4()}.metadata.json"
+    lost.write_bytes(local(table.metadata_location).read_bytes())
+    dead = killed_write(table)
+    age([dead])
+    real = FromInputFile.table_metadata
+
+    def flaky(input_file, *args, **kwargs):
+        if local(input_file.location) == lost:
+            raise PermissionError("access denied")
+        return real(input_file, *args, **kwargs)
+
+    monkeypatch.setattr(FromInputFile, "table_metadata", staticmethod(flaky))
+    on_disk = files_under(table_dir(table))
+    with pytest.raises(orphans.OrphanCleanupError, match="raw.users: could not.*access denied"):
+        orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE)
+    assert files_under(table_dir(table)) == on_disk
+
+
 # ---- the listing guard: every file the current metadata references ----------------------------
 
 
