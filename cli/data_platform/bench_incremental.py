@@ -391,7 +391,8 @@ def bare_day(
         con.execute(f"create schema if not exists {ns}")
         for ident in catalog.list_tables(ns):
             view = f"{ns}.{quote_identifier(ident[-1])}"
-            table_sql = scan_sql(catalog.load_table(".".join(ident)), scratch)
+            # The window, as the dbt plugin's views have it in a day's run (run_window).
+            table_sql = scan_sql(catalog.load_table(".".join(ident)), scratch, (start, end))
             con.execute(f"create or replace view {view} as select * from {table_sql}")
     for schema, model, day_column in BARE_MODELS:
         path = scratch / f"{model}.parquet"
@@ -400,7 +401,7 @@ def bare_day(
             {"window_start": start.isoformat(), "window_end": end.isoformat()} if day_column else {}
         )
         store_batch(catalog, f"{schema}.{model}", path, day_partition_column=day_column, **window)
-        table_sql = scan_sql(catalog.load_table(f"{schema}.{model}"), scratch)
+        table_sql = scan_sql(catalog.load_table(f"{schema}.{model}"), scratch, (start, end))
         con.execute(f"create or replace view {schema}.{model} as select * from {table_sql}")
     t2 = time.perf_counter()
     parts["dbt_models"] = t2 - t1b

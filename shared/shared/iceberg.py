@@ -514,16 +514,26 @@ def _write(
 def _expired_snapshots(table: Table, now_ms: int) -> list[int]:
     """The snapshots a write to ``table`` expires (see :data:`DAILY_TABLE_PROPERTIES`): none
     unless the table has both ``history.expire.*`` properties; never the newest
-    ``min-snapshots-to-keep``, one younger than ``max-snapshot-age-ms``, or a branch or tag head.
+    ``min-snapshots-to-keep``, one younger than ``max-snapshot-age-ms``, or a branch or tag head,
+    and never less than the platform's retention keeps (``DATA_PLATFORM_SNAPSHOT_KEEP_LAST``,
+    ``DATA_PLATFORM_SNAPSHOT_MIN_AGE_MINUTES``: the larger of the two counts and of the two ages).
     Expiring removes snapshots from the metadata only and deletes no file, so a reader that
     planned an expired snapshot still reads it; the files only expired snapshots listed are
     deleted later by the orphan-file clean-up (``shared.orphans``), once older than its age
     and unreferenced by every version of the table current within it."""
+    from shared.settings import snapshot_retention
+
     props = table.properties
     keep = props.get("history.expire.min-snapshots-to-keep")
     max_age = props.get("history.expire.max-snapshot-age-ms")
     if keep is None or max_age is None:
         return []
+    # One retention policy: the platform's (shared.settings.snapshot_retention, which the
+    # maintenance jobs apply to every table) is never undercut here; the table's own properties
+    # (Iceberg's names, which other engines' expiry reads too) can only keep more.
+    retention = snapshot_retention()
+    keep = max(int(keep), retention.keep_last)
+    max_age = max(int(max_age), retention.min_age_ms)
     snapshots = sorted(
         table.metadata.snapshots, key=lambda s: (s.sequence_number or 0, s.timestamp_ms)
     )

@@ -419,7 +419,8 @@ class SnapshotRetention:
 def snapshot_retention(environ: Mapping[str, str] | None = None) -> SnapshotRetention:
     """``DATA_PLATFORM_SNAPSHOT_KEEP_LAST`` (default 16, at least 2) and
     ``DATA_PLATFORM_SNAPSHOT_MIN_AGE_MINUTES`` (default 60; 0 allowed): the retention of every
-    table's snapshots. Read when a maintenance run starts, never at import.
+    table's snapshots. Read when a maintenance run starts or a daily table's write expires
+    snapshots in its commit, never at import.
 
     Why both bounds, and these defaults:
 
@@ -427,9 +428,10 @@ def snapshot_retention(environ: Mapping[str, str] | None = None) -> SnapshotRete
       snapshot, several times per commit, so a commit's cost grows with the snapshots kept. An
       age-only rule (Iceberg's own default: 5 days) keeps every snapshot of those days: about 120
       per table with the hourly sync, 1,440 with a 5-minute one, so the cost would still follow
-      the sync frequency times the age. Sixteen is the count the daily tables already keep
-      (``shared.iceberg.DAILY_TABLE_PROPERTIES``): 16 hours of time travel at the hourly sync,
-      16 days at a daily one.
+      the sync frequency times the age. Sixteen is the count the daily tables keep in their own
+      commits (``shared.iceberg.DAILY_TABLE_PROPERTIES``; those commits never keep less than
+      these settings, ``shared.iceberg._expired_snapshots``): 16 hours of time travel at the
+      hourly sync, 16 days at a daily one.
     * The age protects what is in flight: a run reading an older snapshot by id (a sync reads
       the table as of its pre-sync snapshot to find moved keys; the raw checks compare the
       latest commit with its parent). An hour is far longer than those reads; runs that already

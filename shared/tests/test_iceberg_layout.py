@@ -186,7 +186,10 @@ def test_daily_writes_expire_old_snapshots_in_their_commit(catalog, monkeypatch)
     for n in range(3):  # with the default age (an hour), a quick series expires nothing
         overwrite_day(catalog, day(n))
     assert len(catalog.load_table("staging.ev").snapshots()) == 3  # one append per new day
-    with catalog.load_table("staging.ev").transaction() as tx:  # values set on the table win
+    # The larger of the table's values and the platform's retention (shared.settings) applies.
+    monkeypatch.setenv("DATA_PLATFORM_SNAPSHOT_KEEP_LAST", "2")
+    monkeypatch.setenv("DATA_PLATFORM_SNAPSHOT_MIN_AGE_MINUTES", "0")
+    with catalog.load_table("staging.ev").transaction() as tx:
         tx.set_properties(
             {"history.expire.max-snapshot-age-ms": "0", "history.expire.min-snapshots-to-keep": "3"}
         )
@@ -201,6 +204,13 @@ def test_daily_writes_expire_old_snapshots_in_their_commit(catalog, monkeypatch)
     got = read_table(catalog, "staging.ev")
     assert sorted(got["event_date"].to_pylist()) == [day(n) for n in range(12) for _ in range(2)]
     assert got["label"].to_pylist().count("b") == 18
+    # An operator who keeps more than the table's value gets more: one retention policy.
+    monkeypatch.setenv("DATA_PLATFORM_SNAPSHOT_KEEP_LAST", "8")
+    for n in range(12, 18):
+        overwrite_day(catalog, day(n))
+        overwrite_day(catalog, day(n), label="b")
+    assert len(catalog.load_table("staging.ev").snapshots()) >= 8
+    assert len(catalog.load_table("staging.ev").snapshots()) <= 8 + 2
     # Unpartitioned (raw) tables keep their history: shared.changes reads it.
     for _ in range(4):
         write_table(catalog, "raw.r", rows([day(0)]), mode="append")

@@ -277,6 +277,8 @@ def test_a_daily_write_that_expires_in_its_commit_survives_a_concurrent_expiry(
     for n in range(6):
         write_table(catalog, "marts.daily", daily(n), mode="append", partition_by_day="event_date")
     table = catalog.load_table("marts.daily")
+    monkeypatch.setenv("DATA_PLATFORM_SNAPSHOT_KEEP_LAST", "2")
+    monkeypatch.setenv("DATA_PLATFORM_SNAPSHOT_MIN_AGE_MINUTES", "0")
     with table.transaction() as tx:  # expire in each write's commit, as aggressively as allowed
         tx.set_properties(
             {
