@@ -739,6 +739,30 @@ def test_a_table_renamed_and_recreated_at_the_same_location_is_refused_naming_bo
     assert content(catalog.load_table("raw.users_old")) == before
 
 
+def test_the_tables_of_a_run_read_each_neighbour_once(catalog, monkeypatch):
+    """The clean-ups of one run share what they read of the namespace's tables: one load per
+    table, not one per pair; a clash among them is still refused."""
+    names = [f"raw.t{k}" for k in range(4)]
+    for name in names:
+        write_table(catalog, name, rows(0))
+    loads: list[str] = []
+    real = type(catalog).load_table
+
+    def counted(self, identifier):
+        loads.append(str(identifier))
+        return real(self, identifier)
+
+    monkeypatch.setattr(type(catalog), "load_table", counted)
+    done = orphans.remove_orphans_of_tables(catalog, names, older_than=AGE, dry_run=True)
+    assert [r.identifier for r in done] == names
+    assert len(loads) == 2 * len(names) - 1  # each its own, and the first its 3 neighbours
+
+    catalog.rename_table("raw.t3", "raw.t3_old")
+    write_table(catalog, "raw.t3", rows(7))
+    with pytest.raises(orphans.OrphanCleanupError, match="raw.t3: .*raw.t3_old"):
+        orphans.remove_orphans_of_tables(catalog, names, older_than=AGE, dry_run=True)
+
+
 def test_another_tables_data_path_under_this_ones_folders_is_refused(catalog):
     """A table of the namespace whose ``write.data.path`` is this table's ``data/`` folder."""
     write_table(catalog, "raw.users", rows(0))
