@@ -400,10 +400,15 @@ def maintenance_definitions(
             raise dg.Failure(str(exc)) from None
         dry_run = context.op_config["dry_run"]
         catalog = context.resources.iceberg.catalog()
+        neighbours: dict[Any, Any] = {}  # each table's neighbours read once per run, not per pair
 
         def clean(identifier: str) -> Any:
             result = remove_orphan_files(
-                catalog, identifier, older_than=dt.timedelta(hours=hours), dry_run=dry_run
+                catalog,
+                identifier,
+                older_than=dt.timedelta(hours=hours),
+                dry_run=dry_run,
+                neighbours=neighbours,
             )
             verb = "would delete" if dry_run else "deleted"
             count = len(result.orphans) if dry_run else result.deleted

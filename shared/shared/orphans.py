@@ -385,14 +385,38 @@ def _file_folders(metadata: Any) -> set[str]:
     return folders
 
 
-def check_neighbours(catalog: Any, identifier: str, metadata: Any, folders: TableFolders) -> None:
+@dataclass(frozen=True)
+class Neighbour:
+    """What :func:`check_neighbours` needs of another table: its ``table-uuid``, location
+    (:func:`path_key`) and file folders (:func:`_file_folders`)."""
+
+    uuid: Any
+    location: str
+    folders: frozenset[str]
+
+    @classmethod
+    def of(cls, metadata: Any) -> Neighbour:
+        return cls(
+            metadata.table_uuid, _folder_key(metadata.location), frozenset(_file_folders(metadata))
+        )
+
+
+def check_neighbours(
+    catalog: Any,
+    identifier: str,
+    metadata: Any,
+    folders: TableFolders,
+    known: dict[tuple[str, ...], Neighbour] | None = None,
+) -> None:
     """Refuse (:class:`OrphanCleanupError`, before anything is listed) when another table of
     the same namespace in the catalog writes its files where this one's are listed: its
     location equal to this table's, or its location or one of its file folders
     (:func:`_file_folders`) at or under a listed folder, or a listed folder under one of its
     file folders. A table renamed and re-created (a backup before a rebuild) has the same
     default location: each would take the other's files for orphans. One metadata read per
-    table of the namespace; tables of other namespaces are caught by their metadata files
+    table of the namespace, once per maintenance run when ``known`` (a cache the run's
+    clean-ups share) is given: a table re-created during the run is still caught by its
+    metadata files (below); tables of other namespaces are caught by their metadata files
     (:meth:`References.check_uuid`, :func:`check_listing`)."""
     from pyiceberg.catalog import Catalog
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
@@ -404,30 +428,32 @@ def check_neighbours(catalog: Any, identifier: str, metadata: Any, folders: Tabl
         neighbours = [t for t in catalog.list_tables(me[:-1]) if tuple(t) != me]
     except NoSuchNamespaceError:  # dropped meanwhile: no neighbour left
         return
-    for other in neighbours:
+    for other in map(tuple, neighbours):
         name = ".".join(other)
-        try:
-            theirs = catalog.load_table(other).metadata
-        except NoSuchTableError:  # dropped meanwhile: no files of its own left to keep
+        theirs = known.get(other) if known is not None else None
+        if theirs is None:
+            try:
+                theirs = Neighbour.of(catalog.load_table(other).metadata)
+            except NoSuchTableError:  # dropped meanwhile: no files of its own left to keep
+                continue
+            except _unreadable() as exc:
+                raise OrphanCleanupError(
+                    f"{identifier}: could not read the metadata of {name}, a table of the same "
+                    f"namespace whose files may be in this one's folders, nothing deleted: {exc}"
+                ) from exc
+            if known is not None:
+                known[other] = theirs
+        if theirs.uuid == metadata.table_uuid:  # this table under another name
             continue
-        except _unreadable() as exc:
-            raise OrphanCleanupError(
-                f"{identifier}: could not read the metadata of {name}, a table of the same "
-                f"namespace whose files may be in this one's folders, nothing deleted: {exc}"
-            ) from exc
-        if theirs.table_uuid == metadata.table_uuid:  # this table under another name
-            continue
-        their_location = _folder_key(theirs.location)
-        their_folders = _file_folders(theirs)
-        clash = their_location == location or any(
-            p == r or _under(p, r) or (_under(r, p) and p in their_folders)
-            for p in (their_location, *their_folders)
+        clash = theirs.location == location or any(
+            p == r or _under(p, r) or (_under(r, p) and p in theirs.folders)
+            for p in (theirs.location, *theirs.folders)
             for r in roots
         )
         if clash:
             raise OrphanCleanupError(
                 f"{identifier}: the table {name} writes its files where this one's are "
-                f"({theirs.location}, {metadata.location}): each would take the other's files "
+                f"({theirs.location}, {location}): each would take the other's files "
                 "for orphans, nothing deleted"
             )
 
@@ -640,11 +666,14 @@ def remove_orphan_files(
     dry_run: bool = False,
     now: dt.datetime | None = None,
     lister: Callable[[Any, str], dict[str, ListedFile]] = list_files,
+    neighbours: dict[tuple[str, ...], Neighbour] | None = None,
 ) -> OrphanCleanup:
     """Delete ``identifier``'s orphan files older than ``older_than`` (module docstring);
     ``dry_run`` deletes nothing and returns the same list. ``older_than`` defaults to the
     settings' (``DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS``), ``now`` to the current time. A missing
-    table is nothing to do. Raises :class:`OrphanCleanupError` when a file could not be deleted
+    table is nothing to do. ``neighbours``: the other tables read for :func:`check_neighbours`,
+    a cache shared by the clean-ups of one run (one read per table, not one per pair). Raises
+    :class:`OrphanCleanupError` when a file could not be deleted
     (after trying the others), and, with nothing deleted, when the location or the listing is
     refused or the metadata cannot be read (module docstring)."""
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
@@ -662,7 +691,11 @@ def remove_orphan_files(
     warehouse = getattr(catalog, "properties", {}).get("warehouse")
     check_location(identifier, table.metadata.location, warehouse)
     folders = table_folders(table.metadata)
-    check_neighbours(catalog, identifier, table.metadata, folders)
+    if neighbours is not None:  # this table, as the next clean-ups of the run see it
+        from pyiceberg.catalog import Catalog
+
+        neighbours[Catalog.identifier_to_tuple(identifier)] = Neighbour.of(table.metadata)
+    check_neighbours(catalog, identifier, table.metadata, folders, neighbours)
     refs = References(table.io, identifier, table.metadata.table_uuid)
     live: set[str] = set()
     try:
@@ -763,11 +796,14 @@ def remove_orphans_of_tables(
     older_than: dt.timedelta | None = None,
     dry_run: bool = False,
 ) -> list[OrphanCleanup]:
-    """:func:`remove_orphan_files` of each table, one after the other; the age is read once."""
+    """:func:`remove_orphan_files` of each table, one after the other; the age is read once,
+    each other table of their namespaces once (:func:`check_neighbours`)."""
     if older_than is None:
         from shared.settings import orphan_min_age_hours
 
         older_than = dt.timedelta(hours=orphan_min_age_hours())
+    known: dict[tuple[str, ...], Neighbour] = {}
     return [
-        remove_orphan_files(catalog, i, older_than=older_than, dry_run=dry_run) for i in identifiers
+        remove_orphan_files(catalog, i, older_than=older_than, dry_run=dry_run, neighbours=known)
+        for i in identifiers
     ]

@@ -739,6 +739,30 @@ def test_a_table_renamed_and_recreated_at_the_same_location_is_refused_naming_bo
     assert content(catalog.load_table("raw.users_old")) == before
 
 
+def test_the_tables_of_a_run_read_each_neighbour_once(catalog, monkeypatch):
+    """The clean-ups of one run share what they read of the namespace's tables: one load per
+    table, not one per pair; a clash among them is still refused."""
+    names = [f"raw.t{k}" for k in range(4)]
+    for name in names:
+        write_table(catalog, name, rows(0))
+    loads: list[str] = []
+    real = type(catalog).load_table
+
+    def counted(self, identifier):
+        loads.append(str(identifier))
+        return real(self, identifier)
+
+    monkeypatch.setattr(type(catalog), "load_table", counted)
+    done = orphans.remove_orphans_of_tables(catalog, names, older_than=AGE, dry_run=True)
+    assert [r.identifier for r in done] == names
+    assert len(loads) == 2 * len(names) - 1  # each its own, and the first its 3 neighbours
+
+    catalog.rename_table("raw.t3", "raw.t3_old")
+    write_table(catalog, "raw.t3", rows(7))
+    with pytest.raises(orphans.OrphanCleanupError, match="raw.t3: .*raw.t3_old"):
+        orphans.remove_orphans_of_tables(catalog, names, older_than=AGE, dry_run=True)
+
+
 def test_another_tables_data_path_under_this_ones_folders_is_refused(catalog):
     """A table of the namespace whose ``write.data.path`` is this table's ``data/`` folder."""
     write_table(catalog, "raw.users", rows(0))
@@ -837,6 +861,31 @@ def test_a_recent_version_that_fails_to_read_refuses_the_table(catalog, monkeypa
     monkeypatch.setattr(FromInputFile, "table_metadata", staticmethod(flaky))
     on_disk = files_under(table_dir(table))
     with pytest.raises(orphans.OrphanCleanupError, match="raw.users: could not.*503"):
+        orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE)
+    assert files_under(table_dir(table)) == on_disk
+
+
+def test_a_recent_metadata_file_no_version_names_that_fails_to_read_refuses(catalog, monkeypatch):
+    """The same for a metadata file of the table that no version's log names (a commit that
+    lost its race, or was killed after writing it): it is read only from the listing."""
+    from pyiceberg.serializers import FromInputFile
+
+    write_table(catalog, "raw.users", rows(0))
+    table = catalog.load_table("raw.users")
+    lost = table_dir(table) / "metadata" / f"00001-{uuid.uuid4()}.metadata.json"
+    lost.write_bytes(local(table.metadata_location).read_bytes())
+    dead = killed_write(table)
+    age([dead])
+    real = FromInputFile.table_metadata
+
+    def flaky(input_file, *args, **kwargs):
+        if local(input_file.location) == lost:
+            raise PermissionError("access denied")
+        return real(input_file, *args, **kwargs)
+
+    monkeypatch.setattr(FromInputFile, "table_metadata", staticmethod(flaky))
+    on_disk = files_under(table_dir(table))
+    with pytest.raises(orphans.OrphanCleanupError, match="raw.users: could not.*access denied"):
         orphans.remove_orphan_files(catalog, "raw.users", older_than=AGE)
     assert files_under(table_dir(table)) == on_disk
 
