@@ -109,10 +109,7 @@ def scan_sql(table: Table, scratch_dir: Path, window: tuple[dt.date, dt.date] | 
     simple = tasks and all(paths) and not any(task.delete_files for task in tasks)
     if simple:
         schema = field_id_schema(table)
-        if schema is None:
-            files = ", ".join(sql_string(p) for p in paths)  # type: ignore[arg-type]
-            return f"read_parquet([{files}], union_by_name = true)"
-        groups = day_partition_groups(table, tasks, window)
+        groups = None if schema is None else day_partition_groups(table, tasks, paths, window)
         if groups is None:
             return _read_files(paths, schema)  # type: ignore[arg-type]
         branches = [
@@ -127,9 +124,12 @@ def scan_sql(table: Table, scratch_dir: Path, window: tuple[dt.date, dt.date] | 
     return f"read_parquet({sql_string(str(copy))})"
 
 
-def _read_files(paths: Iterable[str], schema: str) -> str:
+def _read_files(paths: Iterable[str], schema: str | None) -> str:
+    """``read_parquet`` of ``paths``: columns by field id (``schema``, :func:`field_id_schema`),
+    or by name (``union_by_name``) without one."""
     files = ", ".join(sql_string(p) for p in paths)
-    return f"read_parquet([{files}], schema = {schema})"
+    how = "union_by_name = true" if schema is None else f"schema = {schema}"
+    return f"read_parquet([{files}], {how})"
 
 
 #: Iceberg primitive types and their DuckDB names (decimal is added with its precision).
@@ -185,9 +185,10 @@ _EPOCH = dt.date(1970, 1, 1)
 
 
 def day_partition_groups(
-    table: Table, tasks: list[Any], window: tuple[dt.date, dt.date] | None
+    table: Table, tasks: list[Any], paths: list[str], window: tuple[dt.date, dt.date] | None
 ) -> list[tuple[str, list[str]]] | None:
-    """The table's files in groups around the day ``window`` ``[start, end)``, each with a
+    """The table's files (``tasks``, planned; ``paths``, their local paths in the same order) in
+    groups around the day ``window`` ``[start, end)``, each with a
     predicate on the partition's source column that its files' partition values make true:
     ``(predicate, paths)``, the window's files first (no predicate needed), then those before
     (``column < start``), after (``column >= end``) and of a null partition (none). None when
@@ -215,14 +216,14 @@ def day_partition_groups(
     start, end = window
     column = quote_identifier(source.name)
     groups: dict[str, list[str]] = {"window": [], "before": [], "after": [], "null": []}
-    for task in tasks:
+    for task, path in zip(tasks, paths, strict=True):
         value = task.file.partition[0]
         if value is None:
             group = "null"
         else:
             day = _EPOCH + dt.timedelta(days=int(value))
             group = "before" if day < start else "after" if day >= end else "window"
-        groups[group].append(local_path(task.file.file_path))  # type: ignore[arg-type]
+        groups[group].append(path)
     predicates = {
         "window": "",
         "before": f"{column} < DATE '{start.isoformat()}'",
