@@ -253,6 +253,17 @@ def _each_table(
     return done
 
 
+def _read_setting(dg: Any, read: Callable[[], Any]) -> Any:
+    """``read()`` of a setting in an op: a bad value fails the run with the settings' message
+    (which variable, which values), not a traceback."""
+    from shared.settings import SettingsError
+
+    try:
+        return read()
+    except SettingsError as exc:
+        raise dg.Failure(str(exc)) from None
+
+
 def maintenance_definitions(
     location: str,
     tables: Sequence[str],
@@ -338,12 +349,7 @@ def maintenance_definitions(
     )
     def expire_op(context):  # type: ignore[no-untyped-def]
         """Expire the old snapshots of each of this location's tables (shared.maintenance)."""
-        from shared.settings import SettingsError
-
-        try:
-            retention = snapshot_retention()
-        except SettingsError as exc:  # the run's failure says which variable, not a traceback
-            raise dg.Failure(str(exc)) from None
+        retention = _read_setting(dg, snapshot_retention)
         catalog = context.resources.iceberg.catalog()
 
         def expire(identifier: str) -> Any:
@@ -389,15 +395,12 @@ def maintenance_definitions(
         import datetime as dt
 
         from shared.orphans import remove_orphan_files
-        from shared.settings import SettingsError, orphan_min_age_hours
+        from shared.settings import orphan_min_age_hours
 
         if not context.op_config["remove_orphan_files"]:
             context.log.info("orphan files: not this run (daily schedule)")
             return dg.Output(None, metadata={"skipped": True})
-        try:
-            hours = orphan_min_age_hours()
-        except SettingsError as exc:  # the run's failure says which variable, not a traceback
-            raise dg.Failure(str(exc)) from None
+        hours = _read_setting(dg, orphan_min_age_hours)
         dry_run = context.op_config["dry_run"]
         catalog = context.resources.iceberg.catalog()
         neighbours: dict[Any, Any] = {}  # each table's neighbours read once per run, not per pair
