@@ -4,8 +4,10 @@ and the step gets the same events as dagster-dbt's dbt subprocess gave."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import raw_fixture
@@ -190,8 +192,17 @@ def test_events_and_metadata_match_the_dbt_subprocess_path(catalog, home, tmp_pa
     kinds = {kind for kind, _, _ in got}
     assert kinds == {"AssetMaterialization", "AssetCheckEvaluation"}
     assert ("AssetMaterialization", "staging/stg_events", None) in got
-    # dbt's artifacts are in the invocation's own target folder, as they were.
-    assert (own_target / "run_results.json").exists() and (own_target / "dbt.log").exists()
+    # dbt's run results and log are in the invocation's own target folder, as they were: the
+    # same nodes with the same statuses as the subprocess's. The project's manifest.json is not
+    # written again (--no-write-json; the assets read the prepared one).
+    assert (own_target / "dbt.log").exists()
+
+    def statuses(target: Path) -> dict[str, str]:
+        results = json.loads((target / "run_results.json").read_text())["results"]
+        return {r["unique_id"]: r["status"] for r in results}
+
+    assert statuses(own_target) == statuses(sub_target) and statuses(own_target)
+    assert (sub_target / "manifest.json").exists() and not (own_target / "manifest.json").exists()
 
 
 def test_the_asset_reports_the_same_outputs_as_before(catalog, home):

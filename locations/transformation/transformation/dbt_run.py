@@ -297,7 +297,9 @@ def parsed_manifest(project_dir: Path, target: str, target_path: Path, manifest_
         manifest = _MANIFESTS.get(key)
         if manifest is not None:
             return manifest
-        args = ["parse", *(["--target", target] if target else [])]
+        # --no-write-json: the Manifest object is what is kept; its partial-parse state is
+        # still saved (dbt writes it whatever the flag).
+        args = ["parse", "--no-write-json", *(["--target", target] if target else [])]
         collector = _EventCollector()
         try:
             result = dbtRunner(callbacks=[collector]).invoke(
@@ -314,6 +316,17 @@ def parsed_manifest(project_dir: Path, target: str, target_path: Path, manifest_
         return result.result
 
 
+def write_run_results(result: Any, target_path: Path) -> Path | None:
+    """Write dbt's ``run_results.json`` of an invocation's result to ``target_path`` (what dbt
+    writes itself without ``--no-write-json``); None when the invocation has no node results
+    (it failed before running any: dbt's ``dbt.log`` says why)."""
+    if not hasattr(result, "write") or not hasattr(result, "results"):
+        return None
+    path = target_path / "run_results.json"
+    result.write(str(path))
+    return path
+
+
 def invoke(
     args: list[str], *, project_dir: Path, target_path: Path, manifest_path: Path
 ) -> DbtInvocation:
@@ -327,13 +340,18 @@ def invoke(
     with _INVOKE_LOCK:
         manifest = parsed_manifest(project_dir, _target_of(args), target_path, manifest_path)
         try:
+            # --no-write-json: dbt would write the whole project's manifest.json (and its
+            # semantic manifest) after every invocation, about 0.15 s of JSON nobody reads (the
+            # run's folder is deleted when the run succeeds; the assets read the prepared
+            # manifest). Only run_results.json is worth keeping, for a failed run: written below.
             result = dbtRunner(manifest=manifest, callbacks=[collector]).invoke(
-                [*args, *location_args(project_dir, target_path)]
+                [*args, "--no-write-json", *location_args(project_dir, target_path)]
             )
         finally:
             _reset_dbt_state()
         sys.stdout.flush()
     _raise_interrupt(result)
+    write_run_results(result.result, target_path)
     manifest_json = load_manifest(str(manifest_path))
     events = [
         event
