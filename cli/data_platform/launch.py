@@ -37,7 +37,7 @@ IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 
 class LaunchedRun:
-    """A finished run read back from the instance. Offers what the demo's report reads of an
+    """A finished run, with the events its execution produced. Offers what the demo's report reads of an
     ``ExecuteInProcessResult``: ``run_id``, ``success``, ``all_events``,
     ``get_asset_check_evaluations()``.
     """
@@ -136,11 +136,7 @@ class WorkspaceLauncher:
             asset_check_selection=checks,
             asset_graph=repository.asset_graph,
         )
-        execute_run(recon_job_from_origin(run.job_code_origin), run, self.instance)
-        finished = self.instance.get_run_by_id(run.run_id)
-        events = [
-            entry.dagster_event
-            for entry in self.instance.all_logs(run.run_id)
-            if entry.dagster_event is not None
-        ]
-        return LaunchedRun(run.run_id, finished.status, events)
+        result = execute_run(recon_job_from_origin(run.job_code_origin), run, self.instance)
+        # The events the execution produced, as it returns them: reading the run's whole event
+        # log back from storage cost a query and a deserialization per event.
+        return LaunchedRun(run.run_id, result.dagster_run.status, list(result.all_events))
