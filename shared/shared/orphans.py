@@ -24,6 +24,10 @@ file whose name starts with ``.`` or ``_``, unless it is a ``name=value`` partit
 never considered. Paths are compared without their scheme (``s3://``, ``s3a://`` and a bare
 ``bucket/key`` are one file).
 
+Deleted through the table's FileIO too (:func:`delete_files`): over S3 with ``FsspecFileIO``
+(prod) in batches, one ``DeleteObjects`` request per 1,000 files rather than one request per
+file, each file's outcome read from the response; local files and ``PyArrowFileIO`` one by one.
+
 Refused, nothing deleted (:class:`OrphanCleanupError` naming the table):
 
 * a location that is the catalog's warehouse or above it, a bucket or a bucket's top folder, or
@@ -91,7 +95,8 @@ Concurrency (any process can be killed, runs overlap):
   referenced: a write slower than the age, which the age excludes by definition (Iceberg's rule);
 * files written after the listing are not in it, so never deleted by this run;
 * two clean-ups overlapping delete the same files: a file already gone is counted as such, not
-  an error; expiry meanwhile only makes more files unreferenced (the next clean-up takes them);
+  an error (on S3, which reports a key that does not exist as deleted, both count it deleted);
+  expiry meanwhile only makes more files unreferenced (the next clean-up takes them);
 * killed half-way: what was deleted was unreferenced; the next run deletes the rest.
 * metadata that cannot be read (a manifest list or manifest of the current metadata missing
   or corrupt, a version written within the age that fails to read), or a listing that
@@ -117,7 +122,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +183,8 @@ class OrphanCleanup:
     kept_for_readers: int = 0
     #: Planned for deletion, but a commit meanwhile referenced them: kept.
     referenced_meanwhile: int = 0
-    #: Planned for deletion, but already gone (another clean-up deleted them first).
+    #: Planned for deletion, but already gone (another clean-up deleted them first). On S3,
+    #: which reports a key that does not exist as deleted, counted in ``deleted``.
     already_gone: int = 0
     #: Metadata files read to know what is referenced (current, old versions, manifest lists,
     #: manifests): the clean-up's own cost besides the listing.
@@ -654,6 +660,113 @@ def _unreadable() -> tuple[type[Exception], ...]:
     return (OSError, *_not_a_version())
 
 
+#: Keys per S3 ``DeleteObjects`` request: the API's maximum (S3's and Garage's).
+S3_MAX_KEYS = 1000
+#: Keys per request :func:`delete_files` sends (tests set fewer).
+DELETE_BATCH = S3_MAX_KEYS
+#: URI schemes s3fs serves (pyiceberg's ``FsspecFileIO`` maps all three to it).
+S3_SCHEMES = ("s3", "s3a", "s3n")
+
+
+class Deletion(NamedTuple):
+    """What :func:`delete_files` did with each URI given: every URI is in exactly one field."""
+
+    #: Deleted (on S3: what ``DeleteObjects`` reported deleted, which includes a key already
+    #: gone: S3 does not tell the two apart).
+    deleted: list[str]
+    #: Already gone (a per-file delete said so, or the store answered ``NoSuchKey``).
+    gone: list[str]
+    #: Not deleted, or not known to be: URI -> why.
+    failed: dict[str, str]
+
+
+def delete_files(io: Any, uris: Iterable[str], *, batch_size: int | None = None) -> Deletion:
+    """Delete ``uris`` through the FileIO ``io``; a failure is recorded and the others are still
+    tried. Why in batches: over S3 a per-file delete is one HTTP request per file, and S3's
+    ``DeleteObjects`` takes up to 1,000 keys (:data:`DELETE_BATCH`, or ``batch_size``) in one.
+
+    Where the libraries fall short: pyiceberg's FileIO has no bulk delete (``delete`` takes one
+    location), and s3fs's ``rm(list)``, which batches, sends ``Quiet`` requests and ignores the
+    per-key ``Errors`` of the response (s3fs 2026.9, s3fs issue 838: ``FsspecFileIO.delete``,
+    which calls it, returns as if a file it could not delete were deleted), and globs paths
+    holding ``*``, ``?`` or ``[``. So the URIs that ``FsspecFileIO`` serves with s3fs (prod,
+    against Garage) are deleted here with ``DeleteObjects`` through s3fs's own client
+    (``call_s3``: its credentials, endpoint and retries), one request per bucket and batch,
+    verbose, and each key's outcome read from the response. Any other URI (local files, ``PyArrowFileIO``, whose S3 filesystem has no bulk
+    delete of given keys) is deleted one by one with ``io.delete``, where a missing file raises
+    ``FileNotFoundError`` exactly."""
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    size = DELETE_BATCH if batch_size is None else batch_size
+    if not 1 <= size <= S3_MAX_KEYS:
+        raise ValueError(f"batch_size must be from 1 to {S3_MAX_KEYS}, not {size}")
+    done = Deletion([], [], {})
+    filesystems: dict[str, Any] = {}
+    batches: dict[tuple[str, str], dict[str, str]] = {}  # (scheme, bucket) -> key -> URI
+    for uri in dict.fromkeys(uris):
+        scheme, bucket, path = PyArrowFileIO.parse_location(uri)
+        if scheme in S3_SCHEMES and hasattr(io, "get_fs"):
+            if scheme not in filesystems:
+                filesystems[scheme] = io.get_fs(scheme)
+            if hasattr(filesystems[scheme], "call_s3"):  # s3fs
+                batches.setdefault((scheme, bucket), {})[path[len(bucket) + 1 :]] = uri
+                continue
+        try:
+            io.delete(uri)
+        except FileNotFoundError:
+            done.gone.append(uri)
+        except OSError as exc:
+            done.failed[uri] = str(exc)
+        else:
+            done.deleted.append(uri)
+    for (scheme, bucket), keys in batches.items():
+        items = list(keys.items())
+        for start in range(0, len(items), size):
+            _delete_objects(filesystems[scheme], bucket, dict(items[start : start + size]), done)
+    return done
+
+
+def _delete_objects(fs: Any, bucket: str, keys: dict[str, str], done: Deletion) -> None:
+    """One ``DeleteObjects`` request for ``keys`` (key -> URI) of ``bucket`` through the s3fs
+    filesystem ``fs``; each key's outcome into ``done`` (:func:`delete_files`)."""
+    try:
+        response = fs.call_s3(
+            "delete_objects",
+            Bucket=bucket,
+            # Verbose (not Quiet): a key counts as deleted only if the response says so.
+            Delete={"Objects": [{"Key": key} for key in keys], "Quiet": False},
+        )
+    except FileNotFoundError:  # no such bucket: none of its files exists (as io.delete says)
+        done.gone.extend(keys.values())
+        return
+    except OSError as exc:  # s3fs raises a failed request as OSError: none known deleted
+        for uri in keys.values():
+            done.failed[uri] = f"DeleteObjects failed: {exc}"
+        return
+    finally:
+        for folder in {f"{bucket}/{key}".rsplit("/", 1)[0] for key in keys}:
+            fs.invalidate_cache(folder)  # s3fs caches listings
+    remaining = dict(keys)
+    # S3 reports a key that does not exist as deleted (DeleteObjects is idempotent): a file
+    # another clean-up deleted first is counted as deleted here, not as already gone; we
+    # cannot tell them apart, and count what S3 says. A store that answers NoSuchKey instead
+    # has it counted as gone.
+    for item in response.get("Deleted") or ():
+        uri = remaining.pop(item.get("Key"), None)
+        if uri is not None:
+            done.deleted.append(uri)
+    for item in response.get("Errors") or ():
+        uri = remaining.pop(item.get("Key"), None)
+        if uri is None:
+            continue
+        if item.get("Code") == "NoSuchKey":
+            done.gone.append(uri)
+        else:
+            done.failed[uri] = f"{item.get('Code')}: {item.get('Message')}"
+    for uri in remaining.values():  # neither deleted nor an error: not known deleted
+        done.failed[uri] = "not in the DeleteObjects response"
+
+
 def _now_ms(now: dt.datetime | None) -> int:
     return int(time.time() * 1000) if now is None else _to_ms(now)
 
@@ -751,19 +864,14 @@ def remove_orphan_files(
     deleted = deleted_bytes = gone = 0
     failed: list[str] = []
     if not dry_run:
-        for key in sorted(planned):
-            f = planned[key]
-            try:
-                table.io.delete(f.uri)
-            except FileNotFoundError:
-                gone += 1
-                continue
-            except OSError as exc:  # try the others; the run fails after them
-                log.warning("%s: could not delete %s: %s", identifier, f.uri, exc)
-                failed.append(f.uri)
-                continue
-            deleted += 1
-            deleted_bytes += f.size
+        # Every planned file was checked against the fresh metadata above, before any delete.
+        outcome = delete_files(table.io, [planned[k].uri for k in sorted(planned)])
+        size = {f.uri: f.size for f in planned.values()}
+        deleted, gone = len(outcome.deleted), len(outcome.gone)
+        deleted_bytes = sum(size[uri] for uri in outcome.deleted)
+        for uri, why in outcome.failed.items():  # the others were tried; the run fails below
+            log.warning("%s: could not delete %s: %s", identifier, uri, why)
+            failed.append(uri)
     result = OrphanCleanup(
         identifier,
         dry_run=dry_run,

@@ -330,6 +330,130 @@ def test_the_min_age_setting():
             orphan_min_age_hours({"DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS": bad})
 
 
+# ---- deleting in batches (DeleteObjects), with a fake s3fs filesystem --------------------------
+
+
+class FakeS3:
+    """A stand-in for s3fs's filesystem: ``call_s3("delete_objects", ...)`` answers as S3 does
+    (a key that does not exist is reported deleted) over ``objects``, except for the keys in
+    ``errors`` (key -> S3 error code, reported in the response's ``Errors``), the keys in
+    ``unanswered`` (left out of the response), and ``fail_batch`` (the n-th request raises)."""
+
+    def __init__(self, objects, errors=None, unanswered=(), fail_batch=None):
+        self.objects = set(objects)  # "bucket/key"
+        self.errors = dict(errors or {})
+        self.unanswered = set(unanswered)
+        self.fail_batch = fail_batch
+        self.requests: list[tuple[str, list[str]]] = []
+        self.invalidated: set[str] = set()
+
+    def call_s3(self, method, **kwargs):
+        assert method == "delete_objects" and kwargs["Delete"]["Quiet"] is False
+        bucket, keys = kwargs["Bucket"], [o["Key"] for o in kwargs["Delete"]["Objects"]]
+        assert len(keys) <= 1000  # S3 refuses more
+        self.requests.append((bucket, keys))
+        if self.fail_batch is not None and len(self.requests) == self.fail_batch[0]:
+            raise self.fail_batch[1]
+        deleted, errors = [], []
+        for key in keys:
+            if f"{bucket}/{key}" in self.unanswered:
+                continue
+            if f"{bucket}/{key}" in self.errors:
+                code = self.errors[f"{bucket}/{key}"]
+                errors.append({"Key": key, "Code": code, "Message": f"{code} message"})
+                continue
+            self.objects.discard(f"{bucket}/{key}")
+            deleted.append({"Key": key})
+        return {"Deleted": deleted, "Errors": errors} if errors else {"Deleted": deleted}
+
+    def invalidate_cache(self, path=None):
+        self.invalidated.add(path)
+
+
+class FakeFsspecIO:
+    """A stand-in for pyiceberg's ``FsspecFileIO``: ``get_fs`` gives the fake S3 filesystem;
+    ``delete`` (one file) is what a per-file delete would call, recorded."""
+
+    def __init__(self, fs):
+        self.fs = fs
+        self.single: list[str] = []
+
+    def get_fs(self, scheme, hostname=None):
+        assert scheme in orphans.S3_SCHEMES
+        return self.fs
+
+    def delete(self, uri):
+        self.single.append(uri)
+        os.remove(uri)
+
+
+def test_delete_files_on_s3_sends_one_request_per_1000_files():
+    uris = [f"s3://lake/t/data/{i:05}.parquet" for i in range(2500)]
+    fs = FakeS3(u.removeprefix("s3://") for u in uris)
+    done = orphans.delete_files(FakeFsspecIO(fs), uris)
+    assert [len(keys) for _, keys in fs.requests] == [1000, 1000, 500]
+    assert {b for b, _ in fs.requests} == {"lake"}
+    assert fs.requests[0][1][0] == "t/data/00000.parquet"  # the key, without the bucket
+    assert sorted(done.deleted) == sorted(uris) and done.gone == [] and done.failed == {}
+    assert fs.objects == set()
+    assert "lake/t/data" in fs.invalidated  # s3fs's cached listing of the folder is dropped
+
+
+def test_delete_files_maps_each_keys_outcome_and_deletes_the_others():
+    uris = [f"s3://lake/t/data/{name}" for name in ("a", "denied", "gone", "nosuch", "lost", "z")]
+    fs = FakeS3(
+        {"lake/t/data/a", "lake/t/data/denied", "lake/t/data/nosuch", "lake/t/data/lost",
+         "lake/t/data/z"},  # "gone" is not there: S3 reports it deleted all the same
+        errors={"lake/t/data/denied": "AccessDenied", "lake/t/data/nosuch": "NoSuchKey"},
+        unanswered={"lake/t/data/lost"},
+    )  # fmt: skip
+    done = orphans.delete_files(FakeFsspecIO(fs), uris, batch_size=4)
+    assert len(fs.requests) == 2
+    assert sorted(done.deleted) == ["s3://lake/t/data/a", "s3://lake/t/data/gone",
+                                    "s3://lake/t/data/z"]  # fmt: skip
+    assert done.gone == ["s3://lake/t/data/nosuch"]
+    assert done.failed == {
+        "s3://lake/t/data/denied": "AccessDenied: AccessDenied message",
+        "s3://lake/t/data/lost": "not in the DeleteObjects response",
+    }
+    assert fs.objects == {"lake/t/data/denied", "lake/t/data/nosuch", "lake/t/data/lost"}
+
+
+def test_a_failed_delete_request_fails_its_batch_only():
+    uris = [f"s3a://lake/t/data/{i}" for i in range(5)]
+    fs = FakeS3((u.removeprefix("s3a://") for u in uris),
+                fail_batch=(1, PermissionError("Access Denied")))  # fmt: skip
+    done = orphans.delete_files(FakeFsspecIO(fs), uris, batch_size=2)
+    assert [len(keys) for _, keys in fs.requests] == [2, 2, 1]
+    assert sorted(done.failed) == uris[:2]
+    assert all("Access Denied" in why for why in done.failed.values())
+    assert sorted(done.deleted) == uris[2:] and done.gone == []
+    # The bucket itself gone: so are its files, as a per-file delete would say.
+    fs = FakeS3((), fail_batch=(1, FileNotFoundError("The specified bucket does not exist")))
+    done = orphans.delete_files(FakeFsspecIO(fs), uris[:2])
+    assert done.gone == uris[:2] and done.deleted == [] and done.failed == {}
+
+
+def test_delete_files_sends_one_request_per_bucket():
+    uris = ["s3://one/t/a", "s3://two/t/b", "s3://one/t/c"]
+    fs = FakeS3({"one/t/a", "two/t/b", "one/t/c"})
+    done = orphans.delete_files(FakeFsspecIO(fs), uris)
+    assert sorted(fs.requests) == [("one", ["t/a", "t/c"]), ("two", ["t/b"])]
+    assert sorted(done.deleted) == sorted(uris)
+
+
+def test_delete_files_deletes_local_files_one_by_one(tmp_path):
+    kept, gone = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    kept.write_bytes(b"x")
+    io = FakeFsspecIO(FakeS3(()))
+    done = orphans.delete_files(io, [str(kept), str(gone)])
+    assert io.single == [str(kept), str(gone)] and io.fs.requests == []
+    assert done.deleted == [str(kept)] and done.gone == [str(gone)] and done.failed == {}
+    assert not kept.exists()
+    with pytest.raises(ValueError, match="batch_size must be from 1 to 1000"):
+        orphans.delete_files(io, [], batch_size=1001)
+
+
 # ---- on S3: a real S3-compatible server (the stand-in for Garage), real listing and deletes --
 
 S3_KEY, S3_SECRET = "GKtestaccess", "test-secret-for-rclone"  # pragma: allowlist secret
@@ -397,6 +521,63 @@ def test_on_s3_the_orphans_are_listed_and_deleted_through_the_object_store(s3_ca
     # Listed again through the store: nothing left, the live files all there.
     again = orphans.remove_orphan_files(catalog, "raw.event", older_than=AGE, now=later())
     assert again.orphans == () and again.files == done.files - done.deleted
+
+
+@pytest.mark.slow
+def test_on_s3_orphans_are_deleted_in_batches_a_denied_file_fails_the_run(s3_catalog, monkeypatch):
+    """More than one ``DeleteObjects`` batch against the real server (batches of 3 rather than
+    1,000 files); a key the store refuses (injected in the response: the server has no
+    permissions) is reported, the others are deleted, the live files stay."""
+    import s3fs
+
+    catalog, root = s3_catalog
+    for k in range(3):
+        write_table(catalog, "raw.event", rows(k * 10))
+    maintenance.expire_snapshots(
+        catalog, "raw.event", AGGRESSIVE, now_ms=int(later(0.01).timestamp() * 1000)
+    )
+    table = catalog.load_table("raw.event")
+    for i in range(6):
+        table.io.new_output(f"{table.metadata.location}/data/killed-{i}.parquet").create().write(
+            b"x"
+        )
+    before = content(table)
+    planned = orphans.remove_orphan_files(
+        catalog, "raw.event", older_than=AGE, now=later(), dry_run=True
+    ).orphans
+    assert len(planned) >= 10
+    denied = next(u for u in planned if u.endswith("/killed-3.parquet"))
+    denied_key = denied.removeprefix("s3://lakehouse/")
+    requests: list[list[str]] = []
+    real_call = s3fs.S3FileSystem.call_s3
+
+    def call_s3(self, method, *args, **kwargs):
+        if method != "delete_objects":
+            return real_call(self, method, *args, **kwargs)
+        keys = [o["Key"] for o in kwargs["Delete"]["Objects"]]
+        requests.append(keys)
+        if denied_key not in keys:
+            return real_call(self, method, *args, **kwargs)
+        others = {**kwargs["Delete"], "Objects": [{"Key": k} for k in keys if k != denied_key]}
+        response = real_call(self, method, *args, **{**kwargs, "Delete": others})
+        error = {"Key": denied_key, "Code": "AccessDenied", "Message": "Access Denied"}
+        return {**response, "Errors": [*response.get("Errors", []), error]}
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "call_s3", call_s3)
+    monkeypatch.setattr(orphans, "DELETE_BATCH", 3)
+    with pytest.raises(orphans.OrphanCleanupError, match=f"raw.event: 1 of {len(planned)} "):
+        orphans.remove_orphan_files(catalog, "raw.event", older_than=AGE, now=later())
+    assert len(requests) == -(-len(planned) // 3) and all(len(r) <= 3 for r in requests)
+    assert sorted(f"s3://lakehouse/{k}" for r in requests for k in r) == sorted(planned)
+    for u in planned:
+        assert (root / u.removeprefix("s3://")).exists() == (u == denied)
+    assert content(catalog.load_table("raw.event")) == before
+
+    denied_key = None  # the store allows it now: the next run deletes what is left
+    again = orphans.remove_orphan_files(catalog, "raw.event", older_than=AGE, now=later())
+    assert again.orphans == (denied,) and again.deleted == 1 and again.deleted_bytes == 1
+    assert not (root / denied.removeprefix("s3://")).exists()
+    assert content(catalog.load_table("raw.event")) == before
 
 
 def test_unreadable_metadata_deletes_nothing_and_names_the_table(catalog):
