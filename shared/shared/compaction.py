@@ -15,7 +15,9 @@ What :func:`compact_small_files` does, for one table:
   schema: a column an old file lacks is written as nulls, as every reader sees it) and writes
   their rows, in commit order, through the platform's streaming writer
   (``shared.iceberg.add_files_streaming``: files of up to ``write.target-file-size-bytes`` of
-  Arrow data, capped at ``shared.iceberg.STREAM_BIN_BYTES``; memory bounded by a bin);
+  Arrow data, capped at ``shared.iceberg.STREAM_BIN_BYTES``; memory bounded by a bin), in row
+  groups of about one sync's rows (:func:`row_group_rows`), so a reader filtering on a sync's
+  extraction time still skips the other syncs;
 * commits ONE snapshot with operation ``replace`` (Iceberg's word for "data files added and
   removed without changing table data") that deletes the old files and adds the new ones: rows
   and schema unchanged, ``total-records`` unchanged (checked before the commit: a row count
