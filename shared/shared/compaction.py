@@ -15,7 +15,9 @@ What :func:`compact_small_files` does, for one table:
   schema: a column an old file lacks is written as nulls, as every reader sees it) and writes
   their rows, in commit order, through the platform's streaming writer
   (``shared.iceberg.add_files_streaming``: files of up to ``write.target-file-size-bytes`` of
-  Arrow data, capped at ``shared.iceberg.STREAM_BIN_BYTES``; memory bounded by a bin);
+  Arrow data, capped at ``shared.iceberg.STREAM_BIN_BYTES``; memory bounded by a bin), in row
+  groups of about one sync's rows (:func:`row_group_rows`), so a reader filtering on a sync's
+  extraction time still skips the other syncs;
 * commits ONE snapshot with operation ``replace`` (Iceberg's word for "data files added and
   removed without changing table data") that deletes the old files and adds the new ones: rows
   and schema unchanged, ``total-records`` unchanged (checked before the commit: a row count
@@ -227,13 +229,36 @@ class _Collect:
         self.files.append(data_file)
 
 
+#: Fewest rows in a rewritten file's row group: a table synced in tiny batches (``raw.users``,
+#: about 100 rows a day) would otherwise get row groups of a few rows, each with its own
+#: metadata and pages, for no pruning a reader needs.
+MIN_ROW_GROUP_ROWS = 10_000
+
+
+def row_group_rows(files: Sequence[Any]) -> int:
+    """Rows per row group of the files a compaction writes: the median row count of the files it
+    rewrites (one sync's rows, about), at least :data:`MIN_ROW_GROUP_ROWS`."""
+    counts = sorted(f.record_count for f in files)
+    median = counts[len(counts) // 2] if counts else 0
+    return max(MIN_ROW_GROUP_ROWS, median)
+
+
 def _write(table: Any, files: Sequence[Any]) -> list[Any]:
     """The rows of ``files`` written as new data files (not committed)."""
+    from pyiceberg.table import TableProperties
+
     from shared.changes import read_files
     from shared.iceberg import add_files_streaming
 
     columns = table.schema().column_names
     tx = table.transaction()  # its metadata only (schema, spec, properties): never committed
+    # One sync per row group, about: the rewritten files keep the row groups their inputs were,
+    # so a reader filtering on a sync's extraction time (stg_events reads the syncs since the
+    # window's earliest extraction) skips every other sync's row group by its statistics. With
+    # one row group per file (the writer's default limit is 1M rows), a day's run read a whole
+    # compacted file, weeks of syncs, whenever its window began inside one. Set on this
+    # transaction only, never committed: the table's own writes keep the table's setting.
+    tx.set_properties({TableProperties.PARQUET_ROW_GROUP_LIMIT: str(row_group_rows(files))})
     collect = _Collect()
 
     def batches() -> Iterator[Any]:

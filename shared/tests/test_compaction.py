@@ -343,3 +343,34 @@ def test_two_compactions_committing_at_once_replace_the_files_once(catalog, monk
     assert files == _paths(written[won[0]])
     loser = _paths(written[lost[0]])
     assert loser and not loser & files and not any(exists(p) for p in loser)
+
+
+def test_rewritten_files_keep_about_one_sync_per_row_group(catalog, monkeypatch):
+    """A reader filtering on a sync's time skips the other syncs' row groups of a compacted
+    file: each input file's rows stay a row group of their own (same row counts, in commit
+    order), not one row group for the whole file."""
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(compaction, "MIN_ROW_GROUP_ROWS", 1)
+    for k in range(MIN_INPUT_FILES):
+        write_table(catalog, "raw.users", rows(k * 10, n=4, day=k + 1), mode="append")
+    compact_small_files(catalog, "raw.users")
+    (written,) = data_files(catalog.load_table("raw.users"))
+    metadata = pq.ParquetFile(urlparse(written.file_path).path).metadata
+    ts = metadata.schema.names.index("ts")
+    groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
+    assert [g.num_rows for g in groups] == [4] * MIN_INPUT_FILES
+    days = [(g.column(ts).statistics.min.day, g.column(ts).statistics.max.day) for g in groups]
+    assert days == [(k + 1, k + 1) for k in range(MIN_INPUT_FILES)]
+    # The table's own writes keep the table's setting: the limit was never committed.
+    assert "write.parquet.row-group-limit" not in catalog.load_table("raw.users").properties
+
+
+def test_row_groups_are_the_median_sync_and_never_tiny():
+    class F:
+        def __init__(self, n):
+            self.record_count = n
+
+    assert compaction.row_group_rows([F(20_000)] * 7 + [F(900_000)]) == 20_000
+    assert compaction.row_group_rows([F(100)] * 9) == compaction.MIN_ROW_GROUP_ROWS
+    assert compaction.row_group_rows([]) == compaction.MIN_ROW_GROUP_ROWS
