@@ -1081,6 +1081,19 @@ def drop_from_listing(predicate):
     return lister
 
 
+def assert_refused_without(catalog, missing: Path, dead: Path) -> None:
+    """The clean-up of raw.users, with ``missing`` left out of its listing, refuses the table
+    and deletes nothing (``dead``, an orphan old enough, is still there)."""
+    with pytest.raises(orphans.OrphanCleanupError, match="raw.users: 1 files of its current"):
+        orphans.remove_orphan_files(
+            catalog,
+            "raw.users",
+            older_than=AGE,
+            lister=drop_from_listing(lambda k: k == str(missing)),
+        )
+    assert dead.exists()
+
+
 def test_a_listing_missing_a_manifest_of_an_older_snapshot_deletes_nothing(catalog):
     """Not only the current snapshot's files: the manifest list and manifests of every snapshot
     of the current metadata (read to plan, so they exist) must be in the listing."""
@@ -1090,14 +1103,7 @@ def test_a_listing_missing_a_manifest_of_an_older_snapshot_deletes_nothing(catal
     table = catalog.load_table("raw.users")
     dead = killed_write(table)
     age(Path(p) for p in files_under(table_dir(table)))
-    with pytest.raises(orphans.OrphanCleanupError, match="raw.users: 1 files of its current"):
-        orphans.remove_orphan_files(
-            catalog,
-            "raw.users",
-            older_than=AGE,
-            lister=drop_from_listing(lambda k: k == str(older)),
-        )
-    assert dead.exists()
+    assert_refused_without(catalog, older, dead)
 
 
 def test_an_older_snapshots_data_file_deleted_by_its_writer_is_no_refusal(catalog):
@@ -1127,14 +1133,7 @@ def test_a_listing_missing_only_a_manifest_deletes_nothing(catalog, kind):
     )
     dead = killed_write(table)
     age([dead])
-    with pytest.raises(orphans.OrphanCleanupError, match="raw.users: 1 files of its current"):
-        orphans.remove_orphan_files(
-            catalog,
-            "raw.users",
-            older_than=AGE,
-            lister=drop_from_listing(lambda k: k == str(missing)),
-        )
-    assert dead.exists()
+    assert_refused_without(catalog, missing, dead)
 
 
 def test_a_sibling_folder_sharing_a_prefix_is_never_listed(catalog):
