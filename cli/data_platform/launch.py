@@ -37,8 +37,8 @@ IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 
 class LaunchedRun:
-    """A finished run, with the events its execution produced. Offers what the demo's report reads of an
-    ``ExecuteInProcessResult``: ``run_id``, ``success``, ``all_events``,
+    """A finished run, with the events its execution produced. Offers what the demo's report
+    reads of an ``ExecuteInProcessResult``: ``run_id``, ``success``, ``all_events``,
     ``get_asset_check_evaluations()``.
     """
 

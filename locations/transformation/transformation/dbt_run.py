@@ -316,15 +316,12 @@ def parsed_manifest(project_dir: Path, target: str, target_path: Path, manifest_
         return result.result
 
 
-def write_run_results(result: Any, target_path: Path) -> Path | None:
+def write_run_results(result: Any, target_path: Path) -> None:
     """Write dbt's ``run_results.json`` of an invocation's result to ``target_path`` (what dbt
-    writes itself without ``--no-write-json``); None when the invocation has no node results
+    writes itself without ``--no-write-json``); nothing when the invocation has no node results
     (it failed before running any: dbt's ``dbt.log`` says why)."""
-    if not hasattr(result, "write") or not hasattr(result, "results"):
-        return None
-    path = target_path / "run_results.json"
-    result.write(str(path))
-    return path
+    if hasattr(result, "write") and hasattr(result, "results"):
+        result.write(str(target_path / "run_results.json"))
 
 
 def invoke(
