@@ -1,13 +1,15 @@
 """Incremental cost: what production runs after a one-day sync, after N days of history.
 
-History is built once, in order, the way production builds it: a raw sync per day, then what
-the automation conditions request (``shared.automation``, evaluated tick after tick on the
-workspace-wide graph as the daemon does, and as ``data-platform demo`` does: the same
-:class:`data_platform.demo.DemoAutomation`), until nothing more is requested. After ``h`` days
-the stand-in is given one more day and the same cycle is timed: the raw sync (one new day), then
-exactly the runs the automation requests: the changed day plus the late-data lookback of each
-daily asset, and the unpartitioned models and features. The figures say how many partitions of
-each daily asset were requested, and the seconds, per location, per step and per dbt model.
+Each history length gets a platform of its own (home, catalog, Dagster instance on its own
+PostgreSQL server), whose history is built first, in order, the way production builds it: a raw
+sync per day, then what the automation conditions request (``shared.automation``, evaluated tick
+after tick on the workspace-wide graph as the daemon does, and as ``data-platform demo`` does:
+the same :class:`data_platform.demo.DemoAutomation`), until nothing more is requested. Then each
+platform's stand-in is given one more day and the same cycle is timed, the platforms in turn (a
+new day after 1 day, after 30, after 180, then again): the raw sync (one new day), then exactly
+the runs the automation requests: the changed day plus the late-data lookback of each daily
+asset, and the unpartitioned models and features. The figures say how many partitions of each
+daily asset were requested, and the seconds, per location, per step and per dbt model.
 
 Between two days, the table maintenance that the deployment schedules hourly has run
 (:func:`maintain_tables`: the raw tables' small files compacted, old snapshots of every table
@@ -17,10 +19,12 @@ expired), as it would have many times in a real day; its own seconds after each 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +148,28 @@ def maintain_tables(home: str) -> float:
     return time.perf_counter() - t0
 
 
+@dataclass
+class _Platform:
+    """One history length's platform: a home of its own (catalog, warehouse, dbt state), a
+    Dagster instance on a PostgreSQL server of its own, and the automation's cursor."""
+
+    history_days: int
+    home: str
+    launcher: WorkspaceLauncher
+    automation: DemoAutomation
+    #: Days materialized so far (the next new day's 0-based index).
+    done: int = 0
+    build_seconds: float = 0.0
+
+    def use(self, day_count: int) -> None:
+        """Point the process at this platform, with the stand-in serving ``day_count`` days:
+        the settings (``shared.settings``) and the stand-in read both from the environment at
+        run time, and dbt's environment is closed after every invocation
+        (``transformation.dbt_run``), so nothing of another home is reused."""
+        os.environ["DATA_PLATFORM_HOME"] = self.home
+        os.environ["DATA_PLATFORM_STANDIN_DAYS"] = str(day_count)
+
+
 def measure_incremental(
     home: str,
     histories: list[int],
@@ -156,21 +182,27 @@ def measure_incremental(
     """Time the cycle of one new day after each history length in ``histories`` (ascending),
     and the bare floor of the same day's work (:func:`bare_day`).
 
-    Each history length is timed ``repeats`` times in a row (the new days ``h+1``, ``h+2``, ...,
-    each cycle followed by its bare floor) and the MEDIAN cycle is reported, with the median
-    floor: one cycle is a few seconds, and a single sample on a shared machine moved a ratio by
-    a third between runs. Every sample's seconds are kept (``samples``, ``bare_samples``).
+    Each history length is a platform of its own (:class:`_Platform`, under
+    ``<home>/history-<days>``), its history built first (untimed). Then ``repeats`` new days are
+    timed on each, in turn: one new day after 1 day, one after 30, one after 180, then the
+    second new day of each, and so on, each cycle followed by its bare floor. The MEDIAN cycle
+    of each history length is reported, with the median floor: one cycle is a few seconds, and
+    a single sample on a shared machine moved a ratio by a third between runs. Taking the
+    histories in turn, rather than all the new days of one history before the next, makes a
+    slow spell of the machine (minutes long, measured) fall on every history alike instead of
+    on one side of a ratio. Every sample's seconds are kept (``samples``, ``bare_samples``).
 
-    ``without_checks``: after them, ``repeats`` more new days are timed with the runs leaving out
-    every check that can be left out (dbt's tests, the raw tables' checks, the freshness checks;
-    analytics' checks are computed in their assets' ops and stay): ``without_checks`` is their
-    median cycle, which splits the platform's time into what the checks cost and the rest.
+    ``without_checks``: after them, ``repeats`` more new days of each history are timed (in turn
+    again) with the runs leaving out every check that can be left out (dbt's tests, the raw
+    tables' checks, the freshness checks; analytics' checks are computed in their assets' ops
+    and stay): ``without_checks`` is their median cycle, which splits the platform's time into
+    what the checks cost and the rest.
     """
     from shared.partitions import day_of
     from shared.settings import late_data_lookback_days
 
-    if histories != sorted(histories) or histories[0] < 1:
-        raise ValueError(f"histories must be ascending and >= 1, got {histories}")
+    if histories != sorted(set(histories)) or histories[0] < 1:
+        raise ValueError(f"histories must be ascending, distinct and >= 1, got {histories}")
     Path(home).mkdir(parents=True, exist_ok=True)
     os.environ.update(
         DATA_PLATFORM_HOME=home,
@@ -188,74 +220,102 @@ def measure_incremental(
     graph = build_location_graph(location_defs)
     plan = plan_runs(graph)
     syncs = sync_runs(graph, plan)
+
+    def timed_day(platform: _Platform, with_checks: bool) -> dict[str, Any]:
+        """One new day on ``platform``: its cycle, then (with checks) its floor; the hourly
+        maintenance after it (untimed for the cycle, its seconds kept)."""
+        day = platform.done  # the new day (0-based)
+        platform.use(day + 1)
+        cycle = run_cycle(
+            location_defs, syncs, platform.automation, plan, platform.launcher, with_checks
+        )
+        out: dict[str, Any] = {"cycle": cycle}
+        if with_checks:
+            # The floor for the same day, right after (the tables hold the same days; the bare
+            # process rewrites the same partitions with the same contents).
+            sql = compile_models(
+                platform.home, day_of(day - lookback).isoformat(), day_of(day + 1).isoformat(),
+                Path(platform.home) / f"bare-target-{day}",
+            )  # fmt: skip
+            out["floor"] = bare_day(platform.home, day, lookback, sql)
+        out["maintenance"] = round(maintain_tables(platform.home), 3)
+        platform.done += 1
+        return out
+
+    with contextlib.ExitStack() as stack:
+        platforms = [_open_platform(stack, Path(home), h, location_defs) for h in histories]
+        for platform in platforms:
+            # One raw sync per day, as production syncs (at least daily): each is a commit, and
+            # what grows with the number of commits (a raw table's manifests and snapshots) is
+            # then measured too. The automation then requests the runs for every day those
+            # syncs changed, as after a daemon outage. Between two days, the hourly table
+            # maintenance (maintain_tables) has run.
+            h = platform.history_days
+            for day in range(1, h):
+                platform.use(day)
+                platform.build_seconds += run_cycle(
+                    location_defs, syncs, None, plan, platform.launcher
+                )["seconds"]
+                platform.build_seconds += maintain_tables(platform.home)
+            platform.use(h)
+            platform.build_seconds += run_cycle(
+                location_defs, syncs, platform.automation, plan, platform.launcher
+            )["seconds"]
+            platform.build_seconds += maintain_tables(platform.home)
+            platform.done = h
+        timed: dict[int, list[dict[str, Any]]] = {p.history_days: [] for p in platforms}
+        for _ in range(repeats):
+            for platform in platforms:
+                timed[platform.history_days].append(timed_day(platform, True))
+        unchecked: dict[int, list[dict[str, Any]]] = {p.history_days: [] for p in platforms}
+        if without_checks:
+            for _ in range(repeats):
+                for platform in platforms:
+                    unchecked[platform.history_days].append(timed_day(platform, False))
     results = []
-    done = 0  # days materialized so far
-    instance_dir = Path(home) / "dagster"
+    for platform in platforms:
+        days = timed[platform.history_days]
+        cycles = [d["cycle"] for d in days]
+        floors = [d["floor"] for d in days]
+        result = {
+            "history_days": platform.history_days,
+            "history_build_seconds": round(platform.build_seconds, 2),
+            **median_by(cycles, "seconds"),
+            "bare": median_by(floors, "seconds"), "repeats": repeats,
+            "samples": [round(c["seconds"], 3) for c in cycles],
+            "bare_samples": [f["seconds"] for f in floors],
+            "maintenance_samples": [d["maintenance"] for d in days],
+        }  # fmt: skip
+        if without_checks:
+            plain = [d["cycle"] for d in unchecked[platform.history_days]]
+            result["without_checks"] = {
+                **median_by(plain, "seconds"),
+                "samples": [round(c["seconds"], 3) for c in plain],
+            }
+        results.append(result)
+    return {"runs": results}
+
+
+def _open_platform(
+    stack: contextlib.ExitStack, root: Path, history_days: int, location_defs: dict[str, Any]
+) -> _Platform:
+    """A platform for one history length under ``root/history-<days>``: its Dagster instance on
+    a throwaway PostgreSQL server of its own (closed with ``stack``), its launcher and its
+    automation (the demo's, with its cursor in the instance folder)."""
+    home = root / f"history-{history_days}"
+    instance_dir = home / "dagster"
     instance_dir.mkdir(parents=True, exist_ok=True)
     # Runs and events in PostgreSQL, as the deployment stores them (bench_postgres says why).
-    with (
-        throwaway_postgres(Path(home) / "postgres") as url,
-        DagsterInstance.local_temp(
-            tempdir=str(instance_dir), overrides=postgres_storage(url)
-        ) as instance,
-    ):
-        # Runs of the locations' jobs on the instance, as the demo launches them.
-        launcher = WorkspaceLauncher(instance, workspace_locations(), WORKSPACE_FILE.parent)
-        automation = DemoAutomation(
-            workspace_definitions(location_defs), instance, instance_dir / AUTOMATION_CURSOR
-        )
-        for h in histories:
-            if h < done:
-                raise ValueError(f"history {h} is already passed ({done} days materialized)")
-            build = 0.0
-            if h > done:  # catch the history up to h days (untimed for the comparison)
-                # One raw sync per day, as production syncs (at least daily): each is a commit,
-                # and what grows with the number of commits (a raw table's manifests and
-                # snapshots) is then measured too. The automation then requests the runs for
-                # every day those syncs changed, as after a daemon outage.
-                # Between two days, the hourly table maintenance (maintain_tables) has run.
-                for day in range(done + 1, h):
-                    os.environ["DATA_PLATFORM_STANDIN_DAYS"] = str(day)
-                    build += run_cycle(location_defs, syncs, None, plan, launcher)["seconds"]
-                    build += maintain_tables(home)
-                os.environ["DATA_PLATFORM_STANDIN_DAYS"] = str(h)
-                build += run_cycle(location_defs, syncs, automation, plan, launcher)["seconds"]
-                build += maintain_tables(home)
-            cycles, floors, maintenance = [], [], []
-            for day in range(h, h + repeats):  # the new day is `day` (0-based): h, h+1, ...
-                os.environ["DATA_PLATFORM_STANDIN_DAYS"] = str(day + 1)
-                cycles.append(run_cycle(location_defs, syncs, automation, plan, launcher))
-                # The floor for the same day, right after (the tables hold the same days; the
-                # bare process rewrites the same partitions with the same contents).
-                sql = compile_models(
-                    home, day_of(day - lookback).isoformat(), day_of(day + 1).isoformat(),
-                    Path(home) / f"bare-target-{day}",
-                )  # fmt: skip
-                floors.append(bare_day(home, day, lookback, sql))
-                maintenance.append(round(maintain_tables(home), 3))
-            done = h + repeats
-            timed = median_by(cycles, "seconds")
-            results.append(
-                {"history_days": h, "history_build_seconds": round(build, 2), **timed,
-                 "bare": median_by(floors, "seconds"), "repeats": repeats,
-                 "samples": [round(c["seconds"], 3) for c in cycles],
-                 "bare_samples": [f["seconds"] for f in floors],
-                 "maintenance_samples": maintenance}
-            )  # fmt: skip
-            if without_checks:
-                unchecked = []
-                for day in range(done, done + repeats):
-                    os.environ["DATA_PLATFORM_STANDIN_DAYS"] = str(day + 1)
-                    unchecked.append(
-                        run_cycle(location_defs, syncs, automation, plan, launcher, False)
-                    )
-                    maintain_tables(home)
-                done += repeats
-                results[-1]["without_checks"] = {
-                    **median_by(unchecked, "seconds"),
-                    "samples": [round(c["seconds"], 3) for c in unchecked],
-                }
-    return {"runs": results}
+    url = stack.enter_context(throwaway_postgres(home / "postgres"))
+    instance = stack.enter_context(
+        DagsterInstance.local_temp(tempdir=str(instance_dir), overrides=postgres_storage(url))
+    )
+    # Runs of the locations' jobs on the instance, as the demo launches them.
+    launcher = WorkspaceLauncher(instance, workspace_locations(), WORKSPACE_FILE.parent)
+    automation = DemoAutomation(
+        workspace_definitions(location_defs), instance, instance_dir / AUTOMATION_CURSOR
+    )
+    return _Platform(history_days, str(home), launcher, automation)
 
 
 def median_by(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
