@@ -178,3 +178,36 @@ def test_moved_day_measurement_finds_the_day_the_event_left(tmp_path):
     assert rec["figures"]["days_found_correct"] is True
     assert rec["inputs"]["history_rows"] == 30 * rec["inputs"]["events_per_day"]
     assert rec["inputs"]["added_rows"] == rec["inputs"]["events_per_day"] + 1
+
+
+@pytest.mark.slow
+def test_incremental_measurement_times_a_new_day_after_each_history(tmp_path):
+    """The quick incremental measurement end to end, on tiny data: a platform per history length
+    (1 and 30 days), a new day timed on each; the automation requests the new day plus the
+    late-data lookback of every daily asset, after 1 day as after 30."""
+    work = tmp_path / "work"
+    work.mkdir()
+    out = tmp_path / "results.jsonl"
+    b = Bench(quick=True, work=work, log=lambda m: None, scale=0.05, repeats=1)
+    errors = run_measurements(b, ["incremental"], out)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert errors == 0, lines
+    assert [(r["name"], r["inputs"]["history_days"]) for r in lines] == [
+        ("incremental_cost", 30),
+        ("incremental_floor", 1),
+        ("incremental_floor", 30),
+    ]
+    for rec in lines:
+        check_line(rec)
+    cost = lines[0]
+    assert cost["inputs"]["baseline_history_days"] == 1
+    assert cost["inputs"]["history_build_seconds"] > 0
+    daily = {"staging/stg_events", "marts/fct_daily_events", "analytics/daily_metrics"}
+    for side in (cost["figures"], cost["baseline"]):
+        assert side["partitions"] == dict.fromkeys(daily, 2)  # the new day + 1 day of lookback
+        assert len(side["samples"]) == 1 and side["runs"] > 1
+    # The floor did the same day's work: its models, its checks, its analytics.
+    for floor in lines[1:]:
+        assert set(floor["baseline"]) >= {"raw", "dbt_models", "checks", "analytics"}
+        assert floor["baseline"]["seconds"] > 0
+    assert not any(work.glob("incremental-home-*")), "the homes are deleted after the run"
