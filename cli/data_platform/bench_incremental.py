@@ -256,21 +256,17 @@ def measure_incremental(
         for platform in platforms:
             # One raw sync per day, as production syncs (at least daily): each is a commit, and
             # what grows with the number of commits (a raw table's manifests and snapshots) is
-            # then measured too. The automation then requests the runs for every day those
-            # syncs changed, as after a daemon outage. Between two days, the hourly table
-            # maintenance (maintain_tables) has run.
+            # then measured too. After the last day's sync the automation requests the runs for
+            # every day those syncs changed, as after a daemon outage. Between two days, the
+            # hourly table maintenance (maintain_tables) has run.
             h = platform.history_days
-            for day in range(1, h):
+            for day in range(1, h + 1):
                 platform.use(day)
+                automation = platform.automation if day == h else None
                 platform.build_seconds += run_cycle(
-                    location_defs, syncs, None, plan, platform.launcher
+                    location_defs, syncs, automation, plan, platform.launcher
                 )["seconds"]
                 platform.build_seconds += maintain_tables(platform.home)
-            platform.use(h)
-            platform.build_seconds += run_cycle(
-                location_defs, syncs, platform.automation, plan, platform.launcher
-            )["seconds"]
-            platform.build_seconds += maintain_tables(platform.home)
             platform.done = h
         timed: dict[int, list[dict[str, Any]]] = {p.history_days: [] for p in platforms}
         for _ in range(repeats):

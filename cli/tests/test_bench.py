@@ -99,11 +99,11 @@ def test_importtime_parsing():
     assert bench._parse_importtime(stderr) == {"_io": 120, "polars.dataframe": 2500}
 
 
-def run_tiny(tmp_path: Path, names: list[str]) -> list[dict]:
+def run_tiny(tmp_path: Path, names: list[str], scale: float = 0.002) -> list[dict]:
     work = tmp_path / "work"
     work.mkdir()
     out = tmp_path / "results.jsonl"
-    b = Bench(quick=True, work=work, log=lambda m: None, scale=0.002, repeats=1)
+    b = Bench(quick=True, work=work, log=lambda m: None, scale=scale, repeats=1)
     errors = run_measurements(b, names, out)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert errors == 0, lines
@@ -185,13 +185,7 @@ def test_incremental_measurement_times_a_new_day_after_each_history(tmp_path):
     """The quick incremental measurement end to end, on tiny data: a platform per history length
     (1 and 30 days), a new day timed on each; the automation requests the new day plus the
     late-data lookback of every daily asset, after 1 day as after 30."""
-    work = tmp_path / "work"
-    work.mkdir()
-    out = tmp_path / "results.jsonl"
-    b = Bench(quick=True, work=work, log=lambda m: None, scale=0.05, repeats=1)
-    errors = run_measurements(b, ["incremental"], out)
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert errors == 0, lines
+    lines = run_tiny(tmp_path, ["incremental"], scale=0.05)
     assert [(r["name"], r["inputs"]["history_days"]) for r in lines] == [
         ("incremental_cost", 30),
         ("incremental_floor", 1),
@@ -210,4 +204,4 @@ def test_incremental_measurement_times_a_new_day_after_each_history(tmp_path):
     for floor in lines[1:]:
         assert set(floor["baseline"]) >= {"raw", "dbt_models", "checks", "analytics"}
         assert floor["baseline"]["seconds"] > 0
-    assert not any(work.glob("incremental-home-*")), "the homes are deleted after the run"
+    assert not any((tmp_path / "work").glob("incremental-home-*")), "homes deleted after the run"
