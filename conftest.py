@@ -17,6 +17,13 @@ def pytest_configure(config):
 
     restore_default_interrupt()
 
+    # Every catalog the platform opens installs pyiceberg's transaction-metadata cache
+    # (shared.iceberg.open_catalog); so does the test session, up front, so that a test that
+    # makes its own catalog runs as the platform does whatever ran before it.
+    from shared import pyiceberg_fixes
+
+    pyiceberg_fixes.install()
+
     # dagster-dbt needs dbt's manifest to load the transformation location; a fresh clone has
     # none (dbt/target is git-ignored), so parse the project once before any test imports it.
     from transformation.project import ensure_manifest

@@ -57,6 +57,11 @@ def open_catalog(settings: Settings | None = None, *, attempts: int = 4) -> Cata
     A REST catalog that is unreachable or answers 5xx is retried ``attempts`` times with
     backoff, then fails with an :class:`IcebergError` naming the endpoint.
     """
+    from shared import pyiceberg_fixes
+
+    # Every write of the platform goes through a catalog opened here: a commit's cost stops
+    # growing with the snapshots a table keeps (shared.pyiceberg_fixes says why and how).
+    pyiceberg_fixes.install()
     settings = settings or load_settings()
     if settings.is_local:
         ensure_home(settings)  # a home that is a file or not writable: one clear error
