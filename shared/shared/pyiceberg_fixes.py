@@ -4,10 +4,10 @@
 ``update_table_metadata``, which ends in ``model_copy(deep=True)`` of the whole table metadata,
 every snapshot kept included, on EVERY read of the property; and one commit reads it dozens of
 times (41 reads for an overwrite through :func:`shared.iceberg.write_table`, measured). So a
-commit cost about 0.8 ms more per snapshot the table keeps: an overwrite of
-``staging.stg_users``'s 5,000 rows took 22 ms on a new table and 45-64 ms once it kept 25-40
-snapshots, which the platform's retention keeps (``shared.settings.snapshot_retention``: the
-newest 16, and every snapshot of the last hour). Every raw sync, key-index catch-up, dbt model
+commit cost about 0.8 ms more per snapshot the table keeps: an overwrite of 5,000 rows took
+29 ms with fewer than 20 snapshots kept, 70 ms with 40-59 and 149 ms with 140-159 (35 ms with
+this fix), and the platform's retention keeps the newest 16 and every snapshot of the last hour
+(``shared.settings.snapshot_retention``). Every raw sync, key-index catch-up, dbt model
 and analytics table commits, so that was a cost that grew with history on every step of a day
 (docs/benchmarks.md).
 
@@ -23,7 +23,7 @@ is set at commit time, as before).
 This is the change apache/iceberg-python#3302 proposed and a maintainer approved (closed
 unmerged by the stale bot) and #3784 carries forward; no release has it as of 0.12.0. It is
 installed only on the version it was written for (:data:`FOR_VERSION`, the pin in
-``shared/pyproject.toml``); ``shared/tests/test_pyiceberg_fixes.py`` fails when the pin moves, so
+``shared/pyproject.toml``); ``shared/tests/test_library_guards.py`` fails when the pin moves, so
 whoever upgrades checks whether the release fixed it (then this module goes) or not (then
 :data:`FOR_VERSION` moves too).
 """
