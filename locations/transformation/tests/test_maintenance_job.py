@@ -1,11 +1,8 @@
 """The transformation location's table maintenance job: its tables' old snapshots expire with the
 settings' retention (shared.maintenance), every row kept."""
 
-import pyarrow as pa
 import pytest
-from dagster import DagsterInstance
 
-from shared.iceberg import write_table
 from transformation.definitions import defs
 from transformation.maintenance import owned_tables
 
@@ -24,69 +21,17 @@ def test_the_location_maintains_the_tables_of_its_assets():
     assert schedule.default_status.value == "RUNNING"
 
 
-def test_the_job_expires_old_snapshots_of_its_tables(catalog, monkeypatch):
-    for n in range(6):  # six runs, each replacing the table
-        write_table(catalog, "marts.dim_users", pa.table({"user_id": list(range(n + 1))}))
-    monkeypatch.setenv("DATA_PLATFORM_SNAPSHOT_KEEP_LAST", "2")
-    monkeypatch.setenv("DATA_PLATFORM_SNAPSHOT_MIN_AGE_MINUTES", "0")
-    job = defs.resolve_job_def("transformation_table_maintenance")
-    result = job.execute_in_process(instance=DagsterInstance.ephemeral())
-    assert result.success
-    table = catalog.load_table("marts.dim_users")
-    assert len(table.metadata.snapshots) == 2
-    assert sorted(table.scan().to_arrow()["user_id"].to_pylist()) == list(range(6))
+def test_the_job_expires_old_snapshots_of_its_tables(table_maintenance_job, catalog):
+    """Old snapshots of marts.dim_users expire with the settings' retention; every row is kept."""
+    table_maintenance_job(
+        defs, "transformation", "marts.dim_users", catalog
+    ).expires_old_snapshots()
 
 
-def test_the_job_removes_the_files_of_expired_snapshots_once_old_enough(catalog, monkeypatch):
-    """The daily schedule's run deletes the files only expired snapshots listed (each run
-    replaced the table), once older than the age; the hourly one does not; rows stay."""
-    import datetime as dt
-    from pathlib import Path
-
-    from dagster import build_schedule_context
-
-    from shared import orphans
-
-    def files(table) -> list[Path]:
-        return [Path(orphans.path_key(t.file.file_path)) for t in table.scan().plan_files()]
-
-    first = []
-    for n in range(4):  # four runs, each replacing the table
-        write_table(catalog, "marts.dim_users", pa.table({"user_id": list(range(n + 1))}))
-        first = first or files(catalog.load_table("marts.dim_users"))
-    monkeypatch.setenv("DATA_PLATFORM_SNAPSHOT_KEEP_LAST", "2")
-    monkeypatch.setenv("DATA_PLATFORM_SNAPSHOT_MIN_AGE_MINUTES", "0")
-    job = defs.resolve_job_def("transformation_table_maintenance")
-    hourly = defs.resolve_schedule_def("transformation_table_maintenance_hourly")
-    daily = defs.resolve_schedule_def("transformation_table_maintenance_daily")
-    step = "transformation_remove_orphan_files"
-    for schedule in (hourly, daily):  # now: the hourly run skips, the daily keeps young files
-        config = schedule.evaluate_tick(build_schedule_context()).run_requests[0].run_config
-        result = job.execute_in_process(run_config=config, instance=DagsterInstance.ephemeral())
-        assert result.success
-        meta = step_metadata(result, step)
-        if schedule is hourly:
-            assert meta["skipped"].value is True and "tables" not in meta
-        else:
-            assert "skipped" not in meta and meta["deleted"].value == 0
-        assert first[0].exists()
-
-    later = int((dt.datetime.now(dt.UTC) + dt.timedelta(days=4)).timestamp() * 1000)
-    monkeypatch.setattr(orphans, "_now_ms", lambda now: later)
-    result = job.execute_in_process(run_config=config, instance=DagsterInstance.ephemeral())
-    assert result.success
-    assert not first[0].exists()
-    assert step_metadata(result, step)["deleted"].value >= 1
-    table = catalog.load_table("marts.dim_users")
-    assert all(p.exists() for p in files(table))
-    assert sorted(table.scan().to_arrow()["user_id"].to_pylist()) == list(range(4))
-
-
-def step_metadata(result, step_key: str) -> dict:
-    """The output metadata of ``step_key`` in ``result``."""
-    output = next(
-        e
-        for e in result.all_events
-        if e.event_type_value == "STEP_OUTPUT" and e.step_key == step_key
-    )
-    return output.event_specific_data.metadata
+def test_the_job_removes_the_files_of_expired_snapshots_once_old_enough(
+    table_maintenance_job, catalog
+):
+    """The daily schedule's run deletes the files only expired snapshots listed, once older than
+    the age; the hourly one does not; rows stay."""
+    job = table_maintenance_job(defs, "transformation", "marts.dim_users", catalog)
+    job.removes_the_files_of_expired_snapshots_once_old_enough()
