@@ -33,6 +33,22 @@ def pytest_configure(config):
     ensure_manifest()
 
 
+def _step_output_metadata(result, step_key: str) -> dict:
+    """The output metadata of step ``step_key`` in an in-process run's ``result``."""
+    output = next(
+        e
+        for e in result.all_events
+        if e.event_type_value == "STEP_OUTPUT" and e.step_key == step_key
+    )
+    return output.event_specific_data.metadata
+
+
+@pytest.fixture
+def step_output_metadata():
+    """:func:`_step_output_metadata`, for tests that read what a job's step reported."""
+    return _step_output_metadata
+
+
 @pytest.fixture
 def table_maintenance_job(monkeypatch):
     """The behaviour every location's ``<location>_table_maintenance`` job has (the jobs are
@@ -89,13 +105,7 @@ class _TableMaintenanceJob:
 
     def step_metadata(self, result) -> dict:
         """The output metadata of the job's orphan-file step in ``result``."""
-        step = f"{self.location}_remove_orphan_files"
-        output = next(
-            e
-            for e in result.all_events
-            if e.event_type_value == "STEP_OUTPUT" and e.step_key == step
-        )
-        return output.event_specific_data.metadata
+        return _step_output_metadata(result, f"{self.location}_remove_orphan_files")
 
     def expires_old_snapshots(self) -> None:
         """Old snapshots expire with the settings' retention; every row is kept."""

@@ -33,7 +33,9 @@ def snapshots(catalog, identifier) -> int:
     return len(catalog.load_table(identifier).metadata.snapshots)
 
 
-def test_the_job_expires_old_snapshots_with_the_settings_retention(catalog, monkeypatch):
+def test_the_job_expires_old_snapshots_with_the_settings_retention(
+    catalog, monkeypatch, step_output_metadata
+):
     index = key_index_spec(EVENTS)
     for d in range(8):
         iceberg.write_table(
@@ -57,12 +59,7 @@ def test_the_job_expires_old_snapshots_with_the_settings_retention(catalog, monk
     monkeypatch.setenv("DATA_PLATFORM_SNAPSHOT_MIN_AGE_MINUTES", "0")
     result = job.execute_in_process(instance=DagsterInstance.ephemeral())
     assert result.success
-    output = next(
-        e
-        for e in result.all_events
-        if e.event_type_value == "STEP_OUTPUT" and e.step_key == "ingestion_expire_snapshots"
-    )
-    meta = output.event_specific_data.metadata
+    meta = step_output_metadata(result, "ingestion_expire_snapshots")
     tables = {t["table"]: t for t in meta["tables"].value}
     assert tables[EVENTS.identifier]["expired"] == 6
     assert tables[USERS.identifier]["exists"] is False  # never synced: nothing to do
@@ -90,16 +87,9 @@ def test_a_bad_retention_setting_fails_the_run_naming_the_variable(catalog, monk
     assert "DATA_PLATFORM_SNAPSHOT_KEEP_LAST" in failure.step_failure_data.error.message
 
 
-def step_metadata(result, step_key: str) -> dict:
-    output = next(
-        e
-        for e in result.all_events
-        if e.event_type_value == "STEP_OUTPUT" and e.step_key == step_key
-    )
-    return output.event_specific_data.metadata
-
-
-def test_the_job_removes_orphan_files_daily_never_the_tables_rows(catalog, monkeypatch):
+def test_the_job_removes_orphan_files_daily_never_the_tables_rows(
+    catalog, monkeypatch, step_output_metadata
+):
     """The daily run deletes what the expiry stopped referencing (the compaction's inputs) and a
     killed write's file, once older than the age; the hourly run does not clean; rows stay."""
     import datetime as dt
@@ -128,7 +118,7 @@ def test_the_job_removes_orphan_files_daily_never_the_tables_rows(catalog, monke
     config = hourly.evaluate_tick(build_schedule_context()).run_requests[0].run_config
     result = job.execute_in_process(run_config=config, instance=DagsterInstance.ephemeral())
     assert result.success
-    assert step_metadata(result, "ingestion_remove_orphan_files")["skipped"].value is True
+    assert step_output_metadata(result, "ingestion_remove_orphan_files")["skipped"].value is True
     assert all(p.exists() for p in inputs) and killed.exists()
     # The next sync: the snapshots listing the compaction's inputs are no longer the latest.
     iceberg.write_table(
@@ -140,7 +130,7 @@ def test_the_job_removes_orphan_files_daily_never_the_tables_rows(catalog, monke
     config = daily.evaluate_tick(build_schedule_context()).run_requests[0].run_config
     result = job.execute_in_process(run_config=config, instance=DagsterInstance.ephemeral())
     assert result.success
-    meta = step_metadata(result, "ingestion_remove_orphan_files")
+    meta = step_output_metadata(result, "ingestion_remove_orphan_files")
     assert meta["deleted"].value == 0 and meta["min_age_hours"].value == 72
     assert all(p.exists() for p in inputs) and killed.exists()
 
@@ -149,7 +139,7 @@ def test_the_job_removes_orphan_files_daily_never_the_tables_rows(catalog, monke
     monkeypatch.setattr(orphans, "_now_ms", lambda now: later)
     result = job.execute_in_process(run_config=config, instance=DagsterInstance.ephemeral())
     assert result.success
-    meta = step_metadata(result, "ingestion_remove_orphan_files")
+    meta = step_output_metadata(result, "ingestion_remove_orphan_files")
     tables = {t["table"]: t for t in meta["tables"].value}
     assert tables[EVENTS.identifier]["deleted"] >= len(inputs) + 1
     assert tables[USERS.identifier]["exists"] is False  # never synced: nothing to do
@@ -170,7 +160,9 @@ def test_a_bad_orphan_age_setting_fails_the_run_naming_the_variable(catalog, mon
     assert "DATA_PLATFORM_ORPHAN_MIN_AGE_HOURS" in failure.step_failure_data.error.message
 
 
-def test_a_failed_expiry_does_not_skip_the_orphan_clean_up(catalog, monkeypatch):
+def test_a_failed_expiry_does_not_skip_the_orphan_clean_up(
+    catalog, monkeypatch, step_output_metadata
+):
     """One table's expiry fails (the run fails, naming it): the clean-up still runs for every
     table of the location that day."""
     import datetime as dt
@@ -199,7 +191,7 @@ def test_a_failed_expiry_does_not_skip_the_orphan_clean_up(catalog, monkeypatch)
     failures = [e for e in result.all_events if e.is_step_failure]
     assert [e.step_key for e in failures] == ["ingestion_expire_snapshots"]
     assert "snapshots not expired" in failures[0].step_failure_data.error.message
-    meta = step_metadata(result, "ingestion_remove_orphan_files")
+    meta = step_output_metadata(result, "ingestion_remove_orphan_files")
     tables = {t["table"]: t for t in meta["tables"].value}
     assert tables[EVENTS.identifier]["deleted"] == 1 and not killed.exists()
     assert iceberg.read_table(catalog, EVENTS.identifier).num_rows > 0
