@@ -25,7 +25,7 @@ import itertools
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,9 @@ class _Platform:
     #: Days materialized so far (the next new day's 0-based index).
     done: int = 0
     build_seconds: float = 0.0
+    #: The timed new days (``timed_day``'s results), with the checks and without them.
+    timed: list[dict[str, Any]] = field(default_factory=list)
+    unchecked: list[dict[str, Any]] = field(default_factory=list)
 
     def use(self, day_count: int) -> None:
         """Point the process at this platform, with the stand-in serving ``day_count`` days:
@@ -268,18 +271,14 @@ def measure_incremental(
                 )["seconds"]
                 platform.build_seconds += maintain_tables(platform.home)
             platform.done = h
-        timed: dict[int, list[dict[str, Any]]] = {p.history_days: [] for p in platforms}
-        for _ in range(repeats):
+        # The rounds with the checks, then (``without_checks``) as many without them.
+        for with_checks in [True] * repeats + [False] * (repeats if without_checks else 0):
             for platform in platforms:
-                timed[platform.history_days].append(timed_day(platform, True))
-        unchecked: dict[int, list[dict[str, Any]]] = {p.history_days: [] for p in platforms}
-        if without_checks:
-            for _ in range(repeats):
-                for platform in platforms:
-                    unchecked[platform.history_days].append(timed_day(platform, False))
+                samples = platform.timed if with_checks else platform.unchecked
+                samples.append(timed_day(platform, with_checks))
     results = []
     for platform in platforms:
-        days = timed[platform.history_days]
+        days = platform.timed
         cycles = [d["cycle"] for d in days]
         floors = [d["floor"] for d in days]
         result = {
@@ -292,7 +291,7 @@ def measure_incremental(
             "maintenance_samples": [d["maintenance"] for d in days],
         }  # fmt: skip
         if without_checks:
-            plain = [d["cycle"] for d in unchecked[platform.history_days]]
+            plain = [d["cycle"] for d in platform.unchecked]
             result["without_checks"] = {
                 **median_by(plain, "seconds"),
                 "samples": [round(c["seconds"], 3) for c in plain],
