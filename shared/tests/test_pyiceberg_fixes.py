@@ -40,11 +40,18 @@ def rows(n: int, day: dt.date) -> pa.Table:
     return pa.table({"id": pa.array(range(n), pa.int64()), "day": pa.array([day] * n)})
 
 
-def test_open_catalog_installs_it():
-    assert pyiceberg_fixes.install() is True
-    assert pyiceberg.table.Transaction.table_metadata.fget.__qualname__.startswith(
-        "install.<locals>"
-    )
+def test_open_catalog_installs_it(tmp_path, monkeypatch):
+    # As in a process where nothing installed it yet (the test session installs it up front).
+    original = pyiceberg_fixes._pyiceberg_property  # noqa: SLF001
+    monkeypatch.setattr(pyiceberg_fixes, "_installed", False)
+    monkeypatch.setattr(pyiceberg.table.Transaction, "table_metadata", original)
+    monkeypatch.setenv("DATA_PLATFORM_HOME", str(tmp_path))
+    open_catalog(load_settings())
+    installed = pyiceberg.table.Transaction.table_metadata
+    assert installed is not original
+    assert installed.fget.__qualname__.startswith("install.<locals>")
+    assert pyiceberg_fixes.install() is True  # idempotent: nothing installed twice
+    assert pyiceberg.table.Transaction.table_metadata is installed
 
 
 def test_a_commit_replays_the_staged_updates_once_per_state_not_per_read(
